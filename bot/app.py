@@ -1,0 +1,130 @@
+"""The composition root: builds the aiohttp application and wires every part together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from bot.config import Settings
+from bot.domain.policy import Policy
+from bot.graph import GraphClient, TokenProvider, build_http_client
+from bot.intake import AlertPoller
+from bot.services import RemediationService
+from bot.store.base import Store
+from bot.store.sqlite import SqliteStore
+from bot.teams.adapter import build_adapter, handle_activity
+from bot.teams.handler import TeamsBot
+from bot.teams.messenger import TeamsMessenger
+from cards.case import PortalLinks
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("service", RemediationService)
+POLLER = web.AppKey("poller", AlertPoller)
+BOT = web.AppKey("bot", TeamsBot)
+
+
+def utc_now() -> datetime:
+    """The production clock."""
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    graph: GraphClient | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    poll: bool = True,
+) -> web.Application:
+    """The bot's aiohttp application.
+
+    ``store`` and ``graph`` default to the real ones built from ``settings``; ``poll=False``
+    leaves polling to the caller (tests drive :meth:`AlertPoller.poll_once` themselves).
+    The HTTP client and the store are opened and closed by the app's ``cleanup_ctx``.
+    """
+    app = web.Application(client_max_size=1024 * 1024)
+    adapter = build_adapter(settings)
+    messenger = TeamsMessenger(adapter, settings.microsoft_app_id)
+    policy = Policy(responders=frozenset(settings.responders))
+    links = PortalLinks(defender=settings.defender_portal_url, entra=settings.entra_portal_url)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            the_store = store or SqliteStore(settings.sqlite_path)
+            if store is None:
+                stack.push_async_callback(the_store.close)
+            the_graph = graph
+            if the_graph is None:
+                http = build_http_client(ca_bundle=settings.graph_ca_bundle or None)
+                stack.push_async_callback(http.aclose)
+                tokens = TokenProvider(
+                    tenant_id=settings.graph_tenant_id,
+                    client_id=settings.graph_client_id,
+                    client_secret=settings.graph_client_secret or None,
+                    certificate_path=settings.graph_certificate_path or None,
+                    certificate_thumbprint=settings.graph_certificate_thumbprint or None,
+                    authority_host=settings.graph_authority_host,
+                    ca_bundle=settings.graph_ca_bundle or None,
+                )
+                the_graph = GraphClient(http, tokens, settings.graph_base_url)
+            service = RemediationService(
+                store=the_store,
+                graph=the_graph,
+                messenger=messenger,
+                policy=policy,
+                channel_id=settings.teams_channel_id,
+                clock=clock,
+                links=links,
+            )
+            poller = AlertPoller(
+                the_graph,
+                the_store,
+                service.ingest,
+                clock=clock,
+                lookback=timedelta(minutes=settings.poll_lookback_minutes),
+            )
+            app[SERVICE] = service
+            app[POLLER] = poller
+            app[BOT] = TeamsBot(service)
+            stack.push_async_callback(service.drain)
+            if poll:
+                task = asyncio.create_task(_poll_forever(poller, settings.poll_interval_seconds))
+                stack.push_async_callback(_cancel, task)
+            yield
+
+    app.cleanup_ctx.append(resources)
+    async def messages(request: web.Request) -> web.Response:
+        return await handle_activity(request, adapter, request.app[BOT])
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_post("/api/messages", messages)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def _poll_forever(poller: AlertPoller, interval: float) -> None:
+    while True:
+        try:
+            count = await poller.poll_once()
+            if count:
+                log.info("poll: %d identity alert(s) ingested", count)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One failed poll must not stop intake: log it and try again next interval.
+            log.exception("poll failed; retrying in %.0f s", interval)
+        await asyncio.sleep(interval)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

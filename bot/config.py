@@ -1,0 +1,188 @@
+"""Settings, loaded once at start from the environment (and an optional ``.env`` file).
+
+Every variable is documented in ``.env.example``. :func:`load_settings` turns any problem into a
+:class:`~bot.errors.ConfigError` that names the variable, so a misconfigured deployment stops at
+start-up with one readable line instead of failing on the first alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+AppType = Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"]
+
+
+def _env(name: str) -> Any:
+    """Field alias: the exact environment variable name (case-insensitive lookup)."""
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Typed configuration. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", populate_by_name=True, case_sensitive=False
+    )
+
+    # Bot Framework (the names Azure Bot Service and the botbuilder samples use).
+    microsoft_app_id: str = Field("", validation_alias=_env("MicrosoftAppId"))
+    microsoft_app_password: str = Field("", validation_alias=_env("MicrosoftAppPassword"), repr=False)
+    microsoft_app_tenant_id: str = Field("", validation_alias=_env("MicrosoftAppTenantId"))
+    microsoft_app_type: AppType = Field("MultiTenant", validation_alias=_env("MicrosoftAppType"))
+    sandbox_mode: bool = Field(False, validation_alias=_env("SANDBOX_MODE"))
+
+    # Microsoft Graph (app-only: client secret or certificate).
+    graph_tenant_id: str = Field("", validation_alias=_env("GRAPH_TENANT_ID"))
+    graph_client_id: str = Field("", validation_alias=_env("GRAPH_CLIENT_ID"))
+    graph_client_secret: str = Field("", validation_alias=_env("GRAPH_CLIENT_SECRET"), repr=False)
+    graph_certificate_path: str = Field("", validation_alias=_env("GRAPH_CERTIFICATE_PATH"))
+    graph_certificate_thumbprint: str = Field(
+        "", validation_alias=_env("GRAPH_CERTIFICATE_THUMBPRINT")
+    )
+    graph_authority_host: str = Field(
+        "https://login.microsoftonline.com", validation_alias=_env("GRAPH_AUTHORITY_HOST")
+    )
+    graph_base_url: str = Field(
+        "https://graph.microsoft.com/v1.0", validation_alias=_env("GRAPH_BASE_URL")
+    )
+    graph_ca_bundle: str = Field("", validation_alias=_env("GRAPH_CA_BUNDLE"))
+
+    # Teams and the people allowed to act.
+    teams_channel_id: str = Field("", validation_alias=_env("TEAMS_CHANNEL_ID"))
+    responders: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("RESPONDERS"))
+
+    # Intake.
+    poll_interval_seconds: float = Field(60.0, validation_alias=_env("POLL_INTERVAL_SECONDS"))
+    poll_lookback_minutes: int = Field(1440, validation_alias=_env("POLL_LOOKBACK_MINUTES"))
+
+    # State and the HTTP listener.
+    store_url: str = Field("sqlite:///data/remediation-bot.db", validation_alias=_env("STORE_URL"))
+    host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    port: int = Field(3978, ge=1, le=65535, validation_alias=_env("PORT"))
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+
+    # Links shown on cards and in thread replies.
+    defender_portal_url: str = Field(
+        "https://security.microsoft.com", validation_alias=_env("DEFENDER_PORTAL_URL")
+    )
+    entra_portal_url: str = Field("https://entra.microsoft.com", validation_alias=_env("ENTRA_PORTAL_URL"))
+
+    @field_validator("responders", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if not self.microsoft_app_id and not self.sandbox_mode:
+            raise ValueError(
+                "MicrosoftAppId|is required: set it to the bot's Microsoft app id "
+                "(or set SANDBOX_MODE=true to run the local demo with authentication off)"
+            )
+        if self.microsoft_app_id:
+            if self.microsoft_app_type != "UserAssignedMSI" and not self.microsoft_app_password:
+                raise ValueError(
+                    "MicrosoftAppPassword|is required when MicrosoftAppId is set "
+                    f"and MicrosoftAppType is {self.microsoft_app_type}"
+                )
+            if self.microsoft_app_type != "MultiTenant" and not self.microsoft_app_tenant_id:
+                raise ValueError(
+                    "MicrosoftAppTenantId|is required when MicrosoftAppType is "
+                    f"{self.microsoft_app_type}"
+                )
+        for variable, value in (
+            ("GRAPH_TENANT_ID", self.graph_tenant_id),
+            ("GRAPH_CLIENT_ID", self.graph_client_id),
+            ("TEAMS_CHANNEL_ID", self.teams_channel_id),
+        ):
+            if not value:
+                raise ValueError(f"{variable}|is required")
+        if not self.graph_client_secret and not self.graph_certificate_path:
+            raise ValueError(
+                "GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set"
+            )
+        if self.graph_certificate_path:
+            if not self.graph_certificate_thumbprint:
+                raise ValueError(
+                    "GRAPH_CERTIFICATE_THUMBPRINT|is required with GRAPH_CERTIFICATE_PATH"
+                )
+            if not Path(self.graph_certificate_path).is_file():
+                raise ValueError(
+                    f"GRAPH_CERTIFICATE_PATH|no such file: {self.graph_certificate_path}"
+                )
+        if self.graph_ca_bundle and not Path(self.graph_ca_bundle).is_file():
+            raise ValueError(f"GRAPH_CA_BUNDLE|no such file: {self.graph_ca_bundle}")
+        for variable, url in (
+            ("GRAPH_AUTHORITY_HOST", self.graph_authority_host),
+            ("GRAPH_BASE_URL", self.graph_base_url),
+        ):
+            if not url.startswith("https://"):
+                raise ValueError(f"{variable}|must be an https:// URL, got {url!r}")
+        if not (self.store_url.startswith("sqlite:///")):
+            raise ValueError(
+                f"STORE_URL|must look like sqlite:///path/to/file.db, got {self.store_url!r}"
+            )
+        if self.poll_interval_seconds <= 0:
+            raise ValueError("POLL_INTERVAL_SECONDS|must be greater than 0")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Inbound Bot Framework JWT validation is on whenever an app id is configured."""
+        return bool(self.microsoft_app_id)
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file named by ``STORE_URL``."""
+        return Path(self.store_url.removeprefix("sqlite:///"))
+
+
+_FIELD_TO_ENV = {
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+    for name, field in Settings.model_fields.items()
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` naming the variable at fault.
+
+    ``overrides`` (field names) win over the environment; the demo and the tests use them.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    if not settings.auth_enabled:
+        log.warning(
+            "AUTHENTICATION IS OFF: MicrosoftAppId is empty and SANDBOX_MODE is on. "
+            "Anyone who can reach this port can talk to the bot. Never run this way in a tenant."
+        )
+    if not settings.responders:
+        log.warning("RESPONDERS is empty: nobody can act on a case until it lists someone.")
+    return settings
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    message = str(first.get("msg", "")).removeprefix("Value error, ")
+    if "|" in message:
+        variable, problem = message.split("|", 1)
+        return ConfigError(variable, problem)
+    location = first.get("loc", ())
+    field = str(location[0]) if location else ""
+    variable = _FIELD_TO_ENV.get(field, field)
+    model_field = Settings.model_fields.get(field)
+    if model_field is not None and not model_field.repr:
+        return ConfigError(variable, message)  # a secret: never echo its value
+    return ConfigError(variable, f"{message} (got {first.get('input')!r})")

@@ -1,0 +1,282 @@
+"""The domain nouns: alerts, identities, cases, action requests. Pure data, no I/O.
+
+Models are frozen pydantic models: every change makes a new object (``model_copy``), which is
+what compare-and-swap storage and the pure approval state machine want, and they serialize to the
+store as JSON without hand-written mappers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Frozen(BaseModel):
+    """Base of every domain model: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Severity(StrEnum):
+    """Alert severity, as Microsoft Graph names it; members are ordered by :attr:`rank`."""
+
+    UNKNOWN = "unknown"
+    INFORMATIONAL = "informational"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        """0 for unknown up to 4 for high."""
+        return list(Severity).index(self)
+
+    @classmethod
+    def parse(cls, value: Any) -> Severity:
+        """Graph's value, or :attr:`UNKNOWN` for anything unexpected (e.g. unknownFutureValue)."""
+        try:
+            return cls(str(value))
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class AlertSource(StrEnum):
+    """Where an alert came from (Graph ``serviceSource`` values, plus our own)."""
+
+    DEFENDER_FOR_IDENTITY = "microsoftDefenderForIdentity"
+    IDENTITY_PROTECTION = "azureAdIdentityProtection"
+    MANUAL = "manual"
+
+    @property
+    def label(self) -> str:
+        """The product name a responder knows."""
+        return _SOURCE_LABELS[self]
+
+
+_SOURCE_LABELS = {
+    AlertSource.DEFENDER_FOR_IDENTITY: "Defender for Identity",
+    AlertSource.IDENTITY_PROTECTION: "Entra ID Protection",
+    AlertSource.MANUAL: "Opened by a responder",
+}
+
+
+class IdentityRef(Frozen):
+    """Who an alert is about, as far as the alert's evidence tells."""
+
+    object_id: str | None = None
+    upn: str | None = None
+    display_name: str | None = None
+    on_prem_sid: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The stable grouping key: the Entra object id, else the lower-cased UPN."""
+        if self.object_id:
+            return self.object_id.lower()
+        if self.upn:
+            return self.upn.lower()
+        raise ValueError("an identity needs an Entra object id or a UPN")
+
+    @property
+    def label(self) -> str:
+        """How a person names this identity: display name and UPN where known."""
+        if self.display_name and self.upn:
+            return f"{self.display_name} ({self.upn})"
+        return self.display_name or self.upn or self.object_id or "unknown identity"
+
+    def merged(self, other: IdentityRef) -> IdentityRef:
+        """Fill fields this reference lacks from ``other`` (a later alert may know more)."""
+        return IdentityRef(
+            object_id=self.object_id or other.object_id,
+            upn=self.upn or other.upn,
+            display_name=self.display_name or other.display_name,
+            on_prem_sid=self.on_prem_sid or other.on_prem_sid,
+        )
+
+
+class Alert(Frozen):
+    """One security alert about one identity, normalised from Graph ``alerts_v2``."""
+
+    id: str
+    source: AlertSource
+    title: str
+    severity: Severity
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    first_activity_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    web_url: str | None = None
+    detection_source: str | None = None
+    techniques: tuple[str, ...] = ()
+    target: IdentityRef
+
+
+class CardRef(Frozen):
+    """Where a case's card lives in Teams: both ids are needed to update it and to reply."""
+
+    conversation_id: str
+    activity_id: str
+
+
+class ChannelRef(Frozen):
+    """The incident channel, captured from the bot's installation in the team."""
+
+    channel_id: str
+    service_url: str
+    tenant_id: str | None = None
+    team_id: str | None = None
+    bot_id: str | None = None
+    bot_name: str | None = None
+
+
+class AccountState(Frozen):
+    """The account's state as last read back from Microsoft Graph."""
+
+    enabled: bool | None = None
+    checked_at: datetime | None = None
+
+
+class CaseStatus(StrEnum):
+    """A case is open until the identity is contained (or a responder closes it)."""
+
+    OPEN = "open"
+    CONTAINED = "contained"
+
+
+class Case(Frozen):
+    """Everything known about one compromised identity; one open case per identity."""
+
+    id: str
+    identity: IdentityRef
+    alerts: tuple[Alert, ...]
+    status: CaseStatus = CaseStatus.OPEN
+    opened_at: datetime
+    card: CardRef | None = None
+    account: AccountState = AccountState()
+    revision: int = 1
+    published_revision: int = 0
+    version: int = 0
+
+    @property
+    def severity(self) -> Severity:
+        """The highest severity among the case's alerts."""
+        return max((a.severity for a in self.alerts), key=lambda s: s.rank, default=Severity.UNKNOWN)
+
+    @property
+    def first_seen(self) -> datetime:
+        """When the earliest alert was created."""
+        return min(a.created_at for a in self.alerts) if self.alerts else self.opened_at
+
+    @property
+    def last_seen(self) -> datetime:
+        """When the latest alert was last updated."""
+        return max(a.updated_at for a in self.alerts) if self.alerts else self.opened_at
+
+    def with_alert(self, alert: Alert) -> Case:
+        """The case with ``alert`` added, or replaced when an alert with its id is present."""
+        alerts = tuple(a for a in self.alerts if a.id != alert.id) + (alert,)
+        alerts = tuple(sorted(alerts, key=lambda a: (a.created_at, a.id)))
+        return self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
+
+    def revised(self, **changes: Any) -> Case:
+        """The case with ``changes`` applied and its card revision bumped.
+
+        ``revision`` counts changes a responder can see; the card carries it, so a click on a
+        card that no longer shows the current state is recognised as stale.
+        """
+        return self.model_copy(update={**changes, "revision": self.revision + 1})
+
+    @property
+    def needs_publishing(self) -> bool:
+        """Whether the card in Teams is missing or older than the case."""
+        return self.card is None or self.published_revision < self.revision
+
+
+class ResponseAction(StrEnum):
+    """The containment actions a responder can ask for."""
+
+    DISABLE_ACCOUNT = "disableAccount"
+
+    @property
+    def label(self) -> str:
+        """Button and thread wording."""
+        return _ACTION_LABELS[self]
+
+
+_ACTION_LABELS = {ResponseAction.DISABLE_ACCOUNT: "Disable account"}
+
+
+class Actor(Frozen):
+    """A person who clicked: Entra object id (what authorization checks) and display name."""
+
+    object_id: str
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """Display name, falling back to the object id."""
+        return self.name or self.object_id
+
+
+class RequestState(StrEnum):
+    """Lifecycle of an action request (see :mod:`bot.domain.approval`)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """No event moves a request out of a final state."""
+        return self in _FINAL_STATES
+
+
+_FINAL_STATES = frozenset(
+    {
+        RequestState.SUCCEEDED,
+        RequestState.FAILED,
+        RequestState.REJECTED,
+        RequestState.EXPIRED,
+        RequestState.CANCELLED,
+    }
+)
+
+
+class ActionResult(Frozen):
+    """What happened when the action ran, and what reading the state back showed."""
+
+    succeeded: bool
+    summary: str
+    verified: bool = False
+    verified_state: str = ""
+    verified_at: datetime | None = None
+    graph_request_id: str = ""
+
+
+class ActionRequest(Frozen):
+    """A responder's request to run one action against one case's identity."""
+
+    id: str
+    case_id: str
+    action: ResponseAction
+    requester: Actor
+    reason: str = ""
+    state: RequestState = RequestState.PENDING
+    created_at: datetime
+    expires_at: datetime
+    approvals: tuple[Actor, ...] = ()
+    required_approvals: int = 1
+    idempotency_key: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: ActionResult | None = None
+    version: int = 0

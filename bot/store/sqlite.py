@@ -1,0 +1,292 @@
+"""SQLite implementation of the store: the embedded default for one replica.
+
+One connection in WAL mode, used from a worker thread (``asyncio.to_thread``) under a lock, so
+the event loop never blocks on disk. Rows hold the domain object as JSON plus the columns
+queries need; ``version`` backs compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef
+from bot.errors import ConflictError, DuplicateError, StoreError
+from bot.store.base import AlertIntake
+
+T = TypeVar("T", bound=BaseModel)
+
+_MAX_CAS_ATTEMPTS = 20
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE cases (
+        id TEXT PRIMARY KEY,
+        identity_key TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX cases_one_active_per_identity ON cases (identity_key) WHERE active = 1;
+    CREATE TABLE alerts (id TEXT PRIMARY KEY, case_id TEXT NOT NULL REFERENCES cases (id));
+    CREATE TABLE action_requests (
+        id TEXT PRIMARY KEY,
+        case_id TEXT NOT NULL REFERENCES cases (id),
+        state TEXT NOT NULL,
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE INDEX action_requests_by_case ON action_requests (case_id);
+    CREATE UNIQUE INDEX action_requests_one_active_per_case ON action_requests (case_id)
+        WHERE state IN ('pending', 'approved', 'executing');
+    """,
+)
+
+
+class SqliteStore:
+    """The :class:`bot.store.base.Store` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            current = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {number}")
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._db.execute("ROLLBACK")
+                    raise StoreError(f"migration {number} failed: {exc}") from exc
+
+    async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return result
+
+        try:
+            return await asyncio.to_thread(locked)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the state store failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    # -- meta -------------------------------------------------------------------------------
+
+    async def _get_meta(self, key: str) -> str | None:
+        row = await self._run(lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def _set_meta(self, key: str, value: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+    async def get_watermark(self, source: str) -> datetime | None:
+        """The last ``lastUpdateDateTime`` fully ingested from ``source``."""
+        value = await self._get_meta(f"watermark:{source}")
+        return None if value is None else datetime.fromisoformat(value)
+
+    async def set_watermark(self, source: str, value: datetime) -> None:
+        """Advance the watermark of ``source``."""
+        await self._set_meta(f"watermark:{source}", value.isoformat())
+
+    async def get_channel(self) -> ChannelRef | None:
+        """The incident channel captured from the installation, if any."""
+        value = await self._get_meta("channel")
+        return None if value is None else ChannelRef.model_validate_json(value)
+
+    async def set_channel(self, channel: ChannelRef) -> None:
+        """Remember the incident channel."""
+        await self._set_meta("channel", channel.model_dump_json())
+
+    # -- cases ------------------------------------------------------------------------------
+
+    async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
+        """Add ``alert`` to its identity's active case, opening one if needed (one transaction)."""
+
+        def work(db: sqlite3.Connection) -> AlertIntake:
+            known = db.execute("SELECT case_id FROM alerts WHERE id = ?", (alert.id,)).fetchone()
+            if known is not None:
+                case = _load_case(db, known[0])
+                previous = next((a for a in case.alerts if a.id == alert.id), None)
+                if previous == alert or (previous and previous.updated_at > alert.updated_at):
+                    return AlertIntake(case, case_created=False, alert_new=False, alert_changed=False)
+                case = _save_case(db, case.with_alert(alert), case.version)
+                return AlertIntake(case, case_created=False, alert_new=False, alert_changed=True)
+            row = db.execute(
+                "SELECT id FROM cases WHERE identity_key = ? AND active = 1",
+                (alert.target.key,),
+            ).fetchone()
+            if row is None:
+                case = Case(
+                    id=new_case_id,
+                    identity=alert.target,
+                    alerts=(alert,),
+                    opened_at=now,
+                    version=1,
+                )
+                db.execute(
+                    "INSERT INTO cases (id, identity_key, active, data, version) VALUES (?, ?, 1, ?, 1)",
+                    (case.id, alert.target.key, case.model_dump_json()),
+                )
+                created = True
+            else:
+                current = _load_case(db, row[0])
+                case = _save_case(db, current.with_alert(alert), current.version)
+                created = False
+            db.execute("INSERT INTO alerts (id, case_id) VALUES (?, ?)", (alert.id, case.id))
+            return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True)
+
+        result: AlertIntake = await self._run(work)
+        return result
+
+    async def get_case(self, case_id: str) -> Case | None:
+        """One case by id."""
+        return await self._get(Case, "cases", case_id)
+
+    async def find_active_case(self, identity: IdentityRef) -> Case | None:
+        """The active case of an identity, if there is one."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT data, version FROM cases WHERE identity_key = ? AND active = 1",
+                (identity.key,),
+            ).fetchone()
+        )
+        return None if row is None else _decode(Case, row)
+
+    async def list_cases(self) -> list[Case]:
+        """Every case, oldest first."""
+        rows = await self._run(lambda db: db.execute("SELECT data, version FROM cases ORDER BY rowid").fetchall())
+        return [_decode(Case, row) for row in rows]
+
+    async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
+        """Compare-and-swap update of one case."""
+        return await self._update(Case, "cases", case_id, mutate)
+
+    # -- action requests --------------------------------------------------------------------
+
+    async def add_request(self, request: ActionRequest) -> ActionRequest:
+        """Store a new action request (version 1)."""
+        stored = request.model_copy(update={"version": 1})
+
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT INTO action_requests (id, case_id, state, data, version) VALUES (?, ?, ?, ?, 1)",
+                    (stored.id, stored.case_id, stored.state.value, stored.model_dump_json()),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise DuplicateError(f"case {stored.case_id} already has an active request") from exc
+
+        await self._run(insert)
+        return stored
+
+    async def get_request(self, request_id: str) -> ActionRequest | None:
+        """One action request by id."""
+        return await self._get(ActionRequest, "action_requests", request_id)
+
+    async def list_requests(self, case_id: str) -> list[ActionRequest]:
+        """A case's action requests, oldest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT data, version FROM action_requests WHERE case_id = ? ORDER BY rowid",
+                (case_id,),
+            ).fetchall()
+        )
+        return [_decode(ActionRequest, row) for row in rows]
+
+    async def update_request(
+        self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
+    ) -> ActionRequest:
+        """Compare-and-swap update of one action request."""
+        return await self._update(ActionRequest, "action_requests", request_id, mutate)
+
+    # -- generic row access -----------------------------------------------------------------
+
+    async def _get(self, model: type[T], table: str, key: str) -> T | None:
+        row = await self._run(
+            lambda db: db.execute(f"SELECT data, version FROM {table} WHERE id = ?", (key,)).fetchone()
+        )
+        return None if row is None else _decode(model, row)
+
+    async def _update(
+        self, model: type[T], table: str, key: str, mutate: Callable[[T], T | None]
+    ) -> T:
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            current = await self._get(model, table, key)
+            if current is None:
+                raise StoreError(f"no {table} row {key!r}")
+            changed = mutate(current)
+            if changed is None:
+                return current
+            version = int(getattr(current, "version"))
+            stored = changed.model_copy(update={"version": version + 1})
+            extra = ", state = ?" if table == "action_requests" else ""
+            params: tuple[Any, ...] = (stored.model_dump_json(),)
+            if extra:
+                params += (str(getattr(stored, "state").value),)
+            params += (key, version)
+
+            def write(db: sqlite3.Connection, params: tuple[Any, ...] = params) -> int:
+                sql = f"UPDATE {table} SET data = ?, version = version + 1{extra} WHERE id = ? AND version = ?"
+                return int(db.execute(sql, params).rowcount)
+
+            if await self._run(write) == 1:
+                return stored
+        raise ConflictError(f"{table} row {key!r} kept changing under concurrent writers")
+
+
+def _decode(model: type[T], row: Any) -> T:
+    return model.model_validate_json(row[0]).model_copy(update={"version": int(row[1])})
+
+
+def _load_case(db: sqlite3.Connection, case_id: str) -> Case:
+    row = db.execute("SELECT data, version FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return _decode(Case, row)
+
+
+def _save_case(db: sqlite3.Connection, case: Case, expected_version: int) -> Case:
+    stored = case.model_copy(update={"version": expected_version + 1})
+    count = db.execute(
+        "UPDATE cases SET data = ?, version = ? WHERE id = ? AND version = ?",
+        (stored.model_dump_json(), stored.version, case.id, expected_version),
+    ).rowcount
+    if count != 1:
+        raise ConflictError(f"case {case.id} changed while an alert was being added")
+    return stored
