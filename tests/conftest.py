@@ -1,0 +1,113 @@
+"""Shared fixtures: the sandbox tenant, the recording Bot Connector and the bot, all on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings, load_settings
+from bot.sandbox import SandboxTenant
+from tests.support.connector import RecordingConnector
+from tests.support.harness import CHANNEL_ID, BotHarness
+
+RESPONDER = {"id": "aaaaaaaa-0000-4000-8000-000000000001", "name": "Alex Wilber"}
+SECOND_RESPONDER = {"id": "aaaaaaaa-0000-4000-8000-000000000002", "name": "Megan Bowen"}
+OUTSIDER = {"id": "aaaaaaaa-0000-4000-8000-0000000000ff", "name": "Eve Outsider"}
+
+SCENARIO: dict[str, Any] = {
+    "users": [
+        {
+            "id": "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a01",
+            "userPrincipalName": "adele.vance@contoso.com",
+            "displayName": "Adele Vance",
+        },
+        {
+            "id": "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a03",
+            "userPrincipalName": "lee.gu@contoso.com",
+            "displayName": "Lee Gu",
+        },
+    ],
+    "alerts": [
+        {
+            "user": "adele.vance@contoso.com",
+            "serviceSource": "microsoftDefenderForIdentity",
+            "title": "Suspected identity theft (pass-the-ticket)",
+            "severity": "high",
+            "mitreTechniques": ["T1550.003"],
+            "minutes_ago": 40,
+        },
+        {
+            "user": "lee.gu@contoso.com",
+            "serviceSource": "azureAdIdentityProtection",
+            "title": "Leaked credentials",
+            "severity": "high",
+            "minutes_ago": 30,
+        },
+    ],
+}
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def tenant(tmp_path: Path, clock: Clock) -> AsyncIterator[SandboxTenant]:
+    sandbox = SandboxTenant(SCENARIO, cert_dir=tmp_path / "tenant", clock=clock)
+    await sandbox.start()
+    yield sandbox
+    await sandbox.stop()
+    assert sandbox.violations == [], "the bot broke the Graph contract"
+
+
+@pytest.fixture
+async def connector() -> AsyncIterator[RecordingConnector]:
+    recorder = RecordingConnector()
+    await recorder.start()
+    yield recorder
+    await recorder.stop()
+
+
+@pytest.fixture
+def make_settings(tenant: SandboxTenant, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "sandbox_mode": True,
+            "microsoft_app_id": "",
+            "graph_tenant_id": tenant.tenant_id,
+            "graph_client_id": tenant.client_id,
+            "graph_client_secret": tenant.client_secret,
+            "graph_authority_host": tenant.authority_host,
+            "graph_base_url": tenant.graph_base_url,
+            "graph_ca_bundle": str(tenant.ca_pem_path),
+            "teams_channel_id": CHANNEL_ID,
+            "responders": [RESPONDER["id"], SECOND_RESPONDER["id"]],
+            "store_url": f"sqlite:///{tmp_path / 'bot.db'}",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def bot(make_settings: Callable[..., Settings], clock: Clock) -> AsyncIterator[BotHarness]:
+    harness = BotHarness(make_settings(), clock)
+    await harness.start()
+    yield harness
+    await harness.stop()
