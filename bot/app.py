@@ -115,7 +115,7 @@ async def _poll_forever(poller: AlertPoller, interval: float) -> None:
         try:
             count = await poller.poll_once()
             if count:
-                log.info("poll: %d identity alert(s) ingested", count)
+                log.info("poll: %d new or changed identity alert(s)", count)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -110,7 +110,7 @@ class AlertPoller:
         self,
         graph: GraphClient,
         store: Store,
-        ingest: Callable[[Sequence[Alert]], Awaitable[None]],
+        ingest: Callable[[Sequence[Alert]], Awaitable[int]],
         *,
         clock: Callable[[], datetime],
         lookback: timedelta = timedelta(days=1),
@@ -124,7 +124,10 @@ class AlertPoller:
         self._overlap = overlap
 
     async def poll_once(self) -> int:
-        """Fetch and ingest every identity alert updated since the watermark; return how many."""
+        """Fetch and ingest every identity alert updated since the watermark.
+
+        Returns how many of them were new or changed.
+        """
         watermark = await self._store.get_watermark(WATERMARK_KEY)
         since = (watermark - self._overlap) if watermark else (self._clock() - self._lookback)
         alerts: list[Alert] = []
@@ -144,8 +147,7 @@ class AlertPoller:
                 newest = alert.updated_at
         if skipped:
             log.warning("%d alert(s) named no user the bot can act on and were left out", skipped)
-        if alerts:
-            await self._ingest(alerts)
+        changed = await self._ingest(alerts) if alerts else 0
         if newest is not None and newest != watermark:
             await self._store.set_watermark(WATERMARK_KEY, newest)
-        return len(alerts)
+        return changed

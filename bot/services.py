@@ -131,19 +131,29 @@ class RemediationService:
 
     # -- intake -------------------------------------------------------------------------------
 
-    async def ingest(self, alerts: Sequence[Alert]) -> None:
-        """Record alerts into cases (one per identity) and bring every card up to date."""
+    async def ingest(self, alerts: Sequence[Alert]) -> int:
+        """Record alerts into cases (one per identity), bring every card up to date.
+
+        Returns how many alerts were new or changed; repeats of known alerts change nothing.
+        """
+        changed = 0
         for alert in alerts:
             intake = await self._store.record_alert(alert, new_case_id=self._new_id(), now=self._clock())
+            changed += intake.alert_changed
             if intake.case_created:
                 log.info("case %s opened for %s", intake.case.id, intake.case.identity.label)
-        await self.publish_cards()
+        if changed:
+            await self.publish_cards()
+        return changed
 
     async def publish_cards(self) -> None:
         """Post a card for every case that has none, and update every card that is behind."""
         channel = await self._store.get_channel()
         if channel is None:
-            log.warning("no incident channel yet: install the bot in the team of TEAMS_CHANNEL_ID; cards wait")
+            log.warning(
+                "cards wait: the bot has not been installed in the team of TEAMS_CHANNEL_ID (%s) yet",
+                self._channel_id,
+            )
             return
         for case in await self._store.list_cases():
             if case.needs_publishing:
