@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test check lint format typecheck demo bench lock clean
+.PHONY: install test check lint format typecheck demo screenshots browser lock clean
 
 install: $(STAMP)
 
@@ -17,8 +17,29 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test: install
-	$(BIN)/python -m pytest -q
+# The Agents Playground (npm) for the demo and the browser test.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 to run the demo and the browser test"; exit 1; }
+	npm ci --no-audit --no-fund --prefer-offline
+	touch $@
+
+# Chromium for the browser test: installed from Debian when we may (root with apt-get);
+# otherwise the browser test says it was not run (CI sets REQUIRE_E2E=1 and fails instead).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium from Debian for the browser test"; \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) || \
+		echo "could not install Chromium: the browser test will not run"; \
+	fi
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory node_modules/.installed; \
+	else echo "npm not found: the browser test will not run"; fi
+
+test: install browser
+	$(BIN)/python -m pytest -q -rs
+
+screenshots: install browser
+	SCREENSHOTS_DIR=$(CURDIR)/docs REQUIRE_E2E=1 $(BIN)/python -m pytest -q -m e2e
 
 check: install lint typecheck test
 
@@ -33,7 +54,7 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-demo: install
+demo: install node_modules/.installed
 	$(BIN)/remediation-bot demo
 
 lock:

@@ -72,6 +72,7 @@ def create_app(
                     authority_host=settings.graph_authority_host,
                     ca_bundle=settings.graph_ca_bundle or None,
                 )
+                stack.push_async_callback(tokens.aclose)
                 the_graph = GraphClient(http, tokens, settings.graph_base_url)
             service = RemediationService(
                 store=the_store,
@@ -99,6 +100,7 @@ def create_app(
             yield
 
     app.cleanup_ctx.append(resources)
+
     async def messages(request: web.Request) -> web.Response:
         return await handle_activity(request, adapter, request.app[BOT])
 

@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="run the bot with a local sandbox tenant and the Microsoft 365 Agents Playground"
     )
     demo.add_argument("--port", type=int, default=3978, help="the bot's port (default 3978)")
-    demo.add_argument("--no-playground", action="store_true", help="start only the bot and the sandbox tenant")
+    demo.add_argument(
+        "--no-playground", action="store_true", help="start only the bot and the sandbox tenant"
+    )
     demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)
     code: int = args.run(args)

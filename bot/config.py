@@ -45,20 +45,18 @@ class Settings(BaseSettings):
     graph_client_id: str = Field("", validation_alias=_env("GRAPH_CLIENT_ID"))
     graph_client_secret: str = Field("", validation_alias=_env("GRAPH_CLIENT_SECRET"), repr=False)
     graph_certificate_path: str = Field("", validation_alias=_env("GRAPH_CERTIFICATE_PATH"))
-    graph_certificate_thumbprint: str = Field(
-        "", validation_alias=_env("GRAPH_CERTIFICATE_THUMBPRINT")
-    )
+    graph_certificate_thumbprint: str = Field("", validation_alias=_env("GRAPH_CERTIFICATE_THUMBPRINT"))
     graph_authority_host: str = Field(
         "https://login.microsoftonline.com", validation_alias=_env("GRAPH_AUTHORITY_HOST")
     )
-    graph_base_url: str = Field(
-        "https://graph.microsoft.com/v1.0", validation_alias=_env("GRAPH_BASE_URL")
-    )
+    graph_base_url: str = Field("https://graph.microsoft.com/v1.0", validation_alias=_env("GRAPH_BASE_URL"))
     graph_ca_bundle: str = Field("", validation_alias=_env("GRAPH_CA_BUNDLE"))
 
     # Teams and the people allowed to act.
     teams_channel_id: str = Field("", validation_alias=_env("TEAMS_CHANNEL_ID"))
-    responders: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("RESPONDERS"))
+    responders: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("RESPONDERS")
+    )
 
     # Intake.
     poll_interval_seconds: float = Field(60.0, validation_alias=_env("POLL_INTERVAL_SECONDS"))
@@ -98,8 +96,7 @@ class Settings(BaseSettings):
                 )
             if self.microsoft_app_type != "MultiTenant" and not self.microsoft_app_tenant_id:
                 raise ValueError(
-                    "MicrosoftAppTenantId|is required when MicrosoftAppType is "
-                    f"{self.microsoft_app_type}"
+                    f"MicrosoftAppTenantId|is required when MicrosoftAppType is {self.microsoft_app_type}"
                 )
         for variable, value in (
             ("GRAPH_TENANT_ID", self.graph_tenant_id),
@@ -109,18 +106,12 @@ class Settings(BaseSettings):
             if not value:
                 raise ValueError(f"{variable}|is required")
         if not self.graph_client_secret and not self.graph_certificate_path:
-            raise ValueError(
-                "GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set"
-            )
+            raise ValueError("GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set")
         if self.graph_certificate_path:
             if not self.graph_certificate_thumbprint:
-                raise ValueError(
-                    "GRAPH_CERTIFICATE_THUMBPRINT|is required with GRAPH_CERTIFICATE_PATH"
-                )
+                raise ValueError("GRAPH_CERTIFICATE_THUMBPRINT|is required with GRAPH_CERTIFICATE_PATH")
             if not Path(self.graph_certificate_path).is_file():
-                raise ValueError(
-                    f"GRAPH_CERTIFICATE_PATH|no such file: {self.graph_certificate_path}"
-                )
+                raise ValueError(f"GRAPH_CERTIFICATE_PATH|no such file: {self.graph_certificate_path}")
         if self.graph_ca_bundle and not Path(self.graph_ca_bundle).is_file():
             raise ValueError(f"GRAPH_CA_BUNDLE|no such file: {self.graph_ca_bundle}")
         for variable, url in (
@@ -130,9 +121,7 @@ class Settings(BaseSettings):
             if not url.startswith("https://"):
                 raise ValueError(f"{variable}|must be an https:// URL, got {url!r}")
         if not (self.store_url.startswith("sqlite:///")):
-            raise ValueError(
-                f"STORE_URL|must look like sqlite:///path/to/file.db, got {self.store_url!r}"
-            )
+            raise ValueError(f"STORE_URL|must look like sqlite:///path/to/file.db, got {self.store_url!r}")
         if self.poll_interval_seconds <= 0:
             raise ValueError("POLL_INTERVAL_SECONDS|must be greater than 0")
         return self

@@ -46,9 +46,24 @@ RESPONDER = {
 # The other people in the Playground's mock team (it wants exactly five).
 _OTHERS = [
     ("29:megan-bowen", "Megan Bowen", "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a52", "megan.bowen@contoso.com"),
-    ("29:isaiah-langer", "Isaiah Langer", "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a53", "isaiah.langer@contoso.com"),
-    ("29:patti-fernandez", "Patti Fernandez", "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a54", "patti.fernandez@contoso.com"),
-    ("29:lynne-robbins", "Lynne Robbins", "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a55", "lynne.robbins@contoso.com"),
+    (
+        "29:isaiah-langer",
+        "Isaiah Langer",
+        "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a53",
+        "isaiah.langer@contoso.com",
+    ),
+    (
+        "29:patti-fernandez",
+        "Patti Fernandez",
+        "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a54",
+        "patti.fernandez@contoso.com",
+    ),
+    (
+        "29:lynne-robbins",
+        "Lynne Robbins",
+        "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a55",
+        "lynne.robbins@contoso.com",
+    ),
     ("29:nestor-wilke", "Nestor Wilke", "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a56", "nestor.wilke@contoso.com"),
 ]
 
@@ -137,7 +152,9 @@ class DemoStack:
             )
         folder = self.workdir / "playground"
         folder.mkdir()
-        (folder / ".m365agentsplayground.yml").write_text(yaml.safe_dump(playground_config(), sort_keys=False))
+        (folder / ".m365agentsplayground.yml").write_text(
+            yaml.safe_dump(playground_config(), sort_keys=False)
+        )
         output = folder / "playground.log"
         env = {
             **os.environ,
@@ -164,16 +181,17 @@ class DemoStack:
         self.playground_port = port
         self.playground_url = f"http://127.0.0.1:{port}"
 
-    async def _wait_for_playground(self, output: Path, timeout: float = 60.0) -> int:
+    async def _wait_for_playground(self, output: Path, limit: float = 60.0) -> int:
         assert self._playground is not None
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + limit
         async with aiohttp.ClientSession() as http:
             while True:
                 if self._playground.returncode is not None:
                     raise RuntimeError(f"the Agents Playground exited; see {output}")
                 if asyncio.get_running_loop().time() > deadline:
-                    raise RuntimeError(f"the Agents Playground did not start in {timeout:.0f} s; see {output}")
-                found = re.search(r"Listening on (\d+)", output.read_text(errors="replace"))
+                    raise RuntimeError(f"the Agents Playground did not start in {limit:.0f} s; see {output}")
+                printed = await asyncio.to_thread(output.read_text, errors="replace")
+                found = re.search(r"Listening on (\d+)", printed)
                 if found:
                     port = int(found.group(1))
                     if await _playground_ready(http, port):

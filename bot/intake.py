@@ -71,7 +71,7 @@ def target_identity(evidence: Iterable[Mapping[str, Any]]) -> IdentityRef | None
 def parse_graph_alert(raw: Mapping[str, Any]) -> Alert | None:
     """Normalise one Graph security alert; ``None`` if it names no user we could act on."""
     try:
-        source = AlertSource(raw.get("serviceSource"))
+        source = AlertSource(str(raw.get("serviceSource")))
     except ValueError:
         return None
     created = parse_time(raw.get("createdDateTime"))

@@ -34,7 +34,7 @@ from bot.domain.policy import Policy
 from bot.errors import DuplicateError, RemediationError, StoreError
 from bot.graph import GraphClient
 from bot.store.base import Store
-from cards.case import REASON_INPUT_ID, PortalLinks, render_case
+from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, render_case
 from cards.replies import render_result_reply
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ class CardAnswer:
     error_message: str = ""
 
 
-STALE_NOTE = "This card was out of date, so nothing was done. Here is the current state; check it and try again."
+STALE_NOTE = (
+    "This card was out of date, so nothing was done. Here is the current state; check it and try again."
+)
 
 
 class RemediationService:
@@ -77,7 +79,7 @@ class RemediationService:
         policy: Policy,
         channel_id: str,
         clock: Callable[[], datetime],
-        links: PortalLinks = PortalLinks(),
+        links: PortalLinks = DEFAULT_LINKS,
         invoke_budget: float = 4.0,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
@@ -126,7 +128,9 @@ class RemediationService:
         known = await self._store.get_channel()
         if known != channel:
             await self._store.set_channel(channel)
-            log.info("incident channel %s registered (service url %s)", channel.channel_id, channel.service_url)
+            log.info(
+                "incident channel %s registered (service url %s)", channel.channel_id, channel.service_url
+            )
         return True
 
     # -- intake -------------------------------------------------------------------------------
@@ -192,20 +196,28 @@ class RemediationService:
         """
         case_id = data.get("caseId")
         if not isinstance(case_id, str) or not case_id:
-            return CardAnswer(error_status=400, error_message="The card's data names no case; nothing was done.")
+            return CardAnswer(
+                error_status=400, error_message="The card's data names no case; nothing was done."
+            )
         case = await self._store.get_case(case_id)
         if case is None:
-            return CardAnswer(error_status=404, error_message=f"Case {case_id} does not exist; nothing was done.")
+            return CardAnswer(
+                error_status=404, error_message=f"Case {case_id} does not exist; nothing was done."
+            )
         try:
             action = ResponseAction(verb)
         except ValueError:
-            return self._answer(case, await self._latest_request(case.id), f"Unknown action “{verb}”; nothing was done.")
+            return self._answer(
+                case, await self._latest_request(case.id), f"Unknown action “{verb}”; nothing was done."
+            )
         if data.get("cardVersion") != case.revision:
             return self._answer(case, await self._latest_request(case.id), STALE_NOTE)
         reason = data.get(REASON_INPUT_ID)
         reason = reason.strip() if isinstance(reason, str) else ""
         if not reason:
-            return self._answer(case, await self._latest_request(case.id), "Type a reason before you act; nothing was done.")
+            return self._answer(
+                case, await self._latest_request(case.id), "Type a reason before you act; nothing was done."
+            )
         outcome = open_request(
             case, action, actor, reason, self._policy, self._clock(), request_id=self._new_id()
         )
@@ -217,7 +229,9 @@ class RemediationService:
         except DuplicateError:
             # Another click won the race to open a request for this case.
             return self._answer(
-                case, await self._latest_request(case.id), "Another request for this case is already in progress; nothing more was done."
+                case,
+                await self._latest_request(case.id),
+                "Another request for this case is already in progress; nothing more was done.",
             )
         log.info("case %s: request %s (%s) by %s", case.id, request.id, action.value, actor.object_id)
         await self._store.update_case(case.id, lambda c: c.revised())
@@ -270,7 +284,9 @@ class RemediationService:
             return
         case = await self._publish(case.id, channel)
         if case.card is not None:
-            await self._messenger.reply_in_thread(channel, case.card, render_result_reply(case, request, links=self._links))
+            await self._messenger.reply_in_thread(
+                channel, case.card, render_result_reply(case, request, links=self._links)
+            )
 
     async def _run_action(self, request: ActionRequest, case: Case) -> ActionResult:
         try:

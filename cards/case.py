@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from microsoft_teams.cards import (
-    ActionSet,
     AdaptiveCard,
     Column,
     ColumnSet,
@@ -60,6 +59,9 @@ class PortalLinks:
         return f"{self.entra}/#view/Microsoft_AAD_UsersAndTenants/UserManagementMenuBlade/~/AllUsers"
 
 
+DEFAULT_LINKS = PortalLinks()
+
+
 def format_time(value: datetime | None) -> str:
     """A timestamp as responders read it in every time zone: ``2026-11-25 14:05 UTC``."""
     if value is None:
@@ -67,7 +69,9 @@ def format_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
-_SEVERITY_COLOR = {
+Color = Literal["Default", "Dark", "Light", "Accent", "Good", "Warning", "Attention"]
+
+_SEVERITY_COLOR: dict[Severity, Color] = {
     Severity.HIGH: "Attention",
     Severity.MEDIUM: "Warning",
     Severity.LOW: "Accent",
@@ -80,7 +84,7 @@ def render_case(
     case: Case,
     request: ActionRequest | None = None,
     *,
-    links: PortalLinks = PortalLinks(),
+    links: PortalLinks = DEFAULT_LINKS,
     note: str | None = None,
 ) -> dict[str, Any]:
     """The card of ``case`` with its latest action ``request`` (if any) and an optional ``note``.
@@ -115,8 +119,12 @@ def render_case(
         )
     latest = case.alerts[-1] if case.alerts else None
     if latest is not None:
-        actions.append(OpenUrlAction(title="Open alert in Defender", url=links.alert(latest.id, latest.web_url)))
-    actions.append(OpenUrlAction(title="Open user in Entra", url=links.user(case.identity.object_id, case.identity.upn)))
+        actions.append(
+            OpenUrlAction(title="Open alert in Defender", url=links.alert(latest.id, latest.web_url))
+        )
+    actions.append(
+        OpenUrlAction(title="Open user in Entra", url=links.user(case.identity.object_id, case.identity.upn))
+    )
     card = AdaptiveCard(
         version="1.5",
         fallback_text=f"Compromised identity: {case.identity.label} ({case.severity.value})",
@@ -159,8 +167,18 @@ def _header(case: Case) -> Container:
                     Column(width="auto", items=[TextBlock(text=status, weight="Bolder", size="Small")]),
                 ]
             ),
-            TextBlock(text=case.identity.display_name or case.identity.upn or "Unknown user", size="Large", weight="Bolder", wrap=True),
-            TextBlock(text=case.identity.upn or case.identity.object_id or "", is_subtle=True, spacing="None", wrap=True),
+            TextBlock(
+                text=case.identity.display_name or case.identity.upn or "Unknown user",
+                size="Large",
+                weight="Bolder",
+                wrap=True,
+            ),
+            TextBlock(
+                text=case.identity.upn or case.identity.object_id or "",
+                is_subtle=True,
+                spacing="None",
+                wrap=True,
+            ),
         ],
     )
 
@@ -194,7 +212,11 @@ def _facts(case: Case) -> FactSet:
 def _alerts(case: Case, links: PortalLinks) -> list[Any]:
     newest_first = sorted(case.alerts, key=lambda a: (a.updated_at, a.id), reverse=True)
     blocks: list[Any] = [
-        TextBlock(text=f"Why: {len(case.alerts)} alert{'s' if len(case.alerts) != 1 else ''}", weight="Bolder", separator=True)
+        TextBlock(
+            text=f"Why: {len(case.alerts)} alert{'s' if len(case.alerts) != 1 else ''}",
+            weight="Bolder",
+            separator=True,
+        )
     ]
     for alert in newest_first[:MAX_ALERTS_SHOWN]:
         techniques = f" · {', '.join(alert.techniques)}" if alert.techniques else ""
@@ -202,7 +224,8 @@ def _alerts(case: Case, links: PortalLinks) -> list[Any]:
             TextBlock(
                 text=(
                     f"- [{_escape_md(alert.title)}]({links.alert(alert.id, alert.web_url)}) — "
-                    f"{alert.severity.value} · {alert.source.label} · {format_time(alert.created_at)}{techniques}"
+                    f"{alert.severity.value} · {alert.source.label} · "
+                    f"{format_time(alert.created_at)}{techniques}"
                 ),
                 wrap=True,
                 spacing="Small",
@@ -228,7 +251,8 @@ _REQUEST_HEADLINES = {
 
 def _request_block(request: ActionRequest) -> Container:
     headline = f"{request.action.label}: {_REQUEST_HEADLINES[request.state]}"
-    color = {"succeeded": "Good", "failed": "Attention"}.get(request.state.value, "Accent")
+    colors: dict[RequestState, Color] = {RequestState.SUCCEEDED: "Good", RequestState.FAILED: "Attention"}
+    color = colors.get(request.state, "Accent")
     items: list[Any] = [
         TextBlock(text=headline, weight="Bolder", color=color, wrap=True),
         TextBlock(
@@ -241,9 +265,10 @@ def _request_block(request: ActionRequest) -> Container:
     if request.result is not None:
         items.append(TextBlock(text=request.result.summary, wrap=True, spacing="Small"))
         if request.result.verified_state:
+            verified_at = format_time(request.result.verified_at)
             items.append(
                 TextBlock(
-                    text=f"Verified: {request.result.verified_state} at {format_time(request.result.verified_at)}",
+                    text=f"Verified: {request.result.verified_state} at {verified_at}",
                     wrap=True,
                     is_subtle=True,
                     spacing="None",

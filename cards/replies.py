@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from bot.domain.models import ActionRequest, Case, RequestState
-from cards.case import PortalLinks, format_time
+from cards.case import DEFAULT_LINKS, PortalLinks, format_time
 
 
-def render_result_reply(case: Case, request: ActionRequest, *, links: PortalLinks = PortalLinks()) -> str:
+def render_result_reply(case: Case, request: ActionRequest, *, links: PortalLinks = DEFAULT_LINKS) -> str:
     """The reply posted under the case card when an action finishes.
 
     Says what was done, to whom, by whom, when, what reading the state back showed, and where to

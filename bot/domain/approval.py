@@ -124,13 +124,10 @@ def _approve(request: ActionRequest, actor: Actor, policy: Policy, now: datetime
         return not_a_responder(actor)
     if any(a.object_id.lower() == actor.object_id.lower() for a in request.approvals):
         return Refused(
-            f"{actor.label} has already signed off on this request; "
-            "a different person must approve it."
+            f"{actor.label} has already signed off on this request; a different person must approve it."
         )
-    approvals = request.approvals + (actor,)
-    state = (
-        RequestState.APPROVED if len(approvals) >= request.required_approvals else RequestState.PENDING
-    )
+    approvals = (*request.approvals, actor)
+    state = RequestState.APPROVED if len(approvals) >= request.required_approvals else RequestState.PENDING
     return request.model_copy(update={"approvals": approvals, "state": state})
 
 

@@ -178,7 +178,7 @@ class Case(Frozen):
 
     def with_alert(self, alert: Alert) -> Case:
         """The case with ``alert`` added, or replaced when an alert with its id is present."""
-        alerts = tuple(a for a in self.alerts if a.id != alert.id) + (alert,)
+        alerts = (*(a for a in self.alerts if a.id != alert.id), alert)
         alerts = tuple(sorted(alerts, key=lambda a: (a.created_at, a.id)))
         return self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
 

@@ -22,6 +22,7 @@ from bot.errors import ConflictError, DuplicateError, StoreError
 from bot.store.base import AlertIntake
 
 T = TypeVar("T", bound=BaseModel)
+V = TypeVar("V", Case, ActionRequest)
 
 _MAX_CAS_ATTEMPTS = 20
 
@@ -105,7 +106,9 @@ class SqliteStore:
     # -- meta -------------------------------------------------------------------------------
 
     async def _get_meta(self, key: str) -> str | None:
-        row = await self._run(lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        row = await self._run(
+            lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        )
         return None if row is None else str(row[0])
 
     async def _set_meta(self, key: str, value: str) -> None:
@@ -192,7 +195,9 @@ class SqliteStore:
 
     async def list_cases(self) -> list[Case]:
         """Every case, oldest first."""
-        rows = await self._run(lambda db: db.execute("SELECT data, version FROM cases ORDER BY rowid").fetchall())
+        rows = await self._run(
+            lambda db: db.execute("SELECT data, version FROM cases ORDER BY rowid").fetchall()
+        )
         return [_decode(Case, row) for row in rows]
 
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
@@ -245,9 +250,10 @@ class SqliteStore:
         )
         return None if row is None else _decode(model, row)
 
-    async def _update(
-        self, model: type[T], table: str, key: str, mutate: Callable[[T], T | None]
-    ) -> T:
+    async def _update(self, model: type[V], table: str, key: str, mutate: Callable[[V], V | None]) -> V:
+        # action_requests also keeps the state in a column, for the one-active-request rule.
+        state_column = ", state = ?" if table == "action_requests" else ""
+        sql = f"UPDATE {table} SET data = ?, version = version + 1{state_column} WHERE id = ? AND version = ?"
         for _ in range(_MAX_CAS_ATTEMPTS):
             current = await self._get(model, table, key)
             if current is None:
@@ -255,16 +261,13 @@ class SqliteStore:
             changed = mutate(current)
             if changed is None:
                 return current
-            version = int(getattr(current, "version"))
-            stored = changed.model_copy(update={"version": version + 1})
-            extra = ", state = ?" if table == "action_requests" else ""
+            stored = changed.model_copy(update={"version": current.version + 1})
             params: tuple[Any, ...] = (stored.model_dump_json(),)
-            if extra:
-                params += (str(getattr(stored, "state").value),)
-            params += (key, version)
+            if isinstance(stored, ActionRequest):
+                params += (stored.state.value,)
+            params += (key, current.version)
 
             def write(db: sqlite3.Connection, params: tuple[Any, ...] = params) -> int:
-                sql = f"UPDATE {table} SET data = ?, version = version + 1{extra} WHERE id = ? AND version = ?"
                 return int(db.execute(sql, params).rowcount)
 
             if await self._run(write) == 1:

@@ -40,18 +40,18 @@ class TeamsBot(ActivityHandler):
         activity = turn_context.activity
         if activity.name != CARD_ACTION_INVOKE:
             return await super().on_invoke_activity(turn_context)
-        value = activity.value if isinstance(activity.value, dict) else {}
-        action = value.get("action") if isinstance(value.get("action"), dict) else {}
+        value = _as_dict(activity.value)
+        action = _as_dict(value.get("action"))
         verb = action.get("verb")
-        data = action.get("data") if isinstance(action.get("data"), dict) else {}
+        data = _as_dict(action.get("data"))
         sender = activity.from_property
         object_id = getattr(sender, "aad_object_id", None) if sender else None
         if action.get("type") != "Action.Execute" or not isinstance(verb, str):
-            return _error(400, "BadRequest", "This is not a card action the bot understands; nothing was done.")
-        if not object_id:
             return _error(
-                401, "Unauthorized", "Teams did not say who clicked, so the bot did nothing."
+                400, "BadRequest", "This is not a card action the bot understands; nothing was done."
             )
+        if not object_id:
+            return _error(401, "Unauthorized", "Teams did not say who clicked, so the bot did nothing.")
         actor = Actor(object_id=object_id, name=(sender.name or "") if sender else "")
         answer = await self._service.handle_card_action(actor, verb, data)
         return _card_response(answer)
@@ -61,7 +61,9 @@ class TeamsBot(ActivityHandler):
         await turn_context.send_activity(MessageFactory.text(HELP_TEXT))
 
     async def _capture_channel(self, activity: Activity) -> None:
-        channel_data: dict[str, Any] = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+        channel_data: dict[str, Any] = (
+            activity.channel_data if isinstance(activity.channel_data, dict) else {}
+        )
         team = channel_data.get("team") or {}
         channel = channel_data.get("channel") or {}
         conversation_id = (activity.conversation.id if activity.conversation else "") or ""
@@ -82,6 +84,10 @@ class TeamsBot(ActivityHandler):
         )
         if await self._service.register_channel(ref):
             self._service.spawn(self._service.publish_cards(), name="publish-after-install")
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _card_response(answer: CardAnswer) -> InvokeResponse:

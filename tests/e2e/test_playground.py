@@ -8,6 +8,7 @@ result appearing in the card's thread. Screenshots of each step land in ``SCREEN
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -66,12 +67,16 @@ async def demo(tmp_path: Path) -> AsyncIterator[DemoStack]:
 
 @pytest.fixture
 async def page(demo: DemoStack) -> AsyncIterator[Page]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(SHOTS.mkdir, parents=True, exist_ok=True)
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         context = await browser.new_context(viewport={"width": 1280, "height": 1000})
         # The Playground's page asks a CDN for fonts; nothing but loopback is reachable here.
-        await context.route(re.compile(r"^(?!http://(127\.0\.0\.1|localhost)[:/]).*"), lambda route: route.abort())
+        await context.route(
+            re.compile(r"^(?!http://(127\.0\.0\.1|localhost)[:/]).*"), lambda route: route.abort()
+        )
         tab = await context.new_page()
         tab.set_default_timeout(20_000)
         try:
@@ -128,4 +133,3 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     assert demo.tenant.user("adele.vance@contoso.com")["accountEnabled"] is False
     assert demo.tenant.user("lee.gu@contoso.com")["accountEnabled"] is True
     assert demo.tenant.violations == []
-

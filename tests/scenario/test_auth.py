@@ -57,7 +57,9 @@ def _probe() -> dict[str, object]:
     )
 
 
-async def test_a_correctly_signed_token_is_processed(secured_bot: BotHarness, channel_keys: ChannelKeys) -> None:
+async def test_a_correctly_signed_token_is_processed(
+    secured_bot: BotHarness, channel_keys: ChannelKeys
+) -> None:
     token = channel_keys.token(audience=APP_ID, service_url=SERVICE_URL)
     status, body = await secured_bot.post(_probe(), headers={"Authorization": f"Bearer {token}"})
     assert status == 200
@@ -69,12 +71,21 @@ async def test_a_correctly_signed_token_is_processed(secured_bot: BotHarness, ch
     "forge",
     [
         pytest.param(lambda keys: None, id="no token"),
-        pytest.param(lambda keys: keys.token(audience=APP_ID, service_url=SERVICE_URL, key=new_key()), id="other key"),
-        pytest.param(lambda keys: keys.token(audience=APP_ID, service_url=SERVICE_URL, expires_in=-3600), id="expired"),
-        pytest.param(lambda keys: keys.token(audience=APP_ID, service_url=SERVICE_URL, kid="unknown"), id="unknown kid"),
-        pytest.param(lambda keys: keys.token(audience="someone-else", service_url=SERVICE_URL), id="wrong audience"),
         pytest.param(
-            lambda keys: keys.token(audience=APP_ID, service_url="https://evil.example/"), id="other service url"
+            lambda keys: keys.token(audience=APP_ID, service_url=SERVICE_URL, key=new_key()), id="other key"
+        ),
+        pytest.param(
+            lambda keys: keys.token(audience=APP_ID, service_url=SERVICE_URL, expires_in=-3600), id="expired"
+        ),
+        pytest.param(
+            lambda keys: keys.token(audience=APP_ID, service_url=SERVICE_URL, kid="unknown"), id="unknown kid"
+        ),
+        pytest.param(
+            lambda keys: keys.token(audience="someone-else", service_url=SERVICE_URL), id="wrong audience"
+        ),
+        pytest.param(
+            lambda keys: keys.token(audience=APP_ID, service_url="https://evil.example/"),
+            id="other service url",
         ),
         pytest.param(
             lambda keys: keys.token(audience=APP_ID, service_url=SERVICE_URL, issuer="https://evil.example"),
@@ -94,7 +105,10 @@ async def test_forged_or_broken_tokens_get_401(
         status, body = await secured_bot.post(_probe(), headers=headers)
     assert status == 401
     assert body == {
-        "error": {"code": "Unauthorized", "message": "The request's Bot Framework token is missing or invalid."}
+        "error": {
+            "code": "Unauthorized",
+            "message": "The request's Bot Framework token is missing or invalid.",
+        }
     }
     assert not any(record.exc_info for record in caplog.records), "one short log line, no stack trace"
     if token:
@@ -111,7 +125,9 @@ async def test_forged_or_broken_tokens_get_401(
         (b'{"type": "message", "pad": "' + b"x" * 300_000 + b'"}', "application/json", 413),
     ],
 )
-async def test_malformed_requests_get_a_clear_answer(bot: BotHarness, data: bytes, content_type: str, status: int) -> None:
+async def test_malformed_requests_get_a_clear_answer(
+    bot: BotHarness, data: bytes, content_type: str, status: int
+) -> None:
     got, body = await bot.post_raw(data, content_type)
     assert got == status
     assert body["error"]["message"]

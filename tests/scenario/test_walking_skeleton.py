@@ -138,7 +138,9 @@ async def test_cards_wait_for_the_channel_and_never_go_elsewhere(
     await bot.service.drain()
     assert connector.calls == [], "no channel known yet: nothing is posted"
 
-    status, _ = await bot.post(install_activity(connector.service_url, channel_id="19:some-other-team@thread.tacv2"))
+    status, _ = await bot.post(
+        install_activity(connector.service_url, channel_id="19:some-other-team@thread.tacv2")
+    )
     await bot.service.drain()
     assert status in (200, 201)
     assert connector.calls == [], "a team other than the configured one gets nothing"

@@ -100,7 +100,9 @@ class RecordingConnector:
         activity_id = f"post-{next(self._ids)}"
         conversation_id = f"{channel};messageid={activity_id}"
         self.calls.append(ConnectorCall("create", conversation_id, activity_id, body))
-        return web.json_response({"id": conversation_id, "activityId": activity_id, "serviceUrl": self.service_url})
+        return web.json_response(
+            {"id": conversation_id, "activityId": activity_id, "serviceUrl": self.service_url}
+        )
 
     async def _send(self, request: web.Request) -> web.Response:
         body = await request.json()

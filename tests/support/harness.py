@@ -61,16 +61,22 @@ class BotHarness:
         """The alert poller; tests call ``poll_once`` instead of waiting for the interval."""
         return self.app[POLLER]
 
-    async def post(self, activity: dict[str, Any], *, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post(
+        self, activity: dict[str, Any], *, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """POST one activity to ``/api/messages``; return status and parsed JSON (or text)."""
         assert self._http is not None
-        async with self._http.post(f"{self.url}/api/messages", json=activity, headers=headers or {}) as response:
+        async with self._http.post(
+            f"{self.url}/api/messages", json=activity, headers=headers or {}
+        ) as response:
             body: Any = await response.text()
             if response.content_type == "application/json":
                 body = await response.json()
             return response.status, body
 
-    async def post_raw(self, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post_raw(
+        self, data: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """POST arbitrary bytes to ``/api/messages``."""
         assert self._http is not None
         async with self._http.post(
@@ -91,7 +97,12 @@ def install_activity(service_url: str, *, channel_id: str = CHANNEL_ID) -> dict[
         "serviceUrl": service_url,
         "from": {"id": "29:admin", "aadObjectId": "admin-object-id", "name": "Security Admin"},
         "recipient": {"id": BOT_ID, "name": "Remediation Bot"},
-        "conversation": {"id": channel_id, "isGroup": True, "conversationType": "channel", "tenantId": TENANT_ID},
+        "conversation": {
+            "id": channel_id,
+            "isGroup": True,
+            "conversationType": "channel",
+            "tenantId": TENANT_ID,
+        },
         "membersAdded": [{"id": BOT_ID}],
         "channelData": {
             "eventType": "teamMemberAdded",
@@ -121,7 +132,12 @@ def invoke_activity(
         "serviceUrl": service_url,
         "from": {"id": f"29:{user_object_id}", "aadObjectId": user_object_id, "name": user_name},
         "recipient": {"id": BOT_ID, "name": "Remediation Bot"},
-        "conversation": {"id": conversation_id, "isGroup": True, "conversationType": "channel", "tenantId": TENANT_ID},
+        "conversation": {
+            "id": conversation_id,
+            "isGroup": True,
+            "conversationType": "channel",
+            "tenantId": TENANT_ID,
+        },
         "channelData": {
             "team": {"id": TEAM_ID},
             "channel": {"id": conversation_id.partition(";")[0]},

@@ -53,7 +53,9 @@ def _request(state: RequestState, policy: Policy = POLICY) -> ActionRequest:
 
 
 def test_one_sign_off_policy_approves_at_once() -> None:
-    request = open_request(_case(), ResponseAction.DISABLE_ACCOUNT, ALEX, " why ", POLICY, NOW, request_id="r1")
+    request = open_request(
+        _case(), ResponseAction.DISABLE_ACCOUNT, ALEX, " why ", POLICY, NOW, request_id="r1"
+    )
     assert isinstance(request, ActionRequest)
     assert request.state is RequestState.APPROVED
     assert request.approvals == (ALEX,)
@@ -63,7 +65,9 @@ def test_one_sign_off_policy_approves_at_once() -> None:
 
 
 def test_two_person_policy_waits_for_a_second_person() -> None:
-    request = open_request(_case(), ResponseAction.DISABLE_ACCOUNT, ALEX, "why", TWO_PERSON, NOW, request_id="r1")
+    request = open_request(
+        _case(), ResponseAction.DISABLE_ACCOUNT, ALEX, "why", TWO_PERSON, NOW, request_id="r1"
+    )
     assert isinstance(request, ActionRequest)
     assert request.state is RequestState.PENDING
     self_approval = decide(request, Approve(ALEX), TWO_PERSON, NOW)
@@ -83,14 +87,18 @@ def test_two_person_policy_waits_for_a_second_person() -> None:
     ],
 )
 def test_open_request_fails_closed(policy: Policy, actor: Actor, words: str) -> None:
-    outcome = open_request(_case(), ResponseAction.DISABLE_ACCOUNT, actor, "why", policy, NOW, request_id="r1")
+    outcome = open_request(
+        _case(), ResponseAction.DISABLE_ACCOUNT, actor, "why", policy, NOW, request_id="r1"
+    )
     assert isinstance(outcome, Refused)
     assert words in outcome.reason
 
 
 def test_responder_ids_match_case_insensitively() -> None:
     upper = Actor(object_id="ALEX-ID", name="Alex")
-    outcome = open_request(_case(), ResponseAction.DISABLE_ACCOUNT, upper, "why", POLICY, NOW, request_id="r1")
+    outcome = open_request(
+        _case(), ResponseAction.DISABLE_ACCOUNT, upper, "why", POLICY, NOW, request_id="r1"
+    )
     assert isinstance(outcome, ActionRequest)
 
 

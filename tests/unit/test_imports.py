@@ -22,7 +22,18 @@ ALLOWED = {
     "microsoft_teams": ("cards/",),
 }
 # bot/domain is pure: nothing that does I/O or reads a clock beyond the standard types.
-DOMAIN_FORBIDDEN = {"asyncio", "os", "socket", "time", "random", "subprocess", "pathlib", "bot.graph", "bot.store", "bot.teams"}
+DOMAIN_FORBIDDEN = {
+    "asyncio",
+    "os",
+    "socket",
+    "time",
+    "random",
+    "subprocess",
+    "pathlib",
+    "bot.graph",
+    "bot.store",
+    "bot.teams",
+}
 
 
 def _imports(path: Path) -> set[str]:

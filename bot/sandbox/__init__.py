@@ -1,0 +1,33 @@
+"""A local Microsoft 365 tenant for tests and the demo: Entra ID tokens and Graph over TLS.
+
+``SandboxTenant`` is a real aiohttp server on loopback; the bot's own Graph client (msal and
+httpx) talks to it exactly as to Microsoft. Every Graph exchange is validated against the
+OpenAPI contract in ``contract/``. ``python -m bot.sandbox`` runs one standalone.
+"""
+
+from bot.sandbox.contract import SUBSET_PATH, SUBSET_SHA256, load_contract
+from bot.sandbox.scenario import load_scenario
+from bot.sandbox.state import RecordedRequest
+from bot.sandbox.tenant import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_TENANT_ID,
+    SandboxTenant,
+)
+from bot.sandbox.tls import IssuedClientCertificate
+
+DEMO_SCENARIO = SUBSET_PATH.parent.parent / "scenarios" / "demo.yaml"
+
+__all__ = [
+    "DEMO_CLIENT_ID",
+    "DEMO_CLIENT_SECRET",
+    "DEMO_SCENARIO",
+    "DEMO_TENANT_ID",
+    "SUBSET_PATH",
+    "SUBSET_SHA256",
+    "IssuedClientCertificate",
+    "RecordedRequest",
+    "SandboxTenant",
+    "load_contract",
+    "load_scenario",
+]

@@ -1,0 +1,53 @@
+"""``python -m bot.sandbox --scenario PATH --port N``: run a sandbox tenant until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from pathlib import Path
+
+from bot.sandbox import DEMO_SCENARIO, SandboxTenant
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot.sandbox",
+        description="Run a local Entra ID + Microsoft Graph tenant over TLS on loopback.",
+    )
+    parser.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="YAML or JSON file")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--cert-dir", type=Path, default=None, help="where to write the CA PEM (default: a temp dir)"
+    )
+    return parser.parse_args(argv)
+
+
+async def _serve(arguments: argparse.Namespace) -> None:
+    tenant = SandboxTenant(arguments.scenario, cert_dir=arguments.cert_dir)
+    await tenant.start(arguments.host, arguments.port)
+    try:
+        print(f"authority_host  {tenant.authority_host}")
+        print(f"authority       {tenant.authority}")
+        print(f"graph_base_url  {tenant.graph_base_url}")
+        print(f"ca_pem_path     {tenant.ca_pem_path}")
+        print(f"tenant_id       {tenant.tenant_id}")
+        print(f"client_id       {tenant.client_id}")
+        print(f"client_secret   {tenant.client_secret}")
+        print("Ctrl-C stops the sandbox.", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await tenant.stop()
+        for violation in tenant.violations:
+            print(f"contract violation: {violation}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m bot.sandbox``."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(_arguments(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""The Graph operations the sandbox implements, over :class:`TenantState`.
+
+Handlers get a parsed :class:`GraphCall` and return a :class:`Reply` or raise
+:class:`GraphProblem`; authentication, contract validation, faults and recording happen around
+them in :mod:`bot.sandbox.server`.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.sandbox.contract import Contract
+from bot.sandbox.odata_filter import Field, FilterError, parse_filter
+from bot.sandbox.state import Cursor, JSONObject, TenantState
+from bot.sandbox.wire import GraphProblem, bad_request, iso, parse_iso
+
+ALERT_SCHEMA = "microsoft.graph.security.alert"
+USER_SCHEMA = "microsoft.graph.user"
+RISKY_USER_SCHEMA = "microsoft.graph.riskyUser"
+
+# Graph's page sizes: alerts_v2 defaults larger and allows up to 2000; the sandbox defaults
+# small so that paging is exercised without thousands of alerts.
+ALERTS_PAGE = (50, 2000)
+RISKY_USERS_PAGE = (20, 500)
+
+# What GET /users/{id} returns without $select (Graph's documented default set).
+DEFAULT_USER_SELECT = (
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+)
+
+# Properties an app may PATCH on a user in the sandbox; accountEnabled and passwordProfile are
+# the remediation ones, the rest are ordinary profile fields.
+WRITABLE_USER_PROPERTIES = frozenset(
+    {
+        "accountEnabled",
+        "passwordProfile",
+        "passwordPolicies",
+        "displayName",
+        "givenName",
+        "surname",
+        "jobTitle",
+        "department",
+        "officeLocation",
+        "mobilePhone",
+        "businessPhones",
+        "usageLocation",
+        "city",
+        "country",
+        "companyName",
+        "employeeId",
+        "otherMails",
+        "preferredLanguage",
+        "state",
+        "streetAddress",
+        "postalCode",
+    }
+)
+# On a user synced from AD these are the only ones the cloud may change (AD masters the rest).
+SYNCED_WRITABLE = frozenset({"accountEnabled", "passwordProfile", "passwordPolicies", "usageLocation"})
+
+_MIN_PASSWORD_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class GraphCall:
+    """A Graph request after authentication: decoded path segments after ``/v1.0``, query, body."""
+
+    method: str
+    segments: tuple[str, ...]
+    query: Mapping[str, str]
+    body: Any
+    base_url: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a handler answers: a status and a JSON body (None for 204)."""
+
+    status: int
+    body: JSONObject | None
+
+
+class NotImplementedBySandbox(GraphProblem):
+    """The contract has the operation but the sandbox does not implement it (yet)."""
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(
+            501, "SandboxNotImplemented", f"The sandbox tenant does not implement {method} {path}."
+        )
+
+
+@dataclass(frozen=True)
+class _Collection:
+    name: str
+    context: str
+    schema: str
+    fields: Mapping[str, Field]
+    orderable: frozenset[str]
+    default_order: tuple[str, bool]
+    page: tuple[int, int]
+    items: Callable[[], Mapping[str, JSONObject]]
+
+
+class GraphApi:
+    """The sandbox's Graph operations: alerts_v2, users (GET/PATCH) and riskyUsers."""
+
+    def __init__(self, state: TenantState, contract: Contract) -> None:
+        """Serve ``state``; filter fields and selectable properties come from ``contract``."""
+        self._state = state
+        self._contract = contract
+        string = Field("string")
+        stamp = Field("datetime")
+        boolean = Field("boolean")
+
+        def enum(name: str) -> Field:
+            return Field("string", contract.enum(name))
+
+        self._alerts = _Collection(
+            name="alerts",
+            context="security/alerts_v2",
+            schema=ALERT_SCHEMA,
+            fields={
+                "serviceSource": enum("microsoft.graph.security.serviceSource"),
+                "detectionSource": enum("microsoft.graph.security.detectionSource"),
+                "status": enum("microsoft.graph.security.alertStatus"),
+                "severity": enum("microsoft.graph.security.alertSeverity"),
+                "classification": enum("microsoft.graph.security.alertClassification"),
+                "determination": enum("microsoft.graph.security.alertDetermination"),
+                "assignedTo": string,
+                "createdDateTime": stamp,
+                "lastUpdateDateTime": stamp,
+            },
+            orderable=frozenset({"createdDateTime", "lastUpdateDateTime"}),
+            default_order=("createdDateTime", True),
+            page=ALERTS_PAGE,
+            items=lambda: state.alerts,
+        )
+        self._risky_users = _Collection(
+            name="riskyUsers",
+            context="identityProtection/riskyUsers",
+            schema=RISKY_USER_SCHEMA,
+            fields={
+                "riskLevel": enum("microsoft.graph.riskLevel"),
+                "riskState": enum("microsoft.graph.riskState"),
+                "riskDetail": enum("microsoft.graph.riskDetail"),
+                "userPrincipalName": string,
+                "id": string,
+                "riskLastUpdatedDateTime": stamp,
+                "isDeleted": boolean,
+                "isProcessing": boolean,
+            },
+            orderable=frozenset({"riskLastUpdatedDateTime"}),
+            default_order=("riskLastUpdatedDateTime", True),
+            page=RISKY_USERS_PAGE,
+            items=lambda: state.risky_users,
+        )
+
+    def handle(self, call: GraphCall) -> Reply:
+        """Answer one Graph call, or raise :class:`GraphProblem`."""
+        route = (call.method, call.segments)
+        match route:
+            case ("GET", ("security", "alerts_v2")):
+                return self._list(self._alerts, call)
+            case ("GET", ("identityProtection", "riskyUsers")):
+                return self._list(self._risky_users, call)
+            case ("GET", ("users", user_id)):
+                return self._get_user(call, user_id)
+            case ("PATCH", ("users", user_id)):
+                return self._update_user(call, user_id)
+        raise NotImplementedBySandbox(call.method, "/" + "/".join(call.segments))
+
+    # -- collections -----------------------------------------------------------------------
+
+    def _list(self, collection: _Collection, call: GraphCall) -> Reply:
+        query = dict(call.query)
+        token = query.pop("$skiptoken", None)
+        if token is not None:
+            if query:
+                raise bad_request(f"$skiptoken cannot be combined with {', '.join(sorted(query))}")
+            cursor = self._state.cursors.pop(token, None)
+            if cursor is None or cursor.collection != collection.name:
+                raise bad_request("The $skiptoken is invalid or has expired.")
+            current = collection.items()
+            remaining = [current[i] for i in cursor.ids if i in current]
+            return self._page(collection, call, remaining, cursor.top, cursor.select)
+        _refuse_unknown_options(query, {"$filter", "$top", "$select", "$orderby"})
+        top = _top(query.get("$top"), collection.page)
+        select = self._select(query.get("$select"), collection.schema)
+        items = list(collection.items().values())
+        if "$filter" in query:
+            try:
+                predicate = parse_filter(query["$filter"], collection.fields)
+            except FilterError as exc:
+                raise bad_request(str(exc)) from exc
+            items = [item for item in items if predicate(item)]
+        field, descending = _order(query.get("$orderby"), collection)
+        items.sort(key=lambda item: (parse_iso(item[field]), str(item["id"])), reverse=descending)
+        return self._page(collection, call, items, top, select)
+
+    def _page(
+        self,
+        collection: _Collection,
+        call: GraphCall,
+        items: Sequence[JSONObject],
+        top: int,
+        select: tuple[str, ...] | None,
+    ) -> Reply:
+        body: JSONObject = {
+            "@odata.context": f"{call.base_url}/$metadata#{collection.context}",
+            "value": [_project(item, select) for item in items[:top]],
+        }
+        rest = tuple(str(item["id"]) for item in items[top:])
+        if rest:
+            # The cursor snapshots the ids: an alert added mid-paging neither repeats nor
+            # shifts earlier ones into the next page.
+            token = secrets.token_urlsafe(12)
+            self._state.cursors[token] = Cursor(collection.name, rest, top, select)
+            body["@odata.nextLink"] = f"{call.base_url}/{'/'.join(call.segments)}?$skiptoken={token}"
+        return Reply(200, body)
+
+    def _select(self, raw: str | None, schema: str) -> tuple[str, ...] | None:
+        if raw is None:
+            return None
+        names = tuple(name.strip() for name in raw.split(",") if name.strip())
+        known = self._contract.properties(schema)
+        for name in names:
+            if name not in known:
+                raise bad_request(f"Could not find a property named '{name}' on type '{schema}'.")
+        return names
+
+    # -- users -----------------------------------------------------------------------------
+
+    def _user(self, user_id: str) -> JSONObject:
+        user = self._state.find_user(user_id)
+        if user is None:
+            raise GraphProblem(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{user_id}' does not exist or one of its queried reference-property "
+                "objects are not present.",
+            )
+        return user
+
+    def _get_user(self, call: GraphCall, user_id: str) -> Reply:
+        query = dict(call.query)
+        _refuse_unknown_options(query, {"$select"})
+        user = self._user(user_id)
+        select = self._select(query.get("$select"), USER_SCHEMA) or DEFAULT_USER_SELECT
+        body = {"@odata.context": f"{call.base_url}/$metadata#users/$entity"}
+        body.update(_project(user, select))
+        return Reply(200, body)
+
+    def _update_user(self, call: GraphCall, user_id: str) -> Reply:
+        _refuse_unknown_options(dict(call.query), set())
+        user = self._user(user_id)
+        changes: JSONObject = call.body if isinstance(call.body, dict) else {}
+        known = self._contract.properties(USER_SCHEMA)
+        for name in changes:
+            if name not in known:
+                raise bad_request(f"Invalid property '{name}'.", code="Request_BadRequest")
+            if name not in WRITABLE_USER_PROPERTIES:
+                raise bad_request(
+                    f"Property '{name}' is read-only and cannot be set.", code="Request_BadRequest"
+                )
+            if user.get("onPremisesSyncEnabled") and name not in SYNCED_WRITABLE:
+                raise bad_request(
+                    "Unable to update the specified properties for on-premises mastered "
+                    "Directory Sync objects or objects currently undergoing migration.",
+                    code="Request_BadRequest",
+                )
+        for name, value in changes.items():
+            if name == "passwordProfile":
+                self._set_password_profile(user, value)
+            else:
+                user[name] = copy.deepcopy(value)
+        return Reply(204, None)
+
+    def _set_password_profile(self, user: JSONObject, profile: Mapping[str, Any] | None) -> None:
+        profile = profile or {}
+        password = profile.get("password")
+        if password is not None:
+            if len(str(password)) < _MIN_PASSWORD_LENGTH:
+                raise bad_request(
+                    "The specified password does not comply with password complexity "
+                    "requirements. Please provide a different password.",
+                    code="Request_BadRequest",
+                )
+            user["lastPasswordChangeDateTime"] = iso(self._state.clock())
+        # Graph never returns the password itself.
+        user["passwordProfile"] = {
+            "forceChangePasswordNextSignIn": bool(profile.get("forceChangePasswordNextSignIn")),
+            "forceChangePasswordNextSignInWithMfa": bool(profile.get("forceChangePasswordNextSignInWithMfa")),
+            "password": None,
+        }
+
+
+def _refuse_unknown_options(query: Mapping[str, str], supported: Iterable[str]) -> None:
+    allowed = set(supported)
+    for name in query:
+        if name not in allowed:
+            raise bad_request(
+                f"The sandbox does not implement the query option '{name}' here "
+                f"(supported: {', '.join(sorted(allowed)) or 'none'})."
+            )
+
+
+def _top(raw: str | None, page: tuple[int, int]) -> int:
+    default, maximum = page
+    if raw is None:
+        return default
+    try:
+        top = int(raw)
+    except ValueError as exc:
+        raise bad_request(f"Invalid $top value '{raw}'.") from exc
+    if not 1 <= top <= maximum:
+        raise bad_request(f"Invalid $top value {top}: it must be between 1 and {maximum}.")
+    return top
+
+
+def _order(raw: str | None, collection: _Collection) -> tuple[str, bool]:
+    if raw is None:
+        return collection.default_order
+    field, _, direction = raw.strip().partition(" ")
+    direction = direction.strip().lower() or "asc"
+    if field not in collection.orderable or direction not in {"asc", "desc"}:
+        raise bad_request(
+            f"The sandbox cannot order by '{raw}' (use one of "
+            f"{', '.join(sorted(collection.orderable))} with asc or desc)."
+        )
+    return field, direction == "desc"
+
+
+def _project(item: Mapping[str, Any], select: Sequence[str] | None) -> JSONObject:
+    if select is None:
+        return copy.deepcopy(dict(item))
+    return {name: copy.deepcopy(item[name]) for name in select if name in item}

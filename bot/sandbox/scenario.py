@@ -1,0 +1,278 @@
+"""Scenarios: a short YAML/JSON description of a tenant, expanded into full Graph objects.
+
+A scenario has ``users`` (Graph user properties; ``userPrincipalName`` and ``displayName``
+required), ``alerts`` and ``riskyUsers`` that name their user by UPN and give times as
+``minutes_ago`` relative to the sandbox clock. See ``scenarios/demo.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from bot.sandbox.wire import iso
+
+JSONObject = dict[str, Any]
+
+IDENTITY_SOURCES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        # serviceSource -> (productName, id prefix of the alerts the sandbox makes)
+        "microsoftDefenderForIdentity": ("Microsoft Defender for Identity", "ad"),
+        "azureAdIdentityProtection": ("Microsoft Entra ID Protection", "ip"),
+    }
+)
+
+# Keys of an alert spec that are shorthand rather than Graph alert properties.
+_ALERT_SHORTHAND = frozenset(
+    {
+        "user",
+        "users",
+        "minutes_ago",
+        "updated_minutes_ago",
+        "first_activity_minutes_ago",
+        "last_activity_minutes_ago",
+        "device",
+        "ip",
+        "user_roles",
+    }
+)
+_RISKY_SHORTHAND = frozenset({"user", "minutes_ago"})
+
+
+def load_scenario(source: Mapping[str, Any] | Path | str) -> JSONObject:
+    """A scenario as a dict, read from a YAML/JSON file when given a path."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a scenario is a mapping with users, alerts, riskyUsers")
+    return loaded
+
+
+class ScenarioBuilder:
+    """Expands scenario entries into Graph objects; checks keys against the contract."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        user_properties: frozenset[str],
+        alert_properties: frozenset[str],
+        risky_user_properties: frozenset[str],
+    ) -> None:
+        """``*_properties`` are the contract's property names for each Graph type."""
+        self._tenant_id = tenant_id
+        self._user_properties = user_properties
+        self._alert_properties = alert_properties
+        self._risky_user_properties = risky_user_properties
+        self._incidents: dict[str, str] = {}
+
+    def user(self, spec: Mapping[str, Any], now: datetime) -> JSONObject:
+        """A full Graph user from a partial one."""
+        unknown = set(spec) - self._user_properties
+        if unknown:
+            raise ValueError(f"user {spec.get('userPrincipalName')}: unknown {sorted(unknown)}")
+        upn = _required(spec, "userPrincipalName", "user")
+        _required(spec, "displayName", f"user {upn}")
+        synced = bool(spec.get("onPremisesSecurityIdentifier"))
+        user: JSONObject = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-user:{upn.lower()}")),
+            "accountEnabled": True,
+            "businessPhones": [],
+            "mail": upn,
+            "otherMails": [],
+            "proxyAddresses": [f"SMTP:{upn}"],
+            "userType": "Member",
+            "createdDateTime": iso(now - timedelta(days=400)),
+            "onPremisesSyncEnabled": True if synced else None,
+            "onPremisesSecurityIdentifier": None,
+            "onPremisesSamAccountName": None,
+            "onPremisesDomainName": None,
+            "onPremisesUserPrincipalName": upn if synced else None,
+            "onPremisesLastSyncDateTime": iso(now - timedelta(minutes=17)) if synced else None,
+            "signInSessionsValidFromDateTime": iso(now - timedelta(days=30)),
+            "lastPasswordChangeDateTime": iso(now - timedelta(days=30)),
+            "passwordProfile": None,
+        }
+        user.update(spec)
+        return user
+
+    def alert(
+        self, spec: Mapping[str, Any], users: Mapping[str, JSONObject], now: datetime, index: int
+    ) -> JSONObject:
+        """A full ``security.alert`` with user (and device/IP) evidence from a short spec."""
+        title = _required(spec, "title", "alert")
+        unknown = set(spec) - self._alert_properties - _ALERT_SHORTHAND
+        if unknown:
+            raise ValueError(f"alert {title!r}: unknown {sorted(unknown)}")
+        source = _required(spec, "serviceSource", f"alert {title!r}")
+        product, prefix = IDENTITY_SOURCES.get(source, ("Microsoft Defender XDR", "da"))
+        upns = list(spec.get("users") or [_required(spec, "user", f"alert {title!r}")])
+        accounts = [_find(users, upn, f"alert {title!r}") for upn in upns]
+
+        def minutes_ago(key: str, default: float) -> datetime:
+            return now - timedelta(minutes=float(spec.get(key, default)))
+
+        ago = float(spec.get("minutes_ago", 0))
+        created = minutes_ago("minutes_ago", 0)
+        updated = minutes_ago("updated_minutes_ago", ago)
+        # The activity behind an alert precedes it: by default 9 minutes to 1 minute before.
+        first = minutes_ago("first_activity_minutes_ago", ago + 9)
+        last = minutes_ago("last_activity_minutes_ago", ago + 1)
+        digest = hashlib.sha256(f"{self._tenant_id}:{index}:{title}".encode()).hexdigest()
+        alert_id = str(spec.get("id") or f"{prefix}{digest[:32]}")
+        incident = self._incidents.setdefault(accounts[0]["id"], str(1001 + len(self._incidents)))
+        alert: JSONObject = {
+            "id": alert_id,
+            "providerAlertId": digest[32:64],
+            "incidentId": incident,
+            "status": "new",
+            "severity": "medium",
+            "classification": None,
+            "determination": None,
+            "serviceSource": source,
+            "detectionSource": source,
+            "productName": product,
+            "detectorId": str(uuid.UUID(digest[:32])),
+            "tenantId": self._tenant_id,
+            "title": title,
+            "description": "",
+            "recommendedActions": "",
+            "category": "CredentialAccess",
+            "assignedTo": None,
+            "alertWebUrl": f"https://security.microsoft.com/alerts/{alert_id}?tid={self._tenant_id}",
+            "incidentWebUrl": (f"https://security.microsoft.com/incidents/{incident}?tid={self._tenant_id}"),
+            "actorDisplayName": None,
+            "threatDisplayName": None,
+            "threatFamilyName": None,
+            "mitreTechniques": [],
+            "createdDateTime": iso(created),
+            "lastUpdateDateTime": iso(updated),
+            "resolvedDateTime": None,
+            "firstActivityDateTime": iso(first),
+            "lastActivityDateTime": iso(last),
+            "systemTags": [],
+            "alertPolicyId": None,
+            "additionalData": {},
+            "comments": [],
+        }
+        alert.update({k: v for k, v in spec.items() if k not in _ALERT_SHORTHAND})
+        roles = list(spec.get("user_roles", ["compromised"]))
+        alert["evidence"] = [_user_evidence(u, created, roles) for u in accounts]
+        if "device" in spec:
+            alert["evidence"].append(_device_evidence(spec["device"], created))
+        if "ip" in spec:
+            alert["evidence"].append(_ip_evidence(spec["ip"], created))
+        return alert
+
+    def risky_user(
+        self, spec: Mapping[str, Any], users: Mapping[str, JSONObject], now: datetime
+    ) -> JSONObject:
+        """A full ``riskyUser`` (its id is the user's object id) from a short spec."""
+        upn = _required(spec, "user", "riskyUser")
+        unknown = set(spec) - self._risky_user_properties - _RISKY_SHORTHAND
+        if unknown:
+            raise ValueError(f"riskyUser {upn}: unknown {sorted(unknown)}")
+        user = _find(users, upn, "riskyUser")
+        risky: JSONObject = {
+            "id": user["id"],
+            "isDeleted": False,
+            "isProcessing": False,
+            "riskLastUpdatedDateTime": iso(now - timedelta(minutes=float(spec.get("minutes_ago", 0)))),
+            "riskLevel": "high",
+            "riskState": "atRisk",
+            "riskDetail": "none",
+            "userDisplayName": user["displayName"],
+            "userPrincipalName": user["userPrincipalName"],
+        }
+        risky.update({k: v for k, v in spec.items() if k not in _RISKY_SHORTHAND})
+        return risky
+
+
+def _required(spec: Mapping[str, Any], key: str, what: str) -> str:
+    value = spec.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what}: {key} is required")
+    return value
+
+
+def _find(users: Mapping[str, JSONObject], upn: str, what: str) -> JSONObject:
+    for user in users.values():
+        if str(user["userPrincipalName"]).lower() == upn.lower():
+            return user
+    raise ValueError(f"{what}: no user {upn} in the scenario")
+
+
+def _evidence_base(kind: str, created: datetime, roles: list[str]) -> JSONObject:
+    return {
+        "@odata.type": f"#microsoft.graph.security.{kind}",
+        "createdDateTime": iso(created),
+        "verdict": "suspicious",
+        "remediationStatus": "none",
+        "remediationStatusDetails": None,
+        "roles": roles,
+        "detailedRoles": [],
+        "tags": [],
+    }
+
+
+def _user_evidence(user: Mapping[str, Any], created: datetime, roles: list[str]) -> JSONObject:
+    upn = str(user["userPrincipalName"])
+    local, _, domain = upn.partition("@")
+    evidence = _evidence_base("userEvidence", created, roles)
+    evidence["stream"] = None
+    evidence["userAccount"] = {
+        # Defender names synced accounts the way AD does (sAMAccountName in the AD domain).
+        "accountName": user.get("onPremisesSamAccountName") or local,
+        "domainName": user.get("onPremisesDomainName") or domain,
+        "userSid": user.get("onPremisesSecurityIdentifier"),
+        "azureAdUserId": user["id"],
+        "userPrincipalName": upn,
+        "displayName": user.get("displayName"),
+        "activeDirectoryObjectGuid": None,
+        "resourceAccessEvents": [],
+    }
+    return evidence
+
+
+def _device_evidence(device: Mapping[str, Any], created: datetime) -> JSONObject:
+    evidence = _evidence_base("deviceEvidence", created, ["source"])
+    host = str(device["hostName"])
+    domain = str(device.get("dnsDomain", ""))
+    evidence.update(
+        {
+            "hostName": host,
+            "deviceDnsName": f"{host}.{domain}".lower() if domain else host.lower(),
+            "dnsDomain": domain or None,
+            "ntDomain": device.get("ntDomain"),
+            "osPlatform": device.get("osPlatform", "Windows11"),
+            "lastIpAddress": device.get("lastIpAddress"),
+            "mdeDeviceId": device.get("mdeDeviceId"),
+            "azureAdDeviceId": device.get("azureAdDeviceId"),
+            "loggedOnUsers": [],
+            "ipInterfaces": [],
+            "resourceAccessEvents": [],
+        }
+    )
+    return evidence
+
+
+def _ip_evidence(ip: Mapping[str, Any], created: datetime) -> JSONObject:
+    evidence = _evidence_base("ipEvidence", created, ["attacker"])
+    evidence.update(
+        {
+            "ipAddress": str(ip["address"]),
+            "countryLetterCode": ip.get("countryLetterCode"),
+            "location": None,
+            "stream": None,
+        }
+    )
+    return evidence

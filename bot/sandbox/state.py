@@ -1,0 +1,95 @@
+"""The sandbox tenant's state: directory objects, alerts, tokens, page cursors, faults, records."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JSONObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the sandbox answered (identity and Graph alike)."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    json: Any
+    form: Mapping[str, str] | None
+    status: int
+    request_id: str
+    client_request_id: str
+
+
+@dataclass
+class Fault:
+    """An answer the sandbox gives instead of the real one, ``times`` times (see inject_fault)."""
+
+    method: str
+    path_pattern: re.Pattern[str]
+    status: int
+    headers: Mapping[str, str]
+    body: Mapping[str, Any] | str | None
+    times: int
+    delay: float
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this fault applies to ``method path`` (``*`` matches any method)."""
+        return (
+            self.times > 0
+            and self.method in ("*", method.upper())
+            and self.path_pattern.search(path) is not None
+        )
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The rest of a collection a ``$skiptoken`` stands for."""
+
+    collection: str
+    ids: tuple[str, ...]
+    top: int
+    select: tuple[str, ...] | None
+
+
+@dataclass
+class TenantState:
+    """Everything the sandbox remembers; handlers read and change it on the event loop."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    clock: Callable[[], datetime]
+    users: dict[str, JSONObject] = field(default_factory=dict)
+    alerts: dict[str, JSONObject] = field(default_factory=dict)
+    risky_users: dict[str, JSONObject] = field(default_factory=dict)
+    tokens: dict[str, datetime] = field(default_factory=dict)
+    cursors: dict[str, Cursor] = field(default_factory=dict)
+    certificates: dict[str, bytes] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    def find_user(self, key: str) -> JSONObject | None:
+        """A user by object id or UPN (case-insensitive, as Graph does)."""
+        if key in self.users:
+            return self.users[key]
+        lowered = key.lower()
+        for user in self.users.values():
+            if str(user["id"]).lower() == lowered:
+                return user
+            if str(user["userPrincipalName"]).lower() == lowered:
+                return user
+        return None
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        """The first fault for ``method path``, counting one use of it."""
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.times -= 1
+                return fault
+        return None
