@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
 from bot.config import Settings
-from bot.domain.policy import Policy
+from bot.directory import Directory
 from bot.graph import GraphClient, TokenProvider, build_http_client
 from bot.intake import AlertPoller
+from bot.policy_file import policy_from_settings
 from bot.services import RemediationService
 from bot.store.base import Store
 from bot.store.sqlite import SqliteStore
@@ -25,8 +26,10 @@ from cards.case import PortalLinks
 log = logging.getLogger(__name__)
 
 SERVICE = web.AppKey("service", RemediationService)
+STORE = web.AppKey("store", Store)
 POLLER = web.AppKey("poller", AlertPoller)
 BOT = web.AppKey("bot", TeamsBot)
+SWEEP_INTERVAL_SECONDS = 30.0  # expiry and reminders are minutes-scale; half a minute is precise enough
 
 
 def utc_now() -> datetime:
@@ -51,7 +54,7 @@ def create_app(
     app = web.Application(client_max_size=1024 * 1024)
     adapter = build_adapter(settings)
     messenger = TeamsMessenger(adapter, settings.microsoft_app_id)
-    policy = Policy(responders=frozenset(settings.responders))
+    policy = policy_from_settings(settings)
     links = PortalLinks(defender=settings.defender_portal_url, entra=settings.entra_portal_url)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -77,6 +80,7 @@ def create_app(
             service = RemediationService(
                 store=the_store,
                 graph=the_graph,
+                directory=Directory(the_graph, policy, clock=clock),
                 messenger=messenger,
                 policy=policy,
                 channel_id=settings.teams_channel_id,
@@ -91,12 +95,17 @@ def create_app(
                 lookback=timedelta(minutes=settings.poll_lookback_minutes),
             )
             app[SERVICE] = service
+            app[STORE] = the_store
             app[POLLER] = poller
             app[BOT] = TeamsBot(service)
             stack.push_async_callback(service.drain)
             if poll:
-                task = asyncio.create_task(_poll_forever(poller, settings.poll_interval_seconds))
-                stack.push_async_callback(_cancel, task)
+                polling = asyncio.create_task(
+                    _every(settings.poll_interval_seconds, poller.poll_once, "poll")
+                )
+                stack.push_async_callback(_cancel, polling)
+                sweeping = asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, service.sweep, "sweep"))
+                stack.push_async_callback(_cancel, sweeping)
             yield
 
     app.cleanup_ctx.append(resources)
@@ -112,17 +121,17 @@ def create_app(
     return app
 
 
-async def _poll_forever(poller: AlertPoller, interval: float) -> None:
+async def _every(interval: float, work: Callable[[], Awaitable[object]], name: str) -> None:
+    """Run ``work`` every ``interval`` seconds; one failure is logged and never stops the loop."""
     while True:
         try:
-            count = await poller.poll_once()
-            if count:
-                log.info("poll: %d new or changed identity alert(s)", count)
+            done = await work()
+            if name == "poll" and done:
+                log.info("poll: %s new or changed identity alert(s)", done)
         except asyncio.CancelledError:
             raise
         except Exception:
-            # One failed poll must not stop intake: log it and try again next interval.
-            log.exception("poll failed; retrying in %.0f s", interval)
+            log.exception("%s failed; retrying in %.0f s", name, interval)
         await asyncio.sleep(interval)
 
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     responders: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("RESPONDERS")
     )
+    # The policy file (bot.policy_file); without one, RESPONDERS both request and approve.
+    policy_file: str = Field("", validation_alias=_env("POLICY_FILE"))
 
     # Intake.
     poll_interval_seconds: float = Field(60.0, validation_alias=_env("POLL_INTERVAL_SECONDS"))
@@ -112,6 +114,15 @@ class Settings(BaseSettings):
                 raise ValueError("GRAPH_CERTIFICATE_THUMBPRINT|is required with GRAPH_CERTIFICATE_PATH")
             if not Path(self.graph_certificate_path).is_file():
                 raise ValueError(f"GRAPH_CERTIFICATE_PATH|no such file: {self.graph_certificate_path}")
+        if self.policy_file:
+            if not Path(self.policy_file).is_file():
+                raise ValueError(f"POLICY_FILE|no such file: {self.policy_file}")
+            if self.responders:
+                # Two lists of who may act would leave an admin guessing which one counts.
+                raise ValueError(
+                    "RESPONDERS|must be empty when POLICY_FILE is set: list the responders "
+                    "in the policy file instead"
+                )
         if self.graph_ca_bundle and not Path(self.graph_ca_bundle).is_file():
             raise ValueError(f"GRAPH_CA_BUNDLE|no such file: {self.graph_ca_bundle}")
         for variable, url in (
@@ -157,7 +168,7 @@ def load_settings(**overrides: Any) -> Settings:
             "AUTHENTICATION IS OFF: MicrosoftAppId is empty and SANDBOX_MODE is on. "
             "Anyone who can reach this port can talk to the bot. Never run this way in a tenant."
         )
-    if not settings.responders:
+    if not settings.responders and not settings.policy_file:
         log.warning("RESPONDERS is empty: nobody can act on a case until it lists someone.")
     return settings
 

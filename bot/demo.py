@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SCENARIO = Path(__file__).resolve().parent / "sandbox" / "scenarios" / "demo.yaml"
+DEMO_POLICY = DEMO_SCENARIO.with_name("demo-policy.yaml")
 PLAYGROUND_BIN = ROOT / "node_modules" / ".bin" / "agentsplayground"
 
 TENANT_ID = "8f3c1a2b-4d5e-4f60-9a7b-1c2d3e4f5a6b"
@@ -132,7 +133,7 @@ class DemoStack:
             graph_base_url=self.tenant.graph_base_url,
             graph_ca_bundle=str(self.tenant.ca_pem_path),
             teams_channel_id=TEAM["id"],
-            responders=[RESPONDER["aadObjectId"]],
+            policy_file=str(DEMO_POLICY),
             store_url=f"sqlite:///{self.workdir / 'demo.db'}",
             poll_interval_seconds=5,
         )
@@ -261,6 +262,10 @@ def _instructions(stack: DemoStack) -> str:
             "  2. On a card, type a reason and click “Disable account”",
             f"     (you are {RESPONDER['name']}, an on-call responder in the demo policy).",
             "  3. The card turns to “Contained” and its thread shows the verified result.",
+            "  4. Patrick O'Brien is a Helpdesk Administrator: disabling him needs two approvers. His card",
+            "     shows “awaiting second approver”; in Teams Megan Bowen would approve. The Playground has",
+            "     one user, so here it waits, and expires after 30 minutes.",
+            "  5. Break Glass is a protected account: the card says so and offers no action.",
         ]
     lines += ["", "Press Ctrl-C to stop."]
     return "\n".join(lines)

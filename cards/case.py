@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -21,12 +23,14 @@ from microsoft_teams.cards import (
     Fact,
     FactSet,
     OpenUrlAction,
+    RefreshDefinition,
     TextBlock,
     TextInput,
 )
 
 from bot.domain.models import (
     ActionRequest,
+    Actor,
     Case,
     CaseStatus,
     RequestState,
@@ -80,17 +84,31 @@ _SEVERITY_COLOR: dict[Severity, Color] = {
 }
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """Who the card is rendered for, when it is rendered for one person (an invoke answer or a
+    ``refresh``). The shared card in the channel has no viewer and shows every button; the
+    server authorizes every click anyway."""
+
+    actor: Actor
+    responder: bool = False
+    approver: bool = False
+
+
 def render_case(
     case: Case,
     request: ActionRequest | None = None,
     *,
     links: PortalLinks = DEFAULT_LINKS,
     note: str | None = None,
+    viewer: Viewer | None = None,
+    refresh_user_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The card of ``case`` with its latest action ``request`` (if any) and an optional ``note``.
+    """The card of ``case`` with its latest action ``request`` (if any).
 
-    ``note`` is a line for the person who clicked (a refusal or a stale-card notice); it is never
-    part of the card shown to the whole channel.
+    ``note`` is a line for the person who clicked (a refusal or a stale-card notice).
+    ``refresh_user_ids`` (Teams user ids, at most 60) get their own view through ``refresh``
+    where Teams supports it: the requester sees Cancel, approvers Approve and Reject.
     """
     body: list[Any] = [_header(case), _facts(case), *_alerts(case, links)]
     if request is not None:
@@ -98,7 +116,9 @@ def render_case(
     if note:
         body.append(TextBlock(text=note, wrap=True, color="Attention", weight="Bolder", separator=True))
     actions: list[Any] = []
-    if _can_request(case, request):
+    if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
+        actions += _decision_actions(case, request, viewer, body)
+    elif _can_request(case, request) and (viewer is None or viewer.responder):
         body.append(
             TextInput(
                 id=REASON_INPUT_ID,
@@ -131,14 +151,52 @@ def render_case(
         body=body,
         actions=actions,
     )
+    if refresh_user_ids:
+        card.refresh = RefreshDefinition(
+            action=ExecuteAction(title="Refresh", verb="refresh", data={"caseId": case.id}),
+            user_ids=list(refresh_user_ids)[:60],
+        )
     card_json: dict[str, Any] = card.model_dump(exclude_none=True, mode="json")
     card_json["$schema"] = "http://adaptivecards.io/schemas/adaptive-card.json"
     card_json["msteams"] = {"width": "Full"}
     return card_json
 
 
+def _decision_actions(
+    case: Case, request: ActionRequest, viewer: Viewer | None, body: list[Any]
+) -> list[Any]:
+    """Approve / Reject for approvers, Cancel for the requester (all three on the shared card)."""
+    data = {"requestId": request.id, "cardVersion": case.revision}
+    is_requester = viewer is not None and viewer.actor.same_person(request.requester)
+    may_decide = viewer is None or (viewer.approver and not is_requester)
+    may_cancel = viewer is None or is_requester
+    actions: list[Any] = []
+    if may_decide and request.state is RequestState.PENDING:
+        body.append(
+            TextInput(
+                id=REASON_INPUT_ID,
+                label="Note (optional, recorded with your decision)",
+                is_multiline=True,
+                max_length=500,
+            )
+        )
+        actions.append(ExecuteAction(title="Approve", verb="approve", data=data))
+        actions.append(ExecuteAction(title="Reject", verb="reject", data=data))
+    if may_cancel:
+        actions.append(ExecuteAction(title="Cancel request", verb="cancel", data=data))
+    if viewer is not None and not actions:
+        body.append(
+            TextBlock(
+                text="Only approvers other than the requester can approve or reject this request.",
+                wrap=True,
+                is_subtle=True,
+            )
+        )
+    return actions
+
+
 def _can_request(case: Case, request: ActionRequest | None) -> bool:
-    if case.status is not CaseStatus.OPEN:
+    if case.status is not CaseStatus.OPEN or case.protected:
         return False
     return request is None or request.state.is_final
 
@@ -179,8 +237,52 @@ def _header(case: Case) -> Container:
                 spacing="None",
                 wrap=True,
             ),
+            *_badges(case),
         ],
     )
+
+
+def _badges(case: Case) -> list[TextBlock]:
+    """Warnings a responder must see before acting: protected or privileged accounts."""
+    badges = []
+    if case.protected:
+        badges.append(
+            TextBlock(
+                text="Protected account: the bot never acts on it. Use your break-glass procedure.",
+                color="Attention",
+                weight="Bolder",
+                wrap=True,
+            )
+        )
+    if case.privileged_reason:
+        badges.append(
+            TextBlock(
+                text=f"Privileged: {case.privileged_reason}. Every action needs two approvers.",
+                color="Warning",
+                weight="Bolder",
+                wrap=True,
+            )
+        )
+    return badges
+
+
+_DETECTION_LABELS = {
+    "microsoftDefenderForIdentity": "Defender for Identity",
+    "azureAdIdentityProtection": "Entra ID Protection",
+    "microsoftDefenderForEndpoint": "Defender for Endpoint",
+    "microsoftDefenderForCloudApps": "Defender for Cloud Apps",
+    "microsoftDefenderForOffice365": "Defender for Office 365",
+    "microsoft365Defender": "Microsoft Defender XDR",
+    "microsoftSentinel": "Microsoft Sentinel",
+}
+
+
+def detection_label(value: str) -> str:
+    """Graph's ``detectionSource`` as a product name (camelCase split into words otherwise)."""
+    if value in _DETECTION_LABELS:
+        return _DETECTION_LABELS[value]
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", value)
+    return words[:1].upper() + words[1:]
 
 
 def _account_line(case: Case) -> str:
@@ -193,7 +295,7 @@ def _account_line(case: Case) -> str:
 
 def _facts(case: Case) -> FactSet:
     sources = sorted({a.source.label for a in case.alerts})
-    detections = sorted({a.detection_source for a in case.alerts if a.detection_source})
+    detections = sorted({detection_label(a.detection_source) for a in case.alerts if a.detection_source})
     facts = [
         Fact(title="Account", value=_account_line(case)),
         Fact(title="Severity", value=case.severity.value.capitalize()),
@@ -237,24 +339,40 @@ def _alerts(case: Case, links: PortalLinks) -> list[Any]:
     return blocks
 
 
-_REQUEST_HEADLINES = {
-    RequestState.PENDING: "Awaiting approval",
-    RequestState.APPROVED: "Approved, starting",
-    RequestState.EXECUTING: "Running",
-    RequestState.SUCCEEDED: "Done",
-    RequestState.FAILED: "Failed",
-    RequestState.REJECTED: "Rejected",
-    RequestState.EXPIRED: "Expired",
-    RequestState.CANCELLED: "Cancelled",
-}
+def request_headline(request: ActionRequest) -> str:
+    """One line a responder reads at a glance: the action and where it stands."""
+    action = request.action.label
+    state = request.state
+    if state is RequestState.PENDING:
+        if request.approvals and request.required_approvals - len(request.approvals) == 1:
+            return f"{action}: awaiting second approver"
+        return f"{action}: awaiting approval"
+    decider = request.decided_by.label if request.decided_by else ""
+    headlines = {
+        RequestState.APPROVED: "approved, starting",
+        RequestState.EXECUTING: "running",
+        RequestState.SUCCEEDED: "done",
+        RequestState.FAILED: "failed",
+        RequestState.REJECTED: f"rejected by {decider or 'an approver'}",
+        RequestState.CANCELLED: f"cancelled by {decider or 'the requester'}",
+        RequestState.EXPIRED: "expired without a decision",
+    }
+    return f"{action}: {headlines[state]}"
 
 
 def _request_block(request: ActionRequest) -> Container:
-    headline = f"{request.action.label}: {_REQUEST_HEADLINES[request.state]}"
-    colors: dict[RequestState, Color] = {RequestState.SUCCEEDED: "Good", RequestState.FAILED: "Attention"}
-    color = colors.get(request.state, "Accent")
+    colors: dict[RequestState, Color] = {
+        RequestState.SUCCEEDED: "Good",
+        RequestState.FAILED: "Attention",
+        RequestState.PENDING: "Warning",
+    }
     items: list[Any] = [
-        TextBlock(text=headline, weight="Bolder", color=color, wrap=True),
+        TextBlock(
+            text=request_headline(request),
+            weight="Bolder",
+            color=colors.get(request.state, "Accent"),
+            wrap=True,
+        ),
         TextBlock(
             text=f"Requested by {request.requester.label} at {format_time(request.created_at)}"
             + (f": “{request.reason}”" if request.reason else ""),
@@ -262,6 +380,18 @@ def _request_block(request: ActionRequest) -> Container:
             spacing="None",
         ),
     ]
+    signed = ", ".join(a.label for a in request.approvals) or "nobody yet"
+    facts = [
+        Fact(title="Sign-offs", value=f"{len(request.approvals)} of {request.required_approvals}: {signed}")
+    ]
+    if request.state in (RequestState.PENDING, RequestState.APPROVED):
+        facts.append(Fact(title="Who can approve", value=f"an approver other than {request.requester.label}"))
+        facts.append(Fact(title="Expires", value=format_time(request.expires_at)))
+    if request.privileged_reason:
+        facts.append(Fact(title="Why two", value=request.privileged_reason))
+    if request.decision_note:
+        facts.append(Fact(title="Note", value=request.decision_note))
+    items.append(FactSet(facts=facts, spacing="Small"))
     if request.result is not None:
         items.append(TextBlock(text=request.result.summary, wrap=True, spacing="Small"))
         if request.result.verified_state:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bot.domain.models import ActionRequest, Case, RequestState
-from cards.case import DEFAULT_LINKS, PortalLinks, format_time
+from cards.case import DEFAULT_LINKS, PortalLinks, format_time, request_headline
 
 
 def render_result_reply(case: Case, request: ActionRequest, *, links: PortalLinks = DEFAULT_LINKS) -> str:
@@ -37,4 +39,40 @@ def render_result_reply(case: Case, request: ActionRequest, *, links: PortalLink
     if latest is not None:
         link_parts.insert(0, f"[Alert in Defender]({links.alert(latest.id, latest.web_url)})")
     lines.append(" · ".join(link_parts))
+    return "\n\n".join(lines)
+
+
+def render_request_note(case: Case, request: ActionRequest, *, now: datetime) -> str:
+    """The thread note when a request is opened, approved, rejected, cancelled or expires."""
+    who = case.identity.label
+    lines = [f"**{request_headline(request)}** for {who}"]
+    if request.state is RequestState.PENDING:
+        waited = int((now - request.created_at).total_seconds() // 60)
+        lines.append(
+            f"{request.requester.label} asked at {format_time(request.created_at)}: “{request.reason}”"
+        )
+        lines.append(
+            f"Needs {request.required_approvals} sign-off(s) from approvers; has {len(request.approvals)}. "
+            f"Who can approve: an approver other than {request.requester.label}. "
+            f"Expires {format_time(request.expires_at)}."
+        )
+        if request.privileged_reason:
+            lines.append(f"Two approvers because the account is privileged: {request.privileged_reason}.")
+        if request.reminded_at is not None:
+            lines.insert(0, f"Reminder: this request has waited {waited} minutes for approval.")
+    elif request.state is RequestState.REJECTED:
+        note = f": “{request.decision_note}”" if request.decision_note else ""
+        lines.append(f"Nothing was done{note}")
+    elif request.state is RequestState.CANCELLED:
+        lines.append("Withdrawn by the requester; nothing was done.")
+    elif request.state is RequestState.EXPIRED:
+        lines.append(
+            f"No decision before {format_time(request.expires_at)}, so nothing was done. "
+            "Ask again from the card if it is still needed."
+        )
+    elif request.state is RequestState.FAILED and request.result is not None:
+        lines.append(request.result.summary)
+    signed = ", ".join(a.label for a in request.approvals)
+    if signed:
+        lines.append(f"Signed off by: {signed}")
     return "\n\n".join(lines)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bot.config import Settings, load_settings
 from bot.sandbox import SandboxTenant
@@ -17,6 +18,26 @@ from tests.support.harness import CHANNEL_ID, BotHarness
 RESPONDER = {"id": "aaaaaaaa-0000-4000-8000-000000000001", "name": "Alex Wilber"}
 SECOND_RESPONDER = {"id": "aaaaaaaa-0000-4000-8000-000000000002", "name": "Megan Bowen"}
 OUTSIDER = {"id": "aaaaaaaa-0000-4000-8000-0000000000ff", "name": "Eve Outsider"}
+# A responder who may ask for actions but not approve them.
+REQUESTER_ONLY = {"id": "aaaaaaaa-0000-4000-8000-000000000003", "name": "Rita Requester"}
+BREAKGLASS_UPN = "breakglass@contoso.com"
+
+
+def write_policy(path: Path, **overrides: Any) -> Path:
+    """A policy file for the tests: Alex and Megan approve, Rita only requests."""
+    policy: dict[str, Any] = {
+        "responders": {"users": [RESPONDER["id"], SECOND_RESPONDER["id"], REQUESTER_ONLY["id"]]},
+        "approvers": {"users": [RESPONDER["id"], SECOND_RESPONDER["id"]]},
+        "approvals": {"disableAccount": 1},
+        "protected_accounts": [BREAKGLASS_UPN],
+        "expiry_minutes": 30,
+        "reminder_minutes": 10,
+        "blast_radius_per_hour": 20,
+    }
+    policy.update(overrides)
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
 
 SCENARIO: dict[str, Any] = {
     "users": [
@@ -29,6 +50,11 @@ SCENARIO: dict[str, Any] = {
             "id": "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a03",
             "userPrincipalName": "lee.gu@contoso.com",
             "displayName": "Lee Gu",
+        },
+        {
+            "id": "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a99",
+            "userPrincipalName": BREAKGLASS_UPN,
+            "displayName": "Break Glass (emergency access)",
         },
     ],
     "alerts": [
@@ -46,6 +72,13 @@ SCENARIO: dict[str, Any] = {
             "title": "Leaked credentials",
             "severity": "high",
             "minutes_ago": 30,
+        },
+        {
+            "user": BREAKGLASS_UPN,
+            "serviceSource": "azureAdIdentityProtection",
+            "title": "Unfamiliar sign-in properties",
+            "severity": "high",
+            "minutes_ago": 25,
         },
     ],
 }
@@ -96,7 +129,7 @@ def make_settings(tenant: SandboxTenant, tmp_path: Path) -> Callable[..., Settin
             "graph_base_url": tenant.graph_base_url,
             "graph_ca_bundle": str(tenant.ca_pem_path),
             "teams_channel_id": CHANNEL_ID,
-            "responders": [RESPONDER["id"], SECOND_RESPONDER["id"]],
+            "policy_file": str(write_policy(tmp_path / "policy.yaml")),
             "store_url": f"sqlite:///{tmp_path / 'bot.db'}",
         }
         values.update(overrides)

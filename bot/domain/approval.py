@@ -1,11 +1,14 @@
 """The approval lifecycle of an action request, as pure functions.
 
-    pending ─approve─> approved ─start─> executing ─finish─> succeeded | failed
-    pending ─reject | cancel | expire─> rejected | cancelled | expired
+    pending ─approve (enough distinct approvers)─> approved ─start─> executing ─finish─> succeeded | failed
+    pending | approved ─reject─> rejected      pending | approved ─cancel─> cancelled
+    pending | approved ─expire─> expired
+    approved ─abort (a re-check at execution failed)─> failed, never run
 
 :func:`open_request` makes a request from a responder's click; :func:`decide` applies one event.
-Both return either the new request or a :class:`Refused` carrying a sentence the responder reads.
-Nothing here reads a clock or does I/O: ``now`` is passed in.
+Both return the new request or a :class:`Refused` carrying a sentence the person reads. Nothing
+here reads a clock, looks anything up or does I/O: ``now``, the people's roles (group membership
+already resolved) and the facts about the target are passed in.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from bot.domain.models import (
     RequestState,
     ResponseAction,
 )
-from bot.domain.policy import Policy
+from bot.domain.policy import ActorRoles, Policy, TargetFacts
 
 
 @dataclass(frozen=True)
 class Refused:
-    """A refusal; ``reason`` is shown to the person who clicked."""
+    """A refusal; ``reason`` is shown to the person who clicked and kept in the audit trail."""
 
     reason: str
 
@@ -37,11 +40,48 @@ class Approve:
     """A person signs off."""
 
     actor: Actor
+    roles: ActorRoles
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An approver turns the request down."""
+
+    actor: Actor
+    roles: ActorRoles
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The requester withdraws the request."""
+
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class Expire:
+    """The clock ran out before the request ran."""
 
 
 @dataclass(frozen=True)
 class Start:
-    """The executor claims an approved request."""
+    """The executor claims an approved request.
+
+    ``current_approvers`` are the object ids (lower-case) among the request's sign-offs who are
+    approvers right now; ``destructive_last_hour`` counts destructive actions started tenant-wide
+    in the past hour, this one excluded.
+    """
+
+    current_approvers: frozenset[str]
+    destructive_last_hour: int = 0
+
+
+@dataclass(frozen=True)
+class Abort:
+    """An approved request may no longer run (a re-check at execution failed); it fails unrun."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -51,15 +91,32 @@ class Finish:
     result: ActionResult
 
 
-Event = Approve | Start | Finish
+Event = Approve | Reject | Cancel | Expire | Start | Abort | Finish
 Outcome = ActionRequest | Refused
 
 
 def not_a_responder(actor: Actor) -> Refused:
-    """The refusal for someone outside the responder list."""
+    """The refusal for someone outside the responders."""
     return Refused(
         f"{actor.label} is not an authorized responder, so the bot did nothing. "
-        "Ask your security admin to add you to the responder list if you should be able to act."
+        "Ask your security admin to add you to the responders in the policy if you should be able to act."
+    )
+
+
+def not_an_approver(actor: Actor) -> Refused:
+    """The refusal for someone outside the approvers."""
+    return Refused(
+        f"{actor.label} is not an approver, so this click changed nothing. "
+        "Only the approvers named in the policy can approve or reject."
+    )
+
+
+def blast_radius_reached(policy: Policy) -> Refused:
+    """The refusal once the hourly limit of destructive actions is used up."""
+    return Refused(
+        f"The blast-radius limit is reached: at most {policy.blast_radius_per_hour} destructive actions "
+        "may run per hour across the tenant, so this one was refused. If this is a real mass compromise, "
+        "ask your security admin to raise the limit in the policy."
     )
 
 
@@ -67,26 +124,40 @@ def open_request(
     case: Case,
     action: ResponseAction,
     actor: Actor,
+    roles: ActorRoles,
     reason: str,
     policy: Policy,
     now: datetime,
     *,
+    target: TargetFacts,
+    destructive_last_hour: int,
     request_id: str,
 ) -> Outcome:
-    """A new request for ``action`` on ``case``'s identity, signed off by its requester.
+    """A new request for ``action`` on ``case``'s identity.
 
-    With one sign-off required the request is approved at once; otherwise it waits as pending.
+    A requester who is also an approver counts as the first sign-off; when that is enough the
+    request is approved at once, otherwise it waits as pending.
     """
-    if not policy.responders:
+    if policy.responders.empty:
         return Refused(
             "No responders are configured, so nobody can act. "
-            "Ask your security admin to set the responder list."
+            "Ask your security admin to set them in the policy."
         )
-    if not policy.is_responder(actor.object_id):
+    if not roles.responder:
         return not_a_responder(actor)
+    if target.protected:
+        return Refused(
+            f"{case.identity.label} is a protected account (break-glass or service account): "
+            "the bot never acts on it. Handle it by hand with your break-glass procedure."
+        )
     if action is ResponseAction.DISABLE_ACCOUNT and case.status is CaseStatus.CONTAINED:
         return Refused(f"{case.identity.label} is already disabled; nothing to do.")
-    required = policy.approvals_for(action)
+    if not reason.strip():
+        return Refused("Type a reason before you act; nothing was done.")
+    if action in policy.destructive_actions and destructive_last_hour >= policy.blast_radius_per_hour:
+        return blast_radius_reached(policy)
+    required = policy.approvals_for(action, privileged_target=target.privileged)
+    approvals = (actor,) if roles.approver else ()
     request = ActionRequest(
         id=request_id,
         case_id=case.id,
@@ -95,11 +166,12 @@ def open_request(
         reason=reason.strip(),
         created_at=now,
         expires_at=now + policy.expiry,
-        approvals=(actor,),
+        approvals=approvals,
         required_approvals=required,
+        privileged_reason=target.privileged_reason if target.privileged else "",
         idempotency_key=f"{case.id}:{action.value}:{request_id}",
     )
-    if len(request.approvals) >= required:
+    if len(approvals) >= required:
         return request.model_copy(update={"state": RequestState.APPROVED})
     return request
 
@@ -109,47 +181,112 @@ def decide(request: ActionRequest, event: Event, policy: Policy, now: datetime) 
     if request.state.is_final:
         return Refused(f"This request is already {request.state.value}; nothing more can happen to it.")
     if isinstance(event, Approve):
-        return _approve(request, event.actor, policy, now)
+        return _approve(request, event, now)
+    if isinstance(event, Reject):
+        return _reject(request, event, now)
+    if isinstance(event, Cancel):
+        return _cancel(request, event.actor, now)
+    if isinstance(event, Expire):
+        return _expire(request, now)
     if isinstance(event, Start):
-        return _start(request, policy, now)
+        return _start(request, event, policy, now)
+    if isinstance(event, Abort):
+        if request.state is not RequestState.APPROVED:
+            return Refused(f"This request is {request.state.value}, not approved.")
+        result = ActionResult(succeeded=False, summary=f"Not run: {event.reason}")
+        return request.model_copy(update={"state": RequestState.FAILED, "result": result, "finished_at": now})
     return _finish(request, event.result, now)
 
 
-def _approve(request: ActionRequest, actor: Actor, policy: Policy, now: datetime) -> Outcome:
+def _open_for_decision(request: ActionRequest, now: datetime) -> Refused | None:
+    if request.state not in (RequestState.PENDING, RequestState.APPROVED):
+        return Refused(f"This request is {request.state.value}; it can no longer be changed.")
+    if now >= request.expires_at:
+        return Refused("This request has expired; ask for the action again if it is still needed.")
+    return None
+
+
+def _approve(request: ActionRequest, event: Approve, now: datetime) -> Outcome:
+    actor = event.actor
     if request.state is not RequestState.PENDING:
         return Refused(f"This request is {request.state.value}; it no longer needs approval.")
     if now >= request.expires_at:
         return Refused("This request has expired; ask for the action again if it is still needed.")
-    if not policy.is_responder(actor.object_id):
-        return not_a_responder(actor)
-    if any(a.object_id.lower() == actor.object_id.lower() for a in request.approvals):
+    if not event.roles.approver:
+        return not_an_approver(actor)
+    if actor.same_person(request.requester):
         return Refused(
-            f"{actor.label} has already signed off on this request; a different person must approve it."
+            "You asked for this action, so your approval cannot be the second one: "
+            "a different approver must approve it."
+        )
+    if any(actor.same_person(a) for a in request.approvals):
+        return Refused(
+            f"{actor.label} has already signed off on this request; a different approver must approve it."
         )
     approvals = (*request.approvals, actor)
     state = RequestState.APPROVED if len(approvals) >= request.required_approvals else RequestState.PENDING
     return request.model_copy(update={"approvals": approvals, "state": state})
 
 
-def _start(request: ActionRequest, policy: Policy, now: datetime) -> Outcome:
+def _reject(request: ActionRequest, event: Reject, now: datetime) -> Outcome:
+    closed = _open_for_decision(request, now)
+    if closed is not None:
+        return closed
+    if not event.roles.approver:
+        return not_an_approver(event.actor)
+    if event.actor.same_person(request.requester):
+        return Refused("You asked for this action; use Cancel to withdraw it.")
+    return request.model_copy(
+        update={
+            "state": RequestState.REJECTED,
+            "decided_by": event.actor,
+            "decision_note": event.note.strip(),
+            "finished_at": now,
+        }
+    )
+
+
+def _cancel(request: ActionRequest, actor: Actor, now: datetime) -> Outcome:
+    if request.state not in (RequestState.PENDING, RequestState.APPROVED):
+        return Refused(f"This request is {request.state.value}; it can no longer be cancelled.")
+    if not actor.same_person(request.requester):
+        return Refused(f"Only {request.requester.label}, who asked for this action, can cancel it.")
+    return request.model_copy(
+        update={"state": RequestState.CANCELLED, "decided_by": actor, "finished_at": now}
+    )
+
+
+def _expire(request: ActionRequest, now: datetime) -> Outcome:
+    if request.state not in (RequestState.PENDING, RequestState.APPROVED):
+        return Refused(f"This request is {request.state.value}; it cannot expire.")
+    if now < request.expires_at:
+        return Refused("This request has not expired yet.")
+    return request.model_copy(update={"state": RequestState.EXPIRED, "finished_at": now})
+
+
+def _start(request: ActionRequest, event: Start, policy: Policy, now: datetime) -> Outcome:
     if request.state is not RequestState.APPROVED:
         return Refused(f"This request is {request.state.value}, not approved; it will not run.")
     if now >= request.expires_at:
         return Refused("This request expired before it could run; ask for the action again.")
-    # Authorization is checked again at execution: someone removed from the responder list
-    # between their click and the run no longer counts.
     distinct = {a.object_id.lower() for a in request.approvals}
     if len(distinct) < request.required_approvals:
         return Refused(
-            f"This request needs {request.required_approvals} sign-offs from different people "
+            f"This request needs {request.required_approvals} sign-offs from different approvers "
             f"and has {len(distinct)}, so it will not run."
         )
-    still_authorized = {a for a in distinct if policy.is_responder(a)}
-    if len(still_authorized) < request.required_approvals:
+    # Authorization is checked again at execution: someone removed from the approvers between
+    # their click and the run no longer counts.
+    if len(distinct & event.current_approvers) < request.required_approvals:
         return Refused(
-            "A sign-off on this request came from someone who is no longer an authorized "
-            "responder, so it will not run."
+            "A sign-off on this request came from someone who is no longer an approver, so it will not run. "
+            "Ask for the action again."
         )
+    if (
+        request.action in policy.destructive_actions
+        and event.destructive_last_hour >= policy.blast_radius_per_hour
+    ):
+        return blast_radius_reached(policy)
     return request.model_copy(update={"state": RequestState.EXECUTING, "started_at": now})
 
 

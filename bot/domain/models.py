@@ -157,6 +157,9 @@ class Case(Frozen):
     opened_at: datetime
     card: CardRef | None = None
     account: AccountState = AccountState()
+    target_checked: bool = False
+    protected: bool = False
+    privileged_reason: str = ""
     revision: int = 1
     published_revision: int = 0
     version: int = 0
@@ -211,10 +214,18 @@ _ACTION_LABELS = {ResponseAction.DISABLE_ACCOUNT: "Disable account"}
 
 
 class Actor(Frozen):
-    """A person who clicked: Entra object id (what authorization checks) and display name."""
+    """A person who clicked: Entra object id (what authorization checks) and display name.
+
+    ``teams_id`` is their Teams user id (``29:...``), kept so their card view can be refreshed.
+    """
 
     object_id: str
     name: str = ""
+    teams_id: str = ""
+
+    def same_person(self, other: Actor) -> bool:
+        """Whether both are the same Entra user (object ids compare case-insensitively)."""
+        return self.object_id.lower() == other.object_id.lower()
 
     @property
     def label(self) -> str:
@@ -275,7 +286,11 @@ class ActionRequest(Frozen):
     expires_at: datetime
     approvals: tuple[Actor, ...] = ()
     required_approvals: int = 1
+    privileged_reason: str = ""
     idempotency_key: str
+    decided_by: Actor | None = None
+    decision_note: str = ""
+    reminded_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: ActionResult | None = None

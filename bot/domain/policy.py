@@ -1,4 +1,9 @@
-"""Who may act, and how much sign-off each action needs. Pure data."""
+"""Who may act, how much sign-off each action needs, and what is never touched. Pure data.
+
+Group membership and directory roles need Microsoft Graph, so they are resolved outside the
+domain (``bot.directory``) into :class:`ActorRoles` and :class:`TargetFacts`, which the pure
+approval functions take as plain values.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,66 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from bot.domain.models import Frozen, ResponseAction
+from bot.domain.models import Frozen, IdentityRef, ResponseAction
+
+
+class Principals(Frozen):
+    """A set of people: Entra object ids and Entra group object ids (members count)."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        """Nobody is named."""
+        return not self.users and not self.groups
+
+    def names_user(self, object_id: str) -> bool:
+        """Whether ``object_id`` is listed directly (case-insensitive)."""
+        return object_id.lower() in {u.lower() for u in self.users}
 
 
 class Policy(Frozen):
     """The rules every click is checked against.
 
-    An empty ``responders`` set means nobody may act: the bot fails closed.
-    ``approvals`` is the number of distinct people (the requester included) who must sign off.
+    ``approvals`` is the number of distinct approvers who must sign off on an action (a requester
+    who is also an approver counts once). Privileged targets always need two. Empty ``responders``
+    means nobody may act: the bot fails closed.
     """
 
-    responders: frozenset[str] = frozenset()
+    responders: Principals = Principals()
+    approvers: Principals = Principals()
     approvals: dict[ResponseAction, int] = Field(default_factory=dict)
+    privileged_role_templates: frozenset[str] = frozenset()
+    privileged_groups: frozenset[str] = frozenset()
+    protected_users: frozenset[str] = frozenset()  # Entra object ids or UPNs, compared lower-case
     expiry: timedelta = timedelta(minutes=30)
+    reminder_after: timedelta | None = timedelta(minutes=10)
+    blast_radius_per_hour: int = 20
+    destructive_actions: frozenset[ResponseAction] = frozenset({ResponseAction.DISABLE_ACCOUNT})
 
-    def is_responder(self, object_id: str) -> bool:
-        """Whether this Entra object id may request actions."""
-        return object_id.lower() in {r.lower() for r in self.responders}
+    def approvals_for(self, action: ResponseAction, *, privileged_target: bool = False) -> int:
+        """Distinct sign-offs ``action`` needs (1 unless the policy says more; 2 on privileged targets)."""
+        required = self.approvals.get(action, 1)
+        return max(required, 2) if privileged_target else required
 
-    def approvals_for(self, action: ResponseAction) -> int:
-        """Distinct sign-offs ``action`` needs (1 unless the policy says otherwise)."""
-        return self.approvals.get(action, 1)
+    def is_protected(self, identity: IdentityRef) -> bool:
+        """Whether the identity is a protected account (break-glass, service account)."""
+        protected = {p.lower() for p in self.protected_users}
+        return any(v and v.lower() in protected for v in (identity.object_id, identity.upn))
+
+
+class ActorRoles(Frozen):
+    """What the policy makes of one person right now (group membership already resolved)."""
+
+    object_id: str
+    responder: bool = False
+    approver: bool = False
+
+
+class TargetFacts(Frozen):
+    """What the policy makes of the target identity right now."""
+
+    privileged: bool = False
+    privileged_reason: str = ""
+    protected: bool = False

@@ -23,6 +23,12 @@ JSONObject = dict[str, Any]
 # 503/504 are the transient answers Graph documents; other 5xx (500, 502) usually repeat.
 _RETRY_UNAVAILABLE = frozenset({503, 504})
 
+# checkMemberGroups evaluates at most 20 group ids per request.
+CHECK_MEMBER_GROUPS_BATCH = 20
+
+# An OData cast on transitiveMemberOf is an "advanced query": Graph refuses it without these.
+_ADVANCED_QUERY = {"ConsistencyLevel": "eventual"}
+
 
 class TokenSource(Protocol):
     """Anything that hands out a bearer token for Graph (``TokenProvider`` in production)."""
@@ -137,14 +143,49 @@ class GraphClient:
         async for item in self._pages("/identityProtection/riskyUsers", params):
             yield item
 
+    async def check_member_groups(self, user_id: str, group_ids: Sequence[str]) -> set[str]:
+        """The ids among ``group_ids`` the user belongs to, directly or through nested groups.
+
+        Graph checks at most 20 groups per call, so longer lists go in batches of 20. Ids come
+        back as Graph spells them (lower-case GUIDs). Permission: GroupMember.Read.All (docs pair
+        it with User.Read.All, which the bot holds already).
+        """
+        unique = list(dict.fromkeys(group_ids))
+        member_of: set[str] = set()
+        path = f"/users/{_segment(user_id)}/checkMemberGroups"
+        for start in range(0, len(unique), CHECK_MEMBER_GROUPS_BATCH):
+            batch = unique[start : start + CHECK_MEMBER_GROUPS_BATCH]
+            body = _object(await self._request("POST", path, json={"groupIds": batch}), "POST", path)
+            member_of.update(str(group_id) for group_id in body.get("value", []))
+        return member_of
+
+    async def list_directory_roles_of(
+        self, user_id: str, *, page_size: int | None = None
+    ) -> list[JSONObject]:
+        """The directory roles (id, displayName, roleTemplateId) the user holds, directly or via a group.
+
+        Follows every page (``page_size`` sets ``$top``; Graph's default is 100). An advanced
+        query (``ConsistencyLevel: eventual``, ``$count=true``): Graph answers from an index that
+        can trail a very recent role change briefly. Permission: RoleManagement.Read.Directory
+        (with only User.Read.All, roleTemplateId comes back null).
+        """
+        params = {"$select": "id,displayName,roleTemplateId", "$count": "true"}
+        if page_size is not None:
+            params["$top"] = str(page_size)
+        path = f"/users/{_segment(user_id)}/transitiveMemberOf/microsoft.graph.directoryRole"
+        return [role async for role in self._pages(path, params, headers=_ADVANCED_QUERY)]
+
     # -- the chokepoint ------------------------------------------------------------------
 
-    async def _pages(self, path: str, params: Mapping[str, str]) -> AsyncIterator[JSONObject]:
-        # The nextLink already carries every query option, so later pages send no params.
+    async def _pages(
+        self, path: str, params: Mapping[str, str], *, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[JSONObject]:
+        # The nextLink already carries every query option, so later pages send no params;
+        # headers are not part of the link, so every page sends them again.
         next_path: str | None = path
         next_params: Mapping[str, str] | None = params
         while next_path is not None:
-            response = await self._request("GET", next_path, params=next_params)
+            response = await self._request("GET", next_path, params=next_params, headers=headers)
             body = _object(response, "GET", path)
             for item in body.get("value", []):
                 yield item
@@ -159,24 +200,28 @@ class GraphClient:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> GraphResponse:
         """Send one Graph call with auth, retries and error decoding; see the class docstring.
 
         ``path`` is relative to the base URL (``/users/x``) or an absolute ``@odata.nextLink``
         that must point under the same base URL (the bearer token never leaves for other hosts).
+        ``headers`` are extra request headers (e.g. ``ConsistencyLevel``); they cannot replace
+        the ones the chokepoint sets.
         """
         url, shown_path = self._resolve(path)
         attempt = 0
         while True:
             attempt += 1
             last = attempt >= self._max_attempts
-            headers = {
+            sent = {
+                **(headers or {}),
                 "Authorization": f"Bearer {await self._tokens.token()}",
                 "Accept": "application/json",
                 "client-request-id": str(uuid.uuid4()),
             }
             try:
-                answer = await self._http.request(method, url, params=params, json=json, headers=headers)
+                answer = await self._http.request(method, url, params=params, json=json, headers=sent)
             except httpx.TransportError as exc:
                 if last:
                     raise decode.unreachable(method, shown_path, exc, attempts=attempt) from exc

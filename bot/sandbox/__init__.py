@@ -17,10 +17,13 @@ from bot.sandbox.tenant import (
 from bot.sandbox.tls import IssuedClientCertificate
 
 DEMO_SCENARIO = SUBSET_PATH.parent.parent / "scenarios" / "demo.yaml"
+# The demo's POLICY_FILE: its groups and protected account are those of DEMO_SCENARIO.
+DEMO_POLICY = SUBSET_PATH.parent.parent / "scenarios" / "demo-policy.yaml"
 
 __all__ = [
     "DEMO_CLIENT_ID",
     "DEMO_CLIENT_SECRET",
+    "DEMO_POLICY",
     "DEMO_SCENARIO",
     "DEMO_TENANT_ID",
     "SUBSET_PATH",

@@ -8,24 +8,33 @@ them in :mod:`bot.sandbox.server`.
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from bot.sandbox.contract import Contract
 from bot.sandbox.odata_filter import Field, FilterError, parse_filter
 from bot.sandbox.state import Cursor, JSONObject, TenantState
 from bot.sandbox.wire import GraphProblem, bad_request, iso, parse_iso
 
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
 ALERT_SCHEMA = "microsoft.graph.security.alert"
 USER_SCHEMA = "microsoft.graph.user"
 RISKY_USER_SCHEMA = "microsoft.graph.riskyUser"
+DIRECTORY_ROLE_SCHEMA = "microsoft.graph.directoryRole"
 
 # Graph's page sizes: alerts_v2 defaults larger and allows up to 2000; the sandbox defaults
 # small so that paging is exercised without thousands of alerts.
 ALERTS_PAGE = (50, 2000)
 RISKY_USERS_PAGE = (20, 500)
+# Directory relationships (transitiveMemberOf): Graph's documented default and maximum.
+DIRECTORY_PAGE = (100, 999)
+# checkMemberGroups evaluates at most this many group ids per request.
+CHECK_MEMBER_GROUPS_LIMIT = 20
 
 # What GET /users/{id} returns without $select (Graph's documented default set).
 DEFAULT_USER_SELECT = (
@@ -116,7 +125,7 @@ class _Collection:
 
 
 class GraphApi:
-    """The sandbox's Graph operations: alerts_v2, users (GET/PATCH) and riskyUsers."""
+    """The sandbox's Graph operations: alerts_v2, users (GET/PATCH), riskyUsers and memberships."""
 
     def __init__(self, state: TenantState, contract: Contract) -> None:
         """Serve ``state``; filter fields and selectable properties come from ``contract``."""
@@ -181,6 +190,10 @@ class GraphApi:
                 return self._get_user(call, user_id)
             case ("PATCH", ("users", user_id)):
                 return self._update_user(call, user_id)
+            case ("POST", ("users", user_id, "checkMemberGroups")):
+                return self._check_member_groups(call, user_id)
+            case ("GET", ("users", user_id, "transitiveMemberOf", "microsoft.graph.directoryRole")):
+                return self._transitive_roles(call, user_id)
         raise NotImplementedBySandbox(call.method, "/" + "/".join(call.segments))
 
     # -- collections -----------------------------------------------------------------------
@@ -306,6 +319,73 @@ class GraphApi:
             "forceChangePasswordNextSignInWithMfa": bool(profile.get("forceChangePasswordNextSignInWithMfa")),
             "password": None,
         }
+
+    # -- memberships -----------------------------------------------------------------------
+
+    def _check_member_groups(self, call: GraphCall, user_id: str) -> Reply:
+        _refuse_unknown_options(dict(call.query), set())
+        user = self._user(user_id)
+        body = call.body if isinstance(call.body, dict) else {}
+        asked = [str(i) for i in body.get("groupIds", [])]
+        if len(asked) > CHECK_MEMBER_GROUPS_LIMIT:  # the contract says so too; Graph answers 400
+            raise bad_request(
+                f"Too many group ids: at most {CHECK_MEMBER_GROUPS_LIMIT} per request.",
+                code="Request_BadRequest",
+            )
+        for group_id in asked:
+            # Graph evaluates the list as one request: one malformed id fails all of it.
+            if not _GUID.match(group_id):
+                raise bad_request(f"Invalid GUID:{group_id}", code="Request_BadRequest")
+        member_of = self._state.transitive_groups(str(user["id"]))
+        found = list(dict.fromkeys(g.lower() for g in asked if g.lower() in member_of))
+        return Reply(
+            200,
+            {"@odata.context": f"{call.base_url}/$metadata#Collection(Edm.String)", "value": found},
+        )
+
+    def _transitive_roles(self, call: GraphCall, user_id: str) -> Reply:
+        query = dict(call.query)
+        token = query.pop("$skiptoken", None)
+        _refuse_unknown_options(query, {"$select", "$top", "$count"})
+        # The contract demands the ConsistencyLevel header; Graph also wants $count=true here.
+        if query.get("$count") != "true":
+            raise GraphProblem(
+                400,
+                "Request_UnsupportedQuery",
+                "An OData cast on a transitive members list is supported only with the advanced "
+                "query parameters: the ConsistencyLevel: eventual header and $count=true.",
+            )
+        user = self._user(user_id)
+        held = sorted(
+            self._state.transitive_roles(str(user["id"])),
+            key=lambda role: (str(role["displayName"]), str(role["id"])),
+        )
+        collection = f"transitiveRoles:{user['id']}"
+        if token is not None:
+            cursor = self._state.cursors.pop(token, None)
+            if cursor is None or cursor.collection != collection:
+                raise bad_request("The $skiptoken is invalid or has expired.")
+            by_id = {str(role["id"]): role for role in held}
+            page_items = [by_id[i] for i in cursor.ids if i in by_id]
+            top, select = cursor.top, cursor.select
+        else:
+            page_items = held
+            top = _top(query.get("$top"), DIRECTORY_PAGE)
+            select = self._select(query.get("$select"), DIRECTORY_ROLE_SCHEMA)
+        shape = f"({','.join(select)})" if select else ""
+        body: JSONObject = {
+            "@odata.context": f"{call.base_url}/$metadata#directoryRoles{shape}",
+            "@odata.count": len(held),
+            "value": [_project(role, select) for role in page_items[:top]],
+        }
+        rest = tuple(str(role["id"]) for role in page_items[top:])
+        if rest:
+            next_token = secrets.token_urlsafe(12)
+            self._state.cursors[next_token] = Cursor(collection, rest, top, select)
+            # Directory next links keep the advanced query option and add the $skiptoken.
+            path = "/".join(quote(segment, safe="@") for segment in call.segments)
+            body["@odata.nextLink"] = f"{call.base_url}/{path}?$count=true&$skiptoken={next_token}"
+        return Reply(200, body)
 
 
 def _refuse_unknown_options(query: Mapping[str, str], supported: Iterable[str]) -> None:

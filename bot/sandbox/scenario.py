@@ -2,14 +2,17 @@
 
 A scenario has ``users`` (Graph user properties; ``userPrincipalName`` and ``displayName``
 required), ``alerts`` and ``riskyUsers`` that name their user by UPN and give times as
-``minutes_ago`` relative to the sandbox clock. See ``scenarios/demo.yaml``.
+``minutes_ago`` relative to the sandbox clock, and ``groups`` and ``directoryRoles`` whose
+``members`` name users by UPN or object id and groups by object id (groups may nest). See
+``scenarios/demo.yaml``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -44,6 +47,9 @@ _ALERT_SHORTHAND = frozenset(
     }
 )
 _RISKY_SHORTHAND = frozenset({"user", "minutes_ago"})
+_GROUP_KEYS = frozenset({"id", "displayName", "description", "members"})
+_ROLE_KEYS = frozenset({"id", "displayName", "description", "roleTemplateId", "members"})
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
 def load_scenario(source: Mapping[str, Any] | Path | str) -> JSONObject:
@@ -195,6 +201,63 @@ class ScenarioBuilder:
         }
         risky.update({k: v for k, v in spec.items() if k not in _RISKY_SHORTHAND})
         return risky
+
+    def group(self, spec: Mapping[str, Any]) -> JSONObject:
+        """A group (id and displayName; members are resolved by :meth:`members`)."""
+        name = _required(spec, "displayName", "group")
+        unknown = set(spec) - _GROUP_KEYS
+        if unknown:
+            raise ValueError(f"group {name!r}: unknown {sorted(unknown)}")
+        group_id = _object_id(spec, f"sandbox-group:{name}", f"group {name!r}")
+        return {"id": group_id, "displayName": name, "description": spec.get("description")}
+
+    def directory_role(self, spec: Mapping[str, Any]) -> JSONObject:
+        """An activated directory role as Graph returns it (``directoryRole``)."""
+        name = _required(spec, "displayName", "directoryRole")
+        unknown = set(spec) - _ROLE_KEYS
+        if unknown:
+            raise ValueError(f"directoryRole {name!r}: unknown {sorted(unknown)}")
+        template = _required(spec, "roleTemplateId", f"directoryRole {name!r}")
+        if not _GUID.match(template):
+            raise ValueError(f"directoryRole {name!r}: roleTemplateId {template!r} is not a GUID")
+        # A role's object id differs from its template id in every tenant, as in Graph.
+        role_id = _object_id(spec, f"sandbox-role:{self._tenant_id}:{template.lower()}", f"role {name!r}")
+        return {
+            "id": role_id,
+            "deletedDateTime": None,
+            "description": spec.get("description"),
+            "displayName": name,
+            "roleTemplateId": template.lower(),
+        }
+
+    @staticmethod
+    def members(
+        owner: str,
+        names: Iterable[Any],
+        users: Mapping[str, JSONObject],
+        groups: Mapping[str, JSONObject],
+    ) -> set[str]:
+        """Object ids (lower-case) of the ``members`` of a group or role: UPNs, user or group ids."""
+        resolved: set[str] = set()
+        user_ids = {str(u["id"]).lower() for u in users.values()}
+        for name in names:
+            text = str(name)
+            if "@" in text:
+                resolved.add(str(_find(users, text, owner)["id"]).lower())
+            elif text.lower() in user_ids or text.lower() in groups:
+                resolved.add(text.lower())
+            else:
+                raise ValueError(f"{owner}: member {text!r} is no user or group of the scenario")
+        return resolved
+
+
+def _object_id(spec: Mapping[str, Any], seed: str, what: str) -> str:
+    given = spec.get("id")
+    if given is None:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
+    if not isinstance(given, str) or not _GUID.match(given):
+        raise ValueError(f"{what}: id {given!r} is not a GUID")
+    return given.lower()
 
 
 def _required(spec: Mapping[str, Any], key: str, what: str) -> str:

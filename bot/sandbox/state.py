@@ -67,6 +67,10 @@ class TenantState:
     users: dict[str, JSONObject] = field(default_factory=dict)
     alerts: dict[str, JSONObject] = field(default_factory=dict)
     risky_users: dict[str, JSONObject] = field(default_factory=dict)
+    groups: dict[str, JSONObject] = field(default_factory=dict)
+    directory_roles: dict[str, JSONObject] = field(default_factory=dict)
+    # Group and directory role id -> object ids (users, groups) that are direct members of it.
+    members: dict[str, set[str]] = field(default_factory=dict)
     tokens: dict[str, datetime] = field(default_factory=dict)
     cursors: dict[str, Cursor] = field(default_factory=dict)
     certificates: dict[str, bytes] = field(default_factory=dict)
@@ -85,6 +89,30 @@ class TenantState:
             if str(user["userPrincipalName"]).lower() == lowered:
                 return user
         return None
+
+    def transitive_groups(self, object_id: str) -> set[str]:
+        """Ids of the groups ``object_id`` belongs to, directly or through nested groups."""
+        found: set[str] = set()
+        frontier = {object_id.lower()}
+        while frontier:
+            # One level up per round; ``found`` stops a membership cycle from looping forever.
+            above = {
+                group_id
+                for group_id in self.groups
+                if group_id not in found and self.members.get(group_id, set()) & frontier
+            }
+            found |= above
+            frontier = above
+        return found
+
+    def transitive_roles(self, object_id: str) -> list[JSONObject]:
+        """The directory roles ``object_id`` holds, directly or through a (role-assignable) group."""
+        holders = {object_id.lower()} | self.transitive_groups(object_id)
+        return [
+            role
+            for role_id, role in self.directory_roles.items()
+            if self.members.get(role_id, set()) & holders
+        ]
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         """The first fault for ``method path``, counting one use of it."""

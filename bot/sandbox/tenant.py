@@ -134,6 +134,25 @@ class SandboxTenant:
         for spec in self._scenario.get("riskyUsers") or []:
             risky = builder.risky_user(spec, state.users, now)
             state.risky_users[risky["id"]] = risky
+        state.groups.clear()
+        state.directory_roles.clear()
+        state.members.clear()
+        group_specs = list(self._scenario.get("groups") or [])
+        role_specs = list(self._scenario.get("directoryRoles") or [])
+        containers: list[tuple[str, str, Any]] = []
+        for spec in group_specs:
+            group = builder.group(spec)
+            state.groups[group["id"]] = group
+            containers.append((group["id"], f"group {group['displayName']!r}", spec))
+        for spec in role_specs:
+            role = builder.directory_role(spec)
+            state.directory_roles[role["id"]] = role
+            containers.append((role["id"], f"directoryRole {role['displayName']!r}", spec))
+        # Members are resolved once every group exists: a group may name one defined after it.
+        for container_id, owner, spec in containers:
+            state.members[container_id] = builder.members(
+                owner, spec.get("members") or [], state.users, state.groups
+            )
 
     # -- where to point msal and httpx -----------------------------------------------------
 
@@ -215,6 +234,16 @@ class SandboxTenant:
         self._state.alerts[alert["id"]] = alert
         return copy.deepcopy(alert)
 
+    def add_member(self, container_id: str, member: str) -> None:
+        """Make ``member`` (a UPN, user id or group id) a direct member of a group or role."""
+        key = container_id.lower()
+        if key not in self._state.groups and key not in self._state.directory_roles:
+            raise KeyError(container_id)
+        if self._builder is None:
+            raise RuntimeError("start the sandbox tenant first")
+        added = self._builder.members(key, [member], self._state.users, self._state.groups)
+        self._state.members.setdefault(key, set()).update(added)
+
     def inject_fault(
         self,
         method: str,
@@ -245,6 +274,10 @@ class SandboxTenant:
                 delay=delay,
             )
         )
+
+    def clear_faults(self) -> None:
+        """Drop every injected fault not used up yet (Graph "recovers")."""
+        self._state.faults.clear()
 
     def add_client_certificate(self, directory: Path) -> IssuedClientCertificate:
         """Register a new certificate credential on the app; its key and PEM go to ``directory``."""

@@ -8,12 +8,13 @@ leave the row alone. A double click, a retried invoke or a second replica is the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from bot.domain.models import ActionRequest, Alert, Case, ChannelRef
+from bot.domain.audit import AuditEvent, ChainCheck
+from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, RequestState
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,40 @@ class Store(Protocol):
     async def list_requests(self, case_id: str) -> list[ActionRequest]:
         """A case's action requests, oldest first."""
 
+    async def list_requests_in(self, states: Iterable[RequestState]) -> list[ActionRequest]:
+        """Every request in one of ``states``, oldest first."""
+
     async def update_request(
         self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
     ) -> ActionRequest:
         """Compare-and-swap update of one action request; returns the stored value."""
+
+    async def append_audit(
+        self,
+        *,
+        at: datetime,
+        actor_id: str,
+        actor_name: str,
+        kind: str,
+        case_id: str | None = None,
+        request_id: str | None = None,
+        identity: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Record one audit event chained to the last one (see :mod:`bot.domain.audit`).
+
+        Atomic: concurrent callers get consecutive sequence numbers and one linear chain.
+        Raises ``ValueError`` when ``payload`` is not plain JSON. Audit rows are never updated
+        or deleted.
+        """
+
+    async def list_audit(
+        self, *, identity: str | None = None, case_id: str | None = None, limit: int | None = None
+    ) -> list[AuditEvent]:
+        """Audit events in stored order, filtered by identity (case-insensitive) and/or case.
+
+        ``limit`` keeps the newest ``limit`` events, still returned oldest first.
+        """
+
+    async def verify_audit(self) -> ChainCheck:
+        """Verify the stored audit trail; the verdict names the first broken event."""

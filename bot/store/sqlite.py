@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef
+from bot.domain.audit import AuditEvent, ChainCheck, chain_next, verify_chain
+from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
 from bot.errors import ConflictError, DuplicateError, StoreError
 from bot.store.base import AlertIntake
 
@@ -49,7 +50,68 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX action_requests_one_active_per_case ON action_requests (case_id)
         WHERE state IN ('pending', 'approved', 'executing');
     """,
+    # 2: the audit trail. Rows are only ever inserted. ``data`` holds the whole hash-chained
+    # event, which is what verification checks; the other columns exist for queries.
+    """
+    CREATE TABLE audit_events (
+        sequence INTEGER PRIMARY KEY,
+        at TEXT,
+        actor_id TEXT,
+        kind TEXT,
+        case_id TEXT,
+        request_id TEXT,
+        identity TEXT,
+        data TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_events_by_identity ON audit_events (identity);
+    CREATE INDEX audit_events_by_case ON audit_events (case_id);
+    """,
 )
+
+# The audit_events columns, in the order every audit query selects them.
+_AUDIT_COLUMNS = ("sequence", "at", "actor_id", "kind", "case_id", "request_id", "identity", "data", "hash")
+
+
+def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
+    return (
+        event.sequence,
+        event.at.isoformat(),
+        event.actor_id,
+        event.kind,
+        event.case_id,
+        event.request_id,
+        event.identity,
+        event.to_json(),
+        event.hash,
+    )
+
+
+def _decode_audit(sequence: int, data: str) -> AuditEvent:
+    try:
+        return AuditEvent.model_validate_json(data)
+    except ValueError as exc:  # pydantic's ValidationError
+        raise StoreError(
+            f"audit event {sequence} cannot be read back, its stored data was altered; "
+            "run `remediation-bot audit verify`"
+        ) from exc
+
+
+def _read_audit_row(row: Any) -> tuple[AuditEvent | None, str]:
+    """The event a stored row holds (``None`` when unreadable), and what is wrong with the row."""
+    try:
+        event = AuditEvent.model_validate_json(row[7])
+    except ValueError:
+        return None, f"event {row[0]}: its stored data is not a readable audit event (modified)"
+    # sequence is the chain's business (verify_chain); data is what the columns are checked against.
+    differing = [
+        name
+        for name, stored, expected in zip(_AUDIT_COLUMNS, row, _audit_row(event), strict=True)
+        if name not in ("sequence", "data") and stored != expected
+    ]
+    if differing:
+        return event, f"event {row[0]}: its {', '.join(differing)} column does not match its data (modified)"
+    return event, ""
 
 
 class SqliteStore:
@@ -236,11 +298,130 @@ class SqliteStore:
         )
         return [_decode(ActionRequest, row) for row in rows]
 
+    async def list_requests_in(self, states: Iterable[RequestState]) -> list[ActionRequest]:
+        """Every request in one of ``states``, oldest first (open requests, recent executions)."""
+        wanted = [state.value for state in states]
+        marks = ", ".join("?" for _ in wanted)
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT data, version FROM action_requests WHERE state IN ({marks}) ORDER BY rowid", wanted
+            ).fetchall()
+        )
+        return [_decode(ActionRequest, row) for row in rows]
+
     async def update_request(
         self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
     ) -> ActionRequest:
         """Compare-and-swap update of one action request."""
         return await self._update(ActionRequest, "action_requests", request_id, mutate)
+
+    # -- audit trail (append-only: nothing here updates or deletes a row) --------------------
+
+    async def append_audit(
+        self,
+        *,
+        at: datetime,
+        actor_id: str,
+        actor_name: str,
+        kind: str,
+        case_id: str | None = None,
+        request_id: str | None = None,
+        identity: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Record one audit event, chained to the last one; returns it as stored.
+
+        Reading the last event and inserting the next happen in one ``BEGIN IMMEDIATE``
+        transaction, so concurrent callers (and other processes on the file) take turns and the
+        chain stays linear and gap-free. ``ValueError`` for a payload that is not plain JSON.
+        """
+
+        def work(db: sqlite3.Connection) -> AuditEvent:
+            last = db.execute(
+                "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
+            ).fetchone()
+            event = chain_next(
+                None if last is None else _decode_audit(last[0], last[1]),
+                at=at,
+                actor_id=actor_id,
+                actor_name=actor_name,
+                kind=kind,
+                case_id=case_id,
+                request_id=request_id,
+                identity=identity,
+                payload=payload,
+            )
+            marks = ", ".join("?" for _ in _AUDIT_COLUMNS)
+            db.execute(
+                f"INSERT INTO audit_events ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks})", _audit_row(event)
+            )
+            return event
+
+        event: AuditEvent = await self._run(work)
+        return event
+
+    async def list_audit(
+        self, *, identity: str | None = None, case_id: str | None = None, limit: int | None = None
+    ) -> list[AuditEvent]:
+        """Audit events in stored order, optionally only one identity's and/or one case's.
+
+        ``limit`` keeps the newest ``limit`` events (still returned oldest first): what a
+        ``history`` reply shows. ``identity`` matches case-insensitively, as it is stored lower-case.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        clauses: list[str] = []
+        params: list[Any] = []
+        if identity is not None:
+            clauses.append("identity = ?")
+            params.append(identity.lower())
+        if case_id is not None:
+            clauses.append("case_id = ?")
+            params.append(case_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        # Newest first so LIMIT keeps the latest; reversed below into stored order.
+        sql = f"SELECT sequence, data FROM audit_events{where} ORDER BY sequence DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = await self._run(lambda db: db.execute(sql, params).fetchall())
+        return [_decode_audit(row[0], row[1]) for row in reversed(rows)]
+
+    async def verify_audit(self) -> ChainCheck:
+        """Verify the whole stored trail and name the first broken event.
+
+        Beyond :func:`~bot.domain.audit.verify_chain` this catches what only the rows show: data
+        that no longer parses, and query columns edited apart from the data (which would hide
+        events from ``history``), so an altered row is reported instead of crashing the check.
+        """
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence"
+            ).fetchall()
+        )
+        events: list[AuditEvent] = []
+        bad_row: tuple[int, int, str] | None = None  # stored position, sequence, problem
+        for position, row in enumerate(rows):
+            event, problem = _read_audit_row(row)
+            if problem and bad_row is None:
+                bad_row = (position, row[0], problem)
+            if event is None:
+                break  # the chain cannot be followed past a row that does not parse
+            events.append(event)
+        check = verify_chain(events)
+        # The first break in stored order wins; at the same row the chain's account (modified,
+        # deleted, reordered) says more than "a column differs".
+        if not check.ok and (bad_row is None or check.checked - 1 <= bad_row[0]):
+            return check
+        if bad_row is not None:
+            position, sequence, problem = bad_row
+            return ChainCheck(ok=False, checked=position + 1, first_broken=sequence, problem=problem)
+        for position, (row, event) in enumerate(zip(rows, events, strict=True)):
+            # A renumbered row breaks no hash, but the next append would collide with it.
+            if row[0] != event.sequence:
+                moved = f"event {event.sequence} is stored under sequence {row[0]} (moved)"
+                return ChainCheck(ok=False, checked=position + 1, first_broken=event.sequence, problem=moved)
+        return check
 
     # -- generic row access -----------------------------------------------------------------
 

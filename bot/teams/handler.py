@@ -8,6 +8,7 @@ from typing import Any
 from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, TurnContext
 from botbuilder.schema import Activity, AdaptiveCardInvokeResponse
 
+from bot.commands import ChatCommands
 from bot.domain.models import Actor, ChannelRef
 from bot.services import CardAnswer, RemediationService
 
@@ -17,18 +18,13 @@ CARD_ACTION_INVOKE = "adaptiveCard/action"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 ERROR_CONTENT_TYPE = "application/vnd.microsoft.error"
 
-HELP_TEXT = (
-    "I post one card per compromised identity in the incident channel. "
-    "Authorized responders act from the card: type a reason, then pick an action. "
-    "Every action is verified by reading the account back, and the result is posted in the card's thread."
-)
-
 
 class TeamsBot(ActivityHandler):
     """Routes activities to :class:`RemediationService`."""
 
     def __init__(self, service: RemediationService) -> None:
         self._service = service
+        self._commands = ChatCommands(service)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         """Every activity from the incident channel refreshes the channel reference first."""
@@ -52,13 +48,21 @@ class TeamsBot(ActivityHandler):
             )
         if not object_id:
             return _error(401, "Unauthorized", "Teams did not say who clicked, so the bot did nothing.")
-        actor = Actor(object_id=object_id, name=(sender.name or "") if sender else "")
+        actor = Actor(object_id=object_id, name=sender.name or "", teams_id=sender.id or "")
         answer = await self._service.handle_card_action(actor, verb, data)
         return _card_response(answer)
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
-        """Chat commands; for now ``help``."""
-        await turn_context.send_activity(MessageFactory.text(HELP_TEXT))
+        """Chat commands: ``help``, ``pending``, ``history <upn>``."""
+        activity = turn_context.activity
+        text = TurnContext.remove_recipient_mention(activity) if activity.entities else (activity.text or "")
+        sender = activity.from_property
+        actor = Actor(
+            object_id=getattr(sender, "aad_object_id", None) or "",
+            name=(sender.name or "") if sender else "",
+        )
+        reply = await self._commands.run(actor, (text or "").strip())
+        await turn_context.send_activity(MessageFactory.text(reply))
 
     async def _capture_channel(self, activity: Activity) -> None:
         channel_data: dict[str, Any] = (

@@ -8,6 +8,8 @@ conversation (``create_conversation``), its conversation id becomes
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from html import escape
 from typing import Any
 
 from botbuilder.core import CardFactory, MessageFactory, TurnContext
@@ -18,9 +20,10 @@ from botbuilder.schema import (
     ConversationAccount,
     ConversationParameters,
     ConversationReference,
+    Mention,
 )
 
-from bot.domain.models import CardRef, ChannelRef
+from bot.domain.models import Actor, CardRef, ChannelRef
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,26 @@ class TeamsMessenger:
 
         await self._continue(channel, ref, update)
 
-    async def reply_in_thread(self, channel: ChannelRef, ref: CardRef, text: str) -> str:
-        """Post ``text`` (markdown) as a reply in the card's thread; return the reply's id."""
+    async def reply_in_thread(
+        self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
+    ) -> str:
+        """Post ``text`` (markdown) as a reply in the card's thread, @mentioning ``mentions``."""
         sent: dict[str, str] = {}
+        message = MessageFactory.text(text)
+        if mentions:
+            tags = " ".join(f"<at>{escape(m.label)}</at>" for m in mentions)
+            message.text = f"{tags} {text}"
+            message.entities = [
+                Mention(
+                    mentioned=ChannelAccount(id=m.object_id, name=m.label),
+                    text=f"<at>{escape(m.label)}</at>",
+                    type="mention",
+                )
+                for m in mentions
+            ]
 
         async def reply(turn_context: TurnContext) -> None:
-            response = await turn_context.send_activity(MessageFactory.text(text))
+            response = await turn_context.send_activity(message)
             sent["id"] = (response.id if response else "") or ""
 
         await self._continue(channel, ref, reply)

@@ -38,7 +38,9 @@ EXPECTED_CARDS = {
     "Megan Bowen": "MEDIUM",
     "Lee Gu": "HIGH",
     "Patrick O'Brien": "MEDIUM",
+    "Break Glass": "HIGH",
 }
+PROTECTED = "Break Glass"
 
 
 def _missing() -> str:
@@ -100,6 +102,10 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
         card = posts.filter(has_text=name).locator(".ac-adaptiveCard")
         await expect(card).to_have_count(1)
         await expect(card).to_contain_text(f"{severity} · Compromised identity")
+        if name == PROTECTED:
+            await expect(card).to_contain_text("Protected account: the bot never acts on it")
+            await expect(card.get_by_role("button", name="Disable account")).to_have_count(0)
+            continue
         await expect(card.get_by_role("button", name="Disable account")).to_be_visible()
         await expect(card.get_by_role("textbox", name="Reason")).to_be_visible()
     lee = posts.filter(has_text="Lee Gu")
@@ -120,7 +126,7 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
 
     await expect(card).to_contain_text("Contained")
     await expect(card).to_contain_text("Disabled (read back")
-    await expect(card).to_contain_text("Disable account: Done")
+    await expect(card).to_contain_text("Disable account: done")
     await expect(card.get_by_role("button", name="Disable account")).to_have_count(0)
     reply = adele.get_by_text("Disable account succeeded")
     await expect(reply).to_be_visible()
@@ -129,7 +135,32 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     await adele.scroll_into_view_if_needed()
     await _shot(page, "03-contained-with-thread-reply.png")
 
+    # A privileged target needs a second approver: the card says so and waits.
+    patrick = posts.filter(has_text="Patrick O'Brien")
+    await expect(patrick).to_contain_text("Privileged:")
+    patrick_card = patrick.locator(".ac-adaptiveCard")
+    reason = patrick_card.get_by_role("textbox", name="Reason")
+    await reason.click()
+    await reason.fill("Brute force then success from WS-DUB-22")
+    await patrick_card.get_by_role("button", name="Disable account").click()
+    # The clicker's own view: what is asked, and only Cancel (their Approve would not count).
+    await expect(patrick_card).to_contain_text("Disable account: awaiting second approver")
+    await expect(patrick_card).to_contain_text(f"an approver other than {RESPONDER['name']}")
+    await expect(patrick_card).to_contain_text("Expires")
+    # The thread notes the request; the card is then updated for everyone with every button
+    # (the Playground has no per-user refresh, so it shows the shared card).
+    await expect(patrick.get_by_text("Needs 2 sign-off(s)")).to_be_visible()
+    await expect(patrick_card.get_by_role("button", name="Approve")).to_be_visible()
+    await expect(patrick_card.get_by_role("button", name="Reject")).to_be_visible()
+    await expect(patrick_card.get_by_role("button", name="Cancel request")).to_be_visible()
+    # Approving your own request does not count: the refusal is shown on the card.
+    await patrick_card.get_by_role("button", name="Approve").click()
+    await expect(patrick_card).to_contain_text("a different approver must approve it")
+    await patrick.scroll_into_view_if_needed()
+    await _shot(page, "04-awaiting-second-approver.png")
+
     assert demo.tenant is not None
+    assert demo.tenant.user("patrick.o'brien@contoso.com")["accountEnabled"] is True
     assert demo.tenant.user("adele.vance@contoso.com")["accountEnabled"] is False
     assert demo.tenant.user("lee.gu@contoso.com")["accountEnabled"] is True
     assert demo.tenant.violations == []

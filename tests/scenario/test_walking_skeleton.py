@@ -21,7 +21,7 @@ async def _install_and_poll(bot: BotHarness, connector: RecordingConnector) -> N
     status, _ = await bot.post(install_activity(connector.service_url))
     assert status in (200, 201)
     await bot.service.drain()
-    assert await bot.poller.poll_once() == 2
+    assert await bot.poller.poll_once() == 3
     await bot.service.drain()
 
 
@@ -31,7 +31,7 @@ async def test_alert_becomes_card_and_responder_disables_account(
     await _install_and_poll(bot, connector)
 
     posts = connector.of_kind("create")
-    assert len(posts) == 2, "one card per compromised identity"
+    assert len(posts) == 3, "one card per compromised identity"
     adele_post = next(p for p in posts if "Adele Vance" in p.text)
     assert "Suspected identity theft (pass-the-ticket)" in adele_post.text
     assert "Defender for Identity" in adele_post.text
@@ -83,7 +83,7 @@ async def test_alert_becomes_card_and_responder_disables_account(
     updates = connector.of_kind("update")
     assert updates and all(u.activity_id == adele_post.activity_id for u in updates)
     assert "Disabled (read back" in updates[-1].text
-    assert "Disable account: Done" in updates[-1].text
+    assert "Disable account: done" in updates[-1].text
     assert "Disable account" not in [a.get("title") for a in updates[-1].card["actions"]]
 
     replies = connector.in_thread(adele_post.activity_id)
@@ -105,7 +105,7 @@ async def test_a_restart_neither_reposts_nor_forgets_the_thread(
     await first.start()
     await _install_and_poll(first, connector)
     await first.stop()
-    assert len(connector.of_kind("create")) == 2
+    assert len(connector.of_kind("create")) == 3
 
     tenant.add_alert(
         {
@@ -122,7 +122,7 @@ async def test_a_restart_neither_reposts_nor_forgets_the_thread(
         await second.service.drain()
     finally:
         await second.stop()
-    assert len(connector.of_kind("create")) == 2, "no card is posted twice"
+    assert len(connector.of_kind("create")) == 3, "no card is posted twice"
     updates = connector.of_kind("update")
     assert len(updates) == 1
     adele_post = next(p for p in connector.of_kind("create") if "Adele Vance" in p.text)
@@ -134,7 +134,7 @@ async def test_a_restart_neither_reposts_nor_forgets_the_thread(
 async def test_cards_wait_for_the_channel_and_never_go_elsewhere(
     bot: BotHarness, connector: RecordingConnector
 ) -> None:
-    assert await bot.poller.poll_once() == 2
+    assert await bot.poller.poll_once() == 3
     await bot.service.drain()
     assert connector.calls == [], "no channel known yet: nothing is posted"
 
@@ -147,4 +147,4 @@ async def test_cards_wait_for_the_channel_and_never_go_elsewhere(
 
     await bot.post(install_activity(connector.service_url))
     await bot.service.drain()
-    assert len(connector.of_kind("create")) == 2
+    assert len(connector.of_kind("create")) == 3

@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.app import POLLER, SERVICE, create_app
+from bot.app import POLLER, SERVICE, STORE, create_app
 from bot.config import Settings
+from bot.domain.models import Case
 from bot.intake import AlertPoller
 from bot.services import RemediationService
 
@@ -55,6 +56,13 @@ class BotHarness:
     def service(self) -> RemediationService:
         """The running service (to wait for background work)."""
         return self.app[SERVICE]
+
+    async def case_of(self, upn: str) -> Case:
+        """The stored case of an identity (tests forge clicks with its real id and revision)."""
+        for case in await self.app[STORE].list_cases():
+            if (case.identity.upn or "").lower() == upn.lower():
+                return case
+        raise AssertionError(f"no case for {upn}")
 
     @property
     def poller(self) -> AlertPoller:

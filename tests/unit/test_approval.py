@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from bot.domain.approval import Approve, Finish, Refused, Start, decide, open_request
+from bot.domain.approval import (
+    Abort,
+    Approve,
+    Cancel,
+    Event,
+    Expire,
+    Finish,
+    Refused,
+    Reject,
+    Start,
+    decide,
+    open_request,
+)
 from bot.domain.models import (
     ActionRequest,
     ActionResult,
@@ -20,15 +33,27 @@ from bot.domain.models import (
     ResponseAction,
     Severity,
 )
-from bot.domain.policy import Policy
+from bot.domain.policy import ActorRoles, Policy, Principals, TargetFacts
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 ALEX = Actor(object_id="alex-id", name="Alex Wilber")
 MEGAN = Actor(object_id="megan-id", name="Megan Bowen")
+RESPONDER_ONLY = Actor(object_id="rita-id", name="Rita Responder")
 EVE = Actor(object_id="eve-id", name="Eve Intruder")
-POLICY = Policy(responders=frozenset({"alex-id", "megan-id"}))
+PEOPLE = Principals(users=frozenset({"alex-id", "megan-id"}))
+POLICY = Policy(responders=Principals(users=frozenset({"alex-id", "megan-id", "rita-id"})), approvers=PEOPLE)
 TWO_PERSON = POLICY.model_copy(update={"approvals": {ResponseAction.DISABLE_ACCOUNT: 2}})
+PLAIN = TargetFacts()
 OK = ActionResult(succeeded=True, summary="done", verified=True)
+
+
+def roles(actor: Actor, policy: Policy = POLICY) -> ActorRoles:
+    """What the directory lookup would resolve for a directly listed user."""
+    return ActorRoles(
+        object_id=actor.object_id,
+        responder=policy.responders.names_user(actor.object_id),
+        approver=policy.approvers.names_user(actor.object_id),
+    )
 
 
 def _case(status: CaseStatus = CaseStatus.OPEN) -> Case:
@@ -46,16 +71,31 @@ def _case(status: CaseStatus = CaseStatus.OPEN) -> Case:
     return Case(id="c1", identity=target, alerts=(alert,), opened_at=NOW, status=status)
 
 
-def _request(state: RequestState, policy: Policy = POLICY) -> ActionRequest:
-    opened = open_request(_case(), ResponseAction.DISABLE_ACCOUNT, ALEX, "why", policy, NOW, request_id="r1")
-    assert isinstance(opened, ActionRequest)
-    return opened.model_copy(update={"state": state})
-
-
-def test_one_sign_off_policy_approves_at_once() -> None:
-    request = open_request(
-        _case(), ResponseAction.DISABLE_ACCOUNT, ALEX, " why ", POLICY, NOW, request_id="r1"
+def _open(
+    actor: Actor = ALEX,
+    policy: Policy = POLICY,
+    *,
+    target: TargetFacts = PLAIN,
+    status: CaseStatus = CaseStatus.OPEN,
+    reason: str = " why ",
+    destructive_last_hour: int = 0,
+) -> ActionRequest | Refused:
+    return open_request(
+        _case(status),
+        ResponseAction.DISABLE_ACCOUNT,
+        actor,
+        roles(actor, policy),
+        reason,
+        policy,
+        NOW,
+        target=target,
+        destructive_last_hour=destructive_last_hour,
+        request_id="r1",
     )
+
+
+def test_an_approver_requesting_a_one_sign_off_action_is_approved_at_once() -> None:
+    request = _open()
     assert isinstance(request, ActionRequest)
     assert request.state is RequestState.APPROVED
     assert request.approvals == (ALEX,)
@@ -64,62 +104,88 @@ def test_one_sign_off_policy_approves_at_once() -> None:
     assert request.idempotency_key == "c1:disableAccount:r1"
 
 
-def test_two_person_policy_waits_for_a_second_person() -> None:
-    request = open_request(
-        _case(), ResponseAction.DISABLE_ACCOUNT, ALEX, "why", TWO_PERSON, NOW, request_id="r1"
-    )
+def test_a_responder_who_is_not_an_approver_waits_for_one_sign_off() -> None:
+    request = _open(RESPONDER_ONLY)
     assert isinstance(request, ActionRequest)
     assert request.state is RequestState.PENDING
-    self_approval = decide(request, Approve(ALEX), TWO_PERSON, NOW)
+    assert request.approvals == ()
+    approved = decide(request, Approve(MEGAN, roles(MEGAN)), POLICY, NOW)
+    assert isinstance(approved, ActionRequest) and approved.state is RequestState.APPROVED
+
+
+def test_two_person_policy_needs_a_second_different_approver() -> None:
+    request = _open(policy=TWO_PERSON)
+    assert isinstance(request, ActionRequest) and request.state is RequestState.PENDING
+    self_approval = decide(request, Approve(ALEX, roles(ALEX)), TWO_PERSON, NOW)
     assert isinstance(self_approval, Refused)
-    assert "different person" in self_approval.reason
-    approved = decide(request, Approve(MEGAN), TWO_PERSON, NOW)
+    assert "a different approver must approve it" in self_approval.reason
+    approved = decide(request, Approve(MEGAN, roles(MEGAN)), TWO_PERSON, NOW)
     assert isinstance(approved, ActionRequest)
     assert approved.state is RequestState.APPROVED
     assert [a.object_id for a in approved.approvals] == ["alex-id", "megan-id"]
 
 
+def test_privileged_targets_always_need_two() -> None:
+    request = _open(
+        target=TargetFacts(privileged=True, privileged_reason="holds the Helpdesk Administrator role")
+    )
+    assert isinstance(request, ActionRequest)
+    assert request.required_approvals == 2
+    assert request.state is RequestState.PENDING
+    assert request.privileged_reason == "holds the Helpdesk Administrator role"
+
+
 @pytest.mark.parametrize(
-    ("policy", "actor", "words"),
+    ("policy", "actor", "kwargs", "words"),
     [
-        (Policy(), ALEX, "No responders are configured"),
-        (POLICY, EVE, "not an authorized responder"),
+        (Policy(), ALEX, {}, "No responders are configured"),
+        (POLICY, EVE, {}, "Eve Intruder is not an authorized responder"),
+        (POLICY, ALEX, {"target": TargetFacts(protected=True)}, "is a protected account"),
+        (POLICY, ALEX, {"status": CaseStatus.CONTAINED}, "already disabled"),
+        (POLICY, ALEX, {"reason": "   "}, "Type a reason"),
+        (POLICY, ALEX, {"destructive_last_hour": 20}, "blast-radius limit is reached"),
     ],
 )
-def test_open_request_fails_closed(policy: Policy, actor: Actor, words: str) -> None:
-    outcome = open_request(
-        _case(), ResponseAction.DISABLE_ACCOUNT, actor, "why", policy, NOW, request_id="r1"
-    )
+def test_open_request_refuses_with_a_reason(
+    policy: Policy, actor: Actor, kwargs: dict[str, Any], words: str
+) -> None:
+    outcome = _open(actor, policy, **kwargs)
     assert isinstance(outcome, Refused)
     assert words in outcome.reason
 
 
 def test_responder_ids_match_case_insensitively() -> None:
     upper = Actor(object_id="ALEX-ID", name="Alex")
-    outcome = open_request(
-        _case(), ResponseAction.DISABLE_ACCOUNT, upper, "why", POLICY, NOW, request_id="r1"
-    )
-    assert isinstance(outcome, ActionRequest)
+    assert isinstance(_open(upper), ActionRequest)
 
 
-def test_an_already_contained_account_is_not_disabled_again() -> None:
-    outcome = open_request(
-        _case(CaseStatus.CONTAINED), ResponseAction.DISABLE_ACCOUNT, ALEX, "why", POLICY, NOW, request_id="r1"
-    )
-    assert isinstance(outcome, Refused)
-    assert "already disabled" in outcome.reason
-
-
-# Every (state, event) pair: the resulting state, or None for a refusal.
-EVENTS = {
-    "approve": Approve(MEGAN),
-    "start": Start(),
+# Every (state, event) pair under the two-person policy: the resulting state, or None for a refusal.
+EVENTS: dict[str, Event] = {
+    "approve-by-megan": Approve(MEGAN, roles(MEGAN)),
+    "approve-by-requester": Approve(ALEX, roles(ALEX)),
+    "approve-by-outsider": Approve(EVE, roles(EVE)),
+    "reject-by-megan": Reject(MEGAN, roles(MEGAN), "not convinced"),
+    "reject-by-requester": Reject(ALEX, roles(ALEX)),
+    "cancel-by-requester": Cancel(ALEX),
+    "cancel-by-megan": Cancel(MEGAN),
+    "expire": Expire(),
+    "start": Start(current_approvers=frozenset({"alex-id", "megan-id"})),
+    "start-approver-removed": Start(current_approvers=frozenset({"alex-id"})),
+    "start-blast-radius": Start(
+        current_approvers=frozenset({"alex-id", "megan-id"}), destructive_last_hour=20
+    ),
+    "abort": Abort("no longer allowed"),
     "finish-ok": Finish(OK),
     "finish-failed": Finish(ActionResult(succeeded=False, summary="403")),
 }
-EXPECTED: dict[tuple[RequestState, str], RequestState | None] = {
-    (RequestState.PENDING, "approve"): RequestState.APPROVED,
+EXPECTED: dict[tuple[RequestState, str], RequestState] = {
+    (RequestState.PENDING, "approve-by-megan"): RequestState.APPROVED,
+    (RequestState.PENDING, "reject-by-megan"): RequestState.REJECTED,
+    (RequestState.APPROVED, "reject-by-megan"): RequestState.REJECTED,
+    (RequestState.PENDING, "cancel-by-requester"): RequestState.CANCELLED,
+    (RequestState.APPROVED, "cancel-by-requester"): RequestState.CANCELLED,
     (RequestState.APPROVED, "start"): RequestState.EXECUTING,
+    (RequestState.APPROVED, "abort"): RequestState.FAILED,
     (RequestState.EXECUTING, "finish-ok"): RequestState.SUCCEEDED,
     (RequestState.EXECUTING, "finish-failed"): RequestState.FAILED,
 }
@@ -128,42 +194,63 @@ EXPECTED: dict[tuple[RequestState, str], RequestState | None] = {
 @pytest.mark.parametrize("state", list(RequestState))
 @pytest.mark.parametrize("event_name", list(EVENTS))
 def test_every_state_and_event(state: RequestState, event_name: str) -> None:
-    # A consistent request for each state: pending has one of two sign-offs, the rest both.
+    # A consistent request for each state: pending has the requester's sign-off, the rest both.
+    opened = _open(policy=TWO_PERSON)
+    assert isinstance(opened, ActionRequest)
     approvals = (ALEX,) if state is RequestState.PENDING else (ALEX, MEGAN)
-    request = _request(state, TWO_PERSON).model_copy(update={"approvals": approvals})
-    outcome = decide(request, EVENTS[event_name], TWO_PERSON, NOW)
+    request = opened.model_copy(update={"state": state, "approvals": approvals})
+    event = EVENTS[event_name]
+    # Expiry is the one event that needs time to have passed.
+    now = NOW + timedelta(minutes=31) if event_name == "expire" else NOW
+    outcome = decide(request, event, TWO_PERSON, now)
     expected = EXPECTED.get((state, event_name))
+    if event_name == "expire" and state in (RequestState.PENDING, RequestState.APPROVED):
+        expected = RequestState.EXPIRED
     if expected is None:
         assert isinstance(outcome, Refused), f"{state} + {event_name} should be refused"
-        assert outcome.reason
+        assert outcome.reason.endswith((".", "!")), "refusals are sentences"
     else:
-        assert isinstance(outcome, ActionRequest)
+        assert isinstance(outcome, ActionRequest), f"{state} + {event_name} refused: {outcome}"
         assert outcome.state is expected
 
 
-def test_expired_request_neither_approves_nor_starts() -> None:
+def test_nothing_is_decided_on_an_expired_request() -> None:
     later = NOW + timedelta(minutes=31)
-    pending = _request(RequestState.PENDING, TWO_PERSON).model_copy(update={"required_approvals": 2})
-    assert isinstance(decide(pending, Approve(MEGAN), TWO_PERSON, later), Refused)
-    assert isinstance(decide(_request(RequestState.APPROVED), Start(), POLICY, later), Refused)
+    pending = _open(policy=TWO_PERSON)
+    assert isinstance(pending, ActionRequest)
+    assert isinstance(decide(pending, Approve(MEGAN, roles(MEGAN)), TWO_PERSON, later), Refused)
+    assert isinstance(decide(pending, Reject(MEGAN, roles(MEGAN)), TWO_PERSON, later), Refused)
+    approved = _open()
+    assert isinstance(approved, ActionRequest)
+    start = Start(current_approvers=frozenset({"alex-id"}))
+    assert isinstance(decide(approved, start, POLICY, later), Refused)
+    assert isinstance(decide(approved, Expire(), POLICY, NOW), Refused), "not expired yet"
 
 
 def test_start_refuses_a_request_short_of_sign_offs() -> None:
-    short = _request(RequestState.APPROVED, TWO_PERSON)
-    outcome = decide(short, Start(), TWO_PERSON, NOW)
+    short = _open(policy=TWO_PERSON)
+    assert isinstance(short, ActionRequest)
+    forced = short.model_copy(update={"state": RequestState.APPROVED})
+    outcome = decide(forced, Start(current_approvers=frozenset({"alex-id", "megan-id"})), TWO_PERSON, NOW)
     assert isinstance(outcome, Refused)
     assert "needs 2 sign-offs" in outcome.reason
 
 
-def test_start_rechecks_authorization() -> None:
-    removed = Policy(responders=frozenset({"megan-id"}))
-    outcome = decide(_request(RequestState.APPROVED), Start(), removed, NOW)
-    assert isinstance(outcome, Refused)
-    assert "no longer an authorized responder" in outcome.reason
+def test_reject_and_cancel_record_who_and_why() -> None:
+    pending = _open(policy=TWO_PERSON)
+    assert isinstance(pending, ActionRequest)
+    rejected = decide(pending, Reject(MEGAN, roles(MEGAN), " false positive "), TWO_PERSON, NOW)
+    assert isinstance(rejected, ActionRequest)
+    assert rejected.decided_by == MEGAN and rejected.decision_note == "false positive"
+    cancelled = decide(pending, Cancel(ALEX), TWO_PERSON, NOW)
+    assert isinstance(cancelled, ActionRequest) and cancelled.decided_by == ALEX
 
 
 def test_finish_records_result_and_time() -> None:
-    running = _request(RequestState.EXECUTING)
+    approved = _open()
+    assert isinstance(approved, ActionRequest)
+    running = decide(approved, Start(current_approvers=frozenset({"alex-id"})), POLICY, NOW)
+    assert isinstance(running, ActionRequest)
     done = decide(running, Finish(OK), POLICY, NOW + timedelta(seconds=3))
     assert isinstance(done, ActionRequest)
     assert done.result == OK

@@ -1,0 +1,273 @@
+"""Sample cases and the case card of every state a responder can see, built in one place.
+
+The contract tests (schema and Teams rules), the golden files under ``tests/contract/golden`` and
+``remediation-bot cards dump`` all read :func:`catalogue`. Everything here is pure: fixed
+timestamps around 2026-11-25 09:00 UTC, fixed ids, no I/O, so a card changes only when the
+renderer or the domain does.
+
+Adding a state is one line in ``_STATES``: a name and a zero-argument function returning the card,
+usually ``render_case(<a sample case>, <a sample request>)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.domain.models import (
+    AccountState,
+    ActionRequest,
+    ActionResult,
+    Actor,
+    Alert,
+    AlertSource,
+    Case,
+    CaseStatus,
+    IdentityRef,
+    RequestState,
+    ResponseAction,
+    Severity,
+)
+from cards.case import render_case
+
+Card = dict[str, Any]
+
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+"""When the responder clicks "Disable account" in every sample; other times are relative to it."""
+
+TENANT_ID = "8f3a1c2e-5b7d-4e9f-a1c3-2d4e6f8a0b1c"
+CASE_ID = "c3f9a2b7d104"
+REQUEST_ID = "r7e21b0c9a4f"
+
+ADELE = IdentityRef(
+    object_id="6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a01",
+    upn="adele.vance@contoso.com",
+    display_name="Adele Vance",
+    on_prem_sid="S-1-5-21-3623811015-3361044348-30300820-1104",
+)
+ALEX = Actor(object_id="aaaaaaaa-0000-4000-8000-000000000001", name="Alex Wilber")
+MEGAN = Actor(object_id="aaaaaaaa-0000-4000-8000-000000000002", name="Megan Bowen")
+
+
+def _at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def pass_the_ticket_alert() -> Alert:
+    """A high-severity Defender for Identity alert with a portal link and a MITRE technique."""
+    alert_id = "aaf3b1c2d4e5f60718293a4b5c6d7e8f90"
+    return Alert(
+        id=alert_id,
+        source=AlertSource.DEFENDER_FOR_IDENTITY,
+        title="Suspected identity theft (pass-the-ticket)",
+        severity=Severity.HIGH,
+        status="new",
+        created_at=_at(-40),
+        updated_at=_at(-19),
+        first_activity_at=_at(-52),
+        last_activity_at=_at(-41),
+        web_url=f"https://security.microsoft.com/alerts/{alert_id}?tid={TENANT_ID}",
+        detection_source="microsoftDefenderForIdentity",
+        techniques=("T1550.003",),
+        target=ADELE,
+    )
+
+
+def unfamiliar_sign_in_alert() -> Alert:
+    """A medium-severity Entra ID Protection alert without a portal link (the card builds one)."""
+    return Alert(
+        id="ad2b9e4f7c1a3d5e6f708192a3b4c5d6e7",
+        source=AlertSource.IDENTITY_PROTECTION,
+        title="Unfamiliar sign-in properties",
+        severity=Severity.MEDIUM,
+        status="new",
+        created_at=_at(-25),
+        updated_at=_at(-8),
+        first_activity_at=_at(-31),
+        last_activity_at=_at(-31),
+        detection_source="azureAdIdentityProtection",
+        target=IdentityRef(object_id=ADELE.object_id, upn=ADELE.upn),
+    )
+
+
+def open_case() -> Case:
+    """Adele Vance's open case: two alerts, one from each source; the account read back enabled."""
+    return Case(
+        id=CASE_ID,
+        identity=ADELE,
+        alerts=(pass_the_ticket_alert(), unfamiliar_sign_in_alert()),
+        opened_at=_at(-39),
+        account=AccountState(enabled=True, checked_at=_at(-1)),
+        revision=3,
+        published_revision=3,
+    )
+
+
+def contained_case() -> Case:
+    """The same case after the account was disabled and read back disabled."""
+    case = open_case()
+    return case.revised(
+        status=CaseStatus.CONTAINED,
+        account=AccountState(enabled=False, checked_at=_at(1.2)),
+    )
+
+
+def many_alerts_case(count: int = 8) -> Case:
+    """The open case with ``count`` alerts, more than the card lists (it links the rest)."""
+    base = pass_the_ticket_alert()
+    alerts = tuple(
+        base.model_copy(
+            update={
+                "id": f"{base.id[:-2]}{i:02d}",
+                "created_at": _at(-60 + 5 * i),
+                "updated_at": _at(-58 + 5 * i),
+            }
+        )
+        for i in range(count)
+    )
+    return open_case().model_copy(update={"alerts": alerts})
+
+
+_SUCCEEDED = ActionResult(
+    succeeded=True,
+    summary="The account is disabled in Entra ID; new sign-ins are blocked.",
+    verified=True,
+    verified_state="accountEnabled = false",
+    verified_at=_at(1.2),
+    graph_request_id="5d0c6a1e-3b7f-4c2a-9e81-0f4d2b6a7c39",
+)
+_FAILED = ActionResult(
+    succeeded=False,
+    summary="Insufficient privileges to complete the operation.",
+    graph_request_id="9a4e2c7b-1d3f-4b6a-8c05-e7f1a2b3c4d5",
+)
+
+# What each state has that a fresh request lacks: who approved, when it ran or ended, the result.
+_STATE_FIELDS: dict[RequestState, dict[str, Any]] = {
+    RequestState.PENDING: {"approvals": (ALEX,), "required_approvals": 2},
+    RequestState.APPROVED: {"approvals": (MEGAN,)},
+    RequestState.EXECUTING: {"approvals": (MEGAN,), "started_at": _at(1)},
+    RequestState.SUCCEEDED: {
+        "approvals": (MEGAN,),
+        "started_at": _at(1),
+        "finished_at": _at(1.2),
+        "result": _SUCCEEDED,
+    },
+    RequestState.FAILED: {
+        "approvals": (MEGAN,),
+        "started_at": _at(1),
+        "finished_at": _at(1.1),
+        "result": _FAILED,
+    },
+    RequestState.REJECTED: {
+        "approvals": (ALEX,),
+        "required_approvals": 2,
+        "decided_by": MEGAN,
+        "decision_note": "Known travel; the sign-in is hers",
+        "finished_at": _at(4),
+    },
+    RequestState.EXPIRED: {"approvals": (ALEX,), "required_approvals": 2, "finished_at": _at(30)},
+    RequestState.CANCELLED: {
+        "approvals": (ALEX,),
+        "required_approvals": 2,
+        "decided_by": ALEX,
+        "finished_at": _at(2),
+    },
+}
+
+
+def request(state: RequestState, **changes: Any) -> ActionRequest:
+    """Alex Wilber's request to disable Adele Vance's account, as it looks in ``state``.
+
+    ``changes`` override any field (e.g. ``required_approvals=2``).
+    """
+    fields: dict[str, Any] = {
+        "id": REQUEST_ID,
+        "case_id": CASE_ID,
+        "action": ResponseAction.DISABLE_ACCOUNT,
+        "requester": ALEX,
+        "reason": "Pass-the-ticket from an unknown host; containing until reviewed",
+        "state": state,
+        "created_at": T0,
+        "expires_at": _at(30),
+        "idempotency_key": f"{CASE_ID}:{ResponseAction.DISABLE_ACCOUNT.value}:{REQUEST_ID}",
+        **_STATE_FIELDS.get(state, {}),
+        **changes,
+    }
+    return ActionRequest(**fields)
+
+
+def case_for(state: RequestState) -> Case:
+    """The case as it is while its request is in ``state`` (contained once the action succeeded)."""
+    return contained_case() if state is RequestState.SUCCEEDED else open_case()
+
+
+def _with_request(state: RequestState) -> Callable[[], Card]:
+    return lambda: render_case(case_for(state), request(state))
+
+
+RITA = Actor(object_id="aaaaaaaa-0000-4000-8000-000000000003", name="Rita Requester")
+PROTECTED_NOTE = (
+    "Break Glass (breakglass@contoso.com) is a protected account (break-glass or service account): "
+    "the bot never acts on it. Handle it by hand with your break-glass procedure."
+)
+BLAST_RADIUS_NOTE = (
+    "The blast-radius limit is reached: at most 20 destructive actions may run per hour across the "
+    "tenant, so this one was refused. If this is a real mass compromise, ask your security admin to "
+    "raise the limit in the policy."
+)
+
+
+def protected_case() -> Case:
+    """The break-glass account: alerts are shown, actions never offered."""
+    breakglass = IdentityRef(
+        object_id="6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a99",
+        upn="breakglass@contoso.com",
+        display_name="Break Glass",
+    )
+    alert = unfamiliar_sign_in_alert().model_copy(update={"target": breakglass, "severity": Severity.HIGH})
+    return open_case().model_copy(
+        update={"identity": breakglass, "alerts": (alert,), "protected": True, "target_checked": True}
+    )
+
+
+def privileged_case() -> Case:
+    """Adele's case as if she held an admin role: every action needs two approvers."""
+    return open_case().model_copy(
+        update={"privileged_reason": "holds the Helpdesk Administrator role", "target_checked": True}
+    )
+
+
+# One line per state: its name (also the golden file's name) and how to render it.
+_STATES: dict[str, Callable[[], Card]] = {
+    "new-case": lambda: render_case(open_case()),
+    "new-case-many-alerts": lambda: render_case(many_alerts_case()),
+    "pending-one-sign-off": lambda: render_case(
+        open_case(), request(RequestState.PENDING, requester=RITA, approvals=())
+    ),
+    "awaiting-second-approver": lambda: render_case(
+        privileged_case(),
+        request(RequestState.PENDING, privileged_reason="holds the Helpdesk Administrator role"),
+    ),
+    "approved": _with_request(RequestState.APPROVED),
+    "executing": _with_request(RequestState.EXECUTING),
+    "succeeded": _with_request(RequestState.SUCCEEDED),
+    "failed": _with_request(RequestState.FAILED),
+    "rejected": _with_request(RequestState.REJECTED),
+    "expired": _with_request(RequestState.EXPIRED),
+    "cancelled": _with_request(RequestState.CANCELLED),
+    "refused-protected-account": lambda: render_case(protected_case(), note=PROTECTED_NOTE),
+    "refused-blast-radius": lambda: render_case(open_case(), note=BLAST_RADIUS_NOTE),
+}
+
+
+def catalogue() -> dict[str, Card]:
+    """Every sample state's name mapped to its rendered card (Adaptive Card JSON), in a fixed order."""
+    return {name: render() for name, render in _STATES.items()}
+
+
+def card_json(card: Card) -> str:
+    """``card`` as the golden files and ``cards dump`` store it: indented, keys sorted, final newline."""
+    return json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
