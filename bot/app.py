@@ -64,7 +64,9 @@ def create_app(
                 stack.push_async_callback(the_store.close)
             the_graph = graph
             if the_graph is None:
-                http = build_http_client(ca_bundle=settings.graph_ca_bundle or None)
+                http = build_http_client(
+                    ca_bundle=settings.graph_ca_bundle or None, timeout=settings.graph_timeout_seconds
+                )
                 stack.push_async_callback(http.aclose)
                 tokens = TokenProvider(
                     tenant_id=settings.graph_tenant_id,
@@ -86,6 +88,8 @@ def create_app(
                 channel_id=settings.teams_channel_id,
                 clock=clock,
                 links=links,
+                recheck_after=timedelta(seconds=settings.verify_recheck_seconds),
+                alert_status=settings.alert_status_after_action,
             )
             poller = AlertPoller(
                 the_graph,

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     )
     graph_base_url: str = Field("https://graph.microsoft.com/v1.0", validation_alias=_env("GRAPH_BASE_URL"))
     graph_ca_bundle: str = Field("", validation_alias=_env("GRAPH_CA_BUNDLE"))
+    graph_timeout_seconds: float = Field(10.0, gt=0, le=120, validation_alias=_env("GRAPH_TIMEOUT_SECONDS"))
+
+    # After an action: re-check eventually consistent state, and write back to the alerts.
+    verify_recheck_seconds: float = Field(120.0, gt=0, validation_alias=_env("VERIFY_RECHECK_SECONDS"))
+    alert_status_after_action: Literal["", "inProgress", "resolved"] = Field(
+        "", validation_alias=_env("ALERT_STATUS_AFTER_ACTION")
+    )
 
     # Teams and the people allowed to act.
     teams_channel_id: str = Field("", validation_alias=_env("TEAMS_CHANNEL_ID"))

@@ -18,7 +18,10 @@ a thread reply or an HTTP status, and logs one line with the case, request and a
         ├── GraphNotFound          404
         ├── GraphConflict          409/412
         ├── GraphThrottled         429 after every retry was spent
-        └── GraphUnavailable       5xx or a transport failure after every retry was spent
+        ├── GraphUnavailable       5xx or a transport failure after every retry was spent
+        └── GraphOutcomeUnknown    a non-idempotent POST may or may not have been carried out
+                                   (timeout, dropped connection, 5xx after sending); not
+                                   retried: read the state back before trying again
 """
 
 from __future__ import annotations
@@ -107,3 +110,13 @@ class GraphThrottled(GraphError):
 
 class GraphUnavailable(GraphError):
     """Graph kept failing (5xx, timeout, connection error) after every retry."""
+
+
+class GraphOutcomeUnknown(GraphError):
+    """A non-idempotent Graph call (e.g. invokeAction) may or may not have taken effect.
+
+    The request may have reached Graph before the answer was lost (a timeout, a dropped
+    connection, a gateway error), so the client did not send it again: doing so could carry the
+    action out twice. Deliberately not a :class:`GraphUnavailable`, which means "nothing
+    happened, try later". Read the state back to learn what happened.
+    """

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot import actions
+from bot.actions import Executor
 from bot.directory import Directory
 from bot.domain.approval import (
     Abort,
@@ -28,12 +28,12 @@ from bot.domain.approval import (
     Finish,
     Refused,
     Reject,
+    Retry,
     Start,
     decide,
     open_request,
 )
 from bot.domain.models import (
-    AccountState,
     ActionRequest,
     ActionResult,
     Actor,
@@ -45,12 +45,14 @@ from bot.domain.models import (
     RequestState,
     ResponseAction,
 )
+from bot.domain.plans import offered_actions, plan
 from bot.domain.policy import ActorRoles, Policy
 from bot.errors import DuplicateError, RemediationError, StoreError
 from bot.graph import GraphClient
+from bot.identities import RiskMap, resolve_identity, risky_user_map
 from bot.store.base import Store
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
-from cards.replies import render_request_note, render_result_reply
+from cards.replies import render_alert_comment, render_request_note, render_result_reply
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ BOT_ACTOR_ID = "remediation-bot"
 OPEN_STATES = (RequestState.PENDING, RequestState.APPROVED)
 RAN_STATES = (RequestState.EXECUTING, RequestState.SUCCEEDED, RequestState.FAILED)
 MAX_REFRESH_USERS = 60
+RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
 STALE_NOTE = (
     "This card was out of date, so nothing was done. Here is the current state; check it and try again."
 )
@@ -87,7 +90,13 @@ class CardAnswer:
     error_message: str = ""
 
 
-_VERB_EVENTS = {"approve", "reject", "cancel"}
+_VERB_EVENTS = {"approve", "reject", "cancel", "retry"}
+_VERB_AUDIT = {
+    "approve": "request.approved",
+    "reject": "request.rejected",
+    "cancel": "request.cancelled",
+    "retry": "request.retried",
+}
 
 
 class RemediationService:
@@ -105,6 +114,8 @@ class RemediationService:
         clock: Callable[[], datetime],
         links: PortalLinks = DEFAULT_LINKS,
         invoke_budget: float = 4.0,
+        recheck_after: timedelta = timedelta(minutes=2),
+        alert_status: str = "",
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
         self._store = store
@@ -116,6 +127,9 @@ class RemediationService:
         self._clock = clock
         self._links = links
         self._invoke_budget = invoke_budget
+        self._executor = Executor(graph, clock, recheck_after=recheck_after)
+        self._alert_status = alert_status
+        self._risky: tuple[datetime, RiskMap] | None = None
         self._new_id = new_id
         self._case_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -239,30 +253,36 @@ class RemediationService:
             return await self._store.update_case(case.id, mark)
 
     async def _enrich(self, case: Case) -> Case:
-        """Learn what the card must show before it is first posted: protected, privileged, enabled."""
-        facts = await self._directory.target_facts(case.identity)
-        account = case.account
-        user_id = case.identity.object_id or case.identity.upn
-        if user_id:
-            try:
-                user = await self._graph.get_user(user_id, select=["id", "accountEnabled"])
-                enabled = user.get("accountEnabled")
-                if isinstance(enabled, bool):
-                    account = AccountState(enabled=enabled, checked_at=self._clock())
-            except RemediationError as exc:
-                log.warning("case %s: could not read the account state: %s", case.id, exc.message)
+        """Learn what the card must show before it is first posted: who the identity is in each
+        system, whether it is enabled, at risk, protected or privileged."""
+        identity, account, facts = await resolve_identity(
+            self._graph, case.identity, now=self._clock, risky=await self._risky_snapshot()
+        )
+        target = await self._directory.target_facts(identity)
 
         def learn(latest: Case) -> Case:
             return latest.model_copy(
                 update={
+                    "identity": latest.identity.merged(identity),
                     "target_checked": True,
-                    "protected": facts.protected,
-                    "privileged_reason": facts.privileged_reason if facts.privileged else "",
+                    "protected": target.protected,
+                    "privileged_reason": target.privileged_reason if target.privileged else "",
                     "account": account if latest.account.checked_at is None else latest.account,
+                    "facts": facts,
                 }
             )
 
         return await self._store.update_case(case.id, learn)
+
+    async def _risky_snapshot(self) -> RiskMap | None:
+        # One Identity Protection read serves every card posted within a minute of it.
+        now = self._clock()
+        if self._risky is None or now - self._risky[0] > RISKY_SNAPSHOT_TTL:
+            snapshot = await risky_user_map(self._graph)
+            if snapshot is None:
+                return None
+            self._risky = (now, snapshot)
+        return self._risky[1]
 
     async def _shared_card(self, case: Case, *, note: str | None = None) -> dict[str, Any]:
         request = await self._latest_request(case.id)
@@ -306,7 +326,7 @@ class RemediationService:
                 error_status=404, error_message=f"Case {case_id} does not exist; nothing was done."
             )
         if verb == "refresh":
-            return CardAnswer(card=await self._card_for(case, actor))
+            return CardAnswer(card=await self._card_for(case, actor, personal=True))
         if verb in _VERB_EVENTS:
             if request is None:
                 return await self._refuse(
@@ -330,15 +350,21 @@ class RemediationService:
         await self._audit("request.refused", actor=actor, case=case, request=request, reason=reason)
         return CardAnswer(card=await self._card_for(case, actor, note=reason))
 
-    async def _card_for(self, case: Case, actor: Actor, *, note: str | None = None) -> dict[str, Any]:
-        """The card as ``actor`` should see it (their own buttons; everyone's state)."""
+    async def _card_for(
+        self, case: Case, actor: Actor, *, note: str | None = None, personal: bool = False
+    ) -> dict[str, Any]:
+        """The card answering ``actor``'s click.
+
+        A click is answered with the shared card (plus ``note``): the same card the channel gets
+        by update, so whichever reaches the client last shows the same buttons. Only a
+        ``refresh`` (Teams' per-user view for the requester and approvers) gets ``personal``
+        buttons.
+        """
         request = await self._latest_request(case.id)
-        roles = await self._directory.roles_of(actor.object_id)
-        viewer = Viewer(
-            actor=actor,
-            responder=roles.responder,
-            approver=roles.approver,
-        )
+        viewer = None
+        if personal:
+            roles = await self._directory.roles_of(actor.object_id)
+            viewer = Viewer(actor=actor, responder=roles.responder, approver=roles.approver)
         return render_case(
             case,
             request,
@@ -351,6 +377,15 @@ class RemediationService:
     async def _request_action(
         self, case: Case, action: ResponseAction, actor: Actor, data: Mapping[str, Any]
     ) -> CardAnswer:
+        routed = plan(action, case)
+        if isinstance(routed, Refused):
+            return await self._refuse(case, actor, routed.reason)
+        if action not in offered_actions(case) and not case.protected:
+            return await self._refuse(
+                case,
+                actor,
+                f"{action.label} does not apply to {case.identity.label} right now; nothing was done.",
+            )
         reason = data.get(REASON_INPUT_ID)
         roles = await self._directory.roles_of(actor.object_id)
         target = await self._directory.target_facts(case.identity)
@@ -405,6 +440,8 @@ class RemediationService:
             event = Approve(actor, roles)
         elif verb == "reject":
             event = Reject(actor, roles, note if isinstance(note, str) else "")
+        elif verb == "retry":
+            event = Retry(actor, roles)
         else:
             event = Cancel(actor)
         refusal: list[str] = []
@@ -417,14 +454,16 @@ class RemediationService:
             refusal.clear()
             return outcome
 
-        updated = await self._store.update_request(request.id, apply)
+        try:
+            updated = await self._store.update_request(request.id, apply)
+        except DuplicateError:
+            return await self._refuse(
+                case, actor, "Another request for this case is in progress; finish or cancel it first."
+            )
         if refusal:
             return await self._refuse(case, actor, refusal[0], updated)
-        kind = {"approve": "request.approved", "reject": "request.rejected", "cancel": "request.cancelled"}[
-            verb
-        ]
         await self._audit(
-            kind,
+            _VERB_AUDIT[verb],
             actor=actor,
             case=case,
             request=updated,
@@ -507,7 +546,11 @@ class RemediationService:
         await self._audit(
             "action.started", case=case, request=request, idempotency_key=request.idempotency_key
         )
-        result = await self._run_action(request, case)
+        steps = plan(request.action, case)
+        if isinstance(steps, Refused):
+            result = ActionResult(succeeded=False, summary=steps.reason)
+        else:
+            result = await self._executor.run(request.action, case, steps)
 
         def finish(latest: ActionRequest) -> ActionRequest | None:
             outcome = decide(latest, Finish(result), self._policy, self._clock())
@@ -523,24 +566,50 @@ class RemediationService:
             verified=result.verified,
             verified_state=result.verified_state,
             graph_request_id=result.graph_request_id,
+            correlation_ids=result.correlation_ids,
+            steps=[step.model_dump(mode="json") for step in result.steps],
         )
+        await self._after_result(case.id, request, first=True)
+
+    async def _after_result(self, case_id: str, request: ActionRequest, *, first: bool) -> None:
+        """Refresh what the card shows, reply in the thread and comment on the case's alerts."""
+        identity, account, facts = await resolve_identity(
+            self._graph, (await self._require_case(case_id)).identity, now=self._clock
+        )
+        result = request.result
 
         def record(latest: Case) -> Case:
-            changes: dict[str, Any] = {}
-            if result.verified_at is not None and result.verified:
-                changes["account"] = AccountState(enabled=False, checked_at=result.verified_at)
-                changes["status"] = CaseStatus.CONTAINED
+            changes: dict[str, Any] = {"facts": facts, "identity": latest.identity.merged(identity)}
+            if account.checked_at is not None:
+                changes["account"] = account
+            if result is not None and result.succeeded:
+                if request.action is ResponseAction.DISABLE_ACCOUNT:
+                    changes["status"] = CaseStatus.CONTAINED
+                elif request.action is ResponseAction.ENABLE_ACCOUNT:
+                    changes["status"] = CaseStatus.OPEN
             return latest.revised(**changes)
 
-        case = await self._store.update_case(case.id, record)
+        case = await self._store.update_case(case_id, record)
         channel = await self._store.get_channel()
-        if channel is None:
-            return
-        case = await self._publish(case.id, channel)
-        if case.card is not None:
-            await self._messenger.reply_in_thread(
-                channel, case.card, render_result_reply(case, request, links=self._links)
-            )
+        if channel is not None:
+            case = await self._publish(case.id, channel)
+            if case.card is not None:
+                text = render_result_reply(case, request, links=self._links, update=not first)
+                await self._messenger.reply_in_thread(channel, case.card, text)
+        if first or (result is not None and not result.pending_verification):
+            await self._write_back(case, request)
+
+    async def _write_back(self, case: Case, request: ActionRequest) -> None:
+        """Comment on each alert of the case, and set its status when configured to."""
+        comment = render_alert_comment(case, request)
+        for alert in case.alerts:
+            try:
+                await self._graph.add_alert_comment(alert.id, comment)
+                if self._alert_status and request.result is not None and request.result.succeeded:
+                    await self._graph.update_alert(alert.id, status=self._alert_status)
+            except RemediationError as exc:
+                # The action itself stands; a missing comment is worth a log line, not a failure.
+                log.warning("case %s: could not comment on alert %s: %s", case.id, alert.id, exc.message)
 
     async def _fail_unstarted(self, request: ActionRequest, reason: str) -> None:
         # Closing it frees the case for a new request (one active request per case).
@@ -551,22 +620,50 @@ class RemediationService:
         await self._store.update_request(request.id, abort)
         await self._store.update_case(request.case_id, lambda c: c.revised())
 
-    async def _run_action(self, request: ActionRequest, case: Case) -> ActionResult:
-        try:
-            return await actions.disable_account(self._graph, case.identity, now=self._clock)
-        except RemediationError as exc:
-            return ActionResult(succeeded=False, summary=exc.message)
-
     # -- time passing -------------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Expire overdue requests and remind approvers of waiting ones."""
+        """Expire overdue requests, remind approvers of waiting ones, re-verify pending results."""
         now = self._clock()
+        for request in await self._store.list_requests_in((RequestState.SUCCEEDED, RequestState.FAILED)):
+            result = request.result
+            if result is not None and result.recheck_at is not None and result.recheck_at <= now:
+                await self._recheck(request.id)
         for request in await self._store.list_requests_in(OPEN_STATES):
             if now >= request.expires_at:
                 await self._expire(request.id)
             elif self._needs_reminder(request, now):
                 await self._remind(request.id)
+
+    async def _recheck(self, request_id: str) -> None:
+        """Read back what was pending verification, record it and tell the thread."""
+        request = await self._store.get_request(request_id)
+        if request is None or request.result is None or request.result.recheck_at is None:
+            return
+        case = await self._require_case(request.case_id)
+        steps = plan(request.action, case)
+        if isinstance(steps, Refused):
+            return
+        rechecked = await self._executor.recheck(request.action, case, steps, request.result)
+        previous = request.result
+
+        def refine(latest: ActionRequest) -> ActionRequest | None:
+            # Verification refines the result of a finished request; it is not a state change.
+            if latest.result != previous:
+                return None
+            return latest.model_copy(update={"result": rechecked})
+
+        request = await self._store.update_request(request_id, refine)
+        if request.result != rechecked:
+            return
+        await self._audit(
+            "action.verified" if rechecked.verified else "action.verification_failed",
+            case=case,
+            request=request,
+            summary=rechecked.summary,
+            verified_state=rechecked.verified_state,
+        )
+        await self._after_result(case.id, request, first=False)
 
     def _needs_reminder(self, request: ActionRequest, now: datetime) -> bool:
         wait = self._policy.reminder_after

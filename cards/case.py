@@ -15,6 +15,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from microsoft_teams.cards import (
+    ActionSet,
     AdaptiveCard,
     Column,
     ColumnSet,
@@ -34,9 +35,9 @@ from bot.domain.models import (
     Case,
     CaseStatus,
     RequestState,
-    ResponseAction,
     Severity,
 )
+from bot.domain.plans import offered_actions
 
 MAX_ALERTS_SHOWN = 5
 REASON_INPUT_ID = "reason"
@@ -118,7 +119,19 @@ def render_case(
     actions: list[Any] = []
     if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
         actions += _decision_actions(case, request, viewer, body)
-    elif _can_request(case, request) and (viewer is None or viewer.responder):
+    if request is not None and _can_retry(request, viewer):
+        body.append(
+            ActionSet(
+                actions=[
+                    ExecuteAction(
+                        title=f"Retry {request.action.label.lower()}",
+                        verb="retry",
+                        data={"requestId": request.id, "cardVersion": case.revision},
+                    )
+                ]
+            )
+        )
+    if _can_request(case, request) and (viewer is None or viewer.responder):
         body.append(
             TextInput(
                 id=REASON_INPUT_ID,
@@ -130,11 +143,13 @@ def render_case(
                 max_length=500,
             )
         )
-        actions.append(
-            ExecuteAction(
-                title=ResponseAction.DISABLE_ACCOUNT.label,
-                verb=ResponseAction.DISABLE_ACCOUNT.value,
-                data={"caseId": case.id, "cardVersion": case.revision},
+        data = {"caseId": case.id, "cardVersion": case.revision}
+        body.append(
+            ActionSet(
+                actions=[
+                    ExecuteAction(title=action.label, verb=action.value, data=data)
+                    for action in offered_actions(case)
+                ]
             )
         )
     latest = case.alerts[-1] if case.alerts else None
@@ -195,8 +210,15 @@ def _decision_actions(
     return actions
 
 
+def _can_retry(request: ActionRequest, viewer: Viewer | None) -> bool:
+    # Offered until the approval expires; the server checks the clock and the person again.
+    ran_and_failed = request.state is RequestState.FAILED and request.started_at is not None
+    allowed = viewer is None or viewer.approver or viewer.actor.same_person(request.requester)
+    return ran_and_failed and allowed
+
+
 def _can_request(case: Case, request: ActionRequest | None) -> bool:
-    if case.status is not CaseStatus.OPEN or case.protected:
+    if not offered_actions(case):
         return False
     return request is None or request.state.is_final
 
@@ -290,7 +312,8 @@ def _account_line(case: Case) -> str:
     if account.enabled is None:
         return "Not read yet"
     state = "Enabled" if account.enabled else "Disabled"
-    return f"{state} (read back {format_time(account.checked_at)})"
+    where = "synced from on-premises AD" if case.facts.synced else "cloud-only"
+    return f"{state}, {where} (read back {format_time(account.checked_at)})"
 
 
 def _facts(case: Case) -> FactSet:
@@ -299,6 +322,7 @@ def _facts(case: Case) -> FactSet:
     facts = [
         Fact(title="Account", value=_account_line(case)),
         Fact(title="Severity", value=case.severity.value.capitalize()),
+        *_risk_fact(case),
         Fact(title="Source", value=", ".join(sources) or "none"),
     ]
     if detections:
@@ -309,6 +333,14 @@ def _facts(case: Case) -> FactSet:
         Fact(title="Case", value=case.id),
     ]
     return FactSet(facts=facts, separator=True)
+
+
+def _risk_fact(case: Case) -> list[Fact]:
+    facts = case.facts
+    if not facts.risk_state or facts.risk_state == "none":
+        return []
+    level = f" ({facts.risk_level})" if facts.risk_level and facts.risk_level != "none" else ""
+    return [Fact(title="User risk", value=f"{facts.risk_state}{level}")]
 
 
 def _alerts(case: Case, links: PortalLinks) -> list[Any]:

@@ -51,6 +51,12 @@ SCENARIO: dict[str, Any] = {
             "userPrincipalName": "lee.gu@contoso.com",
             "displayName": "Lee Gu",
         },
+        {"id": RESPONDER["id"], "userPrincipalName": "alex.wilber@contoso.com", "displayName": "Alex Wilber"},
+        {
+            "id": SECOND_RESPONDER["id"],
+            "userPrincipalName": "megan.admin@contoso.com",
+            "displayName": "Megan Bowen",
+        },
         {
             "id": "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a99",
             "userPrincipalName": BREAKGLASS_UPN,

@@ -3,6 +3,7 @@
     pending ─approve (enough distinct approvers)─> approved ─start─> executing ─finish─> succeeded | failed
     pending | approved ─reject─> rejected      pending | approved ─cancel─> cancelled
     pending | approved ─expire─> expired
+    failed (after running) ─retry, before expiry─> approved
     approved ─abort (a re-check at execution failed)─> failed, never run
 
 :func:`open_request` makes a request from a responder's click; :func:`decide` applies one event.
@@ -60,6 +61,14 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """Run a failed request again while its approval is still valid (requester or an approver)."""
+
+    actor: Actor
+    roles: ActorRoles
+
+
+@dataclass(frozen=True)
 class Expire:
     """The clock ran out before the request ran."""
 
@@ -91,7 +100,7 @@ class Finish:
     result: ActionResult
 
 
-Event = Approve | Reject | Cancel | Expire | Start | Abort | Finish
+Event = Approve | Reject | Cancel | Retry | Expire | Start | Abort | Finish
 Outcome = ActionRequest | Refused
 
 
@@ -152,6 +161,8 @@ def open_request(
         )
     if action is ResponseAction.DISABLE_ACCOUNT and case.status is CaseStatus.CONTAINED:
         return Refused(f"{case.identity.label} is already disabled; nothing to do.")
+    if action is ResponseAction.ENABLE_ACCOUNT and case.status is not CaseStatus.CONTAINED:
+        return Refused(f"{case.identity.label} was not disabled by a response here; nothing to re-enable.")
     if not reason.strip():
         return Refused("Type a reason before you act; nothing was done.")
     if action in policy.destructive_actions and destructive_last_hour >= policy.blast_radius_per_hour:
@@ -178,6 +189,8 @@ def open_request(
 
 def decide(request: ActionRequest, event: Event, policy: Policy, now: datetime) -> Outcome:
     """Apply ``event`` to ``request`` under ``policy`` at ``now``."""
+    if isinstance(event, Retry):
+        return _retry(request, event, now)
     if request.state.is_final:
         return Refused(f"This request is already {request.state.value}; nothing more can happen to it.")
     if isinstance(event, Approve):
@@ -253,6 +266,26 @@ def _cancel(request: ActionRequest, actor: Actor, now: datetime) -> Outcome:
         return Refused(f"Only {request.requester.label}, who asked for this action, can cancel it.")
     return request.model_copy(
         update={"state": RequestState.CANCELLED, "decided_by": actor, "finished_at": now}
+    )
+
+
+def _retry(request: ActionRequest, event: Retry, now: datetime) -> Outcome:
+    if request.state is not RequestState.FAILED or request.started_at is None:
+        return Refused("Only an action that ran and failed can be retried.")
+    if now >= request.expires_at:
+        return Refused("The approval of this request has expired; ask for the action again.")
+    if not (event.actor.same_person(request.requester) or event.roles.approver):
+        return not_an_approver(event.actor)
+    attempt = request.attempt + 1
+    return request.model_copy(
+        update={
+            "state": RequestState.APPROVED,
+            "attempt": attempt,
+            "idempotency_key": f"{request.case_id}:{request.action.value}:{request.id}:{attempt}",
+            "result": None,
+            "started_at": None,
+            "finished_at": None,
+        }
     )
 
 

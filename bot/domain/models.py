@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Frozen(BaseModel):
@@ -157,6 +157,7 @@ class Case(Frozen):
     opened_at: datetime
     card: CardRef | None = None
     account: AccountState = AccountState()
+    facts: IdentityFacts = Field(default_factory=lambda: IdentityFacts())
     target_checked: bool = False
     protected: bool = False
     privileged_reason: str = ""
@@ -200,9 +201,14 @@ class Case(Frozen):
 
 
 class ResponseAction(StrEnum):
-    """The containment actions a responder can ask for."""
+    """The response actions a responder can ask for."""
 
     DISABLE_ACCOUNT = "disableAccount"
+    REVOKE_SESSIONS = "revokeSessions"
+    FORCE_PASSWORD_CHANGE = "forcePasswordChange"
+    CONFIRM_COMPROMISED = "confirmCompromised"
+    DISMISS_RISK = "dismissRisk"
+    ENABLE_ACCOUNT = "enableAccount"
 
     @property
     def label(self) -> str:
@@ -210,7 +216,80 @@ class ResponseAction(StrEnum):
         return _ACTION_LABELS[self]
 
 
-_ACTION_LABELS = {ResponseAction.DISABLE_ACCOUNT: "Disable account"}
+_ACTION_LABELS = {
+    ResponseAction.DISABLE_ACCOUNT: "Disable account",
+    ResponseAction.REVOKE_SESSIONS: "Revoke sessions",
+    ResponseAction.FORCE_PASSWORD_CHANGE: "Force password change",
+    ResponseAction.CONFIRM_COMPROMISED: "Confirm compromised",
+    ResponseAction.DISMISS_RISK: "Dismiss risk",
+    ResponseAction.ENABLE_ACCOUNT: "Re-enable account",
+}
+
+
+class Provider(StrEnum):
+    """The system that owns an account (Graph's ``security.identityProvider`` values)."""
+
+    ENTRA = "entraID"
+    ACTIVE_DIRECTORY = "activeDirectory"
+    OKTA = "okta"
+
+    @property
+    def label(self) -> str:
+        """The product name a responder knows."""
+        return {"entraID": "Entra ID", "activeDirectory": "Active Directory", "okta": "Okta"}[self.value]
+
+
+class LinkedAccount(Frozen):
+    """One account of the identity as Defender for Identity knows it (``identityAccounts``)."""
+
+    identity_id: str  # the identityAccounts object id (the invokeAction path)
+    identifier: str  # accounts[].identifier: the accountId invokeAction wants
+    provider: Provider
+    actions: frozenset[str] = frozenset()  # the actions Defender for Identity supports on it
+
+
+class IdentityFacts(Frozen):
+    """What reading the identity from Entra ID, Identity Protection and Defender for Identity showed."""
+
+    synced: bool = False  # mastered in on-premises Active Directory
+    on_prem_sid: str | None = None
+    risk_state: str | None = None
+    risk_level: str | None = None
+    defender_enabled: bool | None = None
+    linked: tuple[LinkedAccount, ...] = ()
+    read_at: datetime | None = None
+
+    def linked_for(self, provider: Provider, action: str) -> LinkedAccount | None:
+        """The Defender for Identity account of ``provider`` that supports ``action``, if any."""
+        for account in self.linked:
+            if account.provider is provider and (not account.actions or action in account.actions):
+                return account
+        return None
+
+
+class Verification(StrEnum):
+    """How far reading the state back confirms an action."""
+
+    VERIFIED = "verified"
+    PENDING = "pending"  # eventually consistent: read again later
+    UNVERIFIABLE = "unverifiable"  # Graph shows no state for it; the Action Center has the record
+    CONTRADICTED = "contradicted"  # the state read back says it did not take effect
+    NOT_RUN = "not run"
+
+
+class StepOutcome(Frozen):
+    """One Graph call of an action's plan, and what reading back showed."""
+
+    step: str  # e.g. "Disable in Active Directory (Defender for Identity)"
+    provider: Provider
+    ok: bool
+    message: str
+    verification: Verification = Verification.NOT_RUN
+    verified_state: str = ""
+    verified_at: datetime | None = None
+    graph_request_id: str = ""
+    correlation_id: str = ""
+    note: str = ""  # something a responder should know even when the step worked
 
 
 class Actor(Frozen):
@@ -263,7 +342,11 @@ _FINAL_STATES = frozenset(
 
 
 class ActionResult(Frozen):
-    """What happened when the action ran, and what reading the state back showed."""
+    """What happened when the action ran, and what reading the state back showed.
+
+    ``succeeded`` means every step ran without an error; ``verified`` that reading back confirmed
+    every step. ``recheck_at`` is set while a step awaits a later read (eventual consistency).
+    """
 
     succeeded: bool
     summary: str
@@ -271,6 +354,18 @@ class ActionResult(Frozen):
     verified_state: str = ""
     verified_at: datetime | None = None
     graph_request_id: str = ""
+    steps: tuple[StepOutcome, ...] = ()
+    recheck_at: datetime | None = None
+
+    @property
+    def correlation_ids(self) -> list[str]:
+        """Defender Action Center correlation ids of the steps that have one."""
+        return [s.correlation_id for s in self.steps if s.correlation_id]
+
+    @property
+    def pending_verification(self) -> bool:
+        """Whether a step still waits for a later read-back."""
+        return any(s.verification is Verification.PENDING for s in self.steps)
 
 
 class ActionRequest(Frozen):
@@ -291,7 +386,11 @@ class ActionRequest(Frozen):
     decided_by: Actor | None = None
     decision_note: str = ""
     reminded_at: datetime | None = None
+    attempt: int = 1
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: ActionResult | None = None
     version: int = 0
+
+
+Case.model_rebuild()

@@ -47,7 +47,14 @@ class Policy(Frozen):
     expiry: timedelta = timedelta(minutes=30)
     reminder_after: timedelta | None = timedelta(minutes=10)
     blast_radius_per_hour: int = 20
-    destructive_actions: frozenset[ResponseAction] = frozenset({ResponseAction.DISABLE_ACCOUNT})
+    destructive_actions: frozenset[ResponseAction] = frozenset(
+        {
+            ResponseAction.DISABLE_ACCOUNT,
+            ResponseAction.FORCE_PASSWORD_CHANGE,
+            ResponseAction.REVOKE_SESSIONS,
+            ResponseAction.CONFIRM_COMPROMISED,
+        }
+    )
 
     def approvals_for(self, action: ResponseAction, *, privileged_target: bool = False) -> int:
         """Distinct sign-offs ``action`` needs (1 unless the policy says more; 2 on privileged targets)."""

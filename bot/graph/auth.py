@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import msal  # type: ignore[import-untyped]
+import msal
 import requests
 
 from bot.errors import GraphAuthError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,9 +14,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from bot.errors import GraphError
+from bot.errors import GraphError, GraphOutcomeUnknown
 from bot.graph import decode
-from bot.graph.odata import all_of, any_equal, odata_datetime
+from bot.graph.odata import all_of, any_equal, odata_datetime, odata_string
+from bot.graph.pacing import Pacer
 from bot.graph.retry import backoff_delay, parse_retry_after
 
 JSONObject = dict[str, Any]
@@ -28,6 +30,27 @@ CHECK_MEMBER_GROUPS_BATCH = 20
 
 # An OData cast on transitiveMemberOf is an "advanced query": Graph refuses it without these.
 _ADVANCED_QUERY = {"ConsistencyLevel": "eventual"}
+
+# confirmCompromised and dismiss take at most 60 user ids per request.
+RISKY_USERS_BATCH = 60
+
+# Every request under this prefix shares Identity Protection's 1 request/second tenant limit.
+_IDENTITY_PROTECTION = "/identityProtection/"
+
+# Transport failures raised before any byte of the request left: nothing can have happened,
+# so even a non-idempotent call may be sent again. Every other failure (a read timeout, a
+# dropped connection, a write error) may come after Graph received the whole request.
+_NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+)
+
+# Answers to a non-idempotent call that do not rule out that it was carried out: a gateway
+# (502, 504) or the service (500) failed after the request reached it. 501 says the operation
+# does not exist and 503 that it was not processed (safe to retry, like 429).
+_OUTCOME_UNKNOWN_STATUSES = frozenset({500, 502, 504})
 
 
 class TokenSource(Protocol):
@@ -48,6 +71,20 @@ class GraphResponse:
     headers: Mapping[str, str] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class IdentityActionResult:
+    """What Defender for Identity said to an invokeAction: the id that tracks the action.
+
+    ``raw`` is the body as Graph sent it (kept for the audit trail); ``request_id`` names the
+    request for Microsoft support. No API polls an action's status: read the account back, and
+    find the action in the Action Center history by ``correlation_id``.
+    """
+
+    correlation_id: str
+    raw: Any
+    request_id: str
+
+
 class GraphClient:
     """Calls Microsoft Graph; every call goes through :meth:`_request`.
 
@@ -55,6 +92,20 @@ class GraphClient:
     429 (honouring ``Retry-After``, fractional seconds or an HTTP-date), 503/504 and transport
     failures with full-jitter exponential backoff, at most ``max_attempts`` times; and turns
     every other error answer into the typed exceptions of :mod:`bot.errors`.
+
+    **Exactly once on the wire.** The remediation POSTs (invokeAction, revokeSignInSessions,
+    confirmCompromised, dismiss, alert comments) are not idempotent: sent twice, an action runs
+    twice. For those, a failure that may come after Graph received the request (a read timeout,
+    a dropped connection, a 500/502/504) is never retried; it raises
+    :class:`~bot.errors.GraphOutcomeUnknown`, and the caller reads the state back. A connect
+    error (nothing was sent) and a 429 or 503 answer (Graph says it did not process the request)
+    are retried as for every other call. GET and PATCH (which sets absolute values) keep the
+    full retry policy.
+
+    **Identity Protection pacing.** Every request under ``/identityProtection/`` (retries and
+    pages included) waits for a slot of one shared :class:`~bot.graph.pacing.Pacer`: one request
+    per ``identity_protection_interval`` seconds per client, because Graph allows one per second
+    per tenant and its 429s there carry no ``Retry-After``.
     """
 
     def __init__(
@@ -68,10 +119,13 @@ class GraphClient:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        identity_protection_interval: float = 1.0,
     ) -> None:
         """Wrap a shared ``httpx.AsyncClient``; ``base_url`` is e.g. ``https://graph.microsoft.com/v1.0``.
 
-        ``sleep`` and ``rng`` exist so tests observe the waits instead of waiting.
+        ``sleep``, ``rng`` and ``monotonic`` exist so tests observe the waits instead of waiting.
+        ``identity_protection_interval`` is the pacing of ``/identityProtection/`` (0 turns it off).
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -83,8 +137,9 @@ class GraphClient:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
+        self._identity_protection = Pacer(identity_protection_interval, sleep=sleep, clock=monotonic)
 
-    # -- Graph operations ------------------------------------------------------------------
+    # -- alerts and users ------------------------------------------------------------------
 
     async def list_alerts(
         self,
@@ -128,6 +183,75 @@ class GraphClient:
         """
         return await self._request("PATCH", f"/users/{_segment(user_id)}", json=dict(changes))
 
+    async def revoke_sign_in_sessions(self, user_id: str) -> GraphResponse:
+        """Invalidate the user's refresh tokens and session cookies (signInSessionsValidFromDateTime).
+
+        Takes effect within minutes; does not reach B2B guests (they sign in at home). Docs say
+        200 ``{"value": true}``, the service may answer 204: any 2xx is success. Not retried once
+        possibly sent (see the class docstring). Permission: User.RevokeSessions.All.
+        """
+        path = f"/users/{_segment(user_id)}/revokeSignInSessions"
+        return await self._request("POST", path, idempotent=False)
+
+    # -- Defender for Identity -------------------------------------------------------------
+
+    async def list_identity_accounts(
+        self, *, sid: str | None = None, upn: str | None = None
+    ) -> list[JSONObject]:
+        """Identities Defender for Identity observes, by on-premises SID and/or UPN, every page.
+
+        The contract documents ``$filter=onPremisesSecurityIdentifier eq '...'``; ``upn``
+        filters on the top-level ``userPrincipalName`` of ``security.user`` (the derived type
+        every identity is). Without either, every identity. Permission:
+        SecurityIdentitiesAccount.Read.All.
+        """
+        filter_text = all_of(
+            f"onPremisesSecurityIdentifier eq {odata_string(sid)}" if sid else "",
+            f"userPrincipalName eq {odata_string(upn)}" if upn else "",
+        )
+        params = {"$filter": filter_text} if filter_text else {}
+        return [item async for item in self._pages("/security/identities/identityAccounts", params)]
+
+    async def get_identity_account(self, identity_account_id: str) -> JSONObject:
+        """One identity (``security.user``) with its ``accounts`` per identity provider.
+
+        Permission: SecurityIdentitiesAccount.Read.All.
+        """
+        path = f"/security/identities/identityAccounts/{_segment(identity_account_id)}"
+        return _object(await self._request("GET", path), "GET", path)
+
+    async def invoke_identity_action(
+        self, identity_account_id: str, *, account_id: str, action: str, identity_provider: str
+    ) -> IdentityActionResult:
+        """Run a Defender for Identity response action on one account of an identity.
+
+        ``account_id`` is that account's ``identifier`` and ``identity_provider`` its provider
+        (``activeDirectory``, ``entraID``, ``okta``); AD actions run on a domain controller
+        through the sensor. The answer is parsed defensively: plain or wrapped in ``value``
+        (docs), ``identityProvider`` or ``provider``. An answer without a correlation id raises
+        :class:`~bot.errors.GraphOutcomeUnknown`; it is never taken for success. Not retried
+        once possibly sent. Permission: SecurityIdentitiesActions.ReadWrite.All.
+        """
+        path = f"/security/identities/identityAccounts/{_segment(identity_account_id)}/invokeAction"
+        body = {"accountId": account_id, "action": action, "identityProvider": identity_provider}
+        response = await self._request("POST", path, json=body, idempotent=False)
+        correlation_id = invoke_action_correlation_id(response.body)
+        if correlation_id is None:
+            raise GraphOutcomeUnknown(
+                f"Graph answered POST {path} with {response.status} but no correlationId, so the "
+                f"{action} action on the {identity_provider} account cannot be tracked; whether "
+                "Defender for Identity queued it is unknown: read the account state back",
+                status=response.status,
+                request_id=response.request_id,
+                method="POST",
+                path=path,
+            )
+        return IdentityActionResult(
+            correlation_id=correlation_id, raw=response.body, request_id=response.request_id
+        )
+
+    # -- Entra ID Protection (paced: one request per second) -------------------------------
+
     async def list_risky_users(
         self, *, filter: str | None = None, top: int | None = None
     ) -> AsyncIterator[JSONObject]:
@@ -142,6 +266,75 @@ class GraphClient:
             params["$top"] = str(top)
         async for item in self._pages("/identityProtection/riskyUsers", params):
             yield item
+
+    async def get_risky_user(self, user_id: str) -> JSONObject:
+        """The user's risk (riskLevel, riskState, riskDetail); the riskyUser id is the user's id.
+
+        404 (:class:`~bot.errors.GraphNotFound`) for a user Identity Protection never flagged.
+        Permission: IdentityRiskyUser.Read.All.
+        """
+        path = f"/identityProtection/riskyUsers/{_segment(user_id)}"
+        return _object(await self._request("GET", path), "GET", path)
+
+    async def confirm_compromised(self, user_ids: Sequence[str]) -> GraphResponse:
+        """Confirm users compromised: risk high, riskState confirmedCompromised (204).
+
+        At most 60 ids per call. Graph answers 204 for the batch without saying which ids it
+        acted on: read the risky users back. Not retried once possibly sent. Permission:
+        IdentityRiskyUser.ReadWrite.All.
+        """
+        body = {"userIds": _risky_user_batch(user_ids)}
+        path = "/identityProtection/riskyUsers/confirmCompromised"
+        return await self._request("POST", path, json=body, idempotent=False)
+
+    async def dismiss_risky_users(self, user_ids: Sequence[str]) -> GraphResponse:
+        """Dismiss the users' risk: riskLevel none, riskState dismissed (204).
+
+        At most 60 ids per call; read the risky users back as for :meth:`confirm_compromised`.
+        Not retried once possibly sent. Permission: IdentityRiskyUser.ReadWrite.All.
+        """
+        body = {"userIds": _risky_user_batch(user_ids)}
+        path = "/identityProtection/riskyUsers/dismiss"
+        return await self._request("POST", path, json=body, idempotent=False)
+
+    async def list_risk_detections(self, user_id: str, top: int = 20) -> list[JSONObject]:
+        """The user's newest ``top`` risk detections (IP, location, riskEventType), newest first.
+
+        ``user_id`` is the object id (riskDetection.userId). One page only: the newest are what
+        a responder reads. Permission: IdentityRiskEvent.Read.All.
+        """
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        params = {
+            "$filter": f"userId eq {odata_string(user_id)}",
+            "$orderby": "detectedDateTime desc",
+            "$top": str(top),
+        }
+        path = "/identityProtection/riskDetections"
+        body = _object(await self._request("GET", path, params=params), "GET", path)
+        return [item for item in body.get("value", []) if isinstance(item, dict)][:top]
+
+    # -- alert triage ----------------------------------------------------------------------
+
+    async def add_alert_comment(self, alert_id: str, comment: str) -> GraphResponse:
+        """Append a comment to an alert; the answer's ``value`` lists every comment (200).
+
+        Not retried once possibly sent: a retry could post the comment twice. Permission:
+        SecurityAlert.ReadWrite.All.
+        """
+        body = {"@odata.type": "microsoft.graph.security.alertComment", "comment": comment}
+        path = f"/security/alerts_v2/{_segment(alert_id)}/comments"
+        return await self._request("POST", path, json=body, idempotent=False)
+
+    async def update_alert(self, alert_id: str, *, status: str) -> GraphResponse:
+        """Set an alert's status (``new``, ``inProgress``, ``resolved``); answers the alert (200).
+
+        Permission: SecurityAlert.ReadWrite.All.
+        """
+        path = f"/security/alerts_v2/{_segment(alert_id)}"
+        return await self._request("PATCH", path, json={"status": status})
+
+    # -- memberships -----------------------------------------------------------------------
 
     async def check_member_groups(self, user_id: str, group_ids: Sequence[str]) -> set[str]:
         """The ids among ``group_ids`` the user belongs to, directly or through nested groups.
@@ -201,19 +394,24 @@ class GraphClient:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
     ) -> GraphResponse:
         """Send one Graph call with auth, retries and error decoding; see the class docstring.
 
         ``path`` is relative to the base URL (``/users/x``) or an absolute ``@odata.nextLink``
         that must point under the same base URL (the bearer token never leaves for other hosts).
         ``headers`` are extra request headers (e.g. ``ConsistencyLevel``); they cannot replace
-        the ones the chokepoint sets.
+        the ones the chokepoint sets. ``idempotent=False`` marks a call that must not run twice:
+        it is sent again only when Graph surely did not act on it.
         """
         url, shown_path = self._resolve(path)
+        paced = shown_path.startswith(_IDENTITY_PROTECTION)
         attempt = 0
         while True:
             attempt += 1
             last = attempt >= self._max_attempts
+            if paced:
+                await self._identity_protection.wait()
             sent = {
                 **(headers or {}),
                 "Authorization": f"Bearer {await self._tokens.token()}",
@@ -223,6 +421,8 @@ class GraphClient:
             try:
                 answer = await self._http.request(method, url, params=params, json=json, headers=sent)
             except httpx.TransportError as exc:
+                if not idempotent and not isinstance(exc, _NOT_SENT):
+                    raise decode.outcome_unknown(method, shown_path, exc) from exc
                 if last:
                     raise decode.unreachable(method, shown_path, exc, attempts=attempt) from exc
                 await self._sleep(self._backoff(attempt))
@@ -234,6 +434,10 @@ class GraphClient:
                     body=decode.parse_json(answer.content),
                     request_id=answer.headers.get("request-id", ""),
                     headers=dict(answer.headers),
+                )
+            if not idempotent and status in _OUTCOME_UNKNOWN_STATUSES:
+                raise decode.outcome_unknown_answer(
+                    method, shown_path, status, answer.headers, answer.content
                 )
             if status != 429 and status not in _RETRY_UNAVAILABLE:
                 raise decode.refused(method, shown_path, status, answer.headers, answer.content)
@@ -290,3 +494,48 @@ def _object(response: GraphResponse, method: str, path: str) -> JSONObject:
             path=path,
         )
     return response.body
+
+
+def invoke_action_correlation_id(body: Any) -> str | None:
+    """The ``correlationId`` of an invokeAction answer, or None when it carries none.
+
+    The contract's schema is a plain ``invokeActionResult``; the docs' example wraps it in
+    ``value`` (and names the provider ``provider``). Both are read; so is a one-element list.
+    """
+    result = body.get("value", body) if isinstance(body, dict) else None
+    if isinstance(result, list) and len(result) == 1:
+        result = result[0]
+    if not isinstance(result, dict):
+        return None
+    correlation_id = result.get("correlationId")
+    if not isinstance(correlation_id, str) or not correlation_id.strip():
+        return None
+    return correlation_id.strip()
+
+
+def find_account(identity: Mapping[str, Any], identity_provider: str) -> JSONObject | None:
+    """The entry of an identity's ``accounts`` for ``identity_provider`` (e.g. ``activeDirectory``).
+
+    Read as defensively as invokeAction answers: the docs' examples name the key ``provider``
+    and spell values ``ActiveDirectory``/``EntraID``, the schema ``identityProvider`` and
+    ``activeDirectory``/``entraID``; the comparison ignores case.
+    """
+    wanted = identity_provider.lower()
+    for account in identity.get("accounts") or []:
+        if not isinstance(account, dict):
+            continue
+        provider = account.get("identityProvider", account.get("provider"))
+        if isinstance(provider, str) and provider.lower() == wanted:
+            return account
+    return None
+
+
+def _risky_user_batch(user_ids: Sequence[str]) -> list[str]:
+    # Refused here rather than by Graph: a caller with more users must send several batches,
+    # and a failed batch then names which users it covered.
+    ids = list(dict.fromkeys(user_ids))
+    if not ids:
+        raise ValueError("at least one user id is needed")
+    if len(ids) > RISKY_USERS_BATCH:
+        raise ValueError(f"at most {RISKY_USERS_BATCH} user ids per request, got {len(ids)}")
+    return ids

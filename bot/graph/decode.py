@@ -14,6 +14,7 @@ from bot.errors import (
     GraphError,
     GraphForbidden,
     GraphNotFound,
+    GraphOutcomeUnknown,
     GraphThrottled,
     GraphUnavailable,
 )
@@ -133,6 +134,41 @@ def unreachable(method: str, path: str, exc: Exception, *, attempts: int) -> Gra
         f"Graph did not answer {method} {path} after {attempts} attempt"
         f"{'s' if attempts != 1 else ''} ({what})",
         status=0,
+        method=method,
+        path=path,
+    )
+
+
+# What every outcome-unknown message ends with: the one thing the reader must do next.
+_READ_BACK = (
+    "it may have been carried out, so it was not sent again; its outcome is unknown: "
+    "read the state back before trying again"
+)
+
+
+def outcome_unknown(method: str, path: str, exc: Exception) -> GraphOutcomeUnknown:
+    """The exception for a non-idempotent call whose request may have been sent when it failed."""
+    detail = str(exc).strip()
+    what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return GraphOutcomeUnknown(
+        f"Graph did not answer {method} {path} ({what}); {_READ_BACK}",
+        status=0,
+        method=method,
+        path=path,
+    )
+
+
+def outcome_unknown_answer(
+    method: str, path: str, status: int, headers: Mapping[str, str], content: bytes
+) -> GraphOutcomeUnknown:
+    """The exception for a non-idempotent call answered by a 5xx that does not rule out success."""
+    details = error_details(headers, content)
+    return GraphOutcomeUnknown(
+        f"Graph failed {method} {path} ({_status_and_code(status, details.code)}: {details.message}); "
+        f"{_READ_BACK}",
+        status=status,
+        code=details.code,
+        request_id=details.request_id,
         method=method,
         path=path,
     )

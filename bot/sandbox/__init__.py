@@ -7,7 +7,7 @@ OpenAPI contract in ``contract/``. ``python -m bot.sandbox`` runs one standalone
 
 from bot.sandbox.contract import SUBSET_PATH, SUBSET_SHA256, load_contract
 from bot.sandbox.scenario import load_scenario
-from bot.sandbox.state import RecordedRequest
+from bot.sandbox.state import ProviderAccount, RecordedRequest
 from bot.sandbox.tenant import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -29,6 +29,7 @@ __all__ = [
     "SUBSET_PATH",
     "SUBSET_SHA256",
     "IssuedClientCertificate",
+    "ProviderAccount",
     "RecordedRequest",
     "SandboxTenant",
     "load_contract",

@@ -21,11 +21,21 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cert-dir", type=Path, default=None, help="where to write the CA PEM (default: a temp dir)"
     )
+    parser.add_argument(
+        "--sync-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run a directory sync every SECONDS (it undoes cloud-side disables of synced users); "
+        "default: never",
+    )
     return parser.parse_args(argv)
 
 
 async def _serve(arguments: argparse.Namespace) -> None:
-    tenant = SandboxTenant(arguments.scenario, cert_dir=arguments.cert_dir)
+    tenant = SandboxTenant(
+        arguments.scenario, cert_dir=arguments.cert_dir, sync_interval=arguments.sync_interval
+    )
     await tenant.start(arguments.host, arguments.port)
     try:
         print(f"authority_host  {tenant.authority_host}")

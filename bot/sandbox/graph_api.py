@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from bot.sandbox import identities, risk
 from bot.sandbox.contract import Contract
 from bot.sandbox.odata_filter import Field, FilterError, parse_filter
 from bot.sandbox.state import Cursor, JSONObject, TenantState
@@ -25,12 +26,20 @@ _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 ALERT_SCHEMA = "microsoft.graph.security.alert"
 USER_SCHEMA = "microsoft.graph.user"
 RISKY_USER_SCHEMA = "microsoft.graph.riskyUser"
+RISK_DETECTION_SCHEMA = "microsoft.graph.riskDetection"
 DIRECTORY_ROLE_SCHEMA = "microsoft.graph.directoryRole"
+IDENTITY_SCHEMA = identities.IDENTITY_SCHEMA
 
 # Graph's page sizes: alerts_v2 defaults larger and allows up to 2000; the sandbox defaults
 # small so that paging is exercised without thousands of alerts.
 ALERTS_PAGE = (50, 2000)
 RISKY_USERS_PAGE = (20, 500)
+RISK_DETECTIONS_PAGE = (20, 500)
+IDENTITY_ACCOUNTS_PAGE = (100, 1000)
+# confirmCompromised and dismiss take at most this many user ids (documented for dismiss).
+RISKY_USERS_ACTION_LIMIT = 60
+# What PATCH /security/alerts_v2/{id} may change (the alert update docs).
+WRITABLE_ALERT_PROPERTIES = ("assignedTo", "classification", "determination", "status")
 # Directory relationships (transitiveMemberOf): Graph's documented default and maximum.
 DIRECTORY_PAGE = (100, 999)
 # checkMemberGroups evaluates at most this many group ids per request.
@@ -119,13 +128,14 @@ class _Collection:
     schema: str
     fields: Mapping[str, Field]
     orderable: frozenset[str]
-    default_order: tuple[str, bool]
+    # None keeps the collection's own order (identities have no timestamp to sort by).
+    default_order: tuple[str, bool] | None
     page: tuple[int, int]
     items: Callable[[], Mapping[str, JSONObject]]
 
 
 class GraphApi:
-    """The sandbox's Graph operations: alerts_v2, users (GET/PATCH), riskyUsers and memberships."""
+    """The sandbox's Graph operations: alerts_v2, users, Identity Protection, Defender for Identity."""
 
     def __init__(self, state: TenantState, contract: Contract) -> None:
         """Serve ``state``; filter fields and selectable properties come from ``contract``."""
@@ -177,6 +187,44 @@ class GraphApi:
             page=RISKY_USERS_PAGE,
             items=lambda: state.risky_users,
         )
+        self._risk_detections = _Collection(
+            name="riskDetections",
+            context="identityProtection/riskDetections",
+            schema=RISK_DETECTION_SCHEMA,
+            fields={
+                "userId": string,
+                "userPrincipalName": string,
+                "riskEventType": string,
+                "ipAddress": string,
+                "riskLevel": enum("microsoft.graph.riskLevel"),
+                "riskState": enum("microsoft.graph.riskState"),
+                "detectionTimingType": enum("microsoft.graph.riskDetectionTimingType"),
+                "detectedDateTime": stamp,
+                "activityDateTime": stamp,
+            },
+            orderable=frozenset({"detectedDateTime", "activityDateTime", "lastUpdatedDateTime"}),
+            default_order=("detectedDateTime", True),
+            page=RISK_DETECTIONS_PAGE,
+            items=lambda: state.risk_detections,
+        )
+        self._identity_accounts = _Collection(
+            name="identityAccounts",
+            context="security/identities/identityAccounts",
+            schema=IDENTITY_SCHEMA,
+            fields={
+                "id": string,
+                "onPremisesSecurityIdentifier": string,
+                "cloudSecurityIdentifier": string,
+                "userPrincipalName": string,
+                "displayName": string,
+                "domain": string,
+                "isEnabled": boolean,
+            },
+            orderable=frozenset(),
+            default_order=None,
+            page=IDENTITY_ACCOUNTS_PAGE,
+            items=lambda: {key: identities.render(r, state) for key, r in state.identities.items()},
+        )
 
     def handle(self, call: GraphCall) -> Reply:
         """Answer one Graph call, or raise :class:`GraphProblem`."""
@@ -184,12 +232,32 @@ class GraphApi:
         match route:
             case ("GET", ("security", "alerts_v2")):
                 return self._list(self._alerts, call)
+            case ("GET", ("security", "alerts_v2", alert_id)):
+                return self._get_alert(call, alert_id)
+            case ("PATCH", ("security", "alerts_v2", alert_id)):
+                return self._update_alert(call, alert_id)
+            case ("POST", ("security", "alerts_v2", alert_id, "comments")):
+                return self._add_alert_comments(call, alert_id)
+            case ("GET", ("security", "identities", "identityAccounts")):
+                return self._list(self._identity_accounts, call)
+            case ("GET", ("security", "identities", "identityAccounts", identity_id)):
+                return self._get_identity_account(call, identity_id)
+            case ("POST", ("security", "identities", "identityAccounts", identity_id, "invokeAction")):
+                return self._invoke_action(call, identity_id)
             case ("GET", ("identityProtection", "riskyUsers")):
                 return self._list(self._risky_users, call)
+            case ("POST", ("identityProtection", "riskyUsers", "confirmCompromised" | "dismiss" as verb)):
+                return self._risky_users_action(call, verb)
+            case ("GET", ("identityProtection", "riskyUsers", risky_user_id)):
+                return self._get_risky_user(call, risky_user_id)
+            case ("GET", ("identityProtection", "riskDetections")):
+                return self._list(self._risk_detections, call)
             case ("GET", ("users", user_id)):
                 return self._get_user(call, user_id)
             case ("PATCH", ("users", user_id)):
                 return self._update_user(call, user_id)
+            case ("POST", ("users", user_id, "revokeSignInSessions")):
+                return self._revoke_sign_in_sessions(call, user_id)
             case ("POST", ("users", user_id, "checkMemberGroups")):
                 return self._check_member_groups(call, user_id)
             case ("GET", ("users", user_id, "transitiveMemberOf", "microsoft.graph.directoryRole")):
@@ -220,8 +288,10 @@ class GraphApi:
             except FilterError as exc:
                 raise bad_request(str(exc)) from exc
             items = [item for item in items if predicate(item)]
-        field, descending = _order(query.get("$orderby"), collection)
-        items.sort(key=lambda item: (parse_iso(item[field]), str(item["id"])), reverse=descending)
+        order = _order(query.get("$orderby"), collection)
+        if order is not None:
+            field, descending = order
+            items.sort(key=lambda item: (parse_iso(item[field]), str(item["id"])), reverse=descending)
         return self._page(collection, call, items, top, select)
 
     def _page(
@@ -313,12 +383,137 @@ class GraphApi:
                     code="Request_BadRequest",
                 )
             user["lastPasswordChangeDateTime"] = iso(self._state.clock())
+            self._state.passwords[str(user["id"])] = str(password)
         # Graph never returns the password itself.
         user["passwordProfile"] = {
             "forceChangePasswordNextSignIn": bool(profile.get("forceChangePasswordNextSignIn")),
             "forceChangePasswordNextSignInWithMfa": bool(profile.get("forceChangePasswordNextSignInWithMfa")),
             "password": None,
         }
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    def _alert(self, alert_id: str) -> JSONObject:
+        alert = self._state.alerts.get(alert_id)
+        if alert is None:
+            raise GraphProblem(404, "NotFound", f"Alert '{alert_id}' was not found.")
+        return alert
+
+    def _alert_reply(self, call: GraphCall, alert: JSONObject, select: tuple[str, ...] | None) -> Reply:
+        body: JSONObject = {"@odata.context": f"{call.base_url}/$metadata#security/alerts_v2/$entity"}
+        body.update(_project(alert, select))
+        return Reply(200, body)
+
+    def _get_alert(self, call: GraphCall, alert_id: str) -> Reply:
+        query = dict(call.query)
+        _refuse_unknown_options(query, {"$select"})
+        alert = self._alert(alert_id)
+        return self._alert_reply(call, alert, self._select(query.get("$select"), ALERT_SCHEMA))
+
+    def _update_alert(self, call: GraphCall, alert_id: str) -> Reply:
+        _refuse_unknown_options(dict(call.query), set())
+        alert = self._alert(alert_id)
+        changes: JSONObject = call.body if isinstance(call.body, dict) else {}
+        for name in changes:
+            if name not in WRITABLE_ALERT_PROPERTIES:
+                raise bad_request(
+                    f"Property '{name}' of an alert cannot be updated "
+                    f"(updatable: {', '.join(WRITABLE_ALERT_PROPERTIES)})."
+                )
+        now = iso(self._state.clock())
+        if "status" in changes and changes["status"] != alert["status"]:
+            # resolvedDateTime tracks the status: set on resolving, cleared on reopening.
+            alert["resolvedDateTime"] = now if changes["status"] == "resolved" else None
+        alert.update(copy.deepcopy(changes))
+        alert["lastUpdateDateTime"] = now
+        return self._alert_reply(call, alert, None)
+
+    def _add_alert_comments(self, call: GraphCall, alert_id: str) -> Reply:
+        _refuse_unknown_options(dict(call.query), set())
+        alert = self._alert(alert_id)
+        # The docs send one alertComment; the Graph OpenAPI an array of them. Both are taken.
+        given = call.body if isinstance(call.body, list) else [call.body]
+        texts = [item.get("comment") if isinstance(item, dict) else None for item in given]
+        if not texts or any(not isinstance(text, str) or not text.strip() for text in texts):
+            raise bad_request("A comment needs a non-empty 'comment'.")
+        now = iso(self._state.clock())
+        for text in texts:
+            alert["comments"].append(
+                {
+                    "comment": text,
+                    "createdByDisplayName": self._state.app_display_name,
+                    "createdDateTime": now,
+                }
+            )
+        # lastUpdateDateTime is left alone: the docs do not say a comment changes it, and the
+        # bot's own comments must not bring its alerts back to its poller as updates.
+        context = f"{call.base_url}/$metadata#security/alerts_v2('{alert_id}')/comments"
+        return Reply(200, {"@odata.context": context, "value": copy.deepcopy(alert["comments"])})
+
+    # -- Defender for Identity -------------------------------------------------------------
+
+    def _get_identity_account(self, call: GraphCall, identity_id: str) -> Reply:
+        query = dict(call.query)
+        _refuse_unknown_options(query, {"$select"})
+        record = self._state.identities.get(identity_id.lower())
+        if record is None:
+            raise GraphProblem(404, "NotFound", f"Identity account '{identity_id}' was not found.")
+        select = self._select(query.get("$select"), IDENTITY_SCHEMA)
+        body: JSONObject = {
+            "@odata.context": f"{call.base_url}/$metadata#security/identities/identityAccounts/$entity"
+        }
+        body.update(_project(identities.render(record, self._state), select))
+        return Reply(200, body)
+
+    def _invoke_action(self, call: GraphCall, identity_id: str) -> Reply:
+        _refuse_unknown_options(dict(call.query), set())
+        body = call.body if isinstance(call.body, dict) else {}
+        result = identities.invoke_action(self._state, identity_id, body)
+        # The documented schema (a plain invokeActionResult); the docs' example wraps it in
+        # "value" with "provider": clients must read both, tests serve that one by a fault.
+        context = f"{call.base_url}/$metadata#microsoft.graph.security.invokeActionResult"
+        return Reply(200, {"@odata.context": context, **result})
+
+    # -- Identity Protection ---------------------------------------------------------------
+
+    def _get_risky_user(self, call: GraphCall, risky_user_id: str) -> Reply:
+        query = dict(call.query)
+        _refuse_unknown_options(query, {"$select"})
+        risky = next(
+            (r for key, r in self._state.risky_users.items() if key.lower() == risky_user_id.lower()), None
+        )
+        if risky is None:
+            raise GraphProblem(404, "NotFound", f"The risky user '{risky_user_id}' was not found.")
+        select = self._select(query.get("$select"), RISKY_USER_SCHEMA)
+        body: JSONObject = {
+            "@odata.context": f"{call.base_url}/$metadata#identityProtection/riskyUsers/$entity"
+        }
+        body.update(_project(risky, select))
+        return Reply(200, body)
+
+    def _risky_users_action(self, call: GraphCall, verb: str) -> Reply:
+        _refuse_unknown_options(dict(call.query), set())
+        body = call.body if isinstance(call.body, dict) else {}
+        user_ids = [str(i) for i in body.get("userIds") or []]
+        if not user_ids:
+            raise bad_request("The userIds parameter must name at least one user.")
+        if len(user_ids) > RISKY_USERS_ACTION_LIMIT:
+            raise bad_request(f"At most {RISKY_USERS_ACTION_LIMIT} userIds are allowed per request.")
+        apply = risk.confirm_compromised if verb == "confirmCompromised" else risk.dismiss
+        # The docs say nothing of ids that name no (risky) user: the service answers 204 for the
+        # batch and skips them, so a 204 does not prove that each user changed; read back.
+        for user_id in user_ids:
+            apply(self._state, user_id)
+        return Reply(204, None)
+
+    # -- users -----------------------------------------------------------------------------
+
+    def _revoke_sign_in_sessions(self, call: GraphCall, user_id: str) -> Reply:
+        _refuse_unknown_options(dict(call.query), set())
+        user = self._user(user_id)
+        user["signInSessionsValidFromDateTime"] = iso(self._state.clock())
+        # The documented answer (the service sometimes sends 204 instead; see the contract).
+        return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#Edm.Boolean", "value": True})
 
     # -- memberships -----------------------------------------------------------------------
 
@@ -411,7 +606,7 @@ def _top(raw: str | None, page: tuple[int, int]) -> int:
     return top
 
 
-def _order(raw: str | None, collection: _Collection) -> tuple[str, bool]:
+def _order(raw: str | None, collection: _Collection) -> tuple[str, bool] | None:
     if raw is None:
         return collection.default_order
     field, _, direction = raw.strip().partition(" ")
@@ -419,7 +614,7 @@ def _order(raw: str | None, collection: _Collection) -> tuple[str, bool]:
     if field not in collection.orderable or direction not in {"asc", "desc"}:
         raise bad_request(
             f"The sandbox cannot order by '{raw}' (use one of "
-            f"{', '.join(sorted(collection.orderable))} with asc or desc)."
+            f"{', '.join(sorted(collection.orderable)) or 'no property'} with asc or desc)."
         )
     return field, direction == "desc"
 
@@ -427,4 +622,6 @@ def _order(raw: str | None, collection: _Collection) -> tuple[str, bool]:
 def _project(item: Mapping[str, Any], select: Sequence[str] | None) -> JSONObject:
     if select is None:
         return copy.deepcopy(dict(item))
-    return {name: copy.deepcopy(item[name]) for name in select if name in item}
+    # Graph keeps the type annotation of a derived type (security.user) under $select.
+    names = ["@odata.type", *select] if "@odata.type" in item else select
+    return {name: copy.deepcopy(item[name]) for name in names if name in item}

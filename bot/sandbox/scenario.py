@@ -5,6 +5,13 @@ required), ``alerts`` and ``riskyUsers`` that name their user by UPN and give ti
 ``minutes_ago`` relative to the sandbox clock, and ``groups`` and ``directoryRoles`` whose
 ``members`` name users by UPN or object id and groups by object id (groups may nest). See
 ``scenarios/demo.yaml``.
+
+Defender for Identity's identities need no entry: every user is one, with an ``entraID``
+account and, when it has an ``onPremisesSecurityIdentifier``, an ``activeDirectory`` account.
+``identityAccounts`` adds accounts of other providers: ``{user: UPN, accounts:
+[{identityProvider: okta, identifier: ...}]}``. Risk detections are derived for each risky user
+from its Identity Protection alerts (IP address and country from their IP evidence), after an
+earlier anonymized-IP sign-in every risky user has.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from bot.sandbox.identities import cloud_security_identifier
+from bot.sandbox.state import IdentityRecord, ProviderAccount
 from bot.sandbox.wire import iso
 
 JSONObject = dict[str, Any]
@@ -47,6 +56,28 @@ _ALERT_SHORTHAND = frozenset(
     }
 )
 _RISKY_SHORTHAND = frozenset({"user", "minutes_ago"})
+_IDENTITY_KEYS = frozenset({"user", "accounts"})
+_ACCOUNT_KEYS = frozenset({"identityProvider", "identifier"})
+# Providers a scenario may add accounts of; AD and Entra ID accounts come from the users.
+_EXTRA_PROVIDERS = frozenset({"okta"})
+
+# Identity Protection alert title -> (riskEventType, detectionTimingType, activity) of the
+# detection behind it; leaked credentials and password sprays are found offline, not at sign-in.
+_DETECTIONS_BY_TITLE: Mapping[str, tuple[str, str, str]] = MappingProxyType(
+    {
+        "Unfamiliar sign-in properties": ("unfamiliarFeatures", "realtime", "signin"),
+        "Anonymous IP address": ("anonymizedIPAddress", "realtime", "signin"),
+        "Atypical travel": ("unlikelyTravel", "offline", "signin"),
+        "Leaked credentials": ("leakedCredentials", "offline", "user"),
+        "Password spray": ("passwordSpray", "offline", "signin"),
+    }
+)
+# A city for the countries of the demo's IP evidence (Graph reports both).
+_CITIES: Mapping[str, str] = MappingProxyType(
+    {"NL": "Amsterdam", "RU": "Moscow", "BR": "Sao Paulo", "DE": "Frankfurt am Main", "US": "Ashburn"}
+)
+# The earlier sign-in every risky user has: a Tor exit node (the range of the demo alerts' IP).
+_EARLIER_SIGN_IN = {"address": "185.220.100.240", "countryLetterCode": "DE"}
 _GROUP_KEYS = frozenset({"id", "displayName", "description", "members"})
 _ROLE_KEYS = frozenset({"id", "displayName", "description", "roleTemplateId", "members"})
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -202,6 +233,109 @@ class ScenarioBuilder:
         risky.update({k: v for k, v in spec.items() if k not in _RISKY_SHORTHAND})
         return risky
 
+    def identity(self, user: Mapping[str, Any], extra: Mapping[str, Any] | None) -> IdentityRecord:
+        """The Defender for Identity identity of ``user``; ``extra`` is its identityAccounts entry.
+
+        The AD account's identifier is a GUID (the AD objectGUID, as in the docs' examples),
+        derived from the SID; the Entra ID account's is the user's object id.
+        """
+        upn = str(user["userPrincipalName"])
+        accounts: list[ProviderAccount] = []
+        sid = user.get("onPremisesSecurityIdentifier")
+        if sid:
+            guid = uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-ad-object:{sid}")
+            accounts.append(ProviderAccount("activeDirectory", str(guid)))
+        accounts.append(ProviderAccount("entraID", str(user["id"])))
+        for spec in (extra or {}).get("accounts") or []:
+            unknown = set(spec) - _ACCOUNT_KEYS
+            if unknown:
+                raise ValueError(f"identityAccounts {upn}: unknown {sorted(unknown)}")
+            provider = _required(spec, "identityProvider", f"identityAccounts {upn}")
+            if provider not in _EXTRA_PROVIDERS:
+                raise ValueError(
+                    f"identityAccounts {upn}: {provider} accounts come from the user; "
+                    f"add only {', '.join(sorted(_EXTRA_PROVIDERS))}"
+                )
+            accounts.append(ProviderAccount(provider, _required(spec, "identifier", f"{provider} {upn}")))
+        identity_id = uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-identity:{self._tenant_id}:{upn.lower()}")
+        return IdentityRecord(
+            id=str(identity_id),
+            user_id=str(user["id"]),
+            cloud_security_identifier=cloud_security_identifier(str(user["id"])),
+            accounts=accounts,
+        )
+
+    def risk_detections(
+        self, risky: Mapping[str, Any], alerts: Iterable[Mapping[str, Any]]
+    ) -> list[JSONObject]:
+        """The ``riskDetection`` objects behind a risky user (see the module docstring)."""
+        user_id = str(risky["id"])
+        last = datetime.fromisoformat(str(risky["riskLastUpdatedDateTime"]))
+        found: list[tuple[str, str, str, datetime, Mapping[str, Any] | None, str]] = [
+            ("anonymizedIPAddress", "realtime", "signin", last - timedelta(days=1), _EARLIER_SIGN_IN, "low")
+        ]
+        for alert in alerts:
+            if alert["serviceSource"] != "azureAdIdentityProtection":
+                continue
+            if not any(_evidence_user_id(e) == user_id for e in alert["evidence"]):
+                continue
+            event, timing, activity = _DETECTIONS_BY_TITLE.get(
+                str(alert["title"]), ("unfamiliarFeatures", "realtime", "signin")
+            )
+            ip = next((e for e in alert["evidence"] if "ipAddress" in e), None)
+            where = {"address": ip["ipAddress"], "countryLetterCode": ip["countryLetterCode"]} if ip else None
+            detected = datetime.fromisoformat(str(alert["createdDateTime"]))
+            found.append((event, timing, activity, detected, where, str(risky["riskLevel"])))
+        return [self._detection(risky, index, *finding) for index, finding in enumerate(found)]
+
+    def _detection(
+        self,
+        risky: Mapping[str, Any],
+        index: int,
+        event: str,
+        timing: str,
+        activity: str,
+        detected: datetime,
+        where: Mapping[str, Any] | None,
+        level: str,
+    ) -> JSONObject:
+        seed = f"{self._tenant_id}:{risky['id']}:{index}:{event}"
+        digest = hashlib.sha256(seed.encode()).hexdigest()
+        realtime = timing == "realtime"
+        country = str(where["countryLetterCode"]) if where and where.get("countryLetterCode") else None
+        return {
+            "id": digest,
+            # A real-time detection names the sign-in request it judged; an offline one none.
+            "requestId": str(uuid.UUID(digest[:32])) if realtime else None,
+            "correlationId": str(uuid.UUID(digest[32:])) if realtime else None,
+            "riskEventType": event,
+            "riskState": risky["riskState"],
+            "riskLevel": level,
+            "riskDetail": risky["riskDetail"],
+            "source": "IdentityProtection",
+            "detectionTimingType": timing,
+            "activity": activity,
+            "tokenIssuerType": "AzureAD",
+            "ipAddress": str(where["address"]) if where else None,
+            "location": (
+                {
+                    "city": _CITIES.get(country),
+                    "state": None,
+                    "countryOrRegion": country,
+                    "geoCoordinates": None,
+                }
+                if country
+                else None
+            ),
+            "activityDateTime": iso(detected - timedelta(minutes=1 if realtime else 90)),
+            "detectedDateTime": iso(detected),
+            "lastUpdatedDateTime": iso(detected),
+            "userId": risky["id"],
+            "userDisplayName": risky["userDisplayName"],
+            "userPrincipalName": risky["userPrincipalName"],
+            "additionalInfo": None,
+        }
+
     def group(self, spec: Mapping[str, Any]) -> JSONObject:
         """A group (id and displayName; members are resolved by :meth:`members`)."""
         name = _required(spec, "displayName", "group")
@@ -272,6 +406,23 @@ def _find(users: Mapping[str, JSONObject], upn: str, what: str) -> JSONObject:
         if str(user["userPrincipalName"]).lower() == upn.lower():
             return user
     raise ValueError(f"{what}: no user {upn} in the scenario")
+
+
+def identity_extras(specs: Iterable[Any], users: Mapping[str, JSONObject]) -> dict[str, JSONObject]:
+    """The scenario's ``identityAccounts`` entries by the object id of the user they extend."""
+    extras: dict[str, JSONObject] = {}
+    for spec in specs:
+        unknown = set(spec) - _IDENTITY_KEYS
+        if unknown:
+            raise ValueError(f"identityAccounts: unknown {sorted(unknown)}")
+        user = _find(users, _required(spec, "user", "identityAccounts"), "identityAccounts")
+        extras[str(user["id"])] = dict(spec)
+    return extras
+
+
+def _evidence_user_id(evidence: Mapping[str, Any]) -> str | None:
+    account = evidence.get("userAccount")
+    return str(account["azureAdUserId"]) if isinstance(account, Mapping) else None
 
 
 def _evidence_base(kind: str, created: datetime, roles: list[str]) -> JSONObject:

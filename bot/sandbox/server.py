@@ -104,8 +104,10 @@ class SandboxServer:
         fault = None
         if not request.path.startswith(GRAPH_PREFIX + "/"):
             fault = self._state.take_fault(request.method, request.path)
-        if fault is not None:
-            response = await self._identity_fault(fault)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.status is not None:
+            response = self._identity_fault(fault, fault.status)
         else:
             try:
                 response = await handler(request)
@@ -116,7 +118,7 @@ class SandboxServer:
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
-                json=_json_or_none(body) if form is None else None,
+                json=redact(_json_or_none(body)) if form is None else None,
                 form=form,
                 status=response.status,
                 request_id=request_id,
@@ -125,15 +127,14 @@ class SandboxServer:
         )
         return response
 
-    async def _identity_fault(self, fault: Fault) -> web.Response:
-        if fault.delay:
-            await asyncio.sleep(fault.delay)
+    @staticmethod
+    def _identity_fault(fault: Fault, status: int) -> web.Response:
         if isinstance(fault.body, str):
-            return web.Response(status=fault.status, text=fault.body, content_type="text/html")
+            return web.Response(status=status, text=fault.body, content_type="text/html")
         body: Any = fault.body
-        if body is None and fault.status >= 400:
+        if body is None and status >= 400:
             body = {"error": "temporarily_unavailable", "error_description": "Injected fault."}
-        return web.json_response(body or {}, status=fault.status, headers=dict(fault.headers))
+        return web.json_response(body or {}, status=status, headers=dict(fault.headers))
 
     async def _graph(self, request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
@@ -145,7 +146,7 @@ class SandboxServer:
             request.query.items(),
             request.headers,
             request.headers.get("Content-Type", ""),
-            body,
+            _without_password(body),
         )
         where = f"{request.method} {raw_path}"
         answer = await self._answer(request, wire, where, graph_path, body)
@@ -158,17 +159,21 @@ class SandboxServer:
         state = self._state
         try:
             self._authenticate(request)
-            problems = self._contract.request_problems(wire)
+            # A validator quotes the body it rejects: it sees none of a password (see
+            # _without_password), and a non-string one is scrubbed from what it says.
+            problems = _scrub(self._contract.request_problems(wire), _json_or_none(body))
             if problems:
                 state.violations.extend(f"{where} request: {p}" for p in problems)
                 problem = _violation(where, "request", problems)
                 # The answer is ours, not Graph's; the path may not even be in the contract.
                 return _Answer(500, self._error(problem.code, problem.message, request), {}, False)
             fault = state.take_fault(request.method, request.path)
-            if fault is not None:
+            if fault is not None and fault.status is not None:
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
-                return self._fault_answer(fault, request)
+                return self._fault_answer(fault, fault.status, request)
+            # The directory syncs on the tenant clock; a request is when the sandbox looks at it.
+            state.sync_if_due()
             reply = self._graph_api.handle(
                 GraphCall(
                     method=request.method,
@@ -178,6 +183,10 @@ class SandboxServer:
                     base_url=f"{request.scheme}://{request.host}{GRAPH_PREFIX}",
                 )
             )
+            if fault is not None and fault.delay:
+                # A late answer to a request Graph did process: the change is made first, so a
+                # client that gave up waiting finds it when it reads the state back.
+                await asyncio.sleep(fault.delay)
             return _Answer(reply.status, reply.body, {}, True)
         except GraphProblem as problem:
             error = self._error(problem.code, problem.message, request)
@@ -230,17 +239,17 @@ class SandboxServer:
                 "Lifetime validation failed, the token is expired.",
             )
 
-    def _fault_answer(self, fault: Fault, request: web.Request) -> _Answer:
+    def _fault_answer(self, fault: Fault, status: int, request: web.Request) -> _Answer:
         """The injected answer; a text body is a gateway page, not Graph, so it is not validated."""
         headers = dict(fault.headers)
         if isinstance(fault.body, str):
-            return _Answer(fault.status, fault.body, headers, False)
+            return _Answer(status, fault.body, headers, False)
         if fault.body is not None:
-            return _Answer(fault.status, dict(fault.body), headers, True)
-        if fault.status < 400:
-            return _Answer(fault.status, None, headers, True)
-        code, message = _DEFAULT_FAULTS.get(fault.status, ("UnknownError", "Injected fault."))
-        return _Answer(fault.status, self._error(code, message, request), headers, True)
+            return _Answer(status, dict(fault.body), headers, True)
+        if status < 400:
+            return _Answer(status, None, headers, True)
+        code, message = _DEFAULT_FAULTS.get(status, ("UnknownError", "Injected fault."))
+        return _Answer(status, self._error(code, message, request), headers, True)
 
     def _error(self, code: str, message: str, request: web.Request) -> dict[str, Any]:
         request_id, client_request_id = request[_IDS]
@@ -251,6 +260,39 @@ class SandboxServer:
             client_request_id=client_request_id,
             now=self._state.clock(),
         )
+
+
+def redact(body: Any) -> Any:
+    """``body`` with ``passwordProfile.password`` replaced by ``***`` (a copy when it had one)."""
+    if not isinstance(body, dict):
+        return body
+    profile = body.get("passwordProfile")
+    if not isinstance(profile, dict) or profile.get("password") is None:
+        return body
+    return {**body, "passwordProfile": {**profile, "password": "***"}}
+
+
+def _without_password(body: bytes) -> bytes:
+    """The body the contract validator sees: a string password replaced by ``***``.
+
+    Another string validates the same (the contract puts no constraint on it), and validator
+    messages quote bodies inside nested reprs where no search could find the password again.
+    """
+    parsed = _json_or_none(body)
+    profile = parsed.get("passwordProfile") if isinstance(parsed, dict) else None
+    if not isinstance(profile, dict) or not isinstance(profile.get("password"), str):
+        return body
+    return json.dumps(redact(parsed)).encode("utf-8")
+
+
+def _scrub(problems: list[str], body: Any) -> list[str]:
+    """``problems`` without a non-string password (a string one never reaches the validator)."""
+    password = None
+    if isinstance(body, dict) and isinstance(body.get("passwordProfile"), dict):
+        password = body["passwordProfile"].get("password")
+    if password is None or isinstance(password, str) or str(password) == "":
+        return problems
+    return [problem.replace(str(password), "***") for problem in problems]
 
 
 def _violation(where: str, part: str, problems: list[str]) -> GraphProblem:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -14,12 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.sandbox import identities
 from bot.sandbox.assertion import thumbprint_header
 from bot.sandbox.contract import DEFAULT_EXTENSIONS, Contract, load_contract
 from bot.sandbox.graph_api import ALERT_SCHEMA, RISKY_USER_SCHEMA, USER_SCHEMA
-from bot.sandbox.scenario import ScenarioBuilder, load_scenario
+from bot.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
 from bot.sandbox.server import GRAPH_PREFIX, SandboxServer
-from bot.sandbox.state import Fault, JSONObject, RecordedRequest, TenantState
+from bot.sandbox.state import Fault, JSONObject, ProviderAccount, RecordedRequest, TenantState
 from bot.sandbox.tls import IssuedClientCertificate, ServerTLS, issue_client_certificate, make_server_tls
 
 DEMO_TENANT_ID = "5f1c9b8e-2d4a-4c3e-9a7b-0d6e8f1a2b3c"
@@ -48,15 +50,27 @@ class SandboxTenant:
         cert_dir: Path | None = None,
         clock: Callable[[], datetime] = _utc_now,
         contract_extensions: Sequence[Path] = DEFAULT_EXTENSIONS,
+        sync_interval: float | None = None,
+        app_display_name: str = "remediation-bot",
     ) -> None:
         """Load the scenario (a dict or a YAML/JSON path); nothing listens until :meth:`start`.
 
         ``clock`` is the tenant's "now": scenario times (``minutes_ago``), new alerts and token
         expiry use it. ``cert_dir`` receives the CA PEM (a temporary directory by default).
+        ``sync_interval`` (seconds of ``clock``) runs :meth:`run_directory_sync` on its own, the
+        first time a Graph request arrives after each interval; None (the default) leaves it to
+        the test. ``app_display_name`` is the name Defender shows on the app's alert comments.
         """
+        if sync_interval is not None and sync_interval <= 0:
+            raise ValueError("sync_interval must be a positive number of seconds")
         self._scenario = load_scenario(scenario)
         self._state = TenantState(
-            tenant_id=tenant_id, client_id=client_id, client_secret=client_secret, clock=clock
+            tenant_id=tenant_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            clock=clock,
+            app_display_name=app_display_name,
+            sync_interval=sync_interval,
         )
         self._cert_dir = cert_dir
         self._own_cert_dir: Path | None = None
@@ -134,6 +148,17 @@ class SandboxTenant:
         for spec in self._scenario.get("riskyUsers") or []:
             risky = builder.risky_user(spec, state.users, now)
             state.risky_users[risky["id"]] = risky
+        state.risk_detections.clear()
+        for risky in state.risky_users.values():
+            for detection in builder.risk_detections(risky, state.alerts.values()):
+                state.risk_detections[detection["id"]] = detection
+        state.identities.clear()
+        state.identity_actions.clear()
+        extras = identity_extras(self._scenario.get("identityAccounts") or [], state.users)
+        for user in state.users.values():
+            identity = builder.identity(user, extras.get(str(user["id"])))
+            state.identities[identity.id.lower()] = identity
+        state.last_directory_sync = now
         state.groups.clear()
         state.directory_roles.clear()
         state.members.clear()
@@ -223,6 +248,57 @@ class SandboxTenant:
         """Copies of every alert, in insertion order."""
         return [copy.deepcopy(a) for a in self._state.alerts.values()]
 
+    def risky_user(self, user_id: str) -> JSONObject:
+        """A copy of the risky user (its id is the user's object id); KeyError if none."""
+        for key, risky in self._state.risky_users.items():
+            if key.lower() == user_id.lower():
+                return copy.deepcopy(risky)
+        raise KeyError(user_id)
+
+    def risk_detections(self) -> list[JSONObject]:
+        """Copies of every risk detection, in seeding order."""
+        return [copy.deepcopy(d) for d in self._state.risk_detections.values()]
+
+    def identity_account(self, key: str) -> JSONObject:
+        """The Defender for Identity identity as Graph shows it, by its id or its user's id or UPN."""
+        record = self._state.find_identity(key)
+        if record is None:
+            raise KeyError(key)
+        return identities.render(record, self._state)
+
+    def provider_account(self, key: str, identity_provider: str) -> ProviderAccount:
+        """A copy of what ``identity_provider`` holds for the identity (``key`` as above).
+
+        Graph does not show it (enabled in AD or Okta, password change required, sessions
+        revoked); tests read it to see what an invokeAction did. KeyError if there is none.
+        """
+        record = self._state.find_identity(key)
+        account = record.account(identity_provider) if record is not None else None
+        if account is None:
+            raise KeyError(f"{key}: no {identity_provider} account")
+        return dataclasses.replace(account)
+
+    def identity_actions(self) -> list[JSONObject]:
+        """The Action Center's history: every invokeAction carried out, oldest first."""
+        return copy.deepcopy(self._state.identity_actions)
+
+    def password_of(self, id_or_upn: str) -> str | None:
+        """The password last set on a user through Graph (tests search for leaks with it)."""
+        user = self._state.find_user(id_or_upn)
+        return None if user is None else self._state.passwords.get(str(user["id"]))
+
+    def issued_tokens(self) -> list[str]:
+        """Every access token the tenant issued (tests search for leaks with them)."""
+        return list(self._state.tokens)
+
+    def run_directory_sync(self) -> None:
+        """Run one Entra Connect sync cycle now: AD's enabled state overwrites synced users'.
+
+        A cloud-side ``accountEnabled=false`` of a synced user flips back to true, unless its AD
+        account was disabled (through Defender for Identity), which this cycle copies to Entra.
+        """
+        self._state.run_directory_sync()
+
     def add_alert(self, alert_spec: Mapping[str, Any]) -> JSONObject:
         """Add an alert (scenario syntax) created and updated "now"; returns a copy of it."""
         if self._builder is None:
@@ -249,7 +325,7 @@ class SandboxTenant:
         method: str,
         path_regex: str,
         *,
-        status: int,
+        status: int | None,
         headers: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | str | None = None,
         times: int = 1,
@@ -261,6 +337,8 @@ class SandboxTenant:
         ``body`` None gives Graph's usual error for ``status``; a dict is sent as JSON and, like
         every Graph answer, validated against the contract; a string is sent as text/html (a
         gateway page, not Graph) and not validated. ``delay`` seconds pass before answering.
+        ``status`` None gives the real answer ``delay`` seconds late: the operation takes place,
+        and a client that times out meanwhile never hears of it (an outcome-unknown case).
         Faults apply after authentication and request validation.
         """
         self._state.faults.append(

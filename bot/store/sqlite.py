@@ -449,7 +449,10 @@ class SqliteStore:
             params += (key, current.version)
 
             def write(db: sqlite3.Connection, params: tuple[Any, ...] = params) -> int:
-                return int(db.execute(sql, params).rowcount)
+                try:
+                    return int(db.execute(sql, params).rowcount)
+                except sqlite3.IntegrityError as exc:
+                    raise DuplicateError(f"{table} row {key!r}: {exc}") from exc
 
             if await self._run(write) == 1:
                 return stored

@@ -215,7 +215,8 @@ def test_a_card_just_under_the_size_limit_passes() -> None:
 
 
 def test_a_non_object_is_not_a_card() -> None:
-    assert check_card([]) == ["$: a card is a JSON object, not list"]  # type: ignore[arg-type]
+    not_a_card: Any = []  # what a caller might pass despite the signature
+    assert check_card(not_a_card) == ["$: a card is a JSON object, not list"]
 
 
 def _size(value: dict[str, Any]) -> int:

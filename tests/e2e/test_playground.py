@@ -74,7 +74,7 @@ async def page(demo: DemoStack) -> AsyncIterator[Page]:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
-        context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+        context = await browser.new_context(viewport={"width": 1280, "height": 1300})
         # The Playground's page asks a CDN for fonts; nothing but loopback is reachable here.
         await context.route(
             re.compile(r"^(?!http://(127\.0\.0\.1|localhost)[:/]).*"), lambda route: route.abort()
@@ -93,6 +93,8 @@ async def _shot(page: Page, name: str) -> None:
 
 async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, page: Page) -> None:
     await page.goto(demo.playground_url)
+    # The Playground's own log panel is not what a responder sees; hide it for the screenshots.
+    await page.get_by_role("button", name="Hide log panel").click()
     general = page.get_by_role("treeitem", name=f"{TEAM['name']} - General")
     await general.click()  # the Playground installs the bot in the team now; the cards follow
 
@@ -125,15 +127,35 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     await card.get_by_role("button", name="Disable account").click()
 
     await expect(card).to_contain_text("Contained")
-    await expect(card).to_contain_text("Disabled (read back")
+    await expect(card).to_contain_text("Disabled, synced from on-premises AD (read back")
     await expect(card).to_contain_text("Disable account: done")
     await expect(card.get_by_role("button", name="Disable account")).to_have_count(0)
     reply = adele.get_by_text("Disable account succeeded")
     await expect(reply).to_be_visible()
     await expect(adele).to_contain_text(f"Requested by {RESPONDER['name']}")
     await expect(adele).to_contain_text("accountEnabled = false")
-    await adele.scroll_into_view_if_needed()
+    # Adele is synced from on-premises: disabled in Active Directory through Defender for
+    # Identity, with the Action Center correlation id in the thread.
+    await expect(adele).to_contain_text("Disable in Active Directory (Defender for Identity): ok, verified")
+    await expect(adele).to_contain_text("Defender correlation id")
+    await expect(adele.get_by_role("link", name="Action Center history")).to_be_visible()
+    await reply.evaluate("node => node.scrollIntoView({block: 'center'})")
     await _shot(page, "03-contained-with-thread-reply.png")
+
+    # Lee Gu is cloud-only: revoking sessions goes to Entra ID and is verified by reading back.
+    lee_card = lee.locator(".ac-adaptiveCard")
+    await expect(lee_card).to_contain_text("cloud-only")
+    reason = lee_card.get_by_role("textbox", name="Reason")
+    await reason.click()
+    await reason.fill("Leaked credentials: cut existing sessions")
+    await lee_card.get_by_role("button", name="Revoke sessions").click()
+    await expect(lee.get_by_text("Revoke sessions succeeded")).to_be_visible()
+    await expect(lee).to_contain_text("Revoke Entra ID sign-in sessions: ok, verified")
+    await expect(lee).to_contain_text("signInSessionsValidFromDateTime")
+    await lee.get_by_text("Revoke sessions succeeded").evaluate(
+        "node => node.scrollIntoView({block: 'center'})"
+    )
+    await _shot(page, "05-cloud-only-revoke-sessions.png")
 
     # A privileged target needs a second approver: the card says so and waits.
     patrick = posts.filter(has_text="Patrick O'Brien")
@@ -143,12 +165,11 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     await reason.click()
     await reason.fill("Brute force then success from WS-DUB-22")
     await patrick_card.get_by_role("button", name="Disable account").click()
-    # The clicker's own view: what is asked, and only Cancel (their Approve would not count).
     await expect(patrick_card).to_contain_text("Disable account: awaiting second approver")
     await expect(patrick_card).to_contain_text(f"an approver other than {RESPONDER['name']}")
     await expect(patrick_card).to_contain_text("Expires")
-    # The thread notes the request; the card is then updated for everyone with every button
-    # (the Playground has no per-user refresh, so it shows the shared card).
+    # The thread notes the request; everyone sees the same card with Approve, Reject and Cancel
+    # (Teams would give the requester and approvers their own view through refresh).
     await expect(patrick.get_by_text("Needs 2 sign-off(s)")).to_be_visible()
     await expect(patrick_card.get_by_role("button", name="Approve")).to_be_visible()
     await expect(patrick_card.get_by_role("button", name="Reject")).to_be_visible()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from bot.graph import GraphClient, TokenProvider, build_http_client
-from bot.sandbox import DEMO_SCENARIO, SandboxTenant
+from bot.graph import GraphClient, TokenProvider
+from bot.sandbox import SandboxTenant
+from tests.support.graph_fixtures import running_demo_tenant, sandbox_graph, sandbox_http, sandbox_tokens
 
 from .helpers import RecordingSleep
 
@@ -18,35 +18,22 @@ from .helpers import RecordingSleep
 @pytest_asyncio.fixture
 async def tenant() -> AsyncIterator[SandboxTenant]:
     """The demo tenant; every test must end without contract violations."""
-    sandbox = SandboxTenant(DEMO_SCENARIO)
-    await sandbox.start()
-    try:
+    async with running_demo_tenant() as sandbox:
         yield sandbox
-    finally:
-        await sandbox.stop()
-    assert sandbox.violations == []
 
 
 @pytest_asyncio.fixture
 async def tokens(tenant: SandboxTenant) -> AsyncIterator[TokenProvider]:
     """msal, for real, with the client secret, over HTTPS to the sandbox authority."""
-    provider = TokenProvider(
-        tenant.tenant_id,
-        tenant.client_id,
-        client_secret=tenant.client_secret,
-        authority_host=tenant.authority_host,
-        ca_bundle=str(tenant.ca_pem_path),
-    )
-    yield provider
-    await provider.aclose()
+    async with sandbox_tokens(tenant) as provider:
+        yield provider
 
 
 @pytest_asyncio.fixture
 async def http(tenant: SandboxTenant) -> AsyncIterator[httpx.AsyncClient]:
     """The process-wide httpx client as production builds it."""
-    client = build_http_client(ca_bundle=str(tenant.ca_pem_path), timeout=5.0)
-    yield client
-    await client.aclose()
+    async with sandbox_http(tenant) as client:
+        yield client
 
 
 @pytest.fixture
@@ -59,4 +46,4 @@ def graph(
     tenant: SandboxTenant, http: httpx.AsyncClient, tokens: TokenProvider, sleeps: RecordingSleep
 ) -> GraphClient:
     """The Graph client with recorded (not real) waits and a seeded jitter."""
-    return GraphClient(http, tokens, tenant.graph_base_url, sleep=sleeps, rng=random.Random(7))
+    return sandbox_graph(tenant, http, tokens, sleeps)

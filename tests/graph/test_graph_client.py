@@ -142,6 +142,8 @@ async def test_429_without_retry_after_backs_off_with_bounded_jitter(
         backoff_cap=3.0,
         sleep=sleeps,
         rng=random.Random(1),
+        # Only the backoff is under test here; test_graph_remediation.py covers the pacing.
+        identity_protection_interval=0.0,
     )
     tenant.inject_fault("GET", r"/identityProtection/riskyUsers", status=429, times=5)
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from bot.directory import Directory
 from bot.domain.policy import Policy
-from bot.graph import GraphClient, TokenProvider, build_http_client
-from bot.sandbox import DEMO_SCENARIO, SandboxTenant
+from bot.graph import GraphClient
+from bot.sandbox import SandboxTenant
 from tests.graph.helpers import RecordingSleep
+from tests.support.graph_fixtures import running_demo_tenant, sandbox_graph, sandbox_http, sandbox_tokens
 
 
 class Clock:
@@ -38,29 +37,16 @@ def clock() -> Clock:
 @pytest_asyncio.fixture
 async def tenant() -> AsyncIterator[SandboxTenant]:
     """The demo tenant; every test must end without contract violations."""
-    sandbox = SandboxTenant(DEMO_SCENARIO)
-    await sandbox.start()
-    try:
+    async with running_demo_tenant() as sandbox:
         yield sandbox
-    finally:
-        await sandbox.stop()
-    assert sandbox.violations == []
 
 
 @pytest_asyncio.fixture
 async def graph(tenant: SandboxTenant) -> AsyncIterator[GraphClient]:
     """The production Graph client (msal + httpx over HTTPS) with recorded, not real, waits."""
-    tokens = TokenProvider(
-        tenant.tenant_id,
-        tenant.client_id,
-        client_secret=tenant.client_secret,
-        authority_host=tenant.authority_host,
-        ca_bundle=str(tenant.ca_pem_path),
-    )
-    http: httpx.AsyncClient = build_http_client(ca_bundle=str(tenant.ca_pem_path), timeout=5.0)
-    yield GraphClient(http, tokens, tenant.graph_base_url, sleep=RecordingSleep(), rng=random.Random(7))
-    await http.aclose()
-    await tokens.aclose()
+    # Closed in reverse: the httpx client first, then msal's session.
+    async with sandbox_tokens(tenant) as tokens, sandbox_http(tenant) as http:
+        yield sandbox_graph(tenant, http, tokens, RecordingSleep())
 
 
 @pytest.fixture

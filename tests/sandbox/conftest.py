@@ -9,7 +9,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from bot.sandbox import DEMO_SCENARIO, SandboxTenant
+from bot.sandbox import SandboxTenant
+from tests.support.graph_fixtures import running_demo_tenant
 
 from .helpers import Clock
 
@@ -22,13 +23,8 @@ def clock() -> Clock:
 @pytest_asyncio.fixture
 async def tenant(clock: Clock) -> AsyncIterator[SandboxTenant]:
     """The demo tenant; every test must end without contract violations."""
-    sandbox = SandboxTenant(DEMO_SCENARIO, clock=clock)
-    await sandbox.start()
-    try:
+    async with running_demo_tenant(clock=clock) as sandbox:
         yield sandbox
-    finally:
-        await sandbox.stop()
-    assert sandbox.violations == []
 
 
 @pytest_asyncio.fixture

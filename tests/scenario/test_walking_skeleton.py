@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bot.config import Settings
 from bot.sandbox import SandboxTenant
@@ -82,9 +83,10 @@ async def test_alert_becomes_card_and_responder_disables_account(
 
     updates = connector.of_kind("update")
     assert updates and all(u.activity_id == adele_post.activity_id for u in updates)
-    assert "Disabled (read back" in updates[-1].text
+    assert "Disabled, cloud-only (read back" in updates[-1].text
     assert "Disable account: done" in updates[-1].text
-    assert "Disable account" not in [a.get("title") for a in updates[-1].card["actions"]]
+    offered = {a["verb"] for a in _execute_actions(updates[-1].card)}
+    assert "disableAccount" not in offered and "enableAccount" in offered, "a contained case offers the undo"
 
     replies = connector.in_thread(adele_post.activity_id)
     assert len(replies) == 1
@@ -95,7 +97,7 @@ async def test_alert_becomes_card_and_responder_disables_account(
     assert "Pass-the-ticket from FIN-SRV-07" in reply
     assert "accountEnabled = false" in reply
     assert "request-id" in reply
-    assert "Disabled (read back" in str(answer["value"])
+    assert "Disabled, cloud-only (read back" in str(answer["value"])
 
 
 async def test_a_restart_neither_reposts_nor_forgets_the_thread(
@@ -148,3 +150,20 @@ async def test_cards_wait_for_the_channel_and_never_go_elsewhere(
     await bot.post(install_activity(connector.service_url))
     await bot.service.drain()
     assert len(connector.of_kind("create")) == 3
+
+
+def _execute_actions(card: dict[str, Any] | None) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Action.Execute" and node.get("verb") != "refresh":
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(card)
+    return found

@@ -16,6 +16,7 @@ from bot.domain.approval import (
     Finish,
     Refused,
     Reject,
+    Retry,
     Start,
     decide,
     open_request,
@@ -175,6 +176,7 @@ EVENTS: dict[str, Event] = {
         current_approvers=frozenset({"alex-id", "megan-id"}), destructive_last_hour=20
     ),
     "abort": Abort("no longer allowed"),
+    "retry-by-requester": Retry(ALEX, roles(ALEX)),  # never ran in these fixtures: refused
     "finish-ok": Finish(OK),
     "finish-failed": Finish(ActionResult(succeeded=False, summary="403")),
 }
@@ -255,3 +257,23 @@ def test_finish_records_result_and_time() -> None:
     assert isinstance(done, ActionRequest)
     assert done.result == OK
     assert done.finished_at == NOW + timedelta(seconds=3)
+
+
+def test_a_failed_run_can_be_retried_while_the_approval_holds() -> None:
+    approved = _open()
+    assert isinstance(approved, ActionRequest)
+    running = decide(approved, Start(current_approvers=frozenset({"alex-id"})), POLICY, NOW)
+    assert isinstance(running, ActionRequest)
+    failed = decide(running, Finish(ActionResult(succeeded=False, summary="503")), POLICY, NOW)
+    assert isinstance(failed, ActionRequest) and failed.state is RequestState.FAILED
+    outsider = decide(failed, Retry(EVE, roles(EVE)), POLICY, NOW)
+    assert isinstance(outsider, Refused)
+    retried = decide(failed, Retry(MEGAN, roles(MEGAN)), POLICY, NOW + timedelta(minutes=5))
+    assert isinstance(retried, ActionRequest)
+    assert retried.state is RequestState.APPROVED and retried.attempt == 2
+    assert retried.idempotency_key.endswith(":2") and retried.result is None
+    too_late = decide(failed, Retry(ALEX, roles(ALEX)), POLICY, NOW + timedelta(minutes=31))
+    assert isinstance(too_late, Refused) and "expired" in too_late.reason
+    aborted = decide(approved, Abort("approver removed"), POLICY, NOW)
+    assert isinstance(aborted, ActionRequest)
+    assert isinstance(decide(aborted, Retry(ALEX, roles(ALEX)), POLICY, NOW), Refused), "never ran: no retry"

@@ -16,6 +16,7 @@ from bot.domain.approval import (
     Finish,
     Refused,
     Reject,
+    Retry,
     Start,
     decide,
     open_request,
@@ -42,7 +43,7 @@ def roles(actor: Actor, policy: Policy) -> ActorRoles:
 
 
 people = st.sampled_from(PEOPLE)
-event_kinds = st.sampled_from(["approve", "reject", "cancel", "expire", "start", "finish"])
+event_kinds = st.sampled_from(["approve", "reject", "cancel", "expire", "start", "finish", "fail", "retry"])
 steps = st.lists(
     st.tuples(
         event_kinds, people, st.integers(min_value=0, max_value=20), st.integers(min_value=0, max_value=4)
@@ -62,7 +63,9 @@ def _event(kind: str, actor: Actor, policy: Policy, approver_ids: frozenset[str]
         return Expire()
     if kind == "start":
         return Start(current_approvers=approver_ids, destructive_last_hour=burst)
-    return Finish(ActionResult(succeeded=True, summary="done"))
+    if kind == "retry":
+        return Retry(actor, roles(actor, policy))
+    return Finish(ActionResult(succeeded=kind == "finish", summary=kind))
 
 
 @settings(max_examples=400, deadline=None)
@@ -108,6 +111,7 @@ def test_no_sequence_runs_an_action_twice_or_without_its_sign_offs(
     current_approvers = frozenset({"user-0", "user-1", "user-2"} - removed)
     now = NOW
     executions = 0
+    successes = 0
     history = [request.state]
     for kind, actor, minutes, burst in sequence:
         now += timedelta(minutes=minutes)
@@ -115,8 +119,13 @@ def test_no_sequence_runs_an_action_twice_or_without_its_sign_offs(
         if isinstance(outcome, Refused):
             assert outcome.reason
             continue
+        if outcome.state is RequestState.SUCCEEDED and request.state is not RequestState.SUCCEEDED:
+            successes += 1
         if outcome.state is RequestState.EXECUTING and request.state is not RequestState.EXECUTING:
             executions += 1
+            assert executions == outcome.attempt, (
+                "a run happens once per attempt; a new attempt needs a failure"
+            )
             signers = {a.object_id for a in outcome.approvals}
             assert len(signers) == len(outcome.approvals), "nobody signs twice"
             assert len(signers) >= needed
@@ -132,4 +141,4 @@ def test_no_sequence_runs_an_action_twice_or_without_its_sign_offs(
             assert actor.object_id not in approvers_before, (
                 "a second sign-off never comes from the same person"
             )
-    assert executions <= 1
+    assert successes <= 1, "an action never succeeds twice"
