@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -15,6 +15,8 @@ from bot.directory import Directory
 from bot.graph import GraphClient, TokenProvider, build_http_client
 from bot.intake import AlertPoller
 from bot.policy_file import policy_from_settings
+from bot.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
+from bot.push import PushAuthenticator, Rejection, parse_push
 from bot.services import RemediationService
 from bot.store.base import Store
 from bot.store.sqlite import SqliteStore
@@ -90,6 +92,7 @@ def create_app(
                 links=links,
                 recheck_after=timedelta(seconds=settings.verify_recheck_seconds),
                 alert_status=settings.alert_status_after_action,
+                coalesce_seconds=settings.card_update_coalesce_seconds,
             )
             poller = AlertPoller(
                 the_graph,
@@ -117,12 +120,58 @@ def create_app(
     async def messages(request: web.Request) -> web.Response:
         return await handle_activity(request, adapter, request.app[BOT])
 
+    authenticator = PushAuthenticator(settings.push_shared_secret) if settings.push_shared_secret else None
+
+    async def alerts(request: web.Request) -> web.Response:
+        return await handle_push(request, request.app[SERVICE], authenticator, clock)
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     app.router.add_post("/api/messages", messages)
+    app.router.add_post("/api/alerts", alerts)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def _push_error(status: int, code: str, message: str, details: Sequence[dict[str, str]] = ()) -> web.Response:
+    error: dict[str, object] = {"code": code, "message": message}
+    if details:
+        error["details"] = list(details)
+    return web.json_response({"error": error}, status=status)
+
+
+async def handle_push(
+    request: web.Request,
+    service: RemediationService,
+    authenticator: PushAuthenticator | None,
+    clock: Callable[[], datetime],
+) -> web.Response:
+    """``POST /api/alerts``: 202 when stored (idempotent by alert id), else a precise error."""
+    if authenticator is None:
+        return _push_error(404, "NotEnabled", "Push intake is off: set PUSH_SHARED_SECRET to turn it on.")
+    if request.content_type != "application/json":
+        return _push_error(415, "UnsupportedMediaType", "Send alerts as application/json.")
+    if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
+        return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
+    body = await request.content.read(MAX_PUSH_BYTES + 1)
+    if len(body) > MAX_PUSH_BYTES:
+        return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
+    refused = authenticator.check(request.headers, body)
+    if refused is not None:
+        log.warning("push refused from %s: %s", request.remote, refused.message)
+        return _push_error(refused.status, "Unauthorized", refused.message)
+    parsed = parse_push(body, now=clock)
+    if isinstance(parsed, Rejection):
+        return _push_error(
+            parsed.status,
+            "BadRequest" if parsed.status == 400 else "PayloadTooLarge",
+            parsed.message,
+            parsed.errors,
+        )
+    changed = await service.ingest(parsed, publish=False)
+    service.spawn(service.publish_cards(), name="publish-after-push")
+    return web.json_response({"accepted": len(parsed), "newOrChanged": changed}, status=202)
 
 
 async def _every(interval: float, work: Callable[[], Awaitable[object]], name: str) -> None:

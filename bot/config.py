@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     # The policy file (bot.policy_file); without one, RESPONDERS both request and approve.
     policy_file: str = Field("", validation_alias=_env("POLICY_FILE"))
 
+    # Push intake (POST /api/alerts): HMAC-SHA256 shared secret; empty turns the endpoint off.
+    push_shared_secret: str = Field("", validation_alias=_env("PUSH_SHARED_SECRET"), repr=False)
+
+    # How often one card may be updated by incoming alerts (a storm updates it once per window).
+    card_update_coalesce_seconds: float = Field(
+        3.0, ge=0, le=60, validation_alias=_env("CARD_UPDATE_COALESCE_SECONDS")
+    )
+
     # Intake.
     poll_interval_seconds: float = Field(60.0, validation_alias=_env("POLL_INTERVAL_SECONDS"))
     poll_lookback_minutes: int = Field(1440, validation_alias=_env("POLL_LOOKBACK_MINUTES"))
@@ -140,6 +148,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"{variable}|must be an https:// URL, got {url!r}")
         if not (self.store_url.startswith("sqlite:///")):
             raise ValueError(f"STORE_URL|must look like sqlite:///path/to/file.db, got {self.store_url!r}")
+        if self.push_shared_secret and len(self.push_shared_secret) < 32:
+            raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
         if self.poll_interval_seconds <= 0:
             raise ValueError("POLL_INTERVAL_SECONDS|must be greater than 0")
         return self

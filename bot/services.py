@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +54,7 @@ from bot.graph import GraphClient
 from bot.identities import RiskMap, resolve_identity, risky_user_map
 from bot.store.base import Store
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
-from cards.replies import render_alert_comment, render_request_note, render_result_reply
+from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class RemediationService:
         invoke_budget: float = 4.0,
         recheck_after: timedelta = timedelta(minutes=2),
         alert_status: str = "",
+        coalesce_seconds: float = 3.0,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
         self._store = store
@@ -130,6 +133,10 @@ class RemediationService:
         self._executor = Executor(graph, clock, recheck_after=recheck_after)
         self._alert_status = alert_status
         self._risky: tuple[datetime, RiskMap] | None = None
+        self._coalesce = coalesce_seconds
+        self._last_update: dict[str, float] = {}
+        self._deferred: set[str] = set()
+        self._escalations: dict[str, list[str]] = {}
         self._new_id = new_id
         self._case_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -197,10 +204,11 @@ class RemediationService:
 
     # -- intake -------------------------------------------------------------------------------
 
-    async def ingest(self, alerts: Sequence[Alert]) -> int:
-        """Record alerts into cases (one per identity), bring every card up to date.
+    async def ingest(self, alerts: Sequence[Alert], *, publish: bool = True) -> int:
+        """Record alerts into cases (one per identity) and bring every card up to date.
 
         Returns how many alerts were new or changed; repeats of known alerts change nothing.
+        An alert that raises a case's severity or brings a new source gets a thread note.
         """
         changed = 0
         for alert in alerts:
@@ -209,9 +217,14 @@ class RemediationService:
             if intake.case_created:
                 log.info("case %s opened for %s", intake.case.id, intake.case.identity.label)
                 await self._audit("case.opened", case=intake.case, alert_id=alert.id, title=alert.title)
-            elif intake.alert_new:
+                continue
+            if intake.alert_new:
                 await self._audit("alert.added", case=intake.case, alert_id=alert.id, title=alert.title)
-        if changed:
+            if intake.alert_changed:
+                escalation = escalation_note(intake.case, alert)
+                if escalation:
+                    self._escalations.setdefault(intake.case.id, []).append(escalation)
+        if changed and publish:
             await self.publish_cards()
         return changed
 
@@ -228,12 +241,24 @@ class RemediationService:
             if case.needs_publishing:
                 await self._publish(case.id, channel)
 
-    async def _publish(self, case_id: str, channel: ChannelRef) -> Case:
+    async def _publish(self, case_id: str, channel: ChannelRef, *, urgent: bool = False) -> Case:
+        """Post the case's card, or update it; alert-driven updates of one card are coalesced.
+
+        ``urgent`` (a responder's click, an action's result) updates at once; an alert storm
+        updates each card at most once per coalescing window, with the latest state.
+        """
         # One publisher per case at a time keeps posts and updates in order and posts once.
         async with self._case_locks.setdefault(case_id, asyncio.Lock()):
             case = await self._require_case(case_id)
             if not case.needs_publishing:
                 return case
+            if case.card is not None and not urgent:
+                wait = self._coalesce - (time.monotonic() - self._last_update.get(case_id, -math.inf))
+                if wait > 0:
+                    if case_id not in self._deferred:
+                        self._deferred.add(case_id)
+                        self.spawn(self._publish_later(case_id, channel, wait), name=f"coalesce-{case_id}")
+                    return case
             if not case.target_checked:
                 case = await self._enrich(case)
             card = await self._shared_card(case)
@@ -243,6 +268,7 @@ class RemediationService:
             else:
                 ref = case.card
                 await self._messenger.update_card(channel, ref, card)
+            self._last_update[case_id] = time.monotonic()
             shown = case.revision
 
             def mark(current: Case) -> Case:
@@ -250,7 +276,15 @@ class RemediationService:
                     update={"card": ref, "published_revision": max(current.published_revision, shown)}
                 )
 
-            return await self._store.update_case(case.id, mark)
+            case = await self._store.update_case(case.id, mark)
+            for note in self._escalations.pop(case_id, []):
+                await self._messenger.reply_in_thread(channel, ref, note)
+            return case
+
+    async def _publish_later(self, case_id: str, channel: ChannelRef, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._deferred.discard(case_id)
+        await self._publish(case_id, channel)
 
     async def _enrich(self, case: Case) -> Case:
         """Learn what the card must show before it is first posted: who the identity is in each
@@ -488,7 +522,7 @@ class RemediationService:
         channel = await self._store.get_channel()
         if channel is None:
             return
-        case = await self._publish(case_id, channel)
+        case = await self._publish(case_id, channel, urgent=True)
         request = await self._store.get_request(request_id)
         if case.card is not None and request is not None:
             text = render_request_note(case, request, now=self._clock())
@@ -592,7 +626,7 @@ class RemediationService:
         case = await self._store.update_case(case_id, record)
         channel = await self._store.get_channel()
         if channel is not None:
-            case = await self._publish(case.id, channel)
+            case = await self._publish(case.id, channel, urgent=True)
             if case.card is not None:
                 text = render_result_reply(case, request, links=self._links, update=not first)
                 await self._messenger.reply_in_thread(channel, case.card, text)

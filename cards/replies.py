@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.domain.models import ActionRequest, Case, RequestState, Verification
+from bot.domain.models import ActionRequest, Alert, Case, RequestState, Verification
 from cards.case import DEFAULT_LINKS, PortalLinks, format_time, request_headline
 
 ACTION_CENTER_HISTORY = "https://security.microsoft.com/action-center/history"
@@ -133,3 +133,22 @@ def render_request_note(case: Case, request: ActionRequest, *, now: datetime) ->
     if signed:
         lines.append(f"Signed off by: {signed}")
     return "\n\n".join(lines)
+
+
+def escalation_note(case: Case, alert: Alert) -> str | None:
+    """The thread note when a new or updated alert raises the case's severity or adds a source."""
+    others = [a for a in case.alerts if a.id != alert.id]
+    if not others:
+        return None
+    top = max(a.severity.rank for a in others)
+    if alert.severity.rank > top:
+        return (
+            f"**Escalated to {alert.severity.value}**: {alert.title} ({alert.source.label}, "
+            f"{format_time(alert.created_at)})"
+        )
+    if alert.source not in {a.source for a in others}:
+        return (
+            f"**New source: {alert.source.label}** reports {alert.title} ({alert.severity.value}, "
+            f"{format_time(alert.created_at)})"
+        )
+    return None

@@ -49,6 +49,7 @@ class AlertSource(StrEnum):
     DEFENDER_FOR_IDENTITY = "microsoftDefenderForIdentity"
     IDENTITY_PROTECTION = "azureAdIdentityProtection"
     MANUAL = "manual"
+    PUSHED = "pushed"
 
     @property
     def label(self) -> str:
@@ -60,6 +61,7 @@ _SOURCE_LABELS = {
     AlertSource.DEFENDER_FOR_IDENTITY: "Defender for Identity",
     AlertSource.IDENTITY_PROTECTION: "Entra ID Protection",
     AlertSource.MANUAL: "Opened by a responder",
+    AlertSource.PUSHED: "Pushed by automation",
 }
 
 
