@@ -80,7 +80,12 @@ def create_app(
                     ca_bundle=settings.graph_ca_bundle or None,
                 )
                 stack.push_async_callback(tokens.aclose)
-                the_graph = GraphClient(http, tokens, settings.graph_base_url)
+                the_graph = GraphClient(
+                    http,
+                    tokens,
+                    settings.graph_base_url,
+                    identity_protection_interval=settings.graph_identity_protection_interval,
+                )
             service = RemediationService(
                 store=the_store,
                 graph=the_graph,

@@ -10,7 +10,7 @@ HELP = (
     "**remediation-bot** posts one card per compromised identity in the incident channel. "
     "Responders act from the card: type a reason, then pick an action; approvers sign off there too.\\n\\n"
     "Commands: `help` (this), `pending` (requests waiting for a decision), "
-    "`history <upn>` (the audit trail for a user)."
+    "`history <upn>` (the audit trail for a user), `contain <upn>` (open a case by hand)."
 )
 MAX_HISTORY_LINES = 30
 
@@ -27,6 +27,11 @@ class ChatCommands:
         command = word.lower()
         if command in ("", "help"):
             return HELP
+        if command == "contain":
+            target = rest.strip()
+            if "@" not in target:
+                return "Say whose case to open: `contain adele.vance@contoso.com`."
+            return await self._service.contain(actor, target)
         if command not in ("pending", "history"):
             return f"I don't know the command “{word}”.\\n\\n{HELP}"
         roles = await self._service.roles_of(actor.object_id)

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     )
     graph_base_url: str = Field("https://graph.microsoft.com/v1.0", validation_alias=_env("GRAPH_BASE_URL"))
     graph_ca_bundle: str = Field("", validation_alias=_env("GRAPH_CA_BUNDLE"))
+    # Entra ID Protection allows one request per second per tenant: keep 1 in production.
+    graph_identity_protection_interval: float = Field(
+        1.0, ge=0, le=10, validation_alias=_env("GRAPH_IDENTITY_PROTECTION_INTERVAL")
+    )
     graph_timeout_seconds: float = Field(10.0, gt=0, le=120, validation_alias=_env("GRAPH_TIMEOUT_SECONDS"))
 
     # After an action: re-check eventually consistent state, and write back to the alerts.
@@ -146,8 +150,13 @@ class Settings(BaseSettings):
         ):
             if not url.startswith("https://"):
                 raise ValueError(f"{variable}|must be an https:// URL, got {url!r}")
-        if not (self.store_url.startswith("sqlite:///")):
-            raise ValueError(f"STORE_URL|must look like sqlite:///path/to/file.db, got {self.store_url!r}")
+        if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            # Only the scheme is echoed: the rest of a database URL may hold a password.
+            got = self.store_url.split("://", 1)[0] + "://" if "://" in self.store_url else "no scheme://"
+            raise ValueError(
+                "STORE_URL|must look like sqlite:///path/to/file.db or "
+                f"postgresql://user:password@host:5432/dbname, got {got}"
+            )
         if self.push_shared_secret and len(self.push_shared_secret) < 32:
             raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
         if self.poll_interval_seconds <= 0:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from bot.domain.models import AccountState, IdentityFacts, IdentityRef, LinkedAccount, Provider
+from bot.domain.models import AccountState, IdentityFacts, IdentityRef, LinkedAccount, Provider, RiskSignal
 from bot.errors import GraphError, GraphNotFound
 from bot.graph import GraphClient
 
@@ -25,6 +25,8 @@ USER_FIELDS = (
 
 
 RiskMap = dict[str, tuple[str | None, str | None]]
+SignalMap = dict[str, tuple[RiskSignal, ...]]
+MAX_SIGNALS = 3
 
 
 async def risky_user_map(graph: GraphClient) -> RiskMap | None:
@@ -47,12 +49,41 @@ async def risky_user_map(graph: GraphClient) -> RiskMap | None:
     return risky
 
 
+async def risk_signal_map(graph: GraphClient, since: datetime) -> SignalMap | None:
+    """Recent risk detections by lower-case user object id (newest first, at most three each)."""
+    signals: dict[str, list[RiskSignal]] = {}
+    try:
+        async for item in graph.list_risk_detections_since(since):
+            user_id = _str(item.get("userId"))
+            if not user_id or len(signals.get(user_id.lower(), [])) >= MAX_SIGNALS:
+                continue
+            signals.setdefault(user_id.lower(), []).append(_signal(item))
+    except GraphError as exc:
+        log.warning("could not list risk detections: %s", exc.message)
+        return None
+    return {user: tuple(found) for user, found in signals.items()}
+
+
+def _signal(item: dict[str, Any]) -> RiskSignal:
+    raw_location = item.get("location")
+    location: dict[str, Any] = raw_location if isinstance(raw_location, dict) else {}
+    place = ", ".join(p for p in (_str(location.get("city")), _str(location.get("countryOrRegion"))) if p)
+    detected = _str(item.get("detectedDateTime"))
+    return RiskSignal(
+        detection=_str(item.get("riskEventType")) or "unknown",
+        detected_at=datetime.fromisoformat(detected) if detected else None,
+        ip_address=_str(item.get("ipAddress")),
+        location=place or None,
+    )
+
+
 async def resolve_identity(
     graph: GraphClient,
     identity: IdentityRef,
     *,
     now: Callable[[], datetime],
     risky: RiskMap | None = None,
+    signals: SignalMap | None = None,
 ) -> tuple[IdentityRef, AccountState, IdentityFacts]:
     """Read the identity everywhere it lives. A source that fails leaves its part unknown (the
     card then offers fewer actions); it never invents state. With ``risky`` (from
@@ -91,6 +122,7 @@ async def resolve_identity(
         risk_level=risk_level,
         defender_enabled=defender_enabled,
         linked=linked,
+        signals=(signals or {}).get((identity.object_id or "").lower(), ()),
         read_at=now(),
     )
     return identity, account, facts

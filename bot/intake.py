@@ -97,6 +97,38 @@ def parse_graph_alert(raw: Mapping[str, Any]) -> Alert | None:
     )
 
 
+RISKY_USER_FILTER = "riskLevel eq 'high' and riskState eq 'atRisk'"
+
+
+def risky_user_alert(raw: Mapping[str, Any]) -> Alert | None:
+    """A user Entra ID Protection holds at high risk, as an alert of its own.
+
+    Risk can rise without an alert in ``alerts_v2`` (e.g. leaked credentials found offline), so
+    ``riskyUsers`` is a source too. The id is stable per user; a later risk change updates it.
+    """
+    user_id = raw.get("id")
+    updated = parse_time(raw.get("riskLastUpdatedDateTime"))
+    if not isinstance(user_id, str) or not user_id or updated is None:
+        return None
+    detail = raw.get("riskDetail")
+    reason = f" ({detail})" if isinstance(detail, str) and detail not in ("none", "") else ""
+    return Alert(
+        id=f"riskyUser:{user_id}",
+        source=AlertSource.IDENTITY_PROTECTION,
+        title=f"User at {raw.get('riskLevel', 'high')} risk in Entra ID Protection{reason}",
+        severity=Severity.HIGH,
+        status=str(raw.get("riskState") or "atRisk"),
+        created_at=updated,
+        updated_at=updated,
+        detection_source=AlertSource.IDENTITY_PROTECTION.value,
+        target=IdentityRef(
+            object_id=user_id,
+            upn=raw.get("userPrincipalName") or None,
+            display_name=raw.get("userDisplayName") or None,
+        ),
+    )
+
+
 class AlertPoller:
     """Polls ``alerts_v2`` for identity alerts newer than a persisted watermark.
 
@@ -147,6 +179,10 @@ class AlertPoller:
                 newest = alert.updated_at
         if skipped:
             log.warning("%d alert(s) named no user the bot can act on and were left out", skipped)
+        async for raw in self._graph.list_risky_users(filter=RISKY_USER_FILTER):
+            risky = risky_user_alert(raw)
+            if risky is not None:
+                alerts.append(risky)
         changed = await self._ingest(alerts) if alerts else 0
         if newest is not None and newest != watermark:
             await self._store.set_watermark(WATERMARK_KEY, newest)

@@ -40,18 +40,21 @@ from bot.domain.models import (
     ActionResult,
     Actor,
     Alert,
+    AlertSource,
     CardRef,
     Case,
     CaseStatus,
     ChannelRef,
+    IdentityRef,
     RequestState,
     ResponseAction,
+    Severity,
 )
 from bot.domain.plans import offered_actions, plan
 from bot.domain.policy import ActorRoles, Policy
-from bot.errors import DuplicateError, RemediationError, StoreError
+from bot.errors import DuplicateError, GraphNotFound, RemediationError, StoreError
 from bot.graph import GraphClient
-from bot.identities import RiskMap, resolve_identity, risky_user_map
+from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
 from bot.store.base import Store
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
@@ -63,6 +66,7 @@ OPEN_STATES = (RequestState.PENDING, RequestState.APPROVED)
 RAN_STATES = (RequestState.EXECUTING, RequestState.SUCCEEDED, RequestState.FAILED)
 MAX_REFRESH_USERS = 60
 RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
+RISK_SIGNAL_LOOKBACK = timedelta(days=7)
 STALE_NOTE = (
     "This card was out of date, so nothing was done. Here is the current state; check it and try again."
 )
@@ -132,7 +136,7 @@ class RemediationService:
         self._invoke_budget = invoke_budget
         self._executor = Executor(graph, clock, recheck_after=recheck_after)
         self._alert_status = alert_status
-        self._risky: tuple[datetime, RiskMap] | None = None
+        self._risky: tuple[datetime, RiskMap, SignalMap | None] | None = None
         self._coalesce = coalesce_seconds
         self._last_update: dict[str, float] = {}
         self._deferred: set[str] = set()
@@ -289,8 +293,9 @@ class RemediationService:
     async def _enrich(self, case: Case) -> Case:
         """Learn what the card must show before it is first posted: who the identity is in each
         system, whether it is enabled, at risk, protected or privileged."""
+        risky, signals = await self._risk_snapshot()
         identity, account, facts = await resolve_identity(
-            self._graph, case.identity, now=self._clock, risky=await self._risky_snapshot()
+            self._graph, case.identity, now=self._clock, risky=risky, signals=signals
         )
         target = await self._directory.target_facts(identity)
 
@@ -308,15 +313,17 @@ class RemediationService:
 
         return await self._store.update_case(case.id, learn)
 
-    async def _risky_snapshot(self) -> RiskMap | None:
-        # One Identity Protection read serves every card posted within a minute of it.
+    async def _risk_snapshot(self) -> tuple[RiskMap | None, SignalMap | None]:
+        # One read of risky users and one of recent detections serve every card posted within
+        # a minute: Identity Protection allows one request per second tenant-wide.
         now = self._clock()
         if self._risky is None or now - self._risky[0] > RISKY_SNAPSHOT_TTL:
-            snapshot = await risky_user_map(self._graph)
-            if snapshot is None:
-                return None
-            self._risky = (now, snapshot)
-        return self._risky[1]
+            risky = await risky_user_map(self._graph)
+            signals = await risk_signal_map(self._graph, now - RISK_SIGNAL_LOOKBACK)
+            if risky is None:
+                return None, signals
+            self._risky = (now, risky, signals)
+        return self._risky[1], self._risky[2]
 
     async def _shared_card(self, case: Case, *, note: str | None = None) -> dict[str, Any]:
         request = await self._latest_request(case.id)
@@ -747,6 +754,45 @@ class RemediationService:
         )
 
     # -- chat ---------------------------------------------------------------------------------
+
+    async def contain(self, actor: Actor, upn: str) -> str:
+        """``contain <upn>``: a responder opens a case by hand for any user; returns the reply."""
+        roles = await self._directory.roles_of(actor.object_id)
+        if not roles.responder:
+            return f"{actor.label} is not an authorized responder, so no case was opened."
+        try:
+            user = await self._graph.get_user(upn, select=["id", "userPrincipalName", "displayName"])
+        except GraphNotFound:
+            return f"Entra ID has no user {upn}; no case was opened."
+        except RemediationError as exc:
+            return f"Could not look up {upn}: {exc.message}"
+        now = self._clock()
+        alert = Alert(
+            id=f"manual:{user.get('id')}:{int(now.timestamp())}",
+            source=AlertSource.MANUAL,
+            title=f"Opened from chat by {actor.label}",
+            severity=Severity.HIGH,
+            status="new",
+            created_at=now,
+            updated_at=now,
+            detection_source="manual",
+            target=IdentityRef(
+                object_id=user.get("id") or None,
+                upn=user.get("userPrincipalName") or upn,
+                display_name=user.get("displayName") or None,
+            ),
+        )
+        intake = await self._store.record_alert(alert, new_case_id=self._new_id(), now=now)
+        await self._audit("case.contain_command", actor=actor, case=intake.case, upn=upn)
+        if intake.case_created:
+            await self._audit(
+                "case.opened", actor=actor, case=intake.case, alert_id=alert.id, title=alert.title
+            )
+        await self.publish_cards()
+        label = intake.case.identity.label
+        if intake.case_created:
+            return f"Opened a case for {label}: its card is in the incident channel."
+        return f"{label} already has an open case; its card in the incident channel now notes your request."
 
     async def roles_of(self, object_id: str) -> ActorRoles:
         """What the policy makes of this person right now."""

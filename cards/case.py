@@ -337,10 +337,20 @@ def _facts(case: Case) -> FactSet:
 
 def _risk_fact(case: Case) -> list[Fact]:
     facts = case.facts
-    if not facts.risk_state or facts.risk_state == "none":
-        return []
-    level = f" ({facts.risk_level})" if facts.risk_level and facts.risk_level != "none" else ""
-    return [Fact(title="User risk", value=f"{facts.risk_state}{level}")]
+    found: list[Fact] = []
+    if facts.risk_state and facts.risk_state != "none":
+        level = f" ({facts.risk_level})" if facts.risk_level and facts.risk_level != "none" else ""
+        found.append(Fact(title="User risk", value=f"{facts.risk_state}{level}"))
+    for signal in facts.signals:
+        where = " · ".join(p for p in (signal.ip_address, signal.location) if p)
+        found.append(
+            Fact(
+                title="Sign-in risk",
+                value=f"{detection_label(signal.detection)}{f' from {where}' if where else ''} "
+                f"({format_time(signal.detected_at)})",
+            )
+        )
+    return found
 
 
 def _alerts(case: Case, links: PortalLinks) -> list[Any]:

@@ -137,6 +137,9 @@ def make_settings(tenant: SandboxTenant, tmp_path: Path) -> Callable[..., Settin
             "teams_channel_id": CHANNEL_ID,
             "policy_file": str(write_policy(tmp_path / "policy.yaml")),
             "store_url": f"sqlite:///{tmp_path / 'bot.db'}",
+            # The sandbox does not enforce Identity Protection's 1 request/s; the pacing itself
+            # is tested against the real client in tests/graph.
+            "graph_identity_protection_interval": 0.05,
         }
         values.update(overrides)
         return load_settings(**values)

@@ -250,6 +250,15 @@ class LinkedAccount(Frozen):
     actions: frozenset[str] = frozenset()  # the actions Defender for Identity supports on it
 
 
+class RiskSignal(Frozen):
+    """One Entra ID Protection risk detection, as context on the card: where and what."""
+
+    detection: str  # riskEventType, e.g. unfamiliarFeatures, anonymizedIPAddress
+    detected_at: datetime | None = None
+    ip_address: str | None = None
+    location: str | None = None  # "City, CC"
+
+
 class IdentityFacts(Frozen):
     """What reading the identity from Entra ID, Identity Protection and Defender for Identity showed."""
 
@@ -259,6 +268,7 @@ class IdentityFacts(Frozen):
     risk_level: str | None = None
     defender_enabled: bool | None = None
     linked: tuple[LinkedAccount, ...] = ()
+    signals: tuple[RiskSignal, ...] = ()
     read_at: datetime | None = None
 
     def linked_for(self, provider: Provider, action: str) -> LinkedAccount | None:

@@ -314,6 +314,20 @@ class GraphClient:
         body = _object(await self._request("GET", path, params=params), "GET", path)
         return [item for item in body.get("value", []) if isinstance(item, dict)][:top]
 
+    async def list_risk_detections_since(self, since: datetime, top: int = 500) -> AsyncIterator[JSONObject]:
+        """Every risk detection detected at or after ``since``, newest first, following pages.
+
+        One paged read serves the context of every card (Identity Protection allows one request
+        per second tenant-wide). Permission: IdentityRiskEvent.Read.All.
+        """
+        params = {
+            "$filter": f"detectedDateTime ge {odata_datetime(since)}",
+            "$orderby": "detectedDateTime desc",
+            "$top": str(top),
+        }
+        async for item in self._pages("/identityProtection/riskDetections", params):
+            yield item
+
     # -- alert triage ----------------------------------------------------------------------
 
     async def add_alert_comment(self, alert_id: str, comment: str) -> GraphResponse:
