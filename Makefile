@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test check lint format typecheck demo screenshots browser lock clean
+.PHONY: install test check lint format typecheck demo screenshots browser bench lock clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest -q -rs
+
+# The alert-storm benchmark (not part of make test): writes tests/bench/results/storm.json.
+bench: install
+	$(BIN)/python -m tests.bench.storm
 
 screenshots: install browser
 	SCREENSHOTS_DIR=$(CURDIR)/docs REQUIRE_E2E=1 $(BIN)/python -m pytest -q -m e2e
