@@ -66,6 +66,8 @@ OPEN_STATES = (RequestState.PENDING, RequestState.APPROVED)
 RAN_STATES = (RequestState.EXECUTING, RequestState.SUCCEEDED, RequestState.FAILED)
 MAX_REFRESH_USERS = 60
 RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
+# How long a replica may hold a card's publishing lease before another may take over (crash).
+PUBLISHING_LEASE = timedelta(seconds=60)
 RISK_SIGNAL_LOOKBACK = timedelta(days=7)
 STALE_NOTE = (
     "This card was out of date, so nothing was done. Here is the current state; check it and try again."
@@ -141,6 +143,7 @@ class RemediationService:
         self._last_update: dict[str, float] = {}
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
+        self._replica = uuid.uuid4().hex[:8]
         self._new_id = new_id
         self._case_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -263,27 +266,66 @@ class RemediationService:
                         self._deferred.add(case_id)
                         self.spawn(self._publish_later(case_id, channel, wait), name=f"coalesce-{case_id}")
                     return case
-            if not case.target_checked:
-                case = await self._enrich(case)
-            card = await self._shared_card(case)
-            if case.card is None:
-                ref = await self._messenger.post_card(channel, card)
-                log.info("case %s card posted (activity %s)", case.id, ref.activity_id)
-            else:
-                ref = case.card
-                await self._messenger.update_card(channel, ref, card)
+            claimed = await self._claim_publishing(case_id)
+            if claimed is None:
+                return case  # another replica is publishing this card; it reads the latest state
+            case = claimed
+            try:
+                if not case.target_checked:
+                    case = await self._enrich(case)
+                card = await self._shared_card(case)
+                if case.card is None:
+                    ref = await self._messenger.post_card(channel, card)
+                    log.info("case %s card posted (activity %s)", case.id, ref.activity_id)
+                else:
+                    ref = case.card
+                    await self._messenger.update_card(channel, ref, card)
+            except BaseException:
+                await self._store.update_case(case_id, self._release_claim)
+                raise
             self._last_update[case_id] = time.monotonic()
             shown = case.revision
 
             def mark(current: Case) -> Case:
                 return current.model_copy(
-                    update={"card": ref, "published_revision": max(current.published_revision, shown)}
+                    update={
+                        "card": ref,
+                        "published_revision": max(current.published_revision, shown),
+                        "publishing_by": "",
+                        "publishing_until": None,
+                    }
                 )
 
             case = await self._store.update_case(case.id, mark)
             for note in self._escalations.pop(case_id, []):
                 await self._messenger.reply_in_thread(channel, ref, note)
-            return case
+        if case.needs_publishing and urgent:
+            # The case changed while its card was being sent: send the newer state too.
+            return await self._publish(case_id, channel, urgent=True)
+        return case
+
+    async def _claim_publishing(self, case_id: str) -> Case | None:
+        """Take the case's publishing lease (compare-and-swap), so replicas never post one card
+        twice or send its updates out of order. ``None`` while another replica holds it."""
+        now = self._clock()
+        refused: list[bool] = []
+
+        def claim(current: Case) -> Case | None:
+            held = current.publishing_until is not None and current.publishing_until > now
+            if held and current.publishing_by != self._replica:
+                refused.append(True)
+                return None
+            refused.clear()
+            return current.model_copy(
+                update={"publishing_by": self._replica, "publishing_until": now + PUBLISHING_LEASE}
+            )
+
+        case = await self._store.update_case(case_id, claim)
+        return None if refused else case
+
+    @staticmethod
+    def _release_claim(current: Case) -> Case:
+        return current.model_copy(update={"publishing_by": "", "publishing_until": None})
 
     async def _publish_later(self, case_id: str, channel: ChannelRef, wait: float) -> None:
         await asyncio.sleep(wait)

@@ -165,6 +165,8 @@ class Case(Frozen):
     privileged_reason: str = ""
     revision: int = 1
     published_revision: int = 0
+    publishing_by: str = ""  # the replica holding the card's publishing lease, if any
+    publishing_until: datetime | None = None
     version: int = 0
 
     @property
