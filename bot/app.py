@@ -18,8 +18,8 @@ from bot.policy_file import policy_from_settings
 from bot.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
 from bot.push import PushAuthenticator, Rejection, parse_push
 from bot.services import RemediationService
+from bot.store import open_store
 from bot.store.base import Store
-from bot.store.sqlite import SqliteStore
 from bot.teams.adapter import build_adapter, handle_activity
 from bot.teams.handler import TeamsBot
 from bot.teams.messenger import TeamsMessenger
@@ -61,7 +61,7 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            the_store = store or SqliteStore(settings.sqlite_path)
+            the_store = store or await open_store(settings.store_url)
             if store is None:
                 stack.push_async_callback(the_store.close)
             the_graph = graph

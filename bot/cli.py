@@ -13,7 +13,8 @@ from typing import TypeVar
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, StoreError
-from bot.store.sqlite import SqliteStore
+from bot.store import open_store
+from bot.store.base import Store
 
 T = TypeVar("T")
 
@@ -76,36 +77,27 @@ def _cards_dump(args: argparse.Namespace) -> int:
 _DEFAULT_STORE_URL = str(Settings.model_fields["store_url"].default)
 
 
-def _audit_database(store_url: str | None) -> Path | None:
-    """The SQLite file to audit, or ``None`` after printing why there is none."""
+def _audit_database(store_url: str | None) -> str | None:
+    """The store URL to audit, or ``None`` after printing why there is none."""
     url = store_url or os.environ.get("STORE_URL") or _DEFAULT_STORE_URL
-    if not url.startswith("sqlite:///"):
-        print(
-            f"remediation-bot: the store URL must look like sqlite:///path/to/file.db, got {url!r}",
-            file=sys.stderr,
-        )
-        return None
-    path = Path(url.removeprefix("sqlite:///"))
-    # Opening a missing file would create an empty database, which would then "verify".
-    if not path.is_file():
-        print(f"remediation-bot: no database at {path} (from {url})", file=sys.stderr)
-        return None
-    return path
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        # Opening a missing file would create an empty database, which would then "verify".
+        if not path.is_file():
+            print(f"remediation-bot: no database at {path} (from {url})", file=sys.stderr)
+            return None
+    return url
 
 
-def _on_audit_store(path: Path, work: Callable[[SqliteStore], Awaitable[T]]) -> T | None:
-    """Run ``work`` on the store at ``path``; ``None`` after printing why it could not run.
+def _on_audit_store(url: str, work: Callable[[Store], Awaitable[T]]) -> T | None:
+    """Run ``work`` on the store at ``url``; ``None`` after printing why it could not run.
 
     Opening applies pending migrations (so a database from before the audit trail gets an
     empty one) and nothing else: no audit row is ever written here.
     """
-    try:
-        store = SqliteStore(path)
-    except Exception as exc:  # sqlite3 errors included; only bot/store may import sqlite3
-        print(f"remediation-bot: cannot open {path} as the bot's database: {exc}", file=sys.stderr)
-        return None
 
     async def run() -> T:
+        store = await open_store(url)
         try:
             return await work(store)
         finally:
@@ -113,8 +105,11 @@ def _on_audit_store(path: Path, work: Callable[[SqliteStore], Awaitable[T]]) -> 
 
     try:
         return asyncio.run(run())
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         print(f"remediation-bot: {exc.message}", file=sys.stderr)
+        return None
+    except Exception as exc:  # a file that is not a database, say; only bot/store imports sqlite3
+        print(f"remediation-bot: cannot open the bot's database: {exc}", file=sys.stderr)
         return None
 
 
@@ -169,6 +164,154 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     export.set_defaults(run=_audit_export)
 
 
+# -- migrate ----------------------------------------------------------------------------------
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Apply pending schema migrations to the store and print the schema version.
+
+    Opening a store migrates it (the bot does so at start too); running this first lets a
+    deploy fail on a migration before any replica is replaced.
+    """
+    from bot.store import open_store, redact_url  # only this command may load the PostgreSQL driver
+
+    url = args.store_url or os.environ.get("STORE_URL") or _DEFAULT_STORE_URL
+
+    async def run() -> int:
+        store = await open_store(url)
+        try:
+            return await store.schema_version()
+        finally:
+            await store.close()
+
+    try:
+        version = asyncio.run(run())
+    except (ConfigError, StoreError) as exc:
+        print(f"remediation-bot: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"{redact_url(url)}: schema at version {version}")
+    return 0
+
+
+def _add_migrate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = commands.add_parser("migrate", help="apply the store's schema migrations and print its version")
+    store_help = f"the bot's database (default: $STORE_URL, else {_DEFAULT_STORE_URL})"
+    migrate.add_argument("--store-url", metavar="URL", help=store_help)
+    migrate.set_defaults(run=_migrate)
+
+
+# -- manifest and doctor ----------------------------------------------------------------------
+
+
+def _manifest_build(args: argparse.Namespace) -> int:
+    """Render, validate (offline) and zip the Teams app package; exit 2 naming what is wrong."""
+    from bot.errors import ManifestError
+    from bot.manifest import ManifestOptions, build_package
+
+    options = ManifestOptions(
+        bot_id=args.bot_id,
+        out=Path(args.out),
+        app_id=args.app_id,
+        version=args.version,
+        short_name=args.short_name,
+        developer_name=args.developer_name,
+        website_url=args.website_url,
+        privacy_url=args.privacy_url,
+        terms_url=args.terms_url,
+        bot_domain=args.bot_domain,
+        template=Path(args.template) if args.template else None,
+        icons_dir=Path(args.icons_dir) if args.icons_dir else None,
+        node_modules=Path(args.node_modules) if args.node_modules else None,
+    )
+    try:
+        built = build_package(options)
+    except ManifestError as exc:
+        print(f"remediation-bot: {exc.message}", file=sys.stderr)
+        return 2
+    print(built.summary())
+    return 0
+
+
+def _add_manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from bot import manifest  # constants only: the defaults shown in --help
+
+    group = commands.add_parser("manifest", help="build the Teams app package (manifest.json + icons)")
+    manifest_commands = group.add_subparsers(dest="manifest_command", metavar="COMMAND", required=True)
+    build = manifest_commands.add_parser(
+        "build",
+        help="render manifest/manifest.template.json, validate it offline against the official "
+        "Teams schema (npm ci installs it) and write the zip to upload in Teams",
+    )
+    build.add_argument(
+        "--bot-id", required=True, metavar="GUID", help="the Azure Bot's Microsoft App ID (MicrosoftAppId)"
+    )
+    build.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="the zip to write, or an existing folder (then remediation-bot-<version>.zip in it)",
+    )
+    build.add_argument("--app-id", metavar="GUID", help="the Teams app id (default: the bot id)")
+    build.add_argument(
+        "--version",
+        metavar="X.Y.Z",
+        help="the app version; raise it for every upload that replaces the app "
+        f"(default: the package version, {manifest.default_version()})",
+    )
+    for option, default, what in (
+        ("--short-name", manifest.DEFAULT_SHORT_NAME, "the app name shown in Teams (30 characters at most)"),
+        ("--developer-name", manifest.DEFAULT_DEVELOPER_NAME, "who publishes the app (your team)"),
+        ("--website-url", manifest.DEFAULT_WEBSITE_URL, "your page about the bot (https)"),
+        ("--privacy-url", manifest.DEFAULT_PRIVACY_URL, "your privacy statement (https)"),
+        ("--terms-url", manifest.DEFAULT_TERMS_URL, "your terms of use (https)"),
+    ):
+        build.add_argument(option, default=default, metavar="TEXT", help=f"{what} (default: {default})")
+    build.add_argument(
+        "--bot-domain",
+        default="",
+        metavar="HOST",
+        help="the messaging endpoint's host, listed in validDomains (default: none)",
+    )
+    build.add_argument("--template", metavar="FILE", help="another manifest template (default: manifest/)")
+    build.add_argument(
+        "--icons-dir", metavar="DIR", help="where the icons are (default: the template's folder)"
+    )
+    build.add_argument(
+        "--node-modules",
+        metavar="DIR",
+        help="where npm installed @microsoft/app-manifest (default: the checkout's node_modules)",
+    )
+    build.set_defaults(run=_manifest_build)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Check the configuration against the real tenant; exit 1 when anything is missing."""
+    from bot.doctor import run_doctor  # pulls in the Graph client and msal
+
+    _setup_logging("WARNING")
+    try:
+        settings = load_settings(_env_file=".env")
+    except ConfigError as exc:
+        print(f"remediation-bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"remediation-bot doctor: Graph app {settings.graph_client_id} in tenant "
+        f"{settings.graph_tenant_id} ({settings.graph_base_url})"
+    )
+    report = asyncio.run(run_doctor(settings))
+    print(report.render())
+    return report.exit_code
+
+
+def _add_doctor_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="before go-live: prove the token, each Graph permission (harmless reads) and the "
+        "channel registration; exit 1 when anything is missing",
+    )
+    doctor.set_defaults(run=_doctor)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``remediation-bot`` console script."""
     parser = argparse.ArgumentParser(prog="remediation-bot", description=__doc__)
@@ -191,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cards_dump.add_argument("directory", metavar="DIR", help="where to write (created if missing)")
     cards_dump.set_defaults(run=_cards_dump)
     _add_audit_commands(commands)
+    _add_migrate_command(commands)
+    _add_manifest_commands(commands)
+    _add_doctor_command(commands)
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code

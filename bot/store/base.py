@@ -4,13 +4,18 @@ Every write of a case or an action request is compare-and-swap on the row's ``ve
 ``update_*(id, mutate)`` reads the row, calls ``mutate`` (a pure function of the current value),
 and writes only if nobody wrote in between, retrying otherwise. ``mutate`` may return ``None`` to
 leave the row alone. A double click, a retried invoke or a second replica is thereby harmless.
+
+Several replicas share one PostgreSQL store and coordinate through it: :meth:`Store.try_lead`
+elects the one replica that runs a singleton loop (the alert poller), and the job queue
+(:meth:`Store.enqueue_job`, :meth:`Store.claim_job`, :meth:`Store.finish_job`) hands each action
+execution to exactly one live worker at a time, re-offering it when that worker dies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.domain.audit import AuditEvent, ChainCheck
@@ -27,11 +32,36 @@ class AlertIntake:
     alert_changed: bool
 
 
+@dataclass(frozen=True)
+class Job:
+    """One claimed job: what to do (``kind``, ``payload``) and the claim on it.
+
+    ``lease_until`` is when the claim lapses and the job becomes claimable again unless
+    finished; ``attempts`` counts claims so far, this one included (above 1 means an earlier
+    worker died or overran its lease, and the work may have been started before).
+    """
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    worker: str
+    lease_until: datetime
+    attempts: int
+
+
 class Store(Protocol):
-    """Persistent state of the bot. Implementations: :class:`bot.store.sqlite.SqliteStore`."""
+    """Persistent state of the bot.
+
+    Implementations: :class:`bot.store.sqlite.SqliteStore` (one replica) and
+    :class:`bot.store.postgres.PostgresStore` (one or several); :func:`bot.store.open_store`
+    picks one from a URL.
+    """
 
     async def close(self) -> None:
-        """Release connections."""
+        """Release connections, and with them any leadership held."""
+
+    async def schema_version(self) -> int:
+        """The number of the last schema migration applied."""
 
     async def get_watermark(self, source: str) -> datetime | None:
         """The last ``lastUpdateDateTime`` fully ingested from ``source``."""
@@ -106,3 +136,36 @@ class Store(Protocol):
 
     async def verify_audit(self) -> ChainCheck:
         """Verify the stored audit trail; the verdict names the first broken event."""
+
+    # -- coordination between replicas -----------------------------------------------------
+
+    async def try_lead(self, name: str) -> bool:
+        """Become, or confirm still being, the one leader called ``name``; ``False`` if another is.
+
+        Call it before every round of leader-only work: leadership can be lost (a dropped
+        database connection), and the answer says so. A process that dies loses leadership
+        without any clean-up, so another replica's next call takes over.
+        """
+
+    async def release_lead(self, name: str) -> None:
+        """Give up leadership of ``name``; nothing happens when not holding it."""
+
+    async def enqueue_job(self, kind: str, key: str, payload: dict[str, Any]) -> None:
+        """Queue a job of ``kind``; idempotent by ``key`` (the first payload stays).
+
+        Raises ``ValueError`` when ``payload`` is not plain JSON.
+        """
+
+    async def claim_job(self, kind: str, worker: str, lease: timedelta) -> Job | None:
+        """Claim the oldest unfinished job of ``kind`` for ``lease``, or ``None`` if there is none.
+
+        Each job is held by one worker at a time; a job whose lease ran out without
+        :meth:`finish_job` (its worker died) is claimable again.
+        """
+
+    async def finish_job(self, key: str, worker: str) -> None:
+        """Mark the job done so it is never claimed again; idempotent.
+
+        Raises :class:`~bot.errors.ConflictError` when another worker has claimed the job since
+        (``worker``'s lease ran out), :class:`~bot.errors.StoreError` for an unknown key.
+        """

@@ -8,19 +8,31 @@ queries need; ``version`` backs compare-and-swap.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel
 
-from bot.domain.audit import AuditEvent, ChainCheck, chain_next, verify_chain
+from bot.domain.audit import AuditEvent, ChainCheck, chain_next
 from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
 from bot.errors import ConflictError, DuplicateError, StoreError
-from bot.store.base import AlertIntake
+from bot.store.base import AlertIntake, Job
+from bot.store.rows import (
+    AUDIT_COLUMNS,
+    check_finish,
+    check_lease,
+    decode_audit,
+    job_payload_json,
+    verify_audit_rows,
+)
 
 T = TypeVar("T", bound=BaseModel)
 V = TypeVar("V", Case, ActionRequest)
@@ -67,13 +79,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_events_by_identity ON audit_events (identity);
     CREATE INDEX audit_events_by_case ON audit_events (case_id);
     """,
+    # 3: the job queue (action executions handed from the approval to an executor). Times are
+    # ISO 8601 UTC text with microseconds always written, so text order is time order.
+    """
+    CREATE TABLE jobs (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        worker TEXT,
+        lease_until TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        enqueued_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX jobs_open_by_kind ON jobs (kind) WHERE finished_at IS NULL;
+    """,
 )
-
-# The audit_events columns, in the order every audit query selects them.
-_AUDIT_COLUMNS = ("sequence", "at", "actor_id", "kind", "case_id", "request_id", "identity", "data", "hash")
 
 
 def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
+    """The row SQLite stores for ``event``, in :data:`~bot.store.rows.AUDIT_COLUMNS` order."""
     return (
         event.sequence,
         event.at.isoformat(),
@@ -87,38 +112,14 @@ def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
     )
 
 
-def _decode_audit(sequence: int, data: str) -> AuditEvent:
-    try:
-        return AuditEvent.model_validate_json(data)
-    except ValueError as exc:  # pydantic's ValidationError
-        raise StoreError(
-            f"audit event {sequence} cannot be read back, its stored data was altered; "
-            "run `remediation-bot audit verify`"
-        ) from exc
-
-
-def _read_audit_row(row: Any) -> tuple[AuditEvent | None, str]:
-    """The event a stored row holds (``None`` when unreadable), and what is wrong with the row."""
-    try:
-        event = AuditEvent.model_validate_json(row[7])
-    except ValueError:
-        return None, f"event {row[0]}: its stored data is not a readable audit event (modified)"
-    # sequence is the chain's business (verify_chain); data is what the columns are checked against.
-    differing = [
-        name
-        for name, stored, expected in zip(_AUDIT_COLUMNS, row, _audit_row(event), strict=True)
-        if name not in ("sequence", "data") and stored != expected
-    ]
-    if differing:
-        return event, f"event {row[0]}: its {', '.join(differing)} column does not match its data (modified)"
-    return event, ""
-
-
 class SqliteStore:
     """The :class:`bot.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        # Leadership held by this store: name -> the open lock file whose flock holds it.
+        self._leading: dict[str, IO[bytes]] = {}
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -161,9 +162,58 @@ class SqliteStore:
             raise StoreError(f"the state store failed: {exc}") from exc
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and give up any leadership this store holds."""
+        for name in list(self._leading):
+            await self.release_lead(name)
         with self._lock:
             self._db.close()
+
+    async def schema_version(self) -> int:
+        """The number of the last migration applied to the file."""
+        version = await self._run(lambda db: db.execute("PRAGMA user_version").fetchone()[0])
+        return int(version)
+
+    # -- leadership -------------------------------------------------------------------------
+
+    def _lead_file(self, name: str) -> Path:
+        # One lock file per name, beside the database: the name is free text, so the file name
+        # carries a readable slug plus a digest that keeps distinct names apart.
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:40]
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
+        return self._path.with_name(f"{self._path.name}.lead-{slug}-{digest}.lock")
+
+    async def try_lead(self, name: str) -> bool:
+        """Become (or stay) the one leader called ``name`` among the stores on this file.
+
+        An exclusive ``flock`` on a lock file beside the database: the kernel releases it when
+        the process exits however it dies, and, being tied to the open file rather than the
+        process, it also keeps two stores in one process apart. SQLite means one replica, so
+        this only guards against a second process started by mistake on the same file.
+        """
+        if name in self._leading:
+            return True
+        path = self._lead_file(name)
+        try:
+            handle = path.open("a+b")
+        except OSError as exc:
+            raise StoreError(f"cannot open the {name!r} leader lock file {path}: {exc}") from exc
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False  # another store holds it
+        except OSError as exc:
+            handle.close()
+            raise StoreError(f"cannot take the {name!r} leader lock {path}: {exc}") from exc
+        self._leading[name] = handle
+        return True
+
+    async def release_lead(self, name: str) -> None:
+        """Give up leadership of ``name`` (nothing happens when this store does not hold it)."""
+        handle = self._leading.pop(name, None)
+        if handle is not None:
+            # Closing the file drops the flock.
+            handle.close()
 
     # -- meta -------------------------------------------------------------------------------
 
@@ -341,7 +391,7 @@ class SqliteStore:
                 "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
             ).fetchone()
             event = chain_next(
-                None if last is None else _decode_audit(last[0], last[1]),
+                None if last is None else decode_audit(last[0], last[1]),
                 at=at,
                 actor_id=actor_id,
                 actor_name=actor_name,
@@ -351,9 +401,9 @@ class SqliteStore:
                 identity=identity,
                 payload=payload,
             )
-            marks = ", ".join("?" for _ in _AUDIT_COLUMNS)
+            marks = ", ".join("?" for _ in AUDIT_COLUMNS)
             db.execute(
-                f"INSERT INTO audit_events ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks})", _audit_row(event)
+                f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})", _audit_row(event)
             )
             return event
 
@@ -385,43 +435,86 @@ class SqliteStore:
             sql += " LIMIT ?"
             params.append(limit)
         rows = await self._run(lambda db: db.execute(sql, params).fetchall())
-        return [_decode_audit(row[0], row[1]) for row in reversed(rows)]
+        return [decode_audit(row[0], row[1]) for row in reversed(rows)]
 
     async def verify_audit(self) -> ChainCheck:
         """Verify the whole stored trail and name the first broken event.
 
-        Beyond :func:`~bot.domain.audit.verify_chain` this catches what only the rows show: data
-        that no longer parses, and query columns edited apart from the data (which would hide
-        events from ``history``), so an altered row is reported instead of crashing the check.
+        See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
+        apart from the data are reported as well as breaks in the chain itself.
         """
         rows = await self._run(
             lambda db: db.execute(
-                f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence"
+                f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence"
             ).fetchall()
         )
-        events: list[AuditEvent] = []
-        bad_row: tuple[int, int, str] | None = None  # stored position, sequence, problem
-        for position, row in enumerate(rows):
-            event, problem = _read_audit_row(row)
-            if problem and bad_row is None:
-                bad_row = (position, row[0], problem)
-            if event is None:
-                break  # the chain cannot be followed past a row that does not parse
-            events.append(event)
-        check = verify_chain(events)
-        # The first break in stored order wins; at the same row the chain's account (modified,
-        # deleted, reordered) says more than "a column differs".
-        if not check.ok and (bad_row is None or check.checked - 1 <= bad_row[0]):
-            return check
-        if bad_row is not None:
-            position, sequence, problem = bad_row
-            return ChainCheck(ok=False, checked=position + 1, first_broken=sequence, problem=problem)
-        for position, (row, event) in enumerate(zip(rows, events, strict=True)):
-            # A renumbered row breaks no hash, but the next append would collide with it.
-            if row[0] != event.sequence:
-                moved = f"event {event.sequence} is stored under sequence {row[0]} (moved)"
-                return ChainCheck(ok=False, checked=position + 1, first_broken=event.sequence, problem=moved)
-        return check
+        return verify_audit_rows(rows, _audit_row)
+
+    # -- job queue ---------------------------------------------------------------------------
+
+    async def enqueue_job(self, kind: str, key: str, payload: dict[str, Any]) -> None:
+        """Queue a job; a job with the same ``key`` (queued, running or finished) wins."""
+        text = job_payload_json(payload)
+        now = _utc_text(datetime.now(UTC))
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO jobs (key, kind, payload, enqueued_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                (key, kind, text, now),
+            )
+        )
+
+    async def claim_job(self, kind: str, worker: str, lease: timedelta) -> Job | None:
+        """Claim the oldest unfinished job of ``kind`` nobody holds a live lease on.
+
+        ``BEGIN IMMEDIATE`` makes the look-up and the claim one turn, so two callers never claim
+        the same job. A claim whose lease ran out (its worker died or stalled) is claimable again.
+        """
+        check_lease(lease.total_seconds())
+
+        def work(db: sqlite3.Connection) -> Job | None:
+            now = datetime.now(UTC)
+            row = db.execute(
+                "SELECT key, payload, attempts FROM jobs WHERE kind = ? AND finished_at IS NULL "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY rowid LIMIT 1",
+                (kind, _utc_text(now)),
+            ).fetchone()
+            if row is None:
+                return None
+            until = now + lease
+            db.execute(
+                "UPDATE jobs SET worker = ?, lease_until = ?, attempts = attempts + 1 WHERE key = ?",
+                (worker, _utc_text(until), row[0]),
+            )
+            return Job(
+                key=row[0],
+                kind=kind,
+                payload=json.loads(row[1]),
+                worker=worker,
+                lease_until=until,
+                attempts=int(row[2]) + 1,
+            )
+
+        job: Job | None = await self._run(work)
+        return job
+
+    async def finish_job(self, key: str, worker: str) -> None:
+        """Mark a job done. Finishing a finished job again changes nothing.
+
+        Raises :class:`ConflictError` when another worker claimed the job since (this worker's
+        lease ran out), and :class:`StoreError` for an unknown key.
+        """
+
+        def work(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT worker, finished_at FROM jobs WHERE key = ?", (key,)).fetchone()
+            check_finish(key, worker, row)
+            if row[1] is None:
+                db.execute(
+                    "UPDATE jobs SET finished_at = ?, lease_until = NULL WHERE key = ?",
+                    (_utc_text(datetime.now(UTC)), key),
+                )
+
+        await self._run(work)
 
     # -- generic row access -----------------------------------------------------------------
 
@@ -457,6 +550,11 @@ class SqliteStore:
             if await self._run(write) == 1:
                 return stored
         raise ConflictError(f"{table} row {key!r} kept changing under concurrent writers")
+
+
+def _utc_text(value: datetime) -> str:
+    # Fixed width (microseconds always present), so comparing the text compares the times.
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _decode(model: type[T], row: Any) -> T:

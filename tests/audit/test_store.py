@@ -335,10 +335,14 @@ def test_a_store_that_cannot_be_audited_exits_2(
     not_a_database = tmp_path / "notes.db"
     not_a_database.write_text("these are not the rows you are looking for\n" * 100)
 
-    assert main(["audit", command, "--store-url", "postgresql://db/bot"]) == 2
-    assert "must look like sqlite:///" in capsys.readouterr().err
+    assert main(["audit", command, "--store-url", "mysql://db/bot"]) == 2
+    assert "STORE_URL" in capsys.readouterr().err
+    assert main(["audit", command, "--store-url", "postgresql://auditor:hunter2@unreachable.invalid/bot"]) == 2
+    unreachable = capsys.readouterr().err
+    assert "connecting to postgresql://auditor:***@unreachable.invalid/bot failed" in unreachable
+    assert "hunter2" not in unreachable
     assert main(["audit", command, "--store-url", f"sqlite:///{not_a_database}"]) == 2
-    assert f"cannot open {not_a_database}" in capsys.readouterr().err
+    assert "cannot open" in capsys.readouterr().err
 
 
 def _check_export(text: str, expected: list[AuditEvent]) -> None:
