@@ -11,17 +11,25 @@ a thread reply or an HTTP status, and logs one line with the case, request and a
     │   ├── ConflictError      a compare-and-swap lost after its retries
     │   └── DuplicateError     a uniqueness rule refused the write (e.g. a second active request)
     ├── RefusedError           a responder's click was refused; ``message`` says why
-    └── GraphError             Microsoft Graph answered with an error (status, code, request id)
-        ├── GraphAuthError         no token could be acquired (msal error)
-        ├── GraphBadRequest        400
-        ├── GraphForbidden         401/403: a permission or role is missing
-        ├── GraphNotFound          404
-        ├── GraphConflict          409/412
-        ├── GraphThrottled         429 after every retry was spent
-        ├── GraphUnavailable       5xx or a transport failure after every retry was spent
-        └── GraphOutcomeUnknown    a non-idempotent POST may or may not have been carried out
-                                   (timeout, dropped connection, 5xx after sending); not
-                                   retried: read the state back before trying again
+    ├── ManifestError          the Teams app package cannot be built; ``message`` says what is wrong
+    ├── GraphError             Microsoft Graph answered with an error (status, code, request id)
+    │   ├── GraphAuthError         no token could be acquired (msal error)
+    │   ├── GraphBadRequest        400
+    │   ├── GraphForbidden         401/403: a permission or role is missing
+    │   ├── GraphNotFound          404
+    │   ├── GraphConflict          409/412
+    │   ├── GraphThrottled         429 after every retry was spent
+    │   ├── GraphUnavailable       5xx or a transport failure after every retry was spent
+    │   └── GraphOutcomeUnknown    a non-idempotent POST may or may not have been carried out
+    │                              (timeout, dropped connection, 5xx after sending); not
+    │                              retried: read the state back before trying again
+    └── TeamsError             the Bot Connector refused a post, reply or card update (status, code,
+        │                      conversation id); 4xx other than 412/429 are not retried
+        ├── TeamsThrottled         429 after every retry, or a Retry-After too long to wait for
+        ├── TeamsUnavailable       412/502/503/504 or a transport failure after every retry
+        └── TeamsOutcomeUnknown    a new post may or may not have landed (502/504, timeout or a
+                                   connection lost after sending); not retried, since a second
+                                   POST could leave two cards for one case
 """
 
 from __future__ import annotations
@@ -57,6 +65,14 @@ class DuplicateError(StoreError):
 
 class RefusedError(RemediationError):
     """A request from a responder was refused; ``message`` is the reason shown to them."""
+
+
+class ManifestError(RemediationError):
+    """The Teams app package cannot be built (``remediation-bot manifest build``).
+
+    ``message`` is one or more sentences, each naming what is wrong (a JSON path for a schema
+    violation, the option or file at fault otherwise).
+    """
 
 
 class GraphError(RemediationError):
@@ -119,4 +135,45 @@ class GraphOutcomeUnknown(GraphError):
     connection, a gateway error), so the client did not send it again: doing so could carry the
     action out twice. Deliberately not a :class:`GraphUnavailable`, which means "nothing
     happened, try later". Read the state back to learn what happened.
+    """
+
+
+class TeamsError(RemediationError):
+    """Teams (the Bot Connector) refused a call, or kept failing it.
+
+    ``status`` is the HTTP status (0 when no answer came), ``code`` Teams' error code (for
+    example ``BotNotInConversationRoster``), ``conversation_id`` where the call went and
+    ``attempts`` how many times it was sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        code: str = "",
+        conversation_id: str = "",
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.conversation_id = conversation_id
+        self.attempts = attempts
+
+
+class TeamsThrottled(TeamsError):
+    """Teams kept answering 429, or asked for a wait longer than the bot is willing to hold a thread."""
+
+
+class TeamsUnavailable(TeamsError):
+    """Teams kept failing (412, 502, 503, 504, no answer) after every retry."""
+
+
+class TeamsOutcomeUnknown(TeamsError):
+    """A new channel post may or may not have landed; it was not sent again.
+
+    The POST that starts a thread is not idempotent: after a gateway error (502/504), a timeout or
+    a connection lost once the request was on its way, Teams may have created the post, and a
+    second attempt could show two cards for one case, one of them never updated.
     """

@@ -3,16 +3,40 @@
 It answers the Bot Connector REST calls botbuilder makes (create conversation, send, reply,
 update) the way Teams does for channel posts, and records each call so tests can assert what a
 channel would have shown.
+
+Two optional behaviours, both off by default: ``emulate_limits=True`` enforces Teams' rate limits
+(per conversation id 7/1 s, 8/2 s, 60/30 s, 1800/1 h; 50/1 s across the tenant) and answers 429
+with a ``Retry-After`` when a call would exceed them; :meth:`RecordingConnector.fail_next` makes
+the next calls of one kind fail (412, 502, 503, 504, 403, ... or :data:`DROP` for a connection
+closed without an answer). Only the calls Teams would have carried out are in ``calls``;
+``answered`` lists every request with the status it got.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
+# (calls, seconds): Teams' documented limits for one bot (msteams-platform, bots/how-to/rate-limit).
+TEAMS_THREAD_LIMITS: tuple[tuple[int, float], ...] = ((7, 1.0), (8, 2.0), (60, 30.0), (1800, 3600.0))
+TEAMS_TENANT_LIMITS: tuple[tuple[int, float], ...] = ((50, 1.0),)
+# A "status" for fail_next: close the connection after reading the request, without answering.
+DROP = 0
+_REASONS = {
+    403: ("BotNotInConversationRoster", "The bot is not part of the conversation roster."),
+    412: ("PreconditionFailed", "A precondition failed; try again."),
+    429: ("Throttled", "Too many requests."),
+    502: ("ServiceError", "Bad gateway."),
+    503: ("ServiceUnavailable", "The service is unavailable."),
+    504: ("GatewayTimeout", "The gateway timed out."),
+}
 
 
 @dataclass
@@ -23,6 +47,7 @@ class ConnectorCall:
     conversation_id: str
     activity_id: str
     body: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)  # when it was accepted (benchmarks)
 
     @property
     def text(self) -> str:
@@ -54,12 +79,36 @@ def _card_text(node: Any) -> str:
 
 
 @dataclass
+class _Failure:
+    status: int
+    times: int
+    retry_after: str | None
+
+
+@dataclass
 class RecordingConnector:
-    """Start with :meth:`start`; ``service_url`` goes into the activities the test sends."""
+    """Start with :meth:`start`; ``service_url`` goes into the activities the test sends.
+
+    ``emulate_limits`` turns on Teams' rate limits (``thread_limits`` per conversation id,
+    ``tenant_limits`` across all calls, both ``(calls, seconds)`` sliding windows over the times
+    calls were accepted); ``throttled`` counts the 429s answered and ``failed`` the failures
+    injected with :meth:`fail_next`.
+    """
 
     calls: list[ConnectorCall] = field(default_factory=list)
+    emulate_limits: bool = False
+    thread_limits: tuple[tuple[int, float], ...] = TEAMS_THREAD_LIMITS
+    tenant_limits: tuple[tuple[int, float], ...] = TEAMS_TENANT_LIMITS
+    clock: Callable[[], float] = time.monotonic
+    throttled: int = 0
+    failed: int = 0
+    # Every request as (kind, conversation id, status); DROP for a dropped connection.
+    answered: list[tuple[str, str, int]] = field(default_factory=list)
     _server: TestServer | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
+    _accepted: dict[str, deque[float]] = field(default_factory=dict)
+    _tenant: deque[float] = field(default_factory=deque)
+    _failures: dict[str, deque[_Failure]] = field(default_factory=dict)
 
     async def start(self) -> None:
         """Serve on a free loopback port."""
@@ -94,9 +143,23 @@ class RecordingConnector:
             if c.kind == "send" and c.conversation_id.endswith(f";messageid={root_activity_id}")
         ]
 
-    async def _create(self, request: web.Request) -> web.Response:
+    def fail_next(self, kind: str, status: int, times: int = 1, *, retry_after: str | None = None) -> None:
+        """Answer the next ``times`` calls of ``kind`` (create, send or update) with ``status``.
+
+        The body is Teams-shaped (``{"error": {"code", "message"}}``); ``retry_after`` becomes
+        the ``Retry-After`` header. ``DROP`` closes the connection once the request has arrived.
+        Failures queued for one kind are used up in the order they were queued.
+        """
+        if kind not in ("create", "send", "update"):
+            raise ValueError(f"unknown kind {kind!r}")
+        self._failures.setdefault(kind, deque()).append(_Failure(status, times, retry_after))
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         channel = ((body.get("channelData") or {}).get("channel") or {}).get("id", "unknown")
+        refusal = self._refuse(request, "create", channel)
+        if refusal is not None:
+            return refusal
         activity_id = f"post-{next(self._ids)}"
         conversation_id = f"{channel};messageid={activity_id}"
         self.calls.append(ConnectorCall("create", conversation_id, activity_id, body))
@@ -104,14 +167,72 @@ class RecordingConnector:
             {"id": conversation_id, "activityId": activity_id, "serviceUrl": self.service_url}
         )
 
-    async def _send(self, request: web.Request) -> web.Response:
+    async def _send(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        refusal = self._refuse(request, "send", request.match_info["cid"])
+        if refusal is not None:
+            return refusal
         activity_id = f"msg-{next(self._ids)}"
         self.calls.append(ConnectorCall("send", request.match_info["cid"], activity_id, body))
         return web.json_response({"id": activity_id})
 
-    async def _update(self, request: web.Request) -> web.Response:
+    async def _update(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        refusal = self._refuse(request, "update", request.match_info["cid"])
+        if refusal is not None:
+            return refusal
         activity_id = request.match_info["aid"]
         self.calls.append(ConnectorCall("update", request.match_info["cid"], activity_id, body))
         return web.json_response({"id": activity_id})
+
+    def _refuse(self, request: web.Request, kind: str, key: str) -> web.StreamResponse | None:
+        """The answer for a call Teams would not carry out, or None to accept (and count) it."""
+        queued = self._failures.get(kind)
+        if queued:
+            failure = queued[0]
+            failure.times -= 1
+            if failure.times <= 0:
+                queued.popleft()
+            self.failed += 1
+            self.answered.append((kind, key, failure.status))
+            if failure.status == DROP:
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)  # never written: the connection is gone
+            return _error(failure.status, failure.retry_after)
+        if self.emulate_limits:
+            now = self.clock()
+            wait = max(
+                _window_wait(self._accepted.setdefault(key, deque()), self.thread_limits, now),
+                _window_wait(self._tenant, self.tenant_limits, now),
+            )
+            if wait > 0:
+                self.throttled += 1
+                self.answered.append((kind, key, 429))
+                return _error(429, f"{wait:.3f}")
+            self._accepted[key].append(now)
+            self._tenant.append(now)
+        self.answered.append((kind, key, 200))
+        return None
+
+
+def _window_wait(accepted: deque[float], limits: tuple[tuple[int, float], ...], now: float) -> float:
+    """Seconds until one more call fits every window (0.0: it fits now). A call accepted at ``t``
+    counts in the window of length ``s`` ending now while ``t + s > now`` (the pacer's rule, in
+    the same floating-point form)."""
+    horizon = max((seconds for _, seconds in limits), default=0.0)
+    while accepted and accepted[0] + horizon <= now:
+        accepted.popleft()
+    wait = 0.0
+    for calls, seconds in limits:
+        inside = [t for t in accepted if t + seconds > now]
+        if len(inside) >= calls:
+            # The oldest calls leave first; room comes when the (len - calls + 1)-th oldest leaves.
+            wait = max(wait, inside[len(inside) - calls] + seconds - now)
+    return wait
+
+
+def _error(status: int, retry_after: str | None) -> web.Response:
+    code, message = _REASONS.get(status, ("Error", "The request failed."))
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)

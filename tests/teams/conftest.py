@@ -1,0 +1,79 @@
+"""The messenger built like the app builds it (real CloudAdapter, authentication off), talking to a
+recording Bot Connector that enforces rate limits the way Teams does.
+
+The limits have Teams' shape (a burst window, a slightly longer one, a sustained one per thread,
+and one across the tenant) but are small: 3 per 0.1 s, 4 per 0.2 s and 12 per 1 s per thread,
+6 per 0.1 s per tenant. A burst of a few dozen calls then runs into every one of them within a
+second or two, which Teams' own numbers (7/1 s, 8/2 s, 60/30 s, 50/1 s) would stretch to minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from bot.config import Settings, load_settings
+from bot.domain.models import ChannelRef
+from bot.teams.adapter import build_adapter
+from bot.teams.messenger import RetryPolicy, TeamsMessenger
+from bot.teams.pacing import Limit, Pacer
+from tests.support.connector import RecordingConnector
+from tests.support.harness import BOT_ID, CHANNEL_ID, TENANT_ID
+
+THREAD_LIMITS = (Limit(3, 0.1), Limit(4, 0.2), Limit(12, 1.0))
+TENANT_LIMITS = (Limit(6, 0.1),)
+FAST_RETRIES = RetryPolicy(attempts=6, backoff_base=0.01, backoff_cap=0.05, longest_retry_after=5.0)
+
+
+def as_pairs(limits: tuple[Limit, ...]) -> tuple[tuple[int, float], ...]:
+    return tuple((limit.calls, limit.seconds) for limit in limits)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Just enough settings for :func:`build_adapter`; an empty MicrosoftAppId turns auth off."""
+    return load_settings(
+        sandbox_mode=True,
+        microsoft_app_id="",
+        graph_tenant_id=TENANT_ID,
+        graph_client_id="client",
+        graph_client_secret="secret",
+        teams_channel_id=CHANNEL_ID,
+        responders="someone",
+    )
+
+
+@pytest.fixture
+async def limited() -> AsyncIterator[RecordingConnector]:
+    """A Bot Connector answering 429 like Teams (at the small limits above)."""
+    recorder = RecordingConnector(
+        emulate_limits=True, thread_limits=as_pairs(THREAD_LIMITS), tenant_limits=as_pairs(TENANT_LIMITS)
+    )
+    await recorder.start()
+    yield recorder
+    await recorder.stop()
+
+
+@pytest.fixture
+def channel(limited: RecordingConnector) -> ChannelRef:
+    return ChannelRef(
+        channel_id=CHANNEL_ID,
+        service_url=limited.service_url,
+        tenant_id=TENANT_ID,
+        team_id=CHANNEL_ID,
+        bot_id=BOT_ID,
+        bot_name="Remediation Bot",
+    )
+
+
+@pytest.fixture
+def make_messenger(settings: Settings) -> Callable[..., TeamsMessenger]:
+    """A messenger on the real adapter; ``paced=False`` switches the pacer off."""
+
+    def make(*, paced: bool = True, retry: RetryPolicy = FAST_RETRIES) -> TeamsMessenger:
+        limits = (THREAD_LIMITS, TENANT_LIMITS) if paced else ((), ())
+        pacer = Pacer(thread_limits=limits[0], tenant_limits=limits[1])
+        return TeamsMessenger(build_adapter(settings), settings.microsoft_app_id, pacer=pacer, retry=retry)
+
+    return make
