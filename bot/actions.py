@@ -100,6 +100,50 @@ class Executor:
             outcomes.append(outcome)
         return self._result(action, outcomes)
 
+    async def resume(
+        self, action: ResponseAction, case: Case, steps: Sequence[Step], started: datetime
+    ) -> ActionResult:
+        """Finish an interrupted run by reading back every step; nothing is sent again."""
+        outcomes = []
+        for step in steps:
+            base = StepOutcome(step=step.label, provider=step.provider, ok=True, message="")
+            read = await self._verify(case.identity, step, base, started, final=True)
+            if read.verification is Verification.VERIFIED:
+                outcomes.append(
+                    read.model_copy(
+                        update={
+                            "message": "Found done by reading back.",
+                            "note": (
+                                "The run was interrupted; reading back shows it took effect, "
+                                "so it was not sent again."
+                            ),
+                        }
+                    )
+                )
+            elif read.verification is Verification.UNVERIFIABLE:
+                outcomes.append(
+                    read.model_copy(
+                        update={
+                            "ok": False,
+                            "message": (
+                                "The run was interrupted and Graph shows no state to read back: it "
+                                "was not sent again. Check the Action Center, then retry from the card."
+                            ),
+                        }
+                    )
+                )
+            else:
+                outcomes.append(
+                    read.model_copy(
+                        update={
+                            "ok": False,
+                            "message": "The run was interrupted before this took effect; it was not sent "
+                            "again. Retry from the card.",
+                        }
+                    )
+                )
+        return self._result(action, outcomes)
+
     def _result(self, action: ResponseAction, outcomes: list[StepOutcome]) -> ActionResult:
         succeeded = bool(outcomes) and all(o.ok for o in outcomes)
         verified = succeeded and all(o.verification is Verification.VERIFIED for o in outcomes)

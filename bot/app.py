@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.directory import Directory
+from bot.errors import StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
 from bot.intake import AlertPoller
 from bot.policy_file import policy_from_settings
@@ -98,6 +99,7 @@ def create_app(
                 recheck_after=timedelta(seconds=settings.verify_recheck_seconds),
                 alert_status=settings.alert_status_after_action,
                 coalesce_seconds=settings.card_update_coalesce_seconds,
+                job_lease=timedelta(seconds=settings.job_lease_seconds),
             )
             poller = AlertPoller(
                 the_graph,
@@ -112,12 +114,23 @@ def create_app(
             app[BOT] = TeamsBot(service)
             stack.push_async_callback(service.drain)
             if poll:
-                polling = asyncio.create_task(
-                    _every(settings.poll_interval_seconds, poller.poll_once, "poll")
-                )
+
+                async def poll_as_leader() -> int:
+                    # Several replicas may run; only the one holding the store's lock polls.
+                    try:
+                        if not await the_store.try_lead("poller"):
+                            return 0
+                    except StoreError as exc:
+                        log.warning("leadership unknown (%s); not polling this round", exc.message)
+                        return 0
+                    return await poller.poll_once()
+
+                polling = asyncio.create_task(_every(settings.poll_interval_seconds, poll_as_leader, "poll"))
                 stack.push_async_callback(_cancel, polling)
                 sweeping = asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, service.sweep, "sweep"))
                 stack.push_async_callback(_cancel, sweeping)
+                working = asyncio.create_task(_every(settings.job_poll_seconds, service.run_jobs, "jobs"))
+                stack.push_async_callback(_cancel, working)
             yield
 
     app.cleanup_ctx.append(resources)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         3.0, ge=0, le=60, validation_alias=_env("CARD_UPDATE_COALESCE_SECONDS")
     )
 
+    # Executions run as jobs any replica can claim; a claim lapses after the lease (a dead
+    # replica's run is resumed by another, which reads the state back instead of re-sending).
+    job_lease_seconds: float = Field(120.0, ge=1, le=3600, validation_alias=_env("JOB_LEASE_SECONDS"))
+    job_poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias=_env("JOB_POLL_SECONDS"))
+
     # Intake.
     poll_interval_seconds: float = Field(60.0, validation_alias=_env("POLL_INTERVAL_SECONDS"))
     poll_lookback_minutes: int = Field(1440, validation_alias=_env("POLL_LOOKBACK_MINUTES"))

@@ -66,6 +66,7 @@ OPEN_STATES = (RequestState.PENDING, RequestState.APPROVED)
 RAN_STATES = (RequestState.EXECUTING, RequestState.SUCCEEDED, RequestState.FAILED)
 MAX_REFRESH_USERS = 60
 RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
+EXECUTE_JOB = "execute"
 # How long a replica may hold a card's publishing lease before another may take over (crash).
 PUBLISHING_LEASE = timedelta(seconds=60)
 RISK_SIGNAL_LOOKBACK = timedelta(days=7)
@@ -125,6 +126,7 @@ class RemediationService:
         recheck_after: timedelta = timedelta(minutes=2),
         alert_status: str = "",
         coalesce_seconds: float = 3.0,
+        job_lease: timedelta = timedelta(minutes=2),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
         self._store = store
@@ -144,6 +146,7 @@ class RemediationService:
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
         self._replica = uuid.uuid4().hex[:8]
+        self._job_lease = job_lease
         self._new_id = new_id
         self._case_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -227,7 +230,8 @@ class RemediationService:
                 continue
             if intake.alert_new:
                 await self._audit("alert.added", case=intake.case, alert_id=alert.id, title=alert.title)
-            if intake.alert_changed:
+            if intake.alert_changed and intake.case.card is not None:
+                # Only a card the channel has seen can escalate; a new card shows it all anyway.
                 escalation = escalation_note(intake.case, alert)
                 if escalation:
                     self._escalations.setdefault(intake.case.id, []).append(escalation)
@@ -559,7 +563,10 @@ class RemediationService:
         """Bump the card, tell the thread, and run the action if it just became approved."""
         await self._store.update_case(case.id, lambda c: c.revised())
         if request.state is RequestState.APPROVED:
-            task = self.spawn(self._execute(request.id), name=f"execute-{request.id}")
+            # Executions go through the store's job queue, so exactly one replica runs each one
+            # and a replica that dies mid-run leaves it to another (see run_jobs).
+            await self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, {"requestId": request.id})
+            task = self.spawn(self.run_jobs(), name=f"jobs-after-{request.id}")
             await asyncio.wait({task}, timeout=self._invoke_budget)
         else:
             self.spawn(self._announce(case.id, request.id), name=f"announce-{request.id}")
@@ -593,10 +600,43 @@ class RemediationService:
             and r.started_at >= since
         )
 
+    async def run_jobs(self) -> int:
+        """Claim queued executions and run them until none is left; returns how many ran.
+
+        Every replica calls this (after a click, and every few seconds); the store hands each
+        job to one worker at a time, and a job whose worker died becomes claimable again when
+        its lease lapses.
+        """
+        ran = 0
+        while True:
+            job = await self._store.claim_job(EXECUTE_JOB, self._replica, self._job_lease)
+            if job is None:
+                return ran
+            try:
+                await self._execute(str(job.payload.get("requestId", "")))
+            except Exception:
+                # Left unfinished on purpose: once the lease lapses another attempt resumes it.
+                log.exception("execution job %s failed; it will be resumed", job.key)
+                continue
+            await self._store.finish_job(job.key, self._replica)
+            ran += 1
+
     async def _execute(self, request_id: str) -> None:
-        """Claim an approved request, run it once, verify, record, update the card, reply."""
+        """Claim an approved request, run it once, verify, record, update the card, reply.
+
+        A request found ``executing`` was interrupted (its replica died between the Graph call
+        and recording the result): it is resumed by reading the state back, never re-sent.
+        A finished request whose result was never reported gets its report.
+        """
         request = await self._store.get_request(request_id)
         if request is None:
+            return
+        if request.state is RequestState.EXECUTING:
+            await self._resume(request)
+            return
+        if request.state in (RequestState.SUCCEEDED, RequestState.FAILED):
+            if request.reported_attempt < request.attempt:
+                await self._after_result(request.case_id, request, first=True)
             return
         current: set[str] = set()
         for signer in request.approvals:
@@ -654,6 +694,31 @@ class RemediationService:
         )
         await self._after_result(case.id, request, first=True)
 
+    async def _resume(self, request: ActionRequest) -> None:
+        case = await self._require_case(request.case_id)
+        steps = plan(request.action, case)
+        if isinstance(steps, Refused):
+            result = ActionResult(succeeded=False, summary=steps.reason)
+        else:
+            started = request.started_at or self._clock()
+            result = await self._executor.resume(request.action, case, steps, started)
+
+        def finish(latest: ActionRequest) -> ActionRequest | None:
+            outcome = decide(latest, Finish(result), self._policy, self._clock())
+            return None if isinstance(outcome, Refused) else outcome
+
+        request = await self._store.update_request(request.id, finish)
+        log.warning("request %s resumed after an interruption: %s", request.id, result.summary)
+        await self._audit(
+            "action.resumed",
+            case=case,
+            request=request,
+            summary=result.summary,
+            verified=result.verified,
+            verified_state=result.verified_state,
+        )
+        await self._after_result(case.id, request, first=True)
+
     async def _after_result(self, case_id: str, request: ActionRequest, *, first: bool) -> None:
         """Refresh what the card shows, reply in the thread and comment on the case's alerts."""
         identity, account, facts = await resolve_identity(
@@ -673,6 +738,8 @@ class RemediationService:
             return latest.revised(**changes)
 
         case = await self._store.update_case(case_id, record)
+        if first and not await self._claim_report(request):
+            return  # another replica reported this attempt already
         channel = await self._store.get_channel()
         if channel is not None:
             case = await self._publish(case.id, channel, urgent=True)
@@ -681,6 +748,20 @@ class RemediationService:
                 await self._messenger.reply_in_thread(channel, case.card, text)
         if first or (result is not None and not result.pending_verification):
             await self._write_back(case, request)
+
+    async def _claim_report(self, request: ActionRequest) -> bool:
+        """Mark this attempt's result as reported (compare-and-swap): the thread gets it once."""
+        won: list[bool] = []
+
+        def mark(latest: ActionRequest) -> ActionRequest | None:
+            won.clear()
+            if latest.reported_attempt >= request.attempt:
+                return None
+            won.append(True)
+            return latest.model_copy(update={"reported_attempt": request.attempt})
+
+        await self._store.update_request(request.id, mark)
+        return bool(won)
 
     async def _write_back(self, case: Case, request: ActionRequest) -> None:
         """Comment on each alert of the case, and set its status when configured to."""

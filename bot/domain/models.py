@@ -401,6 +401,7 @@ class ActionRequest(Frozen):
     decision_note: str = ""
     reminded_at: datetime | None = None
     attempt: int = 1
+    reported_attempt: int = 0  # the last attempt whose result the thread was told
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: ActionResult | None = None

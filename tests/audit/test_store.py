@@ -337,7 +337,9 @@ def test_a_store_that_cannot_be_audited_exits_2(
 
     assert main(["audit", command, "--store-url", "mysql://db/bot"]) == 2
     assert "STORE_URL" in capsys.readouterr().err
-    assert main(["audit", command, "--store-url", "postgresql://auditor:hunter2@unreachable.invalid/bot"]) == 2
+    assert (
+        main(["audit", command, "--store-url", "postgresql://auditor:hunter2@unreachable.invalid/bot"]) == 2
+    )
     unreachable = capsys.readouterr().err
     assert "connecting to postgresql://auditor:***@unreachable.invalid/bot failed" in unreachable
     assert "hunter2" not in unreachable
