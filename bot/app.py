@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.directory import Directory
-from bot.errors import StoreError
+from bot.errors import RemediationError, StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
 from bot.intake import AlertPoller
 from bot.policy_file import policy_from_settings
@@ -187,7 +187,12 @@ async def handle_push(
             parsed.message,
             parsed.errors,
         )
-    changed = await service.ingest(parsed, publish=False)
+    try:
+        changed = await service.ingest(parsed, publish=False)
+    except RemediationError as exc:
+        log.error("push: storing %d alert(s) failed: %s", len(parsed), exc.message)
+        return _push_error(503, "Unavailable", "The alerts could not be stored; send the request again.")
+    authenticator.remember(request.headers)
     service.spawn(service.publish_cards(), name="publish-after-push")
     return web.json_response({"accepted": len(parsed), "newOrChanged": changed}, status=202)
 

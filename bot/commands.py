@@ -8,7 +8,7 @@ from cards.case import format_time, request_headline
 
 HELP = (
     "**remediation-bot** posts one card per compromised identity in the incident channel. "
-    "Responders act from the card: type a reason, then pick an action; approvers sign off there too.\\n\\n"
+    "Responders act from the card: type a reason, then pick an action; approvers sign off there too.\n\n"
     "Commands: `help` (this), `pending` (requests waiting for a decision), "
     "`history <upn>` (the audit trail for a user), `contain <upn>` (open a case by hand)."
 )
@@ -33,7 +33,7 @@ class ChatCommands:
                 return "Say whose case to open: `contain adele.vance@contoso.com`."
             return await self._service.contain(actor, target)
         if command not in ("pending", "history"):
-            return f"I don't know the command “{word}”.\\n\\n{HELP}"
+            return f"I don't know the command “{word}”.\n\n{HELP}"
         roles = await self._service.roles_of(actor.object_id)
         if not (roles.responder or roles.approver):
             return "Only responders and approvers can see requests and audit history."
@@ -56,7 +56,7 @@ class ChatCommands:
                 f"- {request_headline(request)} for {case.identity.label}, "
                 f"asked by {request.requester.label}, expires {format_time(request.expires_at)}{link}"
             )
-        return "\\n".join(lines)
+        return "\n".join(lines)
 
     async def _history(self, upn: str) -> str:
         if not upn or "@" not in upn:
@@ -78,4 +78,4 @@ class ChatCommands:
                 f"- {format_time(event.at)} #{event.sequence} {event.kind} by {event.actor_name}"
                 + (f": {detail}" if detail else "")
             )
-        return "\\n".join(lines)
+        return "\n".join(lines)

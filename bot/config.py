@@ -81,15 +81,18 @@ class Settings(BaseSettings):
 
     # Executions run as jobs any replica can claim; a claim lapses after the lease (a dead
     # replica's run is resumed by another, which reads the state back instead of re-sending).
-    job_lease_seconds: float = Field(120.0, ge=1, le=3600, validation_alias=_env("JOB_LEASE_SECONDS"))
+    # Long enough for the slowest run (every retry of every step), or a live run could be resumed.
+    job_lease_seconds: float = Field(600.0, ge=1, le=3600, validation_alias=_env("JOB_LEASE_SECONDS"))
     job_poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias=_env("JOB_POLL_SECONDS"))
 
     # Intake.
     poll_interval_seconds: float = Field(60.0, validation_alias=_env("POLL_INTERVAL_SECONDS"))
-    poll_lookback_minutes: int = Field(1440, validation_alias=_env("POLL_LOOKBACK_MINUTES"))
+    poll_lookback_minutes: int = Field(1440, ge=1, le=43200, validation_alias=_env("POLL_LOOKBACK_MINUTES"))
 
     # State and the HTTP listener.
-    store_url: str = Field("sqlite:///data/remediation-bot.db", validation_alias=_env("STORE_URL"))
+    store_url: str = Field(
+        "sqlite:///data/remediation-bot.db", validation_alias=_env("STORE_URL"), repr=False
+    )
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("PORT"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))

@@ -234,10 +234,13 @@ class Directory:
     # -- helpers -------------------------------------------------------------------------------
 
     def _unchecked(self, identity: IdentityRef) -> TargetFacts:
+        # With protected accounts configured, an identity known by only one of its names could be
+        # a protected account listed by the other: fail closed and treat it as protected.
+        incomplete = bool(self._policy.protected_users) and not (identity.object_id and identity.upn)
         return TargetFacts(
             privileged=True,
             privileged_reason=UNCHECKED_REASON,
-            protected=self._policy.is_protected(identity),
+            protected=incomplete or self._policy.is_protected(identity),
         )
 
     def _fresh(self, cache: dict[str, _Entry[_T]], key: str) -> _T | None:

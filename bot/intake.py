@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.domain.models import Alert, AlertSource, IdentityRef, Severity
+from bot.errors import GraphError
 from bot.graph import GraphClient
 from bot.store.base import Store
 
@@ -179,10 +180,15 @@ class AlertPoller:
                 newest = alert.updated_at
         if skipped:
             log.warning("%d alert(s) named no user the bot can act on and were left out", skipped)
-        async for raw in self._graph.list_risky_users(filter=RISKY_USER_FILTER):
-            risky = risky_user_alert(raw)
-            if risky is not None:
-                alerts.append(risky)
+        try:
+            async for raw in self._graph.list_risky_users(filter=RISKY_USER_FILTER):
+                risky = risky_user_alert(raw)
+                if risky is not None:
+                    alerts.append(risky)
+        except GraphError as exc:
+            # The alerts already read must not wait on Identity Protection (no P2 licence, no
+            # permission): ingest them and say what is missing.
+            log.warning("risky users could not be read (%s); alerts_v2 is still ingested", exc.message)
         changed = await self._ingest(alerts) if alerts else 0
         if newest is not None and newest != watermark:
             await self._store.set_watermark(WATERMARK_KEY, newest)

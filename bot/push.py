@@ -70,8 +70,11 @@ class PushAuthenticator:
         self._forget_before(current - self.window)
         if signature in self._seen:
             return Rejection(401, "This signed request was already received (replay).")
-        self._seen[signature] = current
         return None
+
+    def remember(self, headers: Mapping[str, str]) -> None:
+        """Record a request's signature once its alerts are stored (a failed store may be retried)."""
+        self._seen[headers.get(SIGNATURE_HEADER, "")] = self.now()
 
     def _forget_before(self, cutoff: float) -> None:
         for key in [k for k, seen in self._seen.items() if seen < cutoff]:

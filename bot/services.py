@@ -52,7 +52,7 @@ from bot.domain.models import (
 )
 from bot.domain.plans import offered_actions, plan
 from bot.domain.policy import ActorRoles, Policy
-from bot.errors import DuplicateError, GraphNotFound, RemediationError, StoreError
+from bot.errors import ConflictError, DuplicateError, GraphNotFound, RemediationError, StoreError
 from bot.graph import GraphClient
 from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
 from bot.store.base import Store
@@ -126,7 +126,7 @@ class RemediationService:
         recheck_after: timedelta = timedelta(minutes=2),
         alert_status: str = "",
         coalesce_seconds: float = 3.0,
-        job_lease: timedelta = timedelta(minutes=2),
+        job_lease: timedelta = timedelta(minutes=10),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
         self._store = store
@@ -250,7 +250,11 @@ class RemediationService:
             return
         for case in await self._store.list_cases():
             if case.needs_publishing:
-                await self._publish(case.id, channel)
+                try:
+                    await self._publish(case.id, channel)
+                except RemediationError as exc:
+                    # This card is retried at the next publish; the others must not wait on it.
+                    log.error("case %s: card could not be sent: %s", case.id, exc.message)
 
     async def _publish(self, case_id: str, channel: ChannelRef, *, urgent: bool = False) -> Case:
         """Post the case's card, or update it; alert-driven updates of one card are coalesced.
@@ -614,11 +618,14 @@ class RemediationService:
                 return ran
             try:
                 await self._execute(str(job.payload.get("requestId", "")))
+                await self._store.finish_job(job.key, self._replica)
+            except ConflictError:
+                log.warning("execution job %s was taken over by another worker", job.key)
+                continue
             except Exception:
                 # Left unfinished on purpose: once the lease lapses another attempt resumes it.
                 log.exception("execution job %s failed; it will be resumed", job.key)
                 continue
-            await self._store.finish_job(job.key, self._replica)
             ran += 1
 
     async def _execute(self, request_id: str) -> None:
@@ -632,6 +639,9 @@ class RemediationService:
         if request is None:
             return
         if request.state is RequestState.EXECUTING:
+            started = request.started_at
+            if started is not None and self._clock() - started < self._job_lease:
+                return  # its run may still be going (its lease lapsed early); look again later
             await self._resume(request)
             return
         if request.state in (RequestState.SUCCEEDED, RequestState.FAILED):
@@ -792,12 +802,27 @@ class RemediationService:
         for request in await self._store.list_requests_in((RequestState.SUCCEEDED, RequestState.FAILED)):
             result = request.result
             if result is not None and result.recheck_at is not None and result.recheck_at <= now:
-                await self._recheck(request.id)
+                await self._sweep_one(request, self._recheck(request.id))
         for request in await self._store.list_requests_in(OPEN_STATES):
             if now >= request.expires_at:
-                await self._expire(request.id)
+                await self._sweep_one(request, self._expire(request.id))
             elif self._needs_reminder(request, now):
-                await self._remind(request.id)
+                await self._sweep_one(request, self._remind(request.id))
+            elif request.state is RequestState.APPROVED:
+                # Approved but its job was never queued (a crash right after the approval):
+                # queueing is idempotent by key, so this is a no-op for a queued one.
+                await self._sweep_one(
+                    request,
+                    self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, {"requestId": request.id}),
+                )
+
+    async def _sweep_one(self, request: ActionRequest, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except RemediationError as exc:
+            log.error(
+                "request %s: time-based work failed, retried at the next sweep: %s", request.id, exc.message
+            )
 
     async def _recheck(self, request_id: str) -> None:
         """Read back what was pending verification, record it and tell the thread."""

@@ -18,7 +18,7 @@ from bot.errors import GraphError, GraphOutcomeUnknown
 from bot.graph import decode
 from bot.graph.odata import all_of, any_equal, odata_datetime, odata_string
 from bot.graph.pacing import Pacer
-from bot.graph.retry import backoff_delay, parse_retry_after
+from bot.retry import backoff_delay, parse_retry_after
 
 JSONObject = dict[str, Any]
 

@@ -10,6 +10,7 @@ from botbuilder.schema import Activity, AdaptiveCardInvokeResponse
 
 from bot.commands import ChatCommands
 from bot.domain.models import Actor, ChannelRef
+from bot.errors import RemediationError
 from bot.services import CardAnswer, RemediationService
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,22 @@ class TeamsBot(ActivityHandler):
         if not object_id:
             return _error(401, "Unauthorized", "Teams did not say who clicked, so the bot did nothing.")
         actor = Actor(object_id=object_id, name=sender.name or "", teams_id=sender.id or "")
-        answer = await self._service.handle_card_action(actor, verb, data)
+        try:
+            answer = await self._service.handle_card_action(actor, verb, data)
+        except RemediationError as exc:
+            # The edge: one log line with the ids, and a sentence for the person who clicked.
+            log.error(
+                "card action %s by %s failed (activity %s, case %s, request %s): %s",
+                verb,
+                object_id,
+                activity.id,
+                data.get("caseId"),
+                data.get("requestId"),
+                exc.message,
+            )
+            return _error(
+                503, "Unavailable", f"The bot could not complete that just now: {exc.message} Try again."
+            )
         return _card_response(answer)
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:

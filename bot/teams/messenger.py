@@ -69,7 +69,7 @@ from urllib3.util.retry import Retry
 
 from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
-from bot.graph.retry import backoff_delay, parse_retry_after
+from bot.retry import backoff_delay, parse_retry_after
 from bot.teams.pacing import Lanes, Pacer
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import pytest
 
 from bot.graph import odata_datetime, odata_string
 from bot.graph.odata import all_of, any_equal
-from bot.graph.retry import backoff_delay, parse_retry_after
+from bot.retry import backoff_delay, parse_retry_after
 
 NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 

@@ -314,8 +314,20 @@ async def test_an_identity_without_id_or_upn_fails_safe(
 ) -> None:
     facts = await make_directory(demo_policy).target_facts(IdentityRef(on_prem_sid="S-1-5-21-1-2-3-4"))
 
-    assert facts == TargetFacts(privileged=True, privileged_reason=UNCHECKED_REASON)
+    # The demo policy protects accounts; an identity with no name to check against the list
+    # could be one of them, so it counts as protected.
+    assert facts == TargetFacts(privileged=True, privileged_reason=UNCHECKED_REASON, protected=True)
     assert graph_calls(tenant) == []
+
+
+async def test_a_failed_lookup_of_the_other_name_fails_closed(
+    tenant: SandboxTenant, make_directory: MakeDirectory, demo_policy: Policy
+) -> None:
+    # Break-glass is listed by UPN; the alert names it by object id, and Graph cannot say its UPN.
+    tenant.inject_fault("GET", rf"/users/{BREAKGLASS}$", status=503, times=8)
+    facts = await make_directory(demo_policy).target_facts(IdentityRef(object_id=BREAKGLASS))
+    assert facts.protected is True
+    assert facts.privileged is True
 
 
 async def test_a_policy_without_privileged_targets_asks_nothing(

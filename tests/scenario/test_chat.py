@@ -42,7 +42,9 @@ async def say(
     assert status in (200, 201)
     replies = [c for c in connector.calls[before:] if c.kind == "send" and c.conversation_id == conversation]
     assert len(replies) == 1
-    return replies[0].text
+    text = replies[0].text
+    assert "\\n" not in text, "line breaks are real, not escaped"
+    return text
 
 
 async def _open_channel(bot: BotHarness, connector: RecordingConnector) -> None:

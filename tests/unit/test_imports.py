@@ -30,9 +30,16 @@ DOMAIN_FORBIDDEN = {
     "random",
     "subprocess",
     "pathlib",
+    "aiohttp",
     "bot.graph",
     "bot.store",
     "bot.teams",
+    "bot.directory",
+    "bot.identities",
+    "bot.actions",
+    "bot.services",
+    "bot.intake",
+    "bot.app",
 }
 
 

@@ -1,4 +1,5 @@
-"""The retry arithmetic of the Graph client: how long to wait before the next attempt."""
+"""Retry timing shared by the Graph client and the Teams messenger: Retry-After parsing and
+jittered exponential backoff. Pure functions, no I/O."""
 
 from __future__ import annotations
 
