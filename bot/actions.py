@@ -188,6 +188,17 @@ class Executor:
             outcome = await self._verify(
                 identity, step, base.model_copy(update={"ok": True}), started, final=True
             )
+            if outcome.verification is Verification.UNVERIFIABLE:
+                # Nothing to read back (e.g. an on-premises password reset): it may be queued in
+                # Defender already, so a retry could run it twice; the Action Center knows.
+                return base.model_copy(
+                    update={
+                        "message": (
+                            "Graph's answer was lost, and this action has no state to read back: it may "
+                            "already be queued. Check the Defender Action Center before retrying."
+                        )
+                    }
+                )
             if outcome.verification is Verification.VERIFIED:
                 return outcome.model_copy(
                     update={

@@ -69,6 +69,7 @@ RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
 EXECUTE_JOB = "execute"
 # How long a replica may hold a card's publishing lease before another may take over (crash).
 PUBLISHING_LEASE = timedelta(seconds=60)
+CLAIM_RETRY_SECONDS = 2.0
 RISK_SIGNAL_LOOKBACK = timedelta(days=7)
 STALE_NOTE = (
     "This card was out of date, so nothing was done. Here is the current state; check it and try again."
@@ -276,7 +277,14 @@ class RemediationService:
                     return case
             claimed = await self._claim_publishing(case_id)
             if claimed is None:
-                return case  # another replica is publishing this card; it reads the latest state
+                # Another replica is sending this card and may have rendered an older state:
+                # look again shortly, so the newest state reaches the channel too.
+                if case_id not in self._deferred:
+                    self._deferred.add(case_id)
+                    self.spawn(
+                        self._publish_later(case_id, channel, CLAIM_RETRY_SECONDS), name=f"reclaim-{case_id}"
+                    )
+                return case
             case = claimed
             try:
                 if not case.target_checked:
