@@ -193,7 +193,7 @@ async def handle_push(
         log.error("push: storing %d alert(s) failed: %s", len(parsed), exc.message)
         return _push_error(503, "Unavailable", "The alerts could not be stored; send the request again.")
     authenticator.remember(request.headers)
-    service.spawn(service.publish_cards(), name="publish-after-push")
+    service.schedule_publish()
     return web.json_response({"accepted": len(parsed), "newOrChanged": changed}, status=202)
 
 

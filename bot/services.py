@@ -147,6 +147,8 @@ class RemediationService:
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
         self._replica = uuid.uuid4().hex[:8]
+        self._publisher: asyncio.Task[Any] | None = None
+        self._publish_again = False
         self._job_lease = job_lease
         self._new_id = new_id
         self._case_locks: dict[str, asyncio.Lock] = {}
@@ -239,6 +241,25 @@ class RemediationService:
         if changed and publish:
             await self.publish_cards()
         return changed
+
+    def schedule_publish(self) -> None:
+        """Bring every card up to date in the background, one pass at a time.
+
+        A push storm asks for this once per request: requests that arrive during a pass only
+        mark it to run once more, so there is never more than one pass (and one list of every
+        case in memory) at a time.
+        """
+        if self._publisher is not None and not self._publisher.done():
+            self._publish_again = True
+            return
+        self._publisher = self.spawn(self._publish_passes(), name="publisher")
+
+    async def _publish_passes(self) -> None:
+        while True:
+            self._publish_again = False
+            await self.publish_cards()
+            if not self._publish_again:
+                return
 
     async def publish_cards(self) -> None:
         """Post a card for every case that has none, and update every card that is behind."""

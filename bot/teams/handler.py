@@ -103,7 +103,7 @@ class TeamsBot(ActivityHandler):
             bot_name=recipient.name if recipient else None,
         )
         if await self._service.register_channel(ref):
-            self._service.spawn(self._service.publish_cards(), name="publish-after-install")
+            self._service.schedule_publish()
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
