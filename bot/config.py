@@ -182,10 +182,15 @@ class Settings(BaseSettings):
         return Path(self.store_url.removeprefix("sqlite:///"))
 
 
-_FIELD_TO_ENV = {
-    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
-    for name, field in Settings.model_fields.items()
+def _env_name(alias: object, field: str) -> str:
+    return str(alias.choices[0]) if isinstance(alias, AliasChoices) else field
+
+
+ENV_NAMES: dict[str, str] = {
+    name: _env_name(field.validation_alias, name) for name, field in Settings.model_fields.items()
 }
+"""Each setting's environment variable, by field name."""
+_FIELD_TO_ENV = ENV_NAMES
 
 
 def load_settings(**overrides: Any) -> Settings:

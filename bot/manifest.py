@@ -346,7 +346,7 @@ def validate_manifest(manifest: Mapping[str, Any], schema_path: Path) -> None:
 def schema_errors(manifest: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """Every violation of ``schema`` (draft-04) by ``manifest``: ``at $.path: what is wrong.``."""
     # Imported here so that ``import bot.manifest`` (the CLI's help texts) stays cheap.
-    from jsonschema import Draft4Validator  # type: ignore[import-untyped]
+    from jsonschema import Draft4Validator
 
     validator = Draft4Validator(schema)
     errors = sorted(validator.iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path])

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.domain.audit import AuditEvent, ChainCheck
-from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, RequestState
+from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,9 @@ class Store(Protocol):
 
     async def get_case(self, case_id: str) -> Case | None:
         """One case by id."""
+
+    async def find_active_case(self, identity: IdentityRef) -> Case | None:
+        """The identity's active case, if it has one."""
 
     async def list_cases(self) -> list[Case]:
         """Every case, oldest first."""

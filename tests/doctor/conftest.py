@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from bot.config import Settings, load_settings
+from bot.config import ENV_NAMES, Settings, load_settings
 from bot.domain.models import ChannelRef
 from bot.sandbox import SandboxTenant
 from bot.store.sqlite import SqliteStore
@@ -65,7 +65,7 @@ def environment(tenant: SandboxTenant, policy_file: Path, tmp_path: Path) -> dic
     }
 
 
-_FIELDS = {str(field.validation_alias.choices[0]): name for name, field in Settings.model_fields.items()}  # type: ignore[union-attr]
+_FIELDS = {env: name for name, env in ENV_NAMES.items()}
 
 
 @pytest.fixture

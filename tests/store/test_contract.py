@@ -180,7 +180,8 @@ async def test_record_alert_opens_a_case_then_joins_it_and_is_idempotent(store: 
 
 
 async def test_the_identity_key_ignores_case(store: Store) -> None:
-    shouting = IdentityRef(object_id=ADELE.object_id.upper())  # type: ignore[union-attr]
+    assert ADELE.object_id is not None
+    shouting = IdentityRef(object_id=ADELE.object_id.upper())
     first = await store.record_alert(alert("a1"), new_case_id="case-1", now=T0)
     second = await store.record_alert(alert("a2", shouting), new_case_id="case-2", now=T0)
     assert second.case.id == first.case.id and not second.case_created
@@ -188,9 +189,9 @@ async def test_the_identity_key_ignores_case(store: Store) -> None:
 
 async def test_find_active_case(store: Store) -> None:
     await store.record_alert(alert("a1"), new_case_id="case-1", now=T0)
-    found = await store.find_active_case(ADELE)  # type: ignore[attr-defined]
+    found = await store.find_active_case(ADELE)
     assert found is not None and found.id == "case-1"
-    assert await store.find_active_case(LEE) is None  # type: ignore[attr-defined]
+    assert await store.find_active_case(LEE) is None
 
 
 async def test_fifty_concurrent_alerts_for_one_identity_make_one_case(open_stores: OpenStore) -> None:

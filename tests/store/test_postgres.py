@@ -223,7 +223,9 @@ async def test_a_least_privilege_role_can_run_the_bot_but_not_rewrite_the_audit_
     parts = urlsplit(postgres_url)
     runtime_url = parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}").geturl()
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        schema = db.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        row = db.execute("SELECT current_schema()").fetchone()
+        assert row is not None
+        schema = row[0]
         statements = [
             "CREATE ROLE {role} LOGIN",
             "GRANT USAGE ON SCHEMA {schema} TO {role}",
