@@ -28,8 +28,8 @@ node_modules/.installed: package.json package-lock.json
 browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Chromium from Debian for the browser test"; \
-		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
-		 (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) || \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) || \
 		echo "could not install Chromium: the browser test will not run"; \
 	fi
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory node_modules/.installed; \
