@@ -146,9 +146,26 @@ def create_app(
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def readyz(request: web.Request) -> web.Response:
+        # Ready = the store answers and the incident channel is known (cards can be posted).
+        try:
+            version = await request.app[STORE].schema_version()
+            channel = await request.app[STORE].get_channel()
+        except RemediationError as exc:
+            return web.json_response({"status": "unavailable", "reason": exc.message}, status=503)
+        if channel is None:
+            reason = "the bot has not been installed in the team of TEAMS_CHANNEL_ID yet"
+            return web.json_response({"status": "waiting", "reason": reason, "schema": version}, status=503)
+        return web.json_response({"status": "ready", "schema": version})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=request.app[SERVICE].metrics.exposition(), content_type="text/plain")
+
     app.router.add_post("/api/messages", messages)
     app.router.add_post("/api/alerts", alerts)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

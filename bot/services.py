@@ -55,6 +55,7 @@ from bot.domain.policy import ActorRoles, Policy
 from bot.errors import ConflictError, DuplicateError, GraphNotFound, RemediationError, StoreError
 from bot.graph import GraphClient
 from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
+from bot.metrics import Metrics
 from bot.store.base import Store
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
@@ -147,6 +148,7 @@ class RemediationService:
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
         self._replica = uuid.uuid4().hex[:8]
+        self.metrics = Metrics()
         self._publisher: asyncio.Task[Any] | None = None
         self._publish_again = False
         self._job_lease = job_lease
@@ -227,6 +229,8 @@ class RemediationService:
         for alert in alerts:
             intake = await self._store.record_alert(alert, new_case_id=self._new_id(), now=self._clock())
             changed += intake.alert_changed
+            if intake.alert_changed:
+                self.metrics.add("remediation_alerts_ingested_total", source=alert.source.value)
             if intake.case_created:
                 log.info("case %s opened for %s", intake.case.id, intake.case.identity.label)
                 await self._audit("case.opened", case=intake.case, alert_id=alert.id, title=alert.title)
@@ -313,10 +317,12 @@ class RemediationService:
                 card = await self._shared_card(case)
                 if case.card is None:
                     ref = await self._messenger.post_card(channel, card)
+                    self.metrics.add("remediation_cards_posted_total")
                     log.info("case %s card posted (activity %s)", case.id, ref.activity_id)
                 else:
                     ref = case.card
                     await self._messenger.update_card(channel, ref, card)
+                    self.metrics.add("remediation_card_updates_total")
             except BaseException:
                 await self._store.update_case(case_id, self._release_claim)
                 raise
@@ -467,6 +473,7 @@ class RemediationService:
         self, case: Case, actor: Actor, reason: str, request: ActionRequest | None = None
     ) -> CardAnswer:
         log.info("case %s: refused %s: %s", case.id, actor.object_id, reason)
+        self.metrics.add("remediation_refusals_total")
         await self._audit("request.refused", actor=actor, case=case, request=request, reason=reason)
         return CardAnswer(card=await self._card_for(case, actor, note=reason))
 
@@ -537,6 +544,7 @@ class RemediationService:
             actor.object_id,
             request.state,
         )
+        self.metrics.add("remediation_requests_total", action=action.value)
         await self._audit(
             "request.opened",
             actor=actor,
@@ -720,6 +728,11 @@ class RemediationService:
 
         request = await self._store.update_request(request_id, finish)
         log.info("request %s %s: %s", request.id, request.state.value, result.summary)
+        self.metrics.add(
+            "remediation_actions_total",
+            action=request.action.value,
+            outcome="succeeded" if result.succeeded else "failed",
+        )
         await self._audit(
             "action.succeeded" if result.succeeded else "action.failed",
             case=case,
