@@ -53,6 +53,11 @@ def _scenario() -> dict[str, Any]:
     return {"users": users, "alerts": alerts}
 
 
+def _succeeded(connector: RecordingConnector) -> list[Any]:
+    """The thread replies that report a successful disable."""
+    return [c for c in connector.of_kind("send") if "Disable account succeeded" in c.text]
+
+
 async def _until(check: Callable[[], bool], limit: float, what: str) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -152,7 +157,10 @@ async def test_two_replicas_post_once_and_run_each_action_once(
         data = dict(card_action(updates[-1].card or {}, "approve")["data"])
         approvals += [click((one, two)[n % 2], post, a, "approve", data) for n, a in enumerate(APPROVERS)]
     await asyncio.gather(*approvals)
-    results = lambda: [c for c in connector.of_kind("send") if "Disable account succeeded" in c.text]  # noqa: E731
+
+    def results() -> list[Any]:
+        return _succeeded(connector)
+
     await _until(lambda: len(results()) >= IDENTITIES, 60, "every action reported")
     await asyncio.sleep(2)
     patches = [r for r in tenant.requests if r.method == "PATCH"]
@@ -227,7 +235,10 @@ async def test_a_replica_killed_mid_action_is_finished_by_another(
     await _until(lambda: tenant.user(user_id)["accountEnabled"] is False, 20, "the PATCH reaching Graph")
     first.kill()
     click.cancel()
-    done = lambda: [c for c in connector.of_kind("send") if "Disable account succeeded" in c.text]  # noqa: E731
+
+    def done() -> list[Any]:
+        return _succeeded(connector)
+
     await _until(lambda: len(done()) >= 1, 30, "the survivor finishing the action")
     await asyncio.sleep(2)
     assert len([r for r in tenant.requests if r.method == "PATCH"]) <= 1, "never sent again"
