@@ -50,9 +50,10 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from bot.domain.audit import AuditEvent, ChainCheck, chain_next
-from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
+from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
 from bot.errors import ConflictError, DuplicateError, StoreError
 from bot.store.base import AlertIntake, Job
+from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
     check_finish,
@@ -174,7 +175,7 @@ async def _backoff(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
 
-class PostgresStore:
+class PostgresStore(MetaRecords):
     """The :class:`bot.store.base.Store` on a PostgreSQL database, shared by several replicas.
 
     ``url`` is a libpq URL (``postgresql://user:password@host:5432/db``); pick a schema with the
@@ -380,24 +381,6 @@ class PostgresStore:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
-
-    async def get_watermark(self, source: str) -> datetime | None:
-        """The last ``lastUpdateDateTime`` fully ingested from ``source``."""
-        value = await self._get_meta(f"watermark:{source}")
-        return None if value is None else datetime.fromisoformat(value)
-
-    async def set_watermark(self, source: str, value: datetime) -> None:
-        """Advance the watermark of ``source``."""
-        await self._set_meta(f"watermark:{source}", value.isoformat())
-
-    async def get_channel(self) -> ChannelRef | None:
-        """The incident channel captured from the installation, if any."""
-        value = await self._get_meta("channel")
-        return None if value is None else ChannelRef.model_validate_json(value)
-
-    async def set_channel(self, channel: ChannelRef) -> None:
-        """Remember the incident channel."""
-        await self._set_meta("channel", channel.model_dump_json())
 
     # -- cases ------------------------------------------------------------------------------
 

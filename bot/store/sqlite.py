@@ -22,9 +22,10 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel
 
 from bot.domain.audit import AuditEvent, ChainCheck, chain_next
-from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
+from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
 from bot.errors import ConflictError, DuplicateError, StoreError
 from bot.store.base import AlertIntake, Job
+from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
     check_finish,
@@ -112,7 +113,7 @@ def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
     )
 
 
-class SqliteStore:
+class SqliteStore(MetaRecords):
     """The :class:`bot.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -231,24 +232,6 @@ class SqliteStore:
                 (key, value),
             )
         )
-
-    async def get_watermark(self, source: str) -> datetime | None:
-        """The last ``lastUpdateDateTime`` fully ingested from ``source``."""
-        value = await self._get_meta(f"watermark:{source}")
-        return None if value is None else datetime.fromisoformat(value)
-
-    async def set_watermark(self, source: str, value: datetime) -> None:
-        """Advance the watermark of ``source``."""
-        await self._set_meta(f"watermark:{source}", value.isoformat())
-
-    async def get_channel(self) -> ChannelRef | None:
-        """The incident channel captured from the installation, if any."""
-        value = await self._get_meta("channel")
-        return None if value is None else ChannelRef.model_validate_json(value)
-
-    async def set_channel(self, channel: ChannelRef) -> None:
-        """Remember the incident channel."""
-        await self._set_meta("channel", channel.model_dump_json())
 
     # -- cases ------------------------------------------------------------------------------
 
