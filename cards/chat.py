@@ -1,0 +1,108 @@
+"""Chat answers: what the bot replies to ``help``, ``pending``, ``history`` and ``contain``.
+
+Answers are Teams message text (markdown). The bot's own words carry the formatting; every
+value from outside — the command word and its argument, names, reasons, titles, the sentence a
+use case returns — goes through :func:`cards.text.inert`. Lists stop with "and N more" before
+the answer outgrows :data:`cards.text.MESSAGE_BUDGET`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from bot.domain.models import ActionRequest, Case, ChannelRef
+from cards.case import format_time, request_headline
+from cards.text import MESSAGE_BUDGET, Limits, fit, inert, json_size
+
+HELP = (
+    "**remediation-bot** posts one card per compromised identity in the incident channel. "
+    "Responders act from the card: type a reason, then pick an action; approvers sign off there too.\n\n"
+    "Commands: `help` (this), `pending` (requests waiting for a decision), "
+    "`history <upn>` (the audit trail for a user), `contain <upn>` (open a case by hand)."
+)
+MAX_HISTORY_LINES = 30
+TEAMS_MESSAGE_LINK = "https://teams.microsoft.com/l/message"
+_KIND = re.compile(r"[a-z]+(?:[._][a-z]+)*")
+
+
+def render_sentence(text: str) -> str:
+    """A sentence a use case answered with (it may quote names and UPNs), as inert text."""
+    return fit(lambda limits: inert(text, limits.long + limits.name))
+
+
+def render_unknown_command(word: str) -> str:
+    """The answer to a command the bot does not know."""
+    return f"I don't know the command “{inert(word, 40)}”.\n\n{HELP}"
+
+
+def render_pending(pending: Sequence[tuple[Case, ActionRequest]], channel: ChannelRef | None) -> str:
+    """Open requests, oldest first, each with a link to its card when the bot knows where it is."""
+    if not pending:
+        return "No requests are waiting for a decision."
+
+    def render(limits: Limits) -> str:
+        lines = []
+        for case, request in pending:
+            link = ""
+            if case.card is not None and channel is not None:
+                where = f"{quote(channel.channel_id, safe=':@')}/{quote(case.card.activity_id, safe='')}"
+                url = f"{TEAMS_MESSAGE_LINK}/{where}"
+                link = f" — [open the card]({url})"
+            lines.append(
+                f"- {inert(request_headline(request, limits), limits.short)} "
+                f"for {inert(case.identity.label, limits.name)}, "
+                f"asked by {inert(request.requester.label, limits.name)}, "
+                f"expires {format_time(request.expires_at)}{link}"
+            )
+        return _listed(f"**{len(pending)} request(s) waiting:**", lines, limits)
+
+    return fit(render)
+
+
+def render_history(upn: str, events: Sequence[Any]) -> str:
+    """The audit events about one identity, the latest :data:`MAX_HISTORY_LINES` of them."""
+
+    def render(limits: Limits) -> str:
+        who = inert(upn, limits.name)
+        if not events:
+            return f"No audit events for {who}."
+        shown = events[-MAX_HISTORY_LINES:]
+        cut = ", latest shown" if len(events) > len(shown) else ""
+        lines = []
+        for event in shown:
+            detail = (
+                event.payload.get("reason")
+                or event.payload.get("summary")
+                or event.payload.get("title")
+                or ""
+            )
+            lines.append(
+                f"- {format_time(event.at)} #{event.sequence} {_kind(event.kind, limits)} "
+                f"by {inert(event.actor_name, limits.name)}"
+                + (f": {inert(detail, limits.short)}" if detail else "")
+            )
+        return _listed(f"**Audit trail for {who}** ({len(events)} event(s){cut}):", lines, limits)
+
+    return fit(render)
+
+
+def _kind(kind: str, limits: Limits) -> str:
+    # Event kinds are the bot's own words (``request.opened``); anything else is shown inert.
+    return kind if _KIND.fullmatch(kind) else inert(kind, limits.name)
+
+
+def _listed(header: str, lines: Sequence[str], limits: Limits) -> str:
+    """``header`` and as many ``lines`` as fit, then "… and N more"."""
+    kept: list[str] = []
+    size = json_size(header)
+    for line in lines[: limits.items]:
+        size += json_size(line)
+        if size > MESSAGE_BUDGET - 200:
+            break
+        kept.append(line)
+    more = len(lines) - len(kept)
+    tail = [f"… and {more} more"] if more else []
+    return "\n".join([header, *kept, *tail])
