@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 from bot.domain.models import ActionRequest, Case, ChannelRef
 from cards.case import format_time, request_headline
-from cards.text import MESSAGE_BUDGET, Limits, fit, inert, json_size
+from cards.links import MAX_ID_IN_URL
+from cards.text import MESSAGE_BUDGET, Limits, fit, inert, json_size, plain
 
 HELP = (
     "**remediation-bot** posts one card per compromised identity in the incident channel. "
@@ -45,19 +46,15 @@ def render_pending(pending: Sequence[tuple[Case, ActionRequest]], channel: Chann
 
     def render(limits: Limits) -> str:
         lines = []
-        for case, request in pending:
-            link = ""
-            if case.card is not None and channel is not None:
-                where = f"{quote(channel.channel_id, safe=':@')}/{quote(case.card.activity_id, safe='')}"
-                url = f"{TEAMS_MESSAGE_LINK}/{where}"
-                link = f" — [open the card]({url})"
+        for case, request in pending[: limits.items]:
+            link = _card_link(case, channel)
             lines.append(
                 f"- {inert(request_headline(request, limits), limits.short)} "
                 f"for {inert(case.identity.label, limits.name)}, "
                 f"asked by {inert(request.requester.label, limits.name)}, "
-                f"expires {format_time(request.expires_at)}{link}"
+                f"expires {format_time(request.expires_at)}" + (f" — [open the card]({link})" if link else "")
             )
-        return _listed(f"**{len(pending)} request(s) waiting:**", lines, limits)
+        return _listed(f"**{len(pending)} request(s) waiting:**", lines, len(pending))
 
     return fit(render)
 
@@ -69,7 +66,7 @@ def render_history(upn: str, events: Sequence[Any]) -> str:
         who = inert(upn, limits.name)
         if not events:
             return f"No audit events for {who}."
-        shown = events[-MAX_HISTORY_LINES:]
+        shown = events[-min(MAX_HISTORY_LINES, limits.items) :]
         cut = ", latest shown" if len(events) > len(shown) else ""
         lines = []
         for event in shown:
@@ -84,25 +81,35 @@ def render_history(upn: str, events: Sequence[Any]) -> str:
                 f"by {inert(event.actor_name, limits.name)}"
                 + (f": {inert(detail, limits.short)}" if detail else "")
             )
-        return _listed(f"**Audit trail for {who}** ({len(events)} event(s){cut}):", lines, limits)
+        return _listed(f"**Audit trail for {who}** ({len(events)} event(s){cut}):", lines, len(shown))
 
     return fit(render)
 
 
 def _kind(kind: str, limits: Limits) -> str:
     # Event kinds are the bot's own words (``request.opened``); anything else is shown inert.
-    return kind if _KIND.fullmatch(kind) else inert(kind, limits.name)
+    return kind if _KIND.fullmatch(kind) and plain(kind, limits.name) == kind else inert(kind, limits.name)
 
 
-def _listed(header: str, lines: Sequence[str], limits: Limits) -> str:
-    """``header`` and as many ``lines`` as fit, then "… and N more"."""
+def _card_link(case: Case, channel: ChannelRef | None) -> str | None:
+    """The card's message in Teams, when the bot knows where it is (ids of a sane length)."""
+    if case.card is None or channel is None:
+        return None
+    ids = (channel.channel_id, case.card.activity_id)
+    if not all(0 < len(i) <= MAX_ID_IN_URL for i in ids):
+        return None
+    return f"{TEAMS_MESSAGE_LINK}/{quote(ids[0], safe=':@')}/{quote(ids[1], safe='')}"
+
+
+def _listed(header: str, lines: Sequence[str], total: int) -> str:
+    """``header`` and as many of ``lines`` as fit, then "… and N more" (of ``total``)."""
     kept: list[str] = []
     size = json_size(header)
-    for line in lines[: limits.items]:
+    for line in lines:
         size += json_size(line)
         if size > MESSAGE_BUDGET - 200:
             break
         kept.append(line)
-    more = len(lines) - len(kept)
+    more = total - len(kept)
     tail = [f"… and {more} more"] if more else []
     return "\n".join([header, *kept, *tail])

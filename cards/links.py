@@ -4,12 +4,12 @@ An alert's ``alertWebUrl`` (or a pushed ``url``) is untrusted. :func:`allowed_ur
 function that decides whether it may become a link, a button or a ``selectAction``: only
 ``https`` on a host of the allow-list (the Defender, Entra and Azure portals, plus the hosts of
 ``DEFENDER_PORTAL_URL`` and ``ENTRA_PORTAL_URL`` for sovereign clouds), with no user name or
-password, no port but 443, ASCII only, at most :data:`MAX_URL_CHARS` long. Everything else —
-``javascript:``, ``http:``, look-alike hosts such as ``security.microsoft.com.evil.io``,
-``https://security.microsoft.com@evil.io``, a backslash, a URL that tries to close a markdown
-link with ``)`` — is dropped, and the card links to the alert in the Defender portal by its id
-instead. Kept URLs are written back with every character that could end a markdown link or an
-HTML attribute percent-encoded.
+password, no port but 443, ASCII only, no character that could end a markdown link or an HTML
+attribute (``( ) [ ] < > " ' ` { } | ^``, a backslash, spaces, controls), at most :data:`MAX_URL_CHARS`
+long. Everything else — ``javascript:``, ``http:``, look-alike hosts such as
+``security.microsoft.com.evil.io``, ``https://security.microsoft.com@evil.io``, a URL that tries
+to close a markdown link with ``)`` — is dropped, and the card links to the alert in the Defender
+portal by its id instead.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ MICROSOFT_PORTAL_HOSTS = frozenset({"security.microsoft.com", "entra.microsoft.c
 MAX_URL_CHARS = 1024
 MAX_ID_IN_URL = 128
 
-# Characters kept as they are in a path, query or fragment; the rest is percent-encoded. Left
-# out on purpose: ( ) ' " < > [ ] \ ` { } | ^ space, so a URL cannot end a markdown link early.
+# A URL holding one of these is dropped: each could end a markdown link or an HTML attribute.
+_MARKUP = frozenset("()[]<>\"'`\\{}|^")
+# Characters kept as they are when a kept URL is written back (anything else percent-encoded).
 _SAFE = "/:@!$&*+,;=-._~%?"
 
 
@@ -31,7 +32,7 @@ def allowed_url(url: object, hosts: frozenset[str] = MICROSOFT_PORTAL_HOSTS) -> 
     """``url`` as a link the bot may show, or None when it is not an https URL on ``hosts``."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
         return None
-    if not url.isascii() or any(c <= " " or c == "\x7f" or c == "\\" for c in url):
+    if not url.isascii() or any(c <= " " or c == "\x7f" or c in _MARKUP for c in url):
         return None
     try:
         parts = urlsplit(url)

@@ -27,9 +27,11 @@ What :func:`plain` does, in order:
    of a host name becomes ``[.]``: ``https://evil.io/x`` reads ``https[://]evil[.]io/x``. A host
    name is a run of dotted labels (ideographic and full-width dots too) whose last label is a
    top-level domain (:mod:`cards.tlds`, or any two-letter, punycode or non-ASCII label), so
-   ``User.Read.All``, ``case.opened`` and ``T1550.003`` stay as written. Mail addresses
-   (``name@domain``, such as UPNs) stay readable: the most a client makes of one is a ``mailto:``
-   link, which opens a mail draft to that address and cannot lead to a web page.
+   ``User.Read.All``, ``case.opened`` and ``T1550.003`` stay as written. The domain of a mail
+   address (the host right after ``@``, as in a UPN) stays readable: autolinkers never start a
+   web link at an ``@``, and the most a client makes of ``name@domain`` is a ``mailto:`` link,
+   which opens a mail draft and cannot lead to a web page. The part before the ``@`` is not
+   spared: ``security.microsoft.com@evil.io`` reads ``security[.]microsoft[.]com@evil.io``.
 4. **Long values are cut** to the caller's limit, ending with ``…``.
 
 What :func:`inert` adds for markdown: ``&``, ``<`` and ``>`` become ``&amp;``, ``&lt;`` and
@@ -69,8 +71,7 @@ _MAX_MARKS = 3
 
 _DOT = "[.\u3002\uff0e\uff61]"
 _LABEL = r"[^\W_][\w-]*"
-_HOST = re.compile(rf"(?<![\w.-])(?:{_LABEL}{_DOT})+[^\W\d_][\w-]*[^\W_]")
-_MAIL = re.compile(rf"[\w.%+'-]+@(?:{_LABEL}{_DOT})+[^\W\d_][\w-]*[^\W_]")
+_HOST = re.compile(rf"(?<![\w.@-])(?:{_LABEL}{_DOT})+[^\W\d_][\w-]*[^\W_]")
 _SLASHES = re.compile(r"(?<![\[:])(?::)?//(?!\])")
 _DOTS = re.compile(_DOT)
 
@@ -185,6 +186,8 @@ def fit(render: Callable[[Limits], T], *, budget: int = MESSAGE_BUDGET) -> T:
 
 
 def _visible(text: str) -> str:
+    if text.isascii() and text.isprintable():
+        return text
     out: list[str] = []
     marks = 0
     for char in text:
@@ -206,18 +209,7 @@ def _visible(text: str) -> str:
 
 
 def _defang(text: str) -> str:
-    """Web addresses written so no client links them; mail addresses left as they are."""
-    pieces: list[str] = []
-    start = 0
-    for mail in _MAIL.finditer(text):
-        pieces.append(_defang_web(text[start : mail.start()]))
-        pieces.append(mail.group(0))
-        start = mail.end()
-    pieces.append(_defang_web(text[start:]))
-    return "".join(pieces)
-
-
-def _defang_web(text: str) -> str:
+    """Web addresses written so no client links them; a host right after ``@`` left as it is."""
     text = _SLASHES.sub(lambda m: f"[{m.group(0)}]", text)
     return _HOST.sub(_defang_host, text)
 
