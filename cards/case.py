@@ -54,7 +54,7 @@ __all__ = ["DEFAULT_LINKS", "REASON_INPUT_ID", "PortalLinks", "Viewer", "render_
 
 MAX_ALERTS_SHOWN = DEFAULT.alerts
 MAX_SIGNALS_SHOWN = 3
-MAX_TEAMS_ID_CHARS = 256
+MAX_TEAMS_ID_CHARS = 128
 REASON_INPUT_ID = "reason"
 
 
@@ -176,7 +176,10 @@ def _render(
         body=body,
         actions=actions,
     )
-    user_ids = [u for u in refresh_user_ids if 0 < len(u) <= MAX_TEAMS_ID_CHARS]
+    # Teams user ids are short ASCII ("29:1a2b..."); anything else is not one.
+    user_ids = [u for u in refresh_user_ids if 0 < len(u) <= MAX_TEAMS_ID_CHARS and u.isascii()]
+    if not limits.refresh:
+        user_ids = []
     if user_ids:
         card.refresh = RefreshDefinition(
             action=ExecuteAction(title="Refresh", verb="refresh", data={"caseId": case.id}),
@@ -442,7 +445,7 @@ def _request_block(request: ActionRequest, limits: Limits) -> Container:
         RequestState.PENDING: "Warning",
     }
     requester = plain(request.requester.label, limits.name)
-    reason = plain(request.reason, limits.long)
+    reason = plain(request.reason, limits.long, quoted=True)
     items: list[Any] = [
         _runs(request_headline(request, limits), weight="Bolder", color=colors.get(request.state, "Accent")),
         _runs(

@@ -36,7 +36,7 @@ def render_sentence(text: str) -> str:
 
 def render_unknown_command(word: str) -> str:
     """The answer to a command the bot does not know."""
-    return f"I don't know the command “{inert(word, 40)}”.\n\n{HELP}"
+    return f"I don't know the command “{inert(word, 40, quoted=True)}”.\n\n{HELP}"
 
 
 def render_pending(pending: Sequence[tuple[Case, ActionRequest]], channel: ChannelRef | None) -> str:

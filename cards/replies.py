@@ -59,7 +59,7 @@ def _result_reply(
         outcome = "submitted"
     approvers = _names((a.label for a in request.approvals), limits) or "nobody"
     prefix = "Verification update: " if update else ""
-    reason = inert(request.reason, limits.long)
+    reason = inert(request.reason, limits.long, quoted=True)
     lines = [
         f"{prefix}**{request.action.label} {outcome}** for {inert(case.identity.label, limits.name)}",
         f"Requested by {inert(request.requester.label, limits.name)} at {format_time(request.created_at)}"
@@ -135,9 +135,8 @@ def _request_note(case: Case, request: ActionRequest, now: datetime, limits: Lim
     lines = [f"**{inert(request_headline(request, limits), limits.short)}** for {who}"]
     if request.state is RequestState.PENDING:
         waited = int((now - request.created_at).total_seconds() // 60)
-        lines.append(
-            f"{requester} asked at {format_time(request.created_at)}: “{inert(request.reason, limits.long)}”"
-        )
+        reason = inert(request.reason, limits.long, quoted=True)
+        lines.append(f"{requester} asked at {format_time(request.created_at)}: “{reason}”")
         lines.append(
             f"Needs {request.required_approvals} sign-off(s) from approvers; has {len(request.approvals)}. "
             f"Who can approve: an approver other than {requester}. "
@@ -151,7 +150,9 @@ def _request_note(case: Case, request: ActionRequest, now: datetime, limits: Lim
         if request.reminded_at is not None:
             lines.insert(0, f"Reminder: this request has waited {waited} minutes for approval.")
     elif request.state is RequestState.REJECTED:
-        note = f": “{inert(request.decision_note, limits.long)}”" if request.decision_note else ""
+        note = (
+            f": “{inert(request.decision_note, limits.long, quoted=True)}”" if request.decision_note else ""
+        )
         lines.append(f"Nothing was done{note}")
     elif request.state is RequestState.CANCELLED:
         lines.append("Withdrawn by the requester; nothing was done.")

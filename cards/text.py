@@ -28,10 +28,14 @@ What :func:`plain` does, in order:
    name is a run of dotted labels (ideographic and full-width dots too) whose last label is a
    top-level domain (:mod:`cards.tlds`, or any two-letter, punycode or non-ASCII label), so
    ``User.Read.All``, ``case.opened`` and ``T1550.003`` stay as written. The domain of a mail
-   address (the host right after ``@``, as in a UPN) stays readable: autolinkers never start a
-   web link at an ``@``, and the most a client makes of ``name@domain`` is a ``mailto:`` link,
-   which opens a mail draft and cannot lead to a web page. The part before the ``@`` is not
-   spared: ``security.microsoft.com@evil.io`` reads ``security[.]microsoft[.]com@evil.io``.
+   address stays readable — the host right after ``@``, and the name before it when the address
+   is ASCII, stands on its own (after a space or ``(``, as UPNs do) and ends in a top-level
+   domain every autolinker knows (``.com``, ``.org``, ``.net``, any two letters, ...):
+   autolinkers never start a web link at an ``@``, and the most a client makes of
+   ``lee.gu@contoso.com`` is a ``mailto:`` link, which opens a mail draft and cannot lead to a
+   web page. Otherwise the name before the ``@`` is defanged too:
+   ``https://security.microsoft.com@evil.io`` reads
+   ``https[://]security[.]microsoft[.]com@evil.io``.
 4. **Long values are cut** to the caller's limit, ending with ``…``.
 
 What :func:`inert` adds for markdown: ``&``, ``<`` and ``>`` become ``&amp;``, ``&lt;`` and
@@ -74,6 +78,15 @@ _LABEL = r"[^\W_][\w-]*"
 _HOST = re.compile(rf"(?<![\w.@-])(?:{_LABEL}{_DOT})+[^\W\d_][\w-]*[^\W_]")
 _SLASHES = re.compile(r"(?<![\[:])(?::)?//(?!\])")
 _DOTS = re.compile(_DOT)
+_MAILBOX_BEFORE = frozenset(' ("')
+# A mail domain must end where every Unicode version agrees a host ends: at the end, a space or
+# ASCII punctuation (a full stop only before the end or a space).
+_DOMAIN = re.compile(
+    rf"@(?:{_LABEL}{_DOT})+([^\W\d_][\w-]*[^\W_])(?=$|\s|[!\"#$%&'()*+,/:;<=>?@\[\\\]^`{{|}}~]|\.(?:$|\s))"
+)
+# Top-level domains every autolinker knows (linkify-it's defaults, besides any two letters).
+_COMMON_NAMES = "biz com edu gov net org pro web xxx aero asia coop info museum name shop"
+_COMMON_TOP_LEVEL = frozenset(_COMMON_NAMES.split())
 
 _MARKDOWN = {
     "&": "&amp;",
@@ -100,8 +113,9 @@ class Limits:
 
     ``name``: a person's name, a UPN or an id; ``short``: a title, a technique list, a fact;
     ``long``: a reason, a note, a result or an error message; ``alerts``: alerts listed on a
-    card; ``items``: other lists (sign-in risks, steps, lines of a chat answer); ``links``
-    whether alert titles link to the portal.
+    card; ``items``: other lists (sign-in risks, steps, lines of a chat answer); ``links``:
+    whether alert titles link to the portal; ``refresh``: whether a card carries the user ids
+    of its per-person views.
     """
 
     name: int = 120
@@ -110,30 +124,37 @@ class Limits:
     alerts: int = 5
     items: int = 30
     links: bool = True
+    refresh: bool = True
 
 
-# Tried in order by :func:`fit`; the last one fits any input by construction.
+# Tried in order by :func:`fit`. The last one fits any input by construction: even with every
+# value at its limit in characters that cost 12 bytes of JSON each, a card stays under 10 KB.
 LEVELS = (
     Limits(),
     Limits(name=64, short=100, long=250, alerts=3, items=10),
     Limits(name=32, short=48, long=100, alerts=1, items=3, links=False),
+    Limits(name=16, short=24, long=40, alerts=1, items=1, links=False, refresh=False),
 )
 DEFAULT = LEVELS[0]
 
 
-def plain(value: object, limit: int) -> str:
-    """``value`` as one line of inert plain text of at most ``limit`` characters."""
+def plain(value: object, limit: int, *, quoted: bool = False) -> str:
+    """``value`` as one line of inert plain text of at most ``limit`` characters.
+
+    ``quoted``: the value is shown right after an opening quote (“), which autolinkers do not
+    take as the start of a mail address, so a mail address at its very start is defanged too.
+    """
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     # Cut early (generously) so a 100,000-character value costs nothing below.
     text = text[: limit * 8 + 1024]
     text = " ".join(_visible(text).split())
-    text = _defang(text)
+    text = _defang(text, quoted=quoted)
     return cut(text, limit)
 
 
-def inert(value: object, limit: int) -> str:
+def inert(value: object, limit: int, *, quoted: bool = False) -> str:
     """``value`` for a markdown context: :func:`plain`, then markup written as references."""
-    return escape_markdown(plain(value, limit))
+    return escape_markdown(plain(value, limit, quoted=quoted))
 
 
 def escape_markdown(text: str) -> str:
@@ -208,17 +229,37 @@ def _visible(text: str) -> str:
     return "".join(out)
 
 
-def _defang(text: str) -> str:
-    """Web addresses written so no client links them; a host right after ``@`` left as it is."""
+def _defang(text: str, *, quoted: bool) -> str:
+    """Web addresses written so no client links them; mail addresses left as they are."""
     text = _SLASHES.sub(lambda m: f"[{m.group(0)}]", text)
-    return _HOST.sub(_defang_host, text)
+    return _HOST.sub(lambda match: _defang_host(match, quoted=quoted), text)
 
 
-def _defang_host(match: re.Match[str]) -> str:
+def _defang_host(match: re.Match[str], *, quoted: bool) -> str:
     name = match.group(0)
-    if _is_top_level(_DOTS.split(name)[-1]):
-        return _DOTS.sub("[.]", name)
-    return name
+    if not _is_top_level(_DOTS.split(name)[-1]) or _mailbox(match, quoted=quoted):
+        return name
+    return _DOTS.sub("[.]", name)
+
+
+def _mailbox(match: re.Match[str], *, quoted: bool) -> bool:
+    """Whether the host-like name is the part before the ``@`` of a mail address that every
+    autolinker reads as one address: ASCII, standing on its own (after a space or ``(``), with a
+    domain under a top-level domain they all know (``lee.gu@contoso.com``)."""
+    text, start, end = match.string, match.start(), match.end()
+    if not ((start == 0 and not quoted) or (start > 0 and text[start - 1] in _MAILBOX_BEFORE)):
+        return False
+    domain = _DOMAIN.match(text, end)
+    return (
+        domain is not None
+        and (match.group(0) + domain.group(0)).isascii()
+        and _is_common_top_level(domain.group(1))
+    )
+
+
+def _is_common_top_level(label: str) -> bool:
+    label = label.lower()
+    return label in _COMMON_TOP_LEVEL or (len(label) == 2 and label.isascii() and label.isalpha())
 
 
 def _is_top_level(label: str) -> bool:

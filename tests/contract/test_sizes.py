@@ -12,23 +12,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from botbuilder.core import CardFactory, MessageFactory
 from botbuilder.schema import ChannelAccount, ConversationAccount, ConversationParameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.domain.models import RequestState
-from cards.case import render_case
+from cards.case import DEFAULT_LINKS, _render, render_case
 from cards.chat import render_history, render_pending, render_sentence, render_unknown_command
 from cards.replies import (
     MAX_COMMENT_CHARS,
+    _request_note,
+    _result_reply,
     escalation_note,
     render_alert_comment,
     render_request_note,
     render_result_reply,
 )
 from cards.samples import T0
-from cards.text import ELLIPSIS, MAX_MESSAGE_BYTES, MESSAGE_BUDGET, json_size
+from cards.text import ELLIPSIS, LEVELS, MAX_MESSAGE_BYTES, MESSAGE_BUDGET, json_size
 from tests.contract.untrusted import World, build
 from tests.support.cardcheck import check_card
 
@@ -117,6 +120,21 @@ def test_every_card_and_reply_fits_whatever_the_input(
     ):
         _assert_fits_reply(text)
     assert len(render_alert_comment(world.case, world.request)) <= MAX_COMMENT_CHARS
+
+
+@pytest.mark.parametrize("unit", ["😀", "&", "a"])
+def test_the_tightest_limits_fit_the_worst_case(unit: str) -> None:
+    """Every field at its limit in the costliest characters, and 60 Teams ids to refresh."""
+    world = _world(unit, 100_000, 1_000, 2_000, RequestState.PENDING)
+    tightest = LEVELS[-1]
+    card = _render(
+        world.case, world.request, DEFAULT_LINKS, world.note, None, ["29:" + "i" * 125] * 60, tightest
+    )
+    assert json_size(card) <= MESSAGE_BUDGET
+    for state in RequestState:
+        request = world.request.model_copy(update={"state": state})
+        assert json_size(_result_reply(world.case, request, DEFAULT_LINKS, True, tightest)) <= MESSAGE_BUDGET
+        assert json_size(_request_note(world.case, request, T0, tightest)) <= MESSAGE_BUDGET
 
 
 def test_a_thousand_alerts_are_capped_with_and_n_more() -> None:

@@ -55,6 +55,11 @@ HOSTILE = [
     "security.microsoft.com",
     "mailto:a@evil.io?subject=x",
     "a@evil.io",
+    "lee.gu@contoso.com",
+    "evil.io@x.co",
+    "(evil.io@x.co)",
+    "¹lee.gu@contoso.com",
+    "évil.io@x.co",
     "\n# Heading\n",
     "\n- item\n",
     "\n1. item\n",
@@ -143,7 +148,9 @@ def build(
         identity=identity,
         alerts=alert_list,
         opened_at=T0,
-        card=CardRef(conversation_id=s(), activity_id=s()),
+        card=CardRef(
+            conversation_id="19:x@thread.tacv2;messageid=1764060000000", activity_id="1764060000000"
+        ),
         account=AccountState(enabled=True, checked_at=T0),
         facts=facts,
         privileged_reason=s(),
@@ -216,7 +223,9 @@ def build(
         request=request,
         note=s(),
         alert=alert_list[0].model_copy(update={"severity": Severity.HIGH}),
-        channel=ChannelRef(channel_id=s(), service_url="https://smba.trafficmanager.net/emea/"),
+        channel=ChannelRef(
+            channel_id="19:x@thread.tacv2", service_url="https://smba.trafficmanager.net/emea/"
+        ),
         events=events,
         word=s(),
         upn=s(),

@@ -30,6 +30,13 @@ from tests.support.inertcheck import markdown_problems, plain_problems
         ("//evil.io/x", "[//]evil[.]io/x"),
         ("evil\u3002io and evil\uff0ezip", "evil[.]io and evil[.]zip"),
         ("EVIL.IO", "EVIL[.]IO"),
+        # a mail address standing on its own stays readable; glued to other text it does not
+        ("Lee Gu (lee.gu@contoso.com)", "Lee Gu (lee.gu@contoso.com)"),
+        ("mail lee.gu@contoso.com.", "mail lee.gu@contoso.com."),
+        ("x]lee.gu@contoso.com", "x]lee[.]gu@contoso.com"),
+        ("¹lee.gu@contoso.com", "¹lee[.]gu@contoso.com"),
+        ("lee.gu@contoso.zip", "lee[.]gu@contoso.zip"),
+        ("lee.gu@contoso.com\U00018cd6", "lee[.]gu@contoso.com\U00018cd6"),
         ("evil.рф", "evil[.]рф"),
         # invisible and direction-changing characters go; whitespace becomes one space
         ("abc\u202egnp.exe", "abcgnp.exe"),
@@ -72,6 +79,12 @@ def test_inert_writes_markup_as_character_references(raw: str, escaped: str) -> 
     assert markdown_problems(escaped, "value") == []
 
 
+def test_a_mail_address_right_after_an_opening_quote_is_defanged() -> None:
+    assert plain("lee.gu@contoso.com", 50) == "lee.gu@contoso.com"
+    assert plain("lee.gu@contoso.com", 50, quoted=True) == "lee[.]gu@contoso.com"
+    assert inert("see lee.gu@contoso.com", 50, quoted=True) == "see lee.gu@contoso.com"
+
+
 def test_long_values_are_cut_with_an_ellipsis() -> None:
     assert plain("a" * 100_000, 10) == "a" * 9 + ELLIPSIS
     assert cut("short", 10) == "short"
@@ -89,6 +102,9 @@ def test_fit_renders_with_tighter_limits_until_it_fits() -> None:
 
     assert json_size(fit(render, budget=30_000)) <= 30_000
     assert seen == list(LEVELS[:2])
+    seen.clear()
+    assert json_size(fit(render, budget=10)) > 10, "past the last level, the last rendering is kept"
+    assert seen == list(LEVELS)
 
 
 untrusted = st.text(max_size=300) | st.from_regex(r"[\[\]()<>!#*_~`|\\/:.@&;\-+= \na-z0-9]{0,60}")
