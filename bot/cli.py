@@ -302,12 +302,12 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     audit = commands.add_parser("audit", help="verify, checkpoint or export the keyed, chained audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     store_help = f"the bot's database (default: $STORE_URL, else {_DEFAULT_STORE_URL})"
-    verify = audit_commands.add_parser(
-        "verify",
-        help="check the chain under AUDIT_HMAC_KEY (and AUDIT_HMAC_PREVIOUS_KEYS) against published "
+    verify_help = (
+        "check the chain under AUDIT_HMAC_KEY (and AUDIT_HMAC_PREVIOUS_KEYS) against published "
         "checkpoints; exit 0 when intact, else 1 modified, 2 not verifiable, 3 deleted, 4 reordered, "
-        "5 truncated, 6 recomputed without the key, 7 rewritten since a checkpoint",
+        "5 truncated, 6 recomputed without the key, 7 rewritten since a checkpoint"
     )
+    verify = audit_commands.add_parser("verify", help=verify_help, description=verify_help)
     verify.add_argument("--store-url", metavar="URL", help=store_help)
     verify.add_argument(
         "--checkpoint",

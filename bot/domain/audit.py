@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bot.domain.models import Frozen
 
@@ -276,7 +276,7 @@ def chain_append(previous: AuditEvent | None, key: AuditKey | None, **event: Any
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
-_HEX = re.compile(r"^[0-9a-f]+$")
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 class Checkpoint(Frozen):
@@ -301,9 +301,15 @@ class Checkpoint(Frozen):
         if value is None:
             return None
         value = value.lower()
-        if not _HEX.match(value) or not MIN_HASH_CHARS <= len(value) <= 64:
+        if not _HEX.fullmatch(value) or not MIN_HASH_CHARS <= len(value) <= 64:
             raise ValueError(f"must be {MIN_HASH_CHARS} to 64 hexadecimal characters")
         return value
+
+    @model_validator(mode="after")
+    def _mac_names_its_key(self) -> Checkpoint:
+        if self.mac is not None and self.key_id is None:
+            raise ValueError("a checkpoint's mac needs the key_id it was made with")
+        return self
 
     def text(self) -> str:
         """``Audit checkpoint #123 · 9f2c4e1a7b3d5f60 · k-… · mac 3e5a…``: the published form."""
@@ -340,8 +346,8 @@ def make_checkpoint(
 
 
 _TEXT_FORM = re.compile(
-    r"#?(?P<sequence>\d+)\s*[·:]\s*(?P<hash>[0-9a-fA-F]{16,64})"
-    r"(?:\s*[·:]\s*(?P<key_id>k-[0-9a-f]{12})\s*[·:]\s*(?:mac\s+)?(?P<mac>[0-9a-fA-F]{16,64}))?"
+    r"#?(?P<sequence>\d+)\s*[·:]\s*(?P<hash>[0-9a-fA-F]{16,64})(?![0-9a-fA-F])"
+    r"(?:\s*[·:]\s*(?P<key_id>k-[0-9a-f]{12})\s*[·:]\s*(?:mac\s+)?(?P<mac>[0-9a-fA-F]{16,64})(?![0-9a-fA-F]))?"
 )
 
 

@@ -394,6 +394,8 @@ def test_the_json_form_parses_back() -> None:
         ("0:" + "a" * 16, "sequence"),
         ('{"sequence": 6}', "hash"),
         ('{"sequence": 6, "hash": "xyz"}', "hexadecimal"),
+        ('{"sequence": 6, "hash": "' + "a" * 16 + '", "mac": "' + "b" * 16 + '"}', "needs the key_id"),
+        ("6:" + "a" * 65, "expected SEQ:HASH"),  # longer than any hash: not cut silently to 64
     ],
 )
 def test_what_is_not_a_checkpoint_is_refused_with_the_reason(text: str, message: str) -> None:

@@ -756,3 +756,14 @@ def test_checkpoint_of_an_empty_trail_says_there_is_none(
     captured = capsys.readouterr()
     assert (code, captured.out) == (0, "")
     assert "the audit trail is empty" in captured.err
+
+
+def test_each_finding_has_its_own_exit_code_and_the_readme_lists_them() -> None:
+    from bot.cli import AUDIT_EXIT_CODES
+
+    codes = sorted(AUDIT_EXIT_CODES.values())
+    assert codes == list(range(8)), "distinct, 0 for intact"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for kind, code in AUDIT_EXIT_CODES.items():
+        word = "not verifiable" if kind is not None and kind.value == "unverifiable" else kind
+        assert (f"| {code} | intact" if kind is None else f"| {code} | **{word}**") in readme
