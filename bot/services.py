@@ -57,6 +57,7 @@ from bot.graph import GraphClient
 from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
 from bot.metrics import Metrics
 from bot.store.base import Store
+from cards.audit import with_audit_checkpoint
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
 
@@ -197,6 +198,17 @@ class RemediationService:
             identity=identity,
             payload=payload,
         )
+
+    async def _with_checkpoint(self, text: str) -> str:
+        """``text`` with the audit trail's head as a checkpoint: published in the thread, outside
+        the store, it lets ``audit verify`` notice events later cut off or rewritten."""
+        try:
+            checkpoint = await self._store.audit_checkpoint(at=self._clock(), short=True)
+        except StoreError as exc:
+            # The result itself is recorded; a reply without its checkpoint beats no reply.
+            log.warning("no audit checkpoint for this reply: %s", exc.message)
+            return text
+        return with_audit_checkpoint(text, checkpoint)
 
     # -- the channel --------------------------------------------------------------------------
 
@@ -797,6 +809,7 @@ class RemediationService:
             case = await self._publish(case.id, channel, urgent=True)
             if case.card is not None:
                 text = render_result_reply(case, request, links=self._links, update=not first)
+                text = await self._with_checkpoint(text)
                 await self._messenger.reply_in_thread(channel, case.card, text)
         if first or (result is not None and not result.pending_verification):
             await self._write_back(case, request)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.domain.audit import AuditEvent, ChainCheck
+from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
 from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
 
 
@@ -124,9 +124,11 @@ class Store(Protocol):
     ) -> AuditEvent:
         """Record one audit event chained to the last one (see :mod:`bot.domain.audit`).
 
-        Atomic: concurrent callers get consecutive sequence numbers and one linear chain.
-        Raises ``ValueError`` when ``payload`` is not plain JSON. Audit rows are never updated
-        or deleted.
+        The event is keyed with the store's audit key (given when it was opened); when that key
+        is not the last event's, an ``audit.key_changed`` event is recorded first. Atomic:
+        concurrent callers get consecutive sequence numbers and one linear chain. Raises
+        ``ValueError`` when ``payload`` is not plain JSON, :class:`~bot.errors.StoreError` when
+        the trail is keyed and the store has no key. Audit rows are never updated or deleted.
         """
 
     async def list_audit(
@@ -137,8 +139,15 @@ class Store(Protocol):
         ``limit`` keeps the newest ``limit`` events, still returned oldest first.
         """
 
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the stored audit trail; the verdict names the first broken event."""
+    async def verify_audit(
+        self, *, keys: Iterable[AuditKey] = (), checkpoints: Iterable[Checkpoint] = ()
+    ) -> ChainCheck:
+        """Verify the stored audit trail under the store's key and ``keys`` (earlier keys),
+        against ``checkpoints`` published outside the store; the verdict names the first break."""
+
+    async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
+        """The newest event's sequence and hash, authenticated with the store's key (``None``
+        while the trail is empty). ``short`` publishes 16 hex characters of hash and mac."""
 
     # -- coordination between replicas -----------------------------------------------------
 

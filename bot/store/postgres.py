@@ -49,17 +49,20 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
-from bot.domain.audit import AuditEvent, ChainCheck, chain_next
+from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
 from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
 from bot.errors import ConflictError, DuplicateError, StoreError
 from bot.store.base import AlertIntake, Job
 from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
+    LAST_AUDIT_EVENT,
+    audit_checkpoint,
     check_finish,
     check_lease,
     decode_audit,
     job_payload_json,
+    next_audit_events,
     redact_url,
     verify_audit_rows,
 )
@@ -183,9 +186,17 @@ class PostgresStore(MetaRecords):
     """
 
     def __init__(
-        self, url: str, *, min_connections: int = 1, max_connections: int = 10, connect_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+        audit_key: AuditKey | None = None,
     ) -> None:
         self._url = url
+        # The key new audit events are chained with (None: the unkeyed scheme; see bot.domain.audit).
+        self._audit_key = audit_key
         self._safe_url = redact_url(url)
         try:
             self._conninfo = conninfo_to_dict(url)
@@ -514,41 +525,41 @@ class PostgresStore(MetaRecords):
         identity: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> AuditEvent:
-        """Record one audit event, chained to the last one; returns it as stored.
+        """Record one audit event, chained to the last one under the store's key; returns it.
 
         The advisory lock, held until commit, makes reading the last event and inserting the
         next one a single turn for every writer in every process, so the chain stays linear and
-        gap-free; readers are not blocked. ``ValueError`` for a payload that is not plain JSON
-        (nothing is stored).
+        gap-free; readers are not blocked. An ``audit.key_changed`` event goes first when the
+        key changed. ``ValueError`` for a payload that is not plain JSON, :class:`StoreError`
+        when the trail is keyed and this store has no key (nothing is stored).
         """
         lock = self._lock_key("audit")
+        fields = {
+            "at": at,
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "kind": kind,
+            "case_id": case_id,
+            "request_id": request_id,
+            "identity": identity,
+            "payload": payload,
+        }
 
         async def work(connection: Connection) -> AuditEvent:
             await connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-            last = await _row(
-                connection, "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
-            )
-            event = chain_next(
-                None if last is None else decode_audit(last[0], last[1]),
-                at=at,
-                actor_id=actor_id,
-                actor_name=actor_name,
-                kind=kind,
-                case_id=case_id,
-                request_id=request_id,
-                identity=identity,
-                payload=payload,
-            )
+            last = await _row(connection, LAST_AUDIT_EVENT)
+            events = next_audit_events(last, self._audit_key, fields)
             marks = ", ".join("%s" for _ in AUDIT_COLUMNS)
-            try:
-                await connection.execute(
-                    f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})",
-                    _audit_row(event),
-                )
-            except errors.UniqueViolation:
-                # Only a writer that skipped the lock can have taken this sequence; chain after it.
-                raise _Collision from None
-            return event
+            for event in events:
+                try:
+                    await connection.execute(
+                        f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})",
+                        _audit_row(event),
+                    )
+                except errors.UniqueViolation:
+                    # Only a writer that skipped the lock can have taken this sequence; chain after it.
+                    raise _Collision from None
+            return events[-1]
 
         return await self._transaction(work, what="appending an audit event")
 
@@ -579,14 +590,23 @@ class PostgresStore(MetaRecords):
         rows = await self._fetchall(sql, params)
         return [decode_audit(row[0], row[1]) for row in reversed(rows)]
 
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the whole stored trail and name the first broken event.
+    async def verify_audit(
+        self, *, keys: Iterable[AuditKey] = (), checkpoints: Iterable[Checkpoint] = ()
+    ) -> ChainCheck:
+        """Verify the whole stored trail under the store's key and ``keys``, against
+        ``checkpoints``, and name the first broken event.
 
         See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
         apart from the data are reported as well as breaks in the chain itself.
         """
         rows = await self._fetchall(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence")
-        return verify_audit_rows(rows, _audit_row)
+        known = [key for key in (self._audit_key, *keys) if key is not None]
+        return verify_audit_rows(rows, _audit_row, known, checkpoints)
+
+    async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
+        """The head of the trail as a checkpoint authenticated with the store's key."""
+        rows = await self._fetchall(LAST_AUDIT_EVENT)
+        return audit_checkpoint(rows[0] if rows else None, self._audit_key, at=at, short=short)
 
     # -- leadership -------------------------------------------------------------------------
 

@@ -21,17 +21,20 @@ from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel
 
-from bot.domain.audit import AuditEvent, ChainCheck, chain_next
+from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
 from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
 from bot.errors import ConflictError, DuplicateError, StoreError
 from bot.store.base import AlertIntake, Job
 from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
+    LAST_AUDIT_EVENT,
+    audit_checkpoint,
     check_finish,
     check_lease,
     decode_audit,
     job_payload_json,
+    next_audit_events,
     verify_audit_rows,
 )
 
@@ -116,9 +119,11 @@ def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
 class SqliteStore(MetaRecords):
     """The :class:`bot.store.base.Store` on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, audit_key: AuditKey | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
+        # The key new audit events are chained with (None: the unkeyed scheme; see bot.domain.audit).
+        self._audit_key = audit_key
         # Leadership held by this store: name -> the open lock file whose flock holds it.
         self._leading: dict[str, IO[bytes]] = {}
         self._lock = threading.Lock()
@@ -362,33 +367,35 @@ class SqliteStore(MetaRecords):
         identity: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> AuditEvent:
-        """Record one audit event, chained to the last one; returns it as stored.
+        """Record one audit event, chained to the last one under the store's key; returns it.
 
         Reading the last event and inserting the next happen in one ``BEGIN IMMEDIATE``
         transaction, so concurrent callers (and other processes on the file) take turns and the
-        chain stays linear and gap-free. ``ValueError`` for a payload that is not plain JSON.
+        chain stays linear and gap-free; an ``audit.key_changed`` event goes first when the key
+        changed. ``ValueError`` for a payload that is not plain JSON; :class:`StoreError` when
+        the trail is keyed and this store has no key.
         """
+        fields = {
+            "at": at,
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "kind": kind,
+            "case_id": case_id,
+            "request_id": request_id,
+            "identity": identity,
+            "payload": payload,
+        }
 
         def work(db: sqlite3.Connection) -> AuditEvent:
-            last = db.execute(
-                "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
-            ).fetchone()
-            event = chain_next(
-                None if last is None else decode_audit(last[0], last[1]),
-                at=at,
-                actor_id=actor_id,
-                actor_name=actor_name,
-                kind=kind,
-                case_id=case_id,
-                request_id=request_id,
-                identity=identity,
-                payload=payload,
-            )
+            last = db.execute(LAST_AUDIT_EVENT).fetchone()
+            events = next_audit_events(last, self._audit_key, fields)
             marks = ", ".join("?" for _ in AUDIT_COLUMNS)
-            db.execute(
-                f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})", _audit_row(event)
-            )
-            return event
+            for event in events:
+                db.execute(
+                    f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})",
+                    _audit_row(event),
+                )
+            return events[-1]
 
         event: AuditEvent = await self._run(work)
         return event
@@ -420,8 +427,11 @@ class SqliteStore(MetaRecords):
         rows = await self._run(lambda db: db.execute(sql, params).fetchall())
         return [decode_audit(row[0], row[1]) for row in reversed(rows)]
 
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the whole stored trail and name the first broken event.
+    async def verify_audit(
+        self, *, keys: Iterable[AuditKey] = (), checkpoints: Iterable[Checkpoint] = ()
+    ) -> ChainCheck:
+        """Verify the whole stored trail under the store's key and ``keys``, against
+        ``checkpoints``, and name the first broken event.
 
         See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
         apart from the data are reported as well as breaks in the chain itself.
@@ -431,7 +441,13 @@ class SqliteStore(MetaRecords):
                 f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence"
             ).fetchall()
         )
-        return verify_audit_rows(rows, _audit_row)
+        known = [key for key in (self._audit_key, *keys) if key is not None]
+        return verify_audit_rows(rows, _audit_row, known, checkpoints)
+
+    async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
+        """The head of the trail as a checkpoint authenticated with the store's key."""
+        last = await self._run(lambda db: db.execute(LAST_AUDIT_EVENT).fetchone())
+        return audit_checkpoint(last, self._audit_key, at=at, short=short)
 
     # -- job queue ---------------------------------------------------------------------------
 
