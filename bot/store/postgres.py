@@ -81,6 +81,8 @@ LEADER_APPLICATION_NAME = "remediation-bot leader election"
 _MAX_CAS_ATTEMPTS = 20
 _MAX_TRANSACTION_ATTEMPTS = 20
 _ACTIVE_REQUEST_INDEX = "action_requests_one_active_per_case"
+# Advisory locks that order writers naming people (see PostgresStore._lock_people).
+_PERSON_LOCK_BUCKETS = 128
 
 Migration = str | Callable[[Connection], Awaitable[None]]
 """A migration: an SQL script, or a coroutine function run inside the migration's transaction."""
@@ -421,11 +423,20 @@ class PostgresStore(MetaRecords):
     ) -> list[AlertIntake]:
         """Record ``alerts`` in order in one transaction: all of them, or (on any failure) none.
 
-        A collision with a concurrent writer rolls the whole batch back and runs it again.
+        The people the batch names are locked first, in one global order (see
+        :meth:`_lock_people`), so batches naming several people in different orders wait for
+        each other instead of deadlocking. A collision with a concurrent writer rolls the whole
+        batch back and runs it again.
         """
         batch = list(alerts)
+        keys: set[str] = set()
+        for alert in batch:
+            keys.add(alert.target.key)
+            if alert.target.upn:
+                keys.add(alert.target.upn.lower())  # an unresolved case it may settle
 
         async def work(connection: Connection) -> list[AlertIntake]:
+            await self._lock_people(connection, keys)
             return [await _record(connection, alert, new_case_id, now) for alert in batch]
 
         what = f"recording alert {batch[0].id!r}" if len(batch) == 1 else f"recording {len(batch)} alerts"
@@ -437,17 +448,37 @@ class PostgresStore(MetaRecords):
             raise ValueError("a case is re-keyed on an Entra object id")
 
         async def work(connection: Connection) -> Settlement | None:
+            stored_key = await _value(connection, "SELECT identity_key FROM cases WHERE id = %s", (case_id,))
+            if stored_key is None:
+                return None
+            await self._lock_people(connection, {str(stored_key), identity.key})
             row = await _row(
-                connection, "SELECT data, version FROM cases WHERE id = %s AND active FOR UPDATE", (case_id,)
+                connection,
+                "SELECT data, version, identity_key FROM cases WHERE id = %s AND active FOR UPDATE",
+                (case_id,),
             )
             if row is None:
                 return None
+            if row[2] != stored_key:
+                raise _Collision  # re-keyed between the two reads: look again
             case = _decode(Case, row)
             if case.resolved:
                 return None
             return await _settle(connection, case, identity, now)
 
         return await self._transaction(work, what=f"re-keying case {case_id!r}")
+
+    async def _lock_people(self, connection: Connection, keys: Iterable[str]) -> None:
+        """Take the transaction's locks on the people (identity keys) it may open, join or settle.
+
+        Keys fall into :data:`_PERSON_LOCK_BUCKETS` advisory locks taken in ascending order:
+        writers naming a common person take turns, the others run side by side, and nobody
+        waits in a circle. Bounded, so a 500-alert batch holds a fixed number of locks.
+        """
+        buckets = sorted({_person_bucket(key) for key in keys})
+        locks = [self._lock_key(f"person:{bucket}") for bucket in buckets]
+        # unnest() yields the array in order, so the locks are taken in ascending bucket order.
+        await connection.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", (locks,))
 
     async def get_case(self, case_id: str) -> Case | None:
         """One case by id."""
@@ -963,3 +994,9 @@ async def _merge_duplicate_cases(connection: Connection) -> None:
             "UPDATE cases SET identity_key = %s, data = %s, version = %s WHERE id = %s AND version = %s",
             (key, stored.model_dump_json(), stored.version, case.id, before.version),
         )
+
+
+def _person_bucket(key: str) -> int:
+    """Which of the person locks guards identity key ``key`` (stable across processes)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _PERSON_LOCK_BUCKETS
