@@ -13,9 +13,11 @@ import asyncio
 import io
 import itertools
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,16 +25,29 @@ import pytest
 
 from bot.app import STORE
 from bot.config import Settings
-from bot.domain.models import Case
+from bot.domain.models import (
+    ActionRequest,
+    ActionResult,
+    Actor,
+    Alert,
+    AlertSource,
+    CardRef,
+    Case,
+    IdentityRef,
+    RequestState,
+    ResponseAction,
+    Severity,
+)
 from bot.domain.plans import UNRESOLVED
 from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from bot.resolver import NOT_FOUND_TTL, UNAVAILABLE_TTL
 from bot.sandbox import SandboxTenant
+from bot.store.sqlite import MIGRATIONS as sqlite_migrations
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock
 from tests.scenario.test_approvals import card_text, verbs
 from tests.scenario.test_chat import say
 from tests.support.connector import RecordingConnector
-from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity
+from tests.support.harness import CHANNEL_ID, BotHarness, card_action, install_activity, invoke_activity
 
 SECRET = "s3cr3t-for-the-push-endpoint-0123456789"
 LEE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a03"
@@ -338,3 +353,104 @@ async def test_a_push_batch_is_stored_all_or_nothing(
         bot, [minimal("batch-1", "megan.admin@contoso.com"), minimal("batch-2", LEE_UPN)]
     )
     assert (status, answer["newOrChanged"]) == (202, 2)
+
+
+async def test_an_upgrade_merges_old_duplicates_and_nothing_runs_from_the_closed_case(
+    make_settings: Callable[..., Settings],
+    clock: Clock,
+    connector: RecordingConnector,
+    tenant: SandboxTenant,
+    tmp_path: Path,
+) -> None:
+    # A database left by an older version: Lee has a case under his object id and one under
+    # his UPN, each with a card in the channel; a Disable from the UPN case failed and could
+    # still be retried.
+    seen = clock.now - timedelta(minutes=5)
+
+    def old_case(case_id: str, identity: IdentityRef, activity_id: str) -> Case:
+        alert = Alert(
+            id=f"old-{case_id}",
+            source=AlertSource.PUSHED,
+            title=f"Old alert of {case_id}",
+            severity=Severity.HIGH,
+            status="new",
+            created_at=seen,
+            updated_at=seen,
+            target=identity,
+        )
+        card = CardRef(conversation_id=CHANNEL_ID, activity_id=activity_id)
+        return Case(
+            id=case_id,
+            identity=identity,
+            alerts=(alert,),
+            opened_at=seen,
+            card=card,
+            published_revision=1,
+            target_checked=True,
+            version=1,
+        )
+
+    polled = old_case("lee-polled", IdentityRef(object_id=LEE, upn=LEE_UPN, display_name="Lee Gu"), "900")
+    pushed = old_case("lee-pushed", IdentityRef(upn="Lee.Gu@contoso.com"), "901")
+    alex = Actor(object_id=RESPONDER["id"], name=RESPONDER["name"])
+    failed = ActionRequest(
+        id="old-request",
+        case_id=pushed.id,
+        action=ResponseAction.DISABLE_ACCOUNT,
+        requester=alex,
+        reason="impossible travel",
+        state=RequestState.FAILED,
+        created_at=seen,
+        expires_at=clock.now + timedelta(minutes=25),
+        approvals=(alex,),
+        idempotency_key="old-request:1",
+        started_at=seen,
+        finished_at=seen,
+        reported_attempt=1,
+        result=ActionResult(succeeded=False, summary="Graph was unavailable."),
+        version=1,
+    )
+    db = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
+    for script in sqlite_migrations[:3]:
+        assert isinstance(script, str)
+        for statement in script.split(";"):
+            if statement.strip():
+                db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+    for case, key in ((polled, LEE), (pushed, LEE_UPN)):
+        db.execute(
+            "INSERT INTO cases (id, identity_key, active, data, version) VALUES (?, ?, 1, ?, 1)",
+            (case.id, key, case.model_dump_json()),
+        )
+        db.execute("INSERT INTO alerts (id, case_id) VALUES (?, ?)", (case.alerts[0].id, case.id))
+    db.execute(
+        "INSERT INTO action_requests (id, case_id, state, data, version) VALUES (?, ?, ?, ?, 1)",
+        (failed.id, failed.case_id, failed.state.value, failed.model_dump_json()),
+    )
+    db.close()
+
+    bot = BotHarness(make_settings(push_shared_secret=SECRET, card_update_coalesce_seconds=0), clock)
+    await bot.start()
+    try:
+        await bot.post(install_activity(connector.service_url))
+        await bot.service.drain()
+        await bot.service.publish_cards()
+        await bot.service.drain()
+        [case] = await open_cases_of(bot, LEE_UPN)
+        assert case.id == polled.id and {a.id for a in case.alerts} == {"old-lee-polled", "old-lee-pushed"}
+        closed = await bot.app[STORE].get_case(pushed.id)
+        assert closed is not None and closed.merged_into == polled.id
+        # Both cards in the channel are brought up to date; the closed one says where to act.
+        updated = {c.activity_id: c.card for c in connector.of_kind("update") if c.card is not None}
+        assert "Old alert of lee-pushed" in card_text(updated["900"])
+        assert f"merged into case {polled.id}" in card_text(updated["901"])
+        assert verbs(updated["901"]) == set(), "no Retry on the closed case's card"
+        # A Retry forged from the closed case's old card runs nothing.
+        answer = await click(
+            bot, connector, closed, RESPONDER, "retry", {"requestId": failed.id, "cardVersion": 1}
+        )
+        assert f"merged into case {polled.id}" in json.dumps(answer)
+        assert disables_of(tenant, LEE) == []
+        assert connector.of_kind("create") == [], "no card was posted again"
+    finally:
+        await bot.stop()
