@@ -538,6 +538,9 @@ class RemediationService:
                 return await self._refuse(
                     case, actor, f"The {verb} button must name a request; nothing was done."
                 )
+            if verb in ("approve", "retry") and blocked(case):
+                # Nothing runs from a case merged into the person's other case (or unresolved).
+                return await self._refuse(case, actor, blocked(case), request)
             if data.get("cardVersion") != case.revision:
                 return CardAnswer(card=await self._card_for(case, actor, note=STALE_NOTE))
             return await self._decide_click(case, request, actor, verb, data)
@@ -925,7 +928,10 @@ class RemediationService:
     async def sweep(self) -> None:
         """Expire overdue requests, remind approvers of waiting ones, re-verify pending results;
         try again to resolve cases still waiting for their person's Entra object id."""
-        await self.settle_unresolved()
+        try:
+            await self.settle_unresolved()
+        except RemediationError as exc:
+            log.error("cases waiting for an object id are retried at the next sweep: %s", exc.message)
         now = self._clock()
         for request in await self._store.list_requests_in((RequestState.SUCCEEDED, RequestState.FAILED)):
             result = request.result

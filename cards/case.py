@@ -119,7 +119,7 @@ def render_case(
     actions: list[Any] = []
     if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
         actions += _decision_actions(case, request, viewer, body)
-    if request is not None and _can_retry(request, viewer):
+    if request is not None and _can_retry(request, viewer) and not blocked(case):
         body.append(
             ActionSet(
                 actions=[

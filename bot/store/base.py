@@ -108,7 +108,8 @@ class Store(Protocol):
     ) -> list[AlertIntake]:
         """Record ``alerts`` in order, as :meth:`record_alert` does, all in one transaction.
 
-        All or nothing: when recording any of them fails, none is stored. ``new_case_id`` is
+        All or nothing: when recording any of them fails, none is stored (``ValueError`` for an
+        alert that cannot be stored, e.g. text that is not valid Unicode). ``new_case_id`` is
         called for an id whenever a case may have to be opened. Returns one intake per alert.
         """
 

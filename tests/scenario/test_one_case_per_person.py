@@ -391,7 +391,8 @@ async def test_an_upgrade_merges_old_duplicates_and_nothing_runs_from_the_closed
         )
 
     polled = old_case("lee-polled", IdentityRef(object_id=LEE, upn=LEE_UPN, display_name="Lee Gu"), "900")
-    pushed = old_case("lee-pushed", IdentityRef(upn="Lee.Gu@contoso.com"), "901")
+    # The UPN case learnt the object id when its card was first sent (and kept its UPN key).
+    pushed = old_case("lee-pushed", IdentityRef(object_id=LEE, upn="Lee.Gu@contoso.com"), "901")
     alex = Actor(object_id=RESPONDER["id"], name=RESPONDER["name"])
     failed = ActionRequest(
         id="old-request",
@@ -447,7 +448,12 @@ async def test_an_upgrade_merges_old_duplicates_and_nothing_runs_from_the_closed
         assert verbs(updated["901"]) == set(), "no Retry on the closed case's card"
         # A Retry forged from the closed case's old card runs nothing.
         answer = await click(
-            bot, connector, closed, RESPONDER, "retry", {"requestId": failed.id, "cardVersion": 1}
+            bot,
+            connector,
+            closed,
+            RESPONDER,
+            "retry",
+            {"requestId": failed.id, "cardVersion": closed.revision},
         )
         assert f"merged into case {polled.id}" in json.dumps(answer)
         assert disables_of(tenant, LEE) == []
