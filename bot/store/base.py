@@ -13,7 +13,7 @@ execution to exactly one live worker at a time, re-offering it when that worker 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -23,13 +23,31 @@ from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRe
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """An unresolved case (keyed on a UPN) settled on its person's Entra object id.
+
+    ``case`` is the person's one active case afterwards. ``closed`` is the unresolved case when
+    the person already had a case it was merged into (closed, ``merged_into`` set, its alerts
+    moved); ``None`` when the unresolved case itself was re-keyed (then it is ``case``).
+    """
+
+    case: Case
+    closed: Case | None = None
+
+
+@dataclass(frozen=True)
 class AlertIntake:
-    """What recording one alert did: the case it joined, and whether anything changed."""
+    """What recording one alert did: the case it joined, and whether anything changed.
+
+    ``settled`` is set when the alert named a person by object id and UPN whose UPN had an
+    unresolved case: that case was settled first, so the alert joined the person's one case.
+    """
 
     case: Case
     case_created: bool
     alert_new: bool
     alert_changed: bool
+    settled: Settlement | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,31 @@ class Store(Protocol):
     async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
         """Add ``alert`` to its identity's active case, opening one (``new_case_id``) if needed.
 
-        Idempotent by alert id: the same alert twice changes nothing the second time.
+        Idempotent by alert id: the same alert twice changes nothing the second time. The case
+        is the one active case of ``alert.target.key`` (the object id, else the lower-cased
+        UPN): a uniqueness rule in the store admits one, so concurrent callers naming one
+        person join one case. An alert naming both an object id and a UPN that has an
+        unresolved case settles that case first (see :meth:`rekey_case`).
+        """
+
+    async def record_alerts(
+        self, alerts: Sequence[Alert], *, new_case_id: Callable[[], str], now: datetime
+    ) -> list[AlertIntake]:
+        """Record ``alerts`` in order, as :meth:`record_alert` does, all in one transaction.
+
+        All or nothing: when recording any of them fails, none is stored (``ValueError`` for an
+        alert that cannot be stored, e.g. text that is not valid Unicode). ``new_case_id`` is
+        called for an id whenever a case may have to be opened. Returns one intake per alert.
+        """
+
+    async def rekey_case(self, case_id: str, identity: IdentityRef, *, now: datetime) -> Settlement | None:
+        """Settle an unresolved case on the Entra object id its identity resolved to.
+
+        The case is keyed on ``identity.object_id`` from now on, or, when that person already
+        has an active case, merged into it: its alerts move there and it is closed with the
+        reason (open requests on it are cancelled). One transaction. ``None`` when there is
+        nothing to settle (the case was settled meanwhile, or is closed). ``ValueError`` when
+        ``identity`` has no object id.
         """
 
     async def get_case(self, case_id: str) -> Case | None:
@@ -91,7 +133,11 @@ class Store(Protocol):
         """Every case, oldest first."""
 
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
-        """Compare-and-swap update of one case; returns the stored value."""
+        """Compare-and-swap update of one case; returns the stored value.
+
+        :class:`~bot.errors.StoreError` when ``mutate`` would change whom the case is about
+        (its identity key): that happens only through :meth:`rekey_case`.
+        """
 
     async def add_request(self, request: ActionRequest) -> ActionRequest:
         """Store a new action request."""
