@@ -20,6 +20,7 @@ card, authentication on) runs in the same run on the same machine with the same 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,22 +72,32 @@ class Setup:
     def click(self, target: Target, user: dict[str, str], verb: str, data: dict[str, Any]) -> dict[str, Any]:
         return click_activity(self.service_url, self.tenant.tenant_id, target.activity_id, user, verb, data)
 
-    def latest_card(self, target: Target) -> Any:
-        """The card as the channel shows it now (the last the connector accepted for that post)."""
-        for call in reversed(self.connector.calls):
-            if call.activity_id == target.activity_id and call.kind in ("create", "update"):
+    _indexed: int = 0
+    _cards: dict[str, Any] = field(default_factory=dict)
+    _sends: dict[str, list[ConnectorCall]] = field(default_factory=dict)
+
+    def _index(self) -> None:
+        """Take in the connector's calls since the last look (the benchmark looks often)."""
+        calls = self.connector.calls
+        for call in calls[self._indexed :]:
+            if call.kind == "send":
+                self._sends.setdefault(call.conversation_id, []).append(call)
+            else:
                 card = call.card
                 if card is not None:
-                    return card
-        return None
+                    self._cards[call.activity_id] = card
+        self._indexed = len(calls)
+
+    def latest_card(self, target: Target) -> Any:
+        """The card as the channel shows it now (the last the connector accepted for that post)."""
+        self._index()
+        return self._cards.get(target.activity_id)
 
     def thread_sends(self, target: Target, after: float) -> list[ConnectorCall]:
-        conversation = f"{CHANNEL_ID};messageid={target.activity_id}"
-        return [
-            c
-            for c in self.connector.calls
-            if c.kind == "send" and c.conversation_id == conversation and c.at >= after
-        ]
+        """Messages the connector accepted into the card's thread since ``after``."""
+        self._index()
+        sends = self._sends.get(f"{CHANNEL_ID};messageid={target.activity_id}", [])
+        return [c for c in sends if c.at >= after]
 
 
 async def start_setup(
@@ -182,6 +193,9 @@ def card_answered(click: Click) -> bool:
 class Measured:
     figures: Figures
     cpu_seconds: float
+    # The benchmark's own process (client, sandbox tenant, connector) over the same span: it shares
+    # the machine with the bot, so a client that is busy shows here.
+    own_cpu_seconds: float = 0.0
 
     @property
     def cpu_per_click(self) -> float | None:
@@ -189,17 +203,27 @@ class Measured:
 
     def as_dict(self) -> dict[str, Any]:
         per = self.cpu_per_click
-        return {**self.figures.as_dict(), "cpu_ms_per_click": None if per is None else round(per * 1000, 1)}
+        clicks = self.figures.clicks
+        return {
+            **self.figures.as_dict(),
+            "cpu_ms_per_click": None if per is None else round(per * 1000, 1),
+            "benchmark_cpu_ms_per_click": round(self.own_cpu_seconds / clicks * 1000, 1) if clicks else None,
+        }
 
 
 async def measure(
     bot: Process, run: Callable[[], Awaitable[tuple[list[Click], float]]], ok: Callable[[Click], bool]
 ) -> Measured:
     """Run one phase and settle; CPU from its start until the bot is idle again."""
-    before = bot.cpu_seconds()
+    before, own = bot.cpu_seconds(), own_cpu_seconds()
     clicks, wall = await run()
     await settle(bot)
-    return Measured(Figures.of(clicks, wall, ok), bot.cpu_seconds() - before)
+    return Measured(Figures.of(clicks, wall, ok), bot.cpu_seconds() - before, own_cpu_seconds() - own)
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 WARM_UP = 3  # clicks before measuring: the first ones fetch signing keys and fill caches
@@ -229,11 +253,15 @@ class Round:
     requests: list[Click] = field(default_factory=list)
     request_wall: float = 0.0
     request_cpu: float = 0.0
+    request_own_cpu: float = 0.0
     approvals: list[Click] = field(default_factory=list)
     approval_wall: float = 0.0
     approval_cpu: float = 0.0
+    approval_own_cpu: float = 0.0
     # Seconds from each approval's click to its result in the thread (None: no result came).
     replies: list[float | None] = field(default_factory=list)
+    # Request clicks whose answer offered no Approve button (refused, stale card): not approved.
+    unapprovable: int = 0
 
 
 async def request_and_approve(setup: Setup, client: Client, *, reply_timeout: float = 180.0) -> Round:
@@ -250,7 +278,7 @@ async def request_and_approve(setup: Setup, client: Client, *, reply_timeout: fl
         verb, data = offered
         asks.append((target, verb, {**data, "reason": REASON}))
 
-    cpu = bot.cpu_seconds()
+    cpu, own = bot.cpu_seconds(), own_cpu_seconds()
     started = time.monotonic()
     result.requests = list(
         await asyncio.gather(
@@ -262,14 +290,15 @@ async def request_and_approve(setup: Setup, client: Client, *, reply_timeout: fl
     )
     result.request_wall = time.monotonic() - started
     await settle(bot)
-    result.request_cpu = bot.cpu_seconds() - cpu
+    result.request_cpu, result.request_own_cpu = bot.cpu_seconds() - cpu, own_cpu_seconds() - own
 
     approvals: list[tuple[Target, dict[str, Any]]] = []
     for (target, _, _), click in zip(asks, result.requests, strict=True):
         offered = action_data(click.card, ("approve",)) if click.card is not None else None
         if offered is not None:
             approvals.append((target, offered[1]))
-    cpu = bot.cpu_seconds()
+    result.unapprovable = len(asks) - len(approvals)
+    cpu, own = bot.cpu_seconds(), own_cpu_seconds()
     started = time.monotonic()
     result.approvals = list(
         await asyncio.gather(
@@ -289,7 +318,7 @@ async def request_and_approve(setup: Setup, client: Client, *, reply_timeout: fl
         sends = setup.thread_sends(target, click.sent)
         result.replies.append(sends[0].at - click.sent if sends else None)
     await settle(bot)
-    result.approval_cpu = bot.cpu_seconds() - cpu
+    result.approval_cpu, result.approval_own_cpu = bot.cpu_seconds() - cpu, own_cpu_seconds() - own
     return result
 
 
@@ -300,9 +329,12 @@ def round_figures(rounds: Sequence[Round]) -> tuple[Measured, Measured, list[flo
     approval_figures = Figures.of(approvals, sum(r.approval_wall for r in rounds), card_answered)
     replies = [s for r in rounds for s in r.replies]
     approval_figures.extra["executed_with_reply"] = sum(1 for s in replies if s is not None)
+    request_figures.extra["answered_without_approve_button"] = sum(r.unapprovable for r in rounds)
     return (
-        Measured(request_figures, sum(r.request_cpu for r in rounds)),
-        Measured(approval_figures, sum(r.approval_cpu for r in rounds)),
+        Measured(request_figures, sum(r.request_cpu for r in rounds), sum(r.request_own_cpu for r in rounds)),
+        Measured(
+            approval_figures, sum(r.approval_cpu for r in rounds), sum(r.approval_own_cpu for r in rounds)
+        ),
         replies,
     )
 

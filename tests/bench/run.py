@@ -31,7 +31,7 @@ from typing import Any
 
 from tests.bench import storm
 from tests.bench.approvals import approval_latency, summary
-from tests.bench.common import RESULTS, Client, quick, start_echo, write_json
+from tests.bench.common import RESULTS, Client, Process, quick, start_echo, write_json
 from tests.bench.invokes import (
     Measured,
     echo_clicks,
@@ -131,9 +131,11 @@ async def invokes(
         stores.append((f"{history}", template))
     seconds = settings["seconds_per_phase"]
     configs: list[dict[str, Any]] = []
-    echo_figures = await echo(work, keys, concurrencies, settings)
     client = Client()
+    echo_process = start_echo(keys, work / "echo.log")
     try:
+        await echo_process.wait_healthy()
+        echo_figures = await echo(echo_process, keys, client, concurrencies, settings)
         for store_name, store_template in stores:
             for workers in concurrencies:
                 name = f"bot-{store_name}-c{workers}"
@@ -169,6 +171,10 @@ async def invokes(
                 try:
                     skipped = budget.skip(refused_cost)
                     if skipped is None:
+                        # The echo bot again, just before: the machine's load drifts (others use it).
+                        beside = await echo_clicks(echo_process, keys, client, workers, clicks, seconds)
+                        config["echo"] = beside.as_dict()
+                        print(f"  echo bot:       {_line(config['echo'])}", flush=True)
                         refused = await refused_clicks(setup, client, workers, clicks, seconds)
                         budget.learn(store_name, "refused", refused)
                         config["refused"] = refused.as_dict()
@@ -196,7 +202,9 @@ async def invokes(
                     f"  peak RSS {left['peak_rss_mb']} MB, exit on SIGTERM {left['sigterm_exit_seconds']} s"
                 )
                 configs.append({**config, **left})
+        echo_figures["peak_rss_mb"] = round(echo_process.peak_rss_mb(), 1)
     finally:
+        echo_process.stop()
         await client.close()
     return {
         "machine_at_start": started,
@@ -222,29 +230,16 @@ def _skipped(
 
 
 async def echo(
-    work: Path, keys: ChannelKeys, concurrencies: list[int], settings: dict[str, Any]
+    process: Process, keys: ChannelKeys, client: Client, concurrencies: list[int], settings: dict[str, Any]
 ) -> dict[str, Any]:
     """The echo bot at every concurrency, the same clicks as the refused ones (authentication on)."""
-    process = start_echo(keys, work / "echo.log")
     figures: dict[str, Any] = {}
-    client = Client()
-    try:
-        await process.wait_healthy()
-        for workers in concurrencies:
-            measured = await echo_clicks(
-                process,
-                keys,
-                client,
-                workers,
-                settings["refused_clicks"][workers],
-                settings["seconds_per_phase"],
-            )
-            figures[str(workers)] = measured.as_dict()
-            print(f"echo bot at {workers}: {_line(measured.as_dict())}", flush=True)
-        figures["peak_rss_mb"] = round(process.peak_rss_mb(), 1)
-    finally:
-        await client.close()
-        process.stop()
+    for workers in concurrencies:
+        measured = await echo_clicks(
+            process, keys, client, workers, settings["refused_clicks"][workers], settings["seconds_per_phase"]
+        )
+        figures[str(workers)] = measured.as_dict()
+        print(f"echo bot at {workers}: {_line(measured.as_dict())}", flush=True)
     return figures
 
 
