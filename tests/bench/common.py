@@ -24,7 +24,8 @@ from tests.support.botauth import ChannelKeys
 from tests.support.harness import BOT_ID, CHANNEL_ID, TEAM_ID
 from tests.support.replica import free_port
 
-RESULTS = Path(__file__).parent / "results"
+# Where results go: tests/bench/results, or BENCH_RESULTS (e.g. to keep a one-off run apart).
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).parent / "results")
 AUDIT_KEY = "benchmark audit key, thirty-two characters or more"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _ids = itertools.count(1)

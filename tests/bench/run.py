@@ -6,6 +6,7 @@
     BENCH_MINUTES=60 make bench        # a longer time budget
     BENCH_STORM_IDENTITIES=1000 make bench   # the storm at 10,000 alerts (10 minutes more)
     python -m tests.bench.run --only invokes --concurrency 1,20
+    BENCH_RESULTS=/tmp/elsewhere python -m tests.bench.run ...   # results written elsewhere
 
 A click phase whose bot CPU (at the cost per click measured so far on the same store) would not
 fit in the time budget is skipped, and the results say so: the slower the bot, the less of the

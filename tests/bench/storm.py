@@ -39,11 +39,12 @@ import aiohttp
 
 from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from bot.sandbox import SandboxTenant
+from tests.bench.common import RESULTS as RESULTS_DIR
 from tests.support.connector import ConnectorCall, RecordingConnector
 from tests.support.harness import install_activity
 from tests.support.replica import Replica, free_port, replica_env
 
-RESULTS = Path(__file__).parent / "results" / "storm.json"
+RESULTS = RESULTS_DIR / "storm.json"
 SECRET = "storm-benchmark-shared-secret-0123456789abcdef"
 RESPONDER_ID = "aaaaaaaa-0000-4000-8000-000000000001"
 QUIET_SECONDS = 8.0  # no Teams call for this long after the last alert: the storm is settled
