@@ -20,6 +20,7 @@ from bot.teams.messenger import RetryPolicy, TeamsMessenger
 from bot.teams.pacing import Limit, Pacer
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BOT_ID, CHANNEL_ID, TENANT_ID
+from tests.support.timing import RecordedSleep, VirtualTime
 
 THREAD_LIMITS = (Limit(3, 0.1), Limit(4, 0.2), Limit(12, 1.0))
 TENANT_LIMITS = (Limit(6, 0.1),)
@@ -68,12 +69,45 @@ def channel(limited: RecordingConnector) -> ChannelRef:
 
 
 @pytest.fixture
-def make_messenger(settings: Settings) -> Callable[..., TeamsMessenger]:
-    """A messenger on the real adapter; ``paced=False`` switches the pacer off."""
+def virtual() -> VirtualTime:
+    """Time for the pacer, the retries and the connector's limits when a test asks for it."""
+    return VirtualTime()
 
-    def make(*, paced: bool = True, retry: RetryPolicy = FAST_RETRIES) -> TeamsMessenger:
+
+@pytest.fixture
+def make_messenger(
+    settings: Settings, limited: RecordingConnector, virtual: VirtualTime
+) -> Callable[..., TeamsMessenger]:
+    """A messenger on the real adapter; ``paced=False`` switches the pacer off.
+
+    ``on_virtual_time=True`` runs the pacer, the retry waits and the connector's windows on the
+    ``virtual`` clock: waits take no real time, and ``retry_waits`` records the messenger's own.
+    """
+
+    def make(
+        *,
+        paced: bool = True,
+        retry: RetryPolicy = FAST_RETRIES,
+        on_virtual_time: bool = False,
+        retry_waits: RecordedSleep | None = None,
+    ) -> TeamsMessenger:
         limits = (THREAD_LIMITS, TENANT_LIMITS) if paced else ((), ())
-        pacer = Pacer(thread_limits=limits[0], tenant_limits=limits[1])
-        return TeamsMessenger(build_adapter(settings), settings.microsoft_app_id, pacer=pacer, retry=retry)
+        if not on_virtual_time:
+            pacer = Pacer(thread_limits=limits[0], tenant_limits=limits[1])
+            return TeamsMessenger(
+                build_adapter(settings), settings.microsoft_app_id, pacer=pacer, retry=retry
+            )
+        limited.clock = virtual.monotonic
+        pacer = Pacer(
+            thread_limits=limits[0], tenant_limits=limits[1], clock=virtual.monotonic, sleep=virtual.sleep
+        )
+        return TeamsMessenger(
+            build_adapter(settings),
+            settings.microsoft_app_id,
+            pacer=pacer,
+            retry=retry,
+            sleep=retry_waits or virtual.recorder(),
+            now=virtual.utc,
+        )
 
     return make
