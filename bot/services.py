@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -134,7 +134,10 @@ class RemediationService:
         coalesce_seconds: float = 3.0,
         job_lease: timedelta = timedelta(minutes=10),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``monotonic`` and ``sleep`` time the coalescing of card updates (tests move them)."""
         self._store = store
         self._graph = graph
         self._directory = directory
@@ -148,6 +151,8 @@ class RemediationService:
         self._alert_status = alert_status
         self._risky: tuple[datetime, RiskMap, SignalMap | None] | None = None
         self._coalesce = coalesce_seconds
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._last_update: dict[str, float] = {}
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
@@ -370,7 +375,7 @@ class RemediationService:
             if not case.needs_publishing:
                 return case
             if case.card is not None and not urgent:
-                wait = self._coalesce - (time.monotonic() - self._last_update.get(case_id, -math.inf))
+                wait = self._coalesce - (self._monotonic() - self._last_update.get(case_id, -math.inf))
                 if wait > 0:
                     if case_id not in self._deferred:
                         self._deferred.add(case_id)
@@ -402,7 +407,7 @@ class RemediationService:
             except BaseException:
                 await self._store.update_case(case_id, self._release_claim)
                 raise
-            self._last_update[case_id] = time.monotonic()
+            self._last_update[case_id] = self._monotonic()
             shown = case.revision
 
             def mark(current: Case) -> Case:
@@ -447,7 +452,7 @@ class RemediationService:
         return current.model_copy(update={"publishing_by": "", "publishing_until": None})
 
     async def _publish_later(self, case_id: str, channel: ChannelRef, wait: float) -> None:
-        await asyncio.sleep(wait)
+        await self._sleep(wait)
         self._deferred.discard(case_id)
         await self._publish(case_id, channel)
 

@@ -19,16 +19,32 @@ from bot.sandbox import SandboxTenant
 from tests.conftest import Clock
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, install_activity
+from tests.support.timing import VirtualTime
 
 SECRET = "s3cr3t-for-the-push-endpoint-0123456789"
 LEE_UPN = "lee.gu@contoso.com"
 
 
 @pytest.fixture
+def coalescing_time(request: pytest.FixtureRequest) -> VirtualTime | None:
+    """The clock of the card coalescing: real, or virtual for a test parametrized "virtual"."""
+    return VirtualTime() if getattr(request, "param", "real") == "virtual" else None
+
+
+@pytest.fixture
 async def pushing_bot(
-    make_settings: Callable[..., Settings], clock: Clock, connector: RecordingConnector
+    make_settings: Callable[..., Settings],
+    clock: Clock,
+    connector: RecordingConnector,
+    coalescing_time: VirtualTime | None,
 ) -> AsyncIterator[BotHarness]:
-    harness = BotHarness(make_settings(push_shared_secret=SECRET, card_update_coalesce_seconds=0.5), clock)
+    settings = make_settings(push_shared_secret=SECRET, card_update_coalesce_seconds=0.5)
+    if coalescing_time is None:
+        harness = BotHarness(settings, clock)
+    else:
+        harness = BotHarness(
+            settings, clock, monotonic=coalescing_time.monotonic, sleep=coalescing_time.sleep
+        )
     await harness.start()
     await harness.post(install_activity(connector.service_url))
     await harness.service.drain()
@@ -154,16 +170,20 @@ async def test_concurrent_pushes_of_one_alert_make_one_case(
     assert len(connector.of_kind("create")) == 1
 
 
+@pytest.mark.parametrize("coalescing_time", ["virtual"], indirect=True)
 async def test_a_storm_on_one_identity_is_one_post_and_few_updates(
-    pushing_bot: BotHarness, connector: RecordingConnector
+    pushing_bot: BotHarness, connector: RecordingConnector, coalescing_time: VirtualTime
 ) -> None:
+    # The storm lasts the same half second of coalescing time however slow the machine is.
+    coalescing_time.hold()
     for batch in range(10):
         alerts = [
             minimal(f"storm-{batch}-{i}", severity="medium", title=f"Alert {batch}-{i}") for i in range(10)
         ]
         status, _ = await push(pushing_bot, alerts)
         assert status == 202
-        await asyncio.sleep(0.05)
+        coalescing_time.advance(0.05)
+    coalescing_time.run()
     await pushing_bot.service.drain()
     assert len(connector.of_kind("create")) == 1
     updates = connector.of_kind("update")

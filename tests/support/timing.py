@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,12 @@ class VirtualTime:
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        await self._until(self.now + max(0.0, seconds))
+        end = self.now + max(0.0, seconds)
+        if seconds > 0 and end <= self.now:
+            # Too short to show in a float: a real sleep still takes some time, and code that
+            # sleeps "whatever is left" until a deadline must not find the clock where it was.
+            end = math.nextafter(self.now, math.inf)
+        await self._until(end)
 
     def recorder(self) -> RecordedSleep:
         """A sleep on this clock that also keeps its own list of waits (e.g. the retries only)."""
