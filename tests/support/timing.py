@@ -1,10 +1,10 @@
 """Time for tests that must not depend on how fast the machine is.
 
 :class:`VirtualTime` is a monotonic clock and a sleep for code that takes them as parameters
-(the Teams pacer and messenger, the Graph client, the service's card coalescing): the code's
-waits are recorded and take no real time, and the clock moves only when someone sleeps or the
-test moves it. :func:`until` waits for something the code does, with a deadline generous enough
-for the slowest machine; it fails the test when the deadline passes.
+(the Teams pacer and messenger, the service's card coalescing): the code's waits are recorded
+and take no real time, and the clock moves only when someone sleeps or the test moves it.
+:func:`until` waits for something the code does, with a deadline generous enough for the slowest
+machine; it fails the test when the deadline passes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,17 +20,19 @@ import pytest
 
 # Waiting for an event on loopback takes milliseconds; the deadline only bounds a failing test.
 GENEROUS = 30.0
+# How late a virtual sleep ends (a microsecond: more than float rounding, less than anything timed).
+LATE = 1e-6
 
 
 class VirtualTime:
     """Monotonic seconds (``monotonic``), a wall clock (``utc``) and a ``sleep`` that moves them.
 
-    Sleepers wake in the order their sleeps end, never before. While time *runs* (the default),
-    the earliest pending sleep ends as soon as the event loop gets to it: the clock jumps to its
-    end, as if nothing else happened meanwhile, which is what a program waiting only on its own
-    timers would see. :meth:`hold` stops that: sleepers then wait until :meth:`advance` moves the
-    clock past their end, so the test decides how much time passes between two of its steps;
-    :meth:`run` lets time jump again (and wakes whoever is still asleep, in order).
+    Sleepers wake in the order their sleeps end (``LATE`` after their time, never before). While
+    time *runs* (the default), the earliest pending sleep ends as soon as the event loop gets to
+    it: the clock jumps to its end, as if nothing else happened meanwhile, which is what a program
+    waiting only on its own timers would see. :meth:`hold` stops that: sleepers then wait until
+    :meth:`advance` moves the clock past their end, so the test decides how much time passes
+    between two of its steps; :meth:`run` lets time jump again (and wakes whoever still sleeps).
     ``slept`` lists every wait asked for; :meth:`recorder` gives a sleep with a list of its own.
     """
 
@@ -53,12 +54,10 @@ class VirtualTime:
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        end = self.now + max(0.0, seconds)
-        if seconds > 0 and end <= self.now:
-            # Too short to show in a float: a real sleep still takes some time, and code that
-            # sleeps "whatever is left" until a deadline must not find the clock where it was.
-            end = math.nextafter(self.now, math.inf)
-        await self._until(end)
+        # A real sleep ends a little after its time, never on it: code that sleeps "whatever is
+        # left" until a deadline, computed in floats (or read from a header rounded to the
+        # millisecond), must find the deadline passed when it wakes, as it would for real.
+        await self._until(self.now + seconds + LATE if seconds > 0 else self.now)
 
     def recorder(self) -> RecordedSleep:
         """A sleep on this clock that also keeps its own list of waits (e.g. the retries only)."""
