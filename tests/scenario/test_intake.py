@@ -92,10 +92,13 @@ def minimal(
 async def test_a_signed_push_opens_a_case_once(
     pushing_bot: BotHarness, connector: RecordingConnector
 ) -> None:
-    status, body = await push(pushing_bot, minimal("sentinel-1"))
+    # One reading of the clock: read twice, the retry's "a second earlier" could land on the
+    # first push's second (same timestamp, same signature: a replay) when the clock ticks between.
+    sent_at = int(time.time())
+    status, body = await push(pushing_bot, minimal("sentinel-1"), timestamp=sent_at)
     assert (status, body) == (202, {"accepted": 1, "newOrChanged": 1})
     # The sender retries (a fresh timestamp, so a fresh signature).
-    status, body = await push(pushing_bot, minimal("sentinel-1"), timestamp=int(time.time()) - 1)
+    status, body = await push(pushing_bot, minimal("sentinel-1"), timestamp=sent_at - 1)
     assert (status, body) == (202, {"accepted": 1, "newOrChanged": 0}), "idempotent by alert id"
     await pushing_bot.service.drain()
     posts = connector.of_kind("create")
