@@ -7,6 +7,7 @@ import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -26,25 +27,39 @@ LEE_UPN = "lee.gu@contoso.com"
 
 
 @pytest.fixture
-def coalescing_time(request: pytest.FixtureRequest) -> VirtualTime | None:
-    """The clock of the card coalescing: real, or virtual for a test parametrized "virtual"."""
-    return VirtualTime() if getattr(request, "param", "real") == "virtual" else None
+async def pushing_bot(
+    make_settings: Callable[..., Settings], clock: Clock, connector: RecordingConnector
+) -> AsyncIterator[BotHarness]:
+    async with _pushing_bot(make_settings, clock, connector) as harness:
+        yield harness
 
 
 @pytest.fixture
-async def pushing_bot(
+def coalescing_time() -> VirtualTime:
+    return VirtualTime()
+
+
+@pytest.fixture
+async def pushing_bot_on_virtual_time(
     make_settings: Callable[..., Settings],
     clock: Clock,
     connector: RecordingConnector,
-    coalescing_time: VirtualTime | None,
+    coalescing_time: VirtualTime,
 ) -> AsyncIterator[BotHarness]:
-    settings = make_settings(push_shared_secret=SECRET, card_update_coalesce_seconds=0.5)
-    if coalescing_time is None:
-        harness = BotHarness(settings, clock)
-    else:
-        harness = BotHarness(
-            settings, clock, monotonic=coalescing_time.monotonic, sleep=coalescing_time.sleep
-        )
+    """The pushing bot with its card coalescing timed by ``coalescing_time``."""
+    async with _pushing_bot(
+        make_settings, clock, connector, monotonic=coalescing_time.monotonic, sleep=coalescing_time.sleep
+    ) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def _pushing_bot(
+    make_settings: Callable[..., Settings], clock: Clock, connector: RecordingConnector, **timing: Any
+) -> AsyncIterator[BotHarness]:
+    harness = BotHarness(
+        make_settings(push_shared_secret=SECRET, card_update_coalesce_seconds=0.5), clock, **timing
+    )
     await harness.start()
     await harness.post(install_activity(connector.service_url))
     await harness.service.drain()
@@ -173,10 +188,10 @@ async def test_concurrent_pushes_of_one_alert_make_one_case(
     assert len(connector.of_kind("create")) == 1
 
 
-@pytest.mark.parametrize("coalescing_time", ["virtual"], indirect=True)
 async def test_a_storm_on_one_identity_is_one_post_and_few_updates(
-    pushing_bot: BotHarness, connector: RecordingConnector, coalescing_time: VirtualTime
+    pushing_bot_on_virtual_time: BotHarness, connector: RecordingConnector, coalescing_time: VirtualTime
 ) -> None:
+    pushing_bot = pushing_bot_on_virtual_time
     # The storm lasts the same half second of coalescing time however slow the machine is.
     coalescing_time.hold()
     for batch in range(10):
