@@ -113,10 +113,10 @@ async def eventually(check: Callable[[], Any], *, within: float = 5.0) -> Any:
 
 async def test_a_new_store_is_migrated_to_the_current_schema(open_stores: OpenStore) -> None:
     first = await open_stores()
-    assert await first.schema_version() == 3
+    assert await first.schema_version() == 4
     # A second replica opening the same database finds nothing left to migrate.
     second = await open_stores()
-    assert await second.schema_version() == 3
+    assert await second.schema_version() == 4
 
 
 # -- watermarks and channel ---------------------------------------------------------------------

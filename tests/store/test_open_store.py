@@ -29,7 +29,7 @@ async def test_the_url_scheme_picks_the_store(store_url: str) -> None:
     store = await open_store(store_url)
     try:
         assert isinstance(store, SqliteStore if store_url.startswith("sqlite") else PostgresStore)
-        assert await store.schema_version() == 3
+        assert await store.schema_version() == 4
     finally:
         await store.close()
 
