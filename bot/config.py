@@ -8,6 +8,7 @@ start-up with one readable line instead of failing on the first alert.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from bot.errors import ConfigError
 log = logging.getLogger(__name__)
 
 AppType = Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"]
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _env(name: str) -> Any:
@@ -134,6 +136,22 @@ class Settings(BaseSettings):
         ):
             if not value:
                 raise ValueError(f"{variable}|is required")
+        app_tenant, graph_tenant = self.microsoft_app_tenant_id.strip(), self.graph_tenant_id.strip()
+        if app_tenant and app_tenant.lower() != graph_tenant.lower():
+            # Activities are accepted from one tenant only; two settings naming different
+            # tenants would leave it unclear whose clicks count.
+            raise ValueError(
+                f"MicrosoftAppTenantId|must name the same tenant as GRAPH_TENANT_ID (got {app_tenant} "
+                f"and {graph_tenant}): the bot serves one tenant, so set both to its directory (tenant) "
+                "id, or leave MicrosoftAppTenantId empty"
+            )
+        if self.microsoft_app_id and not _GUID.fullmatch(app_tenant or graph_tenant):
+            variable = "MicrosoftAppTenantId" if app_tenant else "GRAPH_TENANT_ID"
+            raise ValueError(
+                f"{variable}|must be the directory (tenant) id, a GUID: Teams names the tenant of "
+                f"every activity by its id, so any other value would refuse them all "
+                f"(got {app_tenant or graph_tenant!r})"
+            )
         if not self.graph_client_secret and not self.graph_certificate_path:
             raise ValueError("GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set")
         if self.graph_certificate_path:
@@ -175,6 +193,15 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         """Inbound Bot Framework JWT validation is on whenever an app id is configured."""
         return bool(self.microsoft_app_id)
+
+    @property
+    def tenant_id(self) -> str:
+        """The one tenant whose Teams activities the bot accepts (compared case-insensitively).
+
+        ``MicrosoftAppTenantId`` when set, else ``GRAPH_TENANT_ID``; when both are set they must
+        agree (checked at start).
+        """
+        return (self.microsoft_app_tenant_id or self.graph_tenant_id).strip().lower()
 
     @property
     def sqlite_path(self) -> Path:
