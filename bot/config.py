@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.domain.audit import SANDBOX_AUDIT_KEY, AuditKey
 from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class Settings(BaseSettings):
 
     # Push intake (POST /api/alerts): HMAC-SHA256 shared secret; empty turns the endpoint off.
     push_shared_secret: str = Field("", validation_alias=_env("PUSH_SHARED_SECRET"), repr=False)
+
+    # The audit chain's HMAC key (from Key Vault); never stored with the events. Required unless
+    # SANDBOX_MODE, which then uses the public sandbox key (bot.domain.audit.SANDBOX_AUDIT_SECRET).
+    audit_hmac_key: SecretStr = Field(SecretStr(""), validation_alias=_env("AUDIT_HMAC_KEY"), repr=False)
 
     # How often one card may be updated by incoming alerts (a storm updates it once per window).
     card_update_coalesce_seconds: float = Field(
@@ -183,6 +188,15 @@ class Settings(BaseSettings):
                 "STORE_URL|must look like sqlite:///path/to/file.db or "
                 f"postgresql://user:password@host:5432/dbname, got {got}"
             )
+        audit_key = self.audit_hmac_key.get_secret_value()
+        if not audit_key and not self.sandbox_mode:
+            raise ValueError(
+                "AUDIT_HMAC_KEY|is required: the audit trail is keyed with it so that an edit of the "
+                "database cannot be hidden; set it to a random value of 32+ characters, kept in Key Vault "
+                "and nowhere near the database (only SANDBOX_MODE=true runs without it, on a public key)"
+            )
+        if audit_key and len(audit_key) < 32:
+            raise ValueError("AUDIT_HMAC_KEY|must be at least 32 characters (use a random value)")
         if self.push_shared_secret and len(self.push_shared_secret) < 32:
             raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
         if self.poll_interval_seconds <= 0:
@@ -202,6 +216,13 @@ class Settings(BaseSettings):
         agree (checked at start).
         """
         return (self.microsoft_app_tenant_id or self.graph_tenant_id).strip().lower()
+
+    @property
+    def audit_key(self) -> AuditKey:
+        """The key audit events are chained with: ``AUDIT_HMAC_KEY``, or in sandbox mode without
+        one the public sandbox key (events keyed with it are not tamper-evident)."""
+        secret = self.audit_hmac_key.get_secret_value()
+        return AuditKey.from_secret(secret) if secret else SANDBOX_AUDIT_KEY
 
     @property
     def sqlite_path(self) -> Path:
@@ -233,6 +254,12 @@ def load_settings(**overrides: Any) -> Settings:
         log.warning(
             "AUTHENTICATION IS OFF: MicrosoftAppId is empty and SANDBOX_MODE is on. "
             "Anyone who can reach this port can talk to the bot. Never run this way in a tenant."
+        )
+    if not settings.audit_hmac_key.get_secret_value():
+        log.warning(
+            "AUDIT_HMAC_KEY is not set (SANDBOX_MODE): the audit trail is keyed with the public "
+            "sandbox key %s, so it is not tamper-evident. Never run this way in a tenant.",
+            SANDBOX_AUDIT_KEY.key_id,
         )
     if not settings.responders and not settings.policy_file:
         log.warning("RESPONDERS is empty: nobody can act on a case until it lists someone.")

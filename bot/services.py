@@ -50,13 +50,15 @@ from bot.domain.models import (
     ResponseAction,
     Severity,
 )
-from bot.domain.plans import offered_actions, plan
+from bot.domain.plans import blocked, offered_actions, plan
 from bot.domain.policy import ActorRoles, Policy
-from bot.errors import ConflictError, DuplicateError, GraphNotFound, RemediationError, StoreError
+from bot.errors import ConflictError, DuplicateError, RemediationError, StoreError
 from bot.graph import GraphClient
 from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
 from bot.metrics import Metrics
-from bot.store.base import Store
+from bot.resolver import IdentityResolver, Outcome
+from bot.store.base import AlertIntake, Settlement, Store
+from cards.audit import with_audit_checkpoint
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
 
@@ -68,6 +70,8 @@ RAN_STATES = (RequestState.EXECUTING, RequestState.SUCCEEDED, RequestState.FAILE
 MAX_REFRESH_USERS = 60
 RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
 EXECUTE_JOB = "execute"
+# Alerts stored per transaction; a push (at most 500 alerts) is one transaction, all or nothing.
+RECORD_BATCH = 500
 # How long a replica may hold a card's publishing lease before another may take over (crash).
 PUBLISHING_LEASE = timedelta(seconds=60)
 CLAIM_RETRY_SECONDS = 2.0
@@ -154,6 +158,7 @@ class RemediationService:
         self._job_lease = job_lease
         self._new_id = new_id
         self._case_locks: dict[str, asyncio.Lock] = {}
+        self._resolver = IdentityResolver(graph, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -197,6 +202,17 @@ class RemediationService:
             identity=identity,
             payload=payload,
         )
+
+    async def _with_checkpoint(self, text: str) -> str:
+        """``text`` with the audit trail's head as a checkpoint: published in the thread, outside
+        the store, it lets ``audit verify`` notice events later cut off or rewritten."""
+        try:
+            checkpoint = await self._store.audit_checkpoint(at=self._clock(), short=True)
+        except StoreError as exc:
+            # The result itself is recorded; a reply without its checkpoint beats no reply.
+            log.warning("no audit checkpoint for this reply: %s", exc.message)
+            return text
+        return with_audit_checkpoint(text, checkpoint)
 
     # -- the channel --------------------------------------------------------------------------
 
@@ -270,31 +286,91 @@ class RemediationService:
     # -- intake -------------------------------------------------------------------------------
 
     async def ingest(self, alerts: Sequence[Alert], *, publish: bool = True) -> int:
-        """Record alerts into cases (one per identity) and bring every card up to date.
+        """Record alerts into cases (one per person) and bring every card up to date.
 
-        Returns how many alerts were new or changed; repeats of known alerts change nothing.
-        An alert that raises a case's severity or brings a new source gets a thread note.
+        Every alert's target is first resolved to its Entra object id (see
+        :class:`bot.resolver.IdentityResolver`), so a person named by object id in one alert and
+        by UPN (in any letter case) in another has one case. A name that cannot be resolved yet
+        opens a case that offers no action until :meth:`settle_unresolved` resolves it.
+
+        Alerts are stored in transactions of up to :data:`RECORD_BATCH` (a push, at most that
+        many, is stored all or nothing). Returns how many alerts were new or changed; repeats
+        of known alerts change nothing. An alert that raises a case's severity or brings a new
+        source gets a thread note.
         """
+        resolved = await self._resolver.resolve_alerts(alerts)
         changed = 0
-        for alert in alerts:
-            intake = await self._store.record_alert(alert, new_case_id=self._new_id(), now=self._clock())
-            changed += intake.alert_changed
-            if intake.alert_changed:
-                self.metrics.add("remediation_alerts_ingested_total", source=alert.source.value)
-            if intake.case_created:
-                log.info("case %s opened for %s", intake.case.id, intake.case.identity.label)
-                await self._audit("case.opened", case=intake.case, alert_id=alert.id, title=alert.title)
-                continue
-            if intake.alert_new:
-                await self._audit("alert.added", case=intake.case, alert_id=alert.id, title=alert.title)
-            if intake.alert_changed and intake.case.card is not None:
-                # Only a card the channel has seen can escalate; a new card shows it all anyway.
-                escalation = escalation_note(intake.case, alert)
-                if escalation:
-                    self._escalations.setdefault(intake.case.id, []).append(escalation)
+        for start in range(0, len(resolved), RECORD_BATCH):
+            batch = resolved[start : start + RECORD_BATCH]
+            intakes = await self._store.record_alerts(batch, new_case_id=self._new_id, now=self._clock())
+            for alert, intake in zip(batch, intakes, strict=True):
+                changed += await self._noted(alert, intake)
         if changed and publish:
             await self.publish_cards()
         return changed
+
+    async def _noted(self, alert: Alert, intake: AlertIntake) -> bool:
+        """Count, log and audit what recording ``alert`` did; queue its escalation note."""
+        if intake.settled is not None:
+            await self._audit_settlement(intake.settled)
+        if intake.alert_changed:
+            self.metrics.add("remediation_alerts_ingested_total", source=alert.source.value)
+        if intake.case_created:
+            log.info("case %s opened for %s", intake.case.id, intake.case.identity.label)
+            await self._audit(
+                "case.opened",
+                case=intake.case,
+                alert_id=alert.id,
+                title=alert.title,
+                resolved=intake.case.resolved,
+            )
+            return intake.alert_changed
+        if intake.alert_new:
+            await self._audit("alert.added", case=intake.case, alert_id=alert.id, title=alert.title)
+        if intake.alert_changed and intake.case.card is not None:
+            # Only a card the channel has seen can escalate; a new card shows it all anyway.
+            escalation = escalation_note(intake.case, alert)
+            if escalation:
+                self._escalations.setdefault(intake.case.id, []).append(escalation)
+        return intake.alert_changed
+
+    async def settle_unresolved(self) -> int:
+        """Try again to resolve every open case still waiting for its person's Entra object id.
+
+        A resolved case is keyed on the object id from then on (its card then offers actions),
+        or merged into the person's case if they have one: never two open cases for one person.
+        Returns how many were settled; their cards are brought up to date.
+        """
+        settled = 0
+        for case in await self._store.list_cases():
+            if case.resolved or case.merged_into:
+                continue
+            resolution = await self._resolver.resolve(case.identity)
+            if not resolution.resolved:
+                continue
+            try:
+                settlement = await self._store.rekey_case(case.id, resolution.identity, now=self._clock())
+            except RemediationError as exc:
+                log.error("case %s: could not be keyed on its object id yet: %s", case.id, exc.message)
+                continue
+            if settlement is not None:
+                await self._audit_settlement(settlement)
+                settled += 1
+        if settled:
+            await self.publish_cards()
+        return settled
+
+    async def _audit_settlement(self, settlement: Settlement) -> None:
+        closed = settlement.closed
+        if closed is None:
+            case = settlement.case
+            log.info("case %s resolved to Entra object id %s", case.id, case.identity.object_id)
+            await self._audit("case.resolved", case=case, object_id=case.identity.object_id)
+            return
+        log.info("case %s merged into case %s (one case per person)", closed.id, settlement.case.id)
+        await self._audit(
+            "case.merged", case=closed, merged_into=settlement.case.id, reason=closed.closed_reason
+        )
 
     def schedule_publish(self) -> None:
         """Bring every card up to date in the background, one pass at a time.
@@ -428,6 +504,10 @@ class RemediationService:
     async def _enrich(self, case: Case) -> Case:
         """Learn what the card must show before it is first posted: who the identity is in each
         system, whether it is enabled, at risk, protected or privileged."""
+        if not case.resolved:
+            # Nothing can be read reliably by a name Entra ID does not resolve; once it does,
+            # the case is re-keyed and read then (see settle_unresolved).
+            return case
         risky, signals = await self._risk_snapshot()
         identity, account, facts = await resolve_identity(
             self._graph, case.identity, now=self._clock, risky=risky, signals=signals
@@ -508,6 +588,9 @@ class RemediationService:
                 return await self._refuse(
                     case, actor, f"The {verb} button must name a request; nothing was done."
                 )
+            if verb in ("approve", "retry") and blocked(case):
+                # Nothing runs from a case merged into the person's other case (or unresolved).
+                return await self._refuse(case, actor, blocked(case), request)
             if data.get("cardVersion") != case.revision:
                 return CardAnswer(card=await self._card_for(case, actor, note=STALE_NOTE))
             return await self._decide_click(case, request, actor, verb, data)
@@ -554,6 +637,9 @@ class RemediationService:
     async def _request_action(
         self, case: Case, action: ResponseAction, actor: Actor, data: Mapping[str, Any]
     ) -> CardAnswer:
+        why_not = blocked(case)
+        if why_not:
+            return await self._refuse(case, actor, why_not)
         routed = plan(action, case)
         if isinstance(routed, Refused):
             return await self._refuse(case, actor, routed.reason)
@@ -847,6 +933,7 @@ class RemediationService:
             case = await self._publish(case.id, channel, urgent=True)
             if case.card is not None:
                 text = render_result_reply(case, request, links=self._links, update=not first)
+                text = await self._with_checkpoint(text)
                 await self._messenger.reply_in_thread(channel, case.card, text)
         if first or (result is not None and not result.pending_verification):
             await self._write_back(case, request)
@@ -889,7 +976,12 @@ class RemediationService:
     # -- time passing -------------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Expire overdue requests, remind approvers of waiting ones, re-verify pending results."""
+        """Expire overdue requests, remind approvers of waiting ones, re-verify pending results;
+        try again to resolve cases still waiting for their person's Entra object id."""
+        try:
+            await self.settle_unresolved()
+        except RemediationError as exc:
+            log.error("cases waiting for an object id are retried at the next sweep: %s", exc.message)
         now = self._clock()
         for request in await self._store.list_requests_in((RequestState.SUCCEEDED, RequestState.FAILED)):
             result = request.result
@@ -1000,15 +1092,15 @@ class RemediationService:
         roles = await self._directory.roles_of(actor.object_id)
         if not roles.responder:
             return f"{actor.label} is not an authorized responder, so no case was opened."
-        try:
-            user = await self._graph.get_user(upn, select=["id", "userPrincipalName", "displayName"])
-        except GraphNotFound:
+        resolution = await self._resolver.resolve(IdentityRef(upn=upn))
+        if resolution.outcome is Outcome.NOT_FOUND:
             return f"Entra ID has no user {upn}; no case was opened."
-        except RemediationError as exc:
-            return f"Could not look up {upn}: {exc.message}"
+        if not resolution.resolved:
+            return f"Could not look up {upn}: {resolution.detail}"
+        target = resolution.identity
         now = self._clock()
         alert = Alert(
-            id=f"manual:{user.get('id')}:{int(now.timestamp())}",
+            id=f"manual:{target.object_id}:{int(now.timestamp())}",
             source=AlertSource.MANUAL,
             title=f"Opened from chat by {actor.label}",
             severity=Severity.HIGH,
@@ -1016,13 +1108,11 @@ class RemediationService:
             created_at=now,
             updated_at=now,
             detection_source="manual",
-            target=IdentityRef(
-                object_id=user.get("id") or None,
-                upn=user.get("userPrincipalName") or upn,
-                display_name=user.get("displayName") or None,
-            ),
+            target=target,
         )
-        intake = await self._store.record_alert(alert, new_case_id=self._new_id(), now=now)
+        [intake] = await self._store.record_alerts([alert], new_case_id=self._new_id, now=now)
+        if intake.settled is not None:
+            await self._audit_settlement(intake.settled)
         await self._audit("case.contain_command", actor=actor, case=intake.case, upn=upn)
         if intake.case_created:
             await self._audit(

@@ -37,7 +37,7 @@ from bot.domain.models import (
     RequestState,
     Severity,
 )
-from bot.domain.plans import offered_actions
+from bot.domain.plans import blocked, offered_actions
 
 MAX_ALERTS_SHOWN = 5
 REASON_INPUT_ID = "reason"
@@ -119,7 +119,7 @@ def render_case(
     actions: list[Any] = []
     if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
         actions += _decision_actions(case, request, viewer, body)
-    if request is not None and _can_retry(request, viewer):
+    if request is not None and _can_retry(request, viewer) and not blocked(case):
         body.append(
             ActionSet(
                 actions=[
@@ -265,8 +265,12 @@ def _header(case: Case) -> Container:
 
 
 def _badges(case: Case) -> list[TextBlock]:
-    """Warnings a responder must see before acting: protected or privileged accounts."""
+    """Warnings a responder must see before acting: why no action is offered, protected or
+    privileged accounts."""
     badges = []
+    why_not = blocked(case)
+    if why_not:
+        badges.append(TextBlock(text=why_not, color="Warning", weight="Bolder", wrap=True))
     if case.protected:
         badges.append(
             TextBlock(

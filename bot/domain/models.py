@@ -167,6 +167,10 @@ class Case(Frozen):
     published_revision: int = 0
     publishing_by: str = ""  # the replica holding the card's publishing lease, if any
     publishing_until: datetime | None = None
+    # Set when this case was closed into another case of the same person (one case per person):
+    # the surviving case's id, and why, in plain words.
+    merged_into: str = ""
+    closed_reason: str = ""
     version: int = 0
 
     @property
@@ -190,6 +194,31 @@ class Case(Frozen):
         alerts = tuple(sorted(alerts, key=lambda a: (a.created_at, a.id)))
         return self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
 
+    @property
+    def resolved(self) -> bool:
+        """Whether the case's identity is known by its Entra object id (only then can it be acted on)."""
+        return bool(self.identity.object_id)
+
+    def rekeyed(self, identity: IdentityRef) -> Case:
+        """This unresolved case, now knowing its person's Entra object id (from ``identity``).
+
+        Facts read while the identity was unknown are read again before the card is next sent.
+        """
+        if not identity.object_id:
+            raise ValueError("re-keying needs the Entra object id")
+        known = self.identity.merged(identity).model_copy(update={"object_id": identity.object_id})
+        return self.revised(identity=known, target_checked=False)
+
+    def absorbing(self, other: Case) -> Case:
+        """This case with ``other``'s alerts (and anything it knew of the identity) added."""
+        merged = {a.id: a for a in other.alerts} | {a.id: a for a in self.alerts}
+        alerts = tuple(sorted(merged.values(), key=lambda a: (a.created_at, a.id)))
+        return self.revised(alerts=alerts, identity=self.identity.merged(other.identity))
+
+    def closed_into(self, survivor_id: str, reason: str) -> Case:
+        """This case closed as a duplicate of ``survivor_id``; its alerts now belong there."""
+        return self.revised(merged_into=survivor_id, closed_reason=reason)
+
     def revised(self, **changes: Any) -> Case:
         """The case with ``changes`` applied and its card revision bumped.
 
@@ -200,7 +229,13 @@ class Case(Frozen):
 
     @property
     def needs_publishing(self) -> bool:
-        """Whether the card in Teams is missing or older than the case."""
+        """Whether the card in Teams is missing or older than the case.
+
+        A case merged into another is never posted; a card it already had is updated once, to
+        say where the person's case is now.
+        """
+        if self.merged_into:
+            return self.card is not None and self.published_revision < self.revision
         return self.card is None or self.published_revision < self.revision
 
 

@@ -13,23 +13,41 @@ execution to exactly one live worker at a time, re-offering it when that worker 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.domain.audit import AuditEvent, ChainCheck
+from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
 from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """An unresolved case (keyed on a UPN) settled on its person's Entra object id.
+
+    ``case`` is the person's one active case afterwards. ``closed`` is the unresolved case when
+    the person already had a case it was merged into (closed, ``merged_into`` set, its alerts
+    moved); ``None`` when the unresolved case itself was re-keyed (then it is ``case``).
+    """
+
+    case: Case
+    closed: Case | None = None
+
+
+@dataclass(frozen=True)
 class AlertIntake:
-    """What recording one alert did: the case it joined, and whether anything changed."""
+    """What recording one alert did: the case it joined, and whether anything changed.
+
+    ``settled`` is set when the alert named a person by object id and UPN whose UPN had an
+    unresolved case: that case was settled first, so the alert joined the person's one case.
+    """
 
     case: Case
     case_created: bool
     alert_new: bool
     alert_changed: bool
+    settled: Settlement | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,31 @@ class Store(Protocol):
     async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
         """Add ``alert`` to its identity's active case, opening one (``new_case_id``) if needed.
 
-        Idempotent by alert id: the same alert twice changes nothing the second time.
+        Idempotent by alert id: the same alert twice changes nothing the second time. The case
+        is the one active case of ``alert.target.key`` (the object id, else the lower-cased
+        UPN): a uniqueness rule in the store admits one, so concurrent callers naming one
+        person join one case. An alert naming both an object id and a UPN that has an
+        unresolved case settles that case first (see :meth:`rekey_case`).
+        """
+
+    async def record_alerts(
+        self, alerts: Sequence[Alert], *, new_case_id: Callable[[], str], now: datetime
+    ) -> list[AlertIntake]:
+        """Record ``alerts`` in order, as :meth:`record_alert` does, all in one transaction.
+
+        All or nothing: when recording any of them fails, none is stored (``ValueError`` for an
+        alert that cannot be stored, e.g. text that is not valid Unicode). ``new_case_id`` is
+        called for an id whenever a case may have to be opened. Returns one intake per alert.
+        """
+
+    async def rekey_case(self, case_id: str, identity: IdentityRef, *, now: datetime) -> Settlement | None:
+        """Settle an unresolved case on the Entra object id its identity resolved to.
+
+        The case is keyed on ``identity.object_id`` from now on, or, when that person already
+        has an active case, merged into it: its alerts move there and it is closed with the
+        reason (open requests on it are cancelled). One transaction. ``None`` when there is
+        nothing to settle (the case was settled meanwhile, or is closed). ``ValueError`` when
+        ``identity`` has no object id.
         """
 
     async def get_case(self, case_id: str) -> Case | None:
@@ -91,7 +133,11 @@ class Store(Protocol):
         """Every case, oldest first."""
 
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
-        """Compare-and-swap update of one case; returns the stored value."""
+        """Compare-and-swap update of one case; returns the stored value.
+
+        :class:`~bot.errors.StoreError` when ``mutate`` would change whom the case is about
+        (its identity key): that happens only through :meth:`rekey_case`.
+        """
 
     async def add_request(self, request: ActionRequest) -> ActionRequest:
         """Store a new action request."""
@@ -124,9 +170,11 @@ class Store(Protocol):
     ) -> AuditEvent:
         """Record one audit event chained to the last one (see :mod:`bot.domain.audit`).
 
-        Atomic: concurrent callers get consecutive sequence numbers and one linear chain.
-        Raises ``ValueError`` when ``payload`` is not plain JSON. Audit rows are never updated
-        or deleted.
+        The event is keyed with the store's audit key (given when it was opened); when that key
+        is not the last event's, an ``audit.key_changed`` event is recorded first. Atomic:
+        concurrent callers get consecutive sequence numbers and one linear chain. Raises
+        ``ValueError`` when ``payload`` is not plain JSON, :class:`~bot.errors.StoreError` when
+        the trail is keyed and the store has no key. Audit rows are never updated or deleted.
         """
 
     async def list_audit(
@@ -137,8 +185,15 @@ class Store(Protocol):
         ``limit`` keeps the newest ``limit`` events, still returned oldest first.
         """
 
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the stored audit trail; the verdict names the first broken event."""
+    async def verify_audit(
+        self, *, keys: Iterable[AuditKey] = (), checkpoints: Iterable[Checkpoint] = ()
+    ) -> ChainCheck:
+        """Verify the stored audit trail under the store's key and ``keys`` (earlier keys),
+        against ``checkpoints`` published outside the store; the verdict names the first break."""
+
+    async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
+        """The newest event's sequence and hash, authenticated with the store's key (``None``
+        while the trail is empty). ``short`` publishes 16 hex characters of hash and mac."""
 
     # -- coordination between replicas -----------------------------------------------------
 

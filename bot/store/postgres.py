@@ -38,7 +38,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -49,17 +49,21 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
-from bot.domain.audit import AuditEvent, ChainCheck, chain_next
+from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
 from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
 from bot.errors import ConflictError, DuplicateError, StoreError
-from bot.store.base import AlertIntake, Job
+from bot.store.base import AlertIntake, Job, Settlement
+from bot.store.merging import OPEN_REQUEST_STATES, cancelled_for_merge, plan_merges
 from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
+    LAST_AUDIT_EVENT,
+    audit_checkpoint,
     check_finish,
     check_lease,
     decode_audit,
     job_payload_json,
+    next_audit_events,
     redact_url,
     verify_audit_rows,
 )
@@ -77,8 +81,13 @@ LEADER_APPLICATION_NAME = "remediation-bot leader election"
 _MAX_CAS_ATTEMPTS = 20
 _MAX_TRANSACTION_ATTEMPTS = 20
 _ACTIVE_REQUEST_INDEX = "action_requests_one_active_per_case"
+# Advisory locks that order writers naming people (see PostgresStore._lock_people).
+_PERSON_LOCK_BUCKETS = 128
 
-MIGRATIONS: tuple[str, ...] = (
+Migration = str | Callable[[Connection], Awaitable[None]]
+"""A migration: an SQL script, or a coroutine function run inside the migration's transaction."""
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: cases, their alerts, action requests and small settings (watermarks, the channel).
     # ``seq`` keeps insertion order, which is what "oldest first" means (SQLite's rowid).
     """
@@ -148,7 +157,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_open_by_kind ON jobs (kind, seq) WHERE finished_at IS NULL;
     """,
-    # 4: replay claims (a signed push is accepted once, by whichever replica claims it first).
+    # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
+    # versions could leave one person with two open cases (object id and UPN): merge them.
+    lambda connection: _merge_duplicate_cases(connection),
+    # 5: replay claims (a signed push is accepted once, by whichever replica claims it first).
     """
     CREATE TABLE replay_claims (key text PRIMARY KEY, expires_at timestamptz NOT NULL);
     CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
@@ -188,9 +200,17 @@ class PostgresStore(MetaRecords):
     """
 
     def __init__(
-        self, url: str, *, min_connections: int = 1, max_connections: int = 10, connect_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+        audit_key: AuditKey | None = None,
     ) -> None:
         self._url = url
+        # The key new audit events are chained with (None: the unkeyed scheme; see bot.domain.audit).
+        self._audit_key = audit_key
         self._safe_url = redact_url(url)
         try:
             self._conninfo = conninfo_to_dict(url)
@@ -314,12 +334,16 @@ class PostgresStore(MetaRecords):
                 )
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 async with connection.transaction():
-                    await connection.execute(script)  # several statements: allowed without parameters
+                    if callable(script):
+                        await script(connection)
+                    else:
+                        await connection.execute(script)  # several statements: allowed without parameters
                     await connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
                 log.info("applied store migration %d to schema %s", number, self._schema)
             # Released explicitly so a waiting replica proceeds now, not when this socket closes.
             await connection.execute("SELECT pg_advisory_unlock(%s)", (lock,))
-        except psycopg.Error as exc:
+        except (psycopg.Error, ValueError, _Collision) as exc:
+            # ValueError: a stored document a data migration could not read.
             raise self._error(exc, "migrating the schema") from exc
         finally:
             await connection.close()
@@ -426,43 +450,70 @@ class PostgresStore(MetaRecords):
         admits one active case per identity, ``FOR UPDATE`` serialises changes to it, and a
         caller that finds the alert recorded by someone else meanwhile starts over and sees it.
         """
+        [intake] = await self.record_alerts([alert], new_case_id=lambda: new_case_id, now=now)
+        return intake
 
-        async def work(connection: Connection) -> AlertIntake:
-            known = await _row(connection, "SELECT case_id FROM alerts WHERE id = %s", (alert.id,))
-            if known is not None:
-                case = await _lock_case(connection, "id", known[0])
-                previous = next((a for a in case.alerts if a.id == alert.id), None)
-                if previous == alert or (previous and previous.updated_at > alert.updated_at):
-                    return AlertIntake(case, case_created=False, alert_new=False, alert_changed=False)
-                case = await _save_case(connection, case.with_alert(alert), case.version)
-                return AlertIntake(case, case_created=False, alert_new=False, alert_changed=True)
-            opened = Case(id=new_case_id, identity=alert.target, alerts=(alert,), opened_at=now, version=1)
-            # A concurrent insert of the identity's case makes this wait for that transaction,
-            # then do nothing; the SELECT ... FOR UPDATE below then sees the committed case.
-            inserted = await _row(
-                connection,
-                "INSERT INTO cases (id, identity_key, data, version) VALUES (%s, %s, %s, 1) "
-                "ON CONFLICT (identity_key) WHERE active DO NOTHING RETURNING id",
-                (opened.id, alert.target.key, opened.model_dump_json()),
-            )
-            if inserted is not None:
-                case, created = opened, True
-            else:
-                current = await _lock_case(connection, "identity_key", alert.target.key)
-                case, created = (
-                    await _save_case(connection, current.with_alert(alert), current.version),
-                    False,
-                )
-            recorded = await _row(
-                connection,
-                "INSERT INTO alerts (id, case_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
-                (alert.id, case.id),
-            )
-            if recorded is None:
-                raise _Collision  # recorded by a concurrent caller: undo the case change, look again
-            return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True)
+    async def record_alerts(
+        self, alerts: Sequence[Alert], *, new_case_id: Callable[[], str], now: datetime
+    ) -> list[AlertIntake]:
+        """Record ``alerts`` in order in one transaction: all of them, or (on any failure) none.
 
-        return await self._transaction(work, what=f"recording alert {alert.id!r}")
+        The people the batch names are locked first, in one global order (see
+        :meth:`_lock_people`), so batches naming several people in different orders wait for
+        each other instead of deadlocking. A collision with a concurrent writer rolls the whole
+        batch back and runs it again.
+        """
+        batch = list(alerts)
+        keys: set[str] = set()
+        for alert in batch:
+            keys.add(alert.target.key)
+            if alert.target.upn:
+                keys.add(alert.target.upn.lower())  # an unresolved case it may settle
+
+        async def work(connection: Connection) -> list[AlertIntake]:
+            await self._lock_people(connection, keys)
+            return [await _record(connection, alert, new_case_id, now) for alert in batch]
+
+        what = f"recording alert {batch[0].id!r}" if len(batch) == 1 else f"recording {len(batch)} alerts"
+        return await self._transaction(work, what=what)
+
+    async def rekey_case(self, case_id: str, identity: IdentityRef, *, now: datetime) -> Settlement | None:
+        """Key an unresolved case on its object id, or merge it into the person's case (one transaction)."""
+        if not identity.object_id:
+            raise ValueError("a case is re-keyed on an Entra object id")
+
+        async def work(connection: Connection) -> Settlement | None:
+            stored_key = await _value(connection, "SELECT identity_key FROM cases WHERE id = %s", (case_id,))
+            if stored_key is None:
+                return None
+            await self._lock_people(connection, {str(stored_key), identity.key})
+            row = await _row(
+                connection,
+                "SELECT data, version, identity_key FROM cases WHERE id = %s AND active FOR UPDATE",
+                (case_id,),
+            )
+            if row is None:
+                return None
+            if row[2] != stored_key:
+                raise _Collision  # re-keyed between the two reads: look again
+            case = _decode(Case, row)
+            if case.resolved:
+                return None
+            return await _settle(connection, case, identity, now)
+
+        return await self._transaction(work, what=f"re-keying case {case_id!r}")
+
+    async def _lock_people(self, connection: Connection, keys: Iterable[str]) -> None:
+        """Take the transaction's locks on the people (identity keys) it may open, join or settle.
+
+        Keys fall into :data:`_PERSON_LOCK_BUCKETS` advisory locks taken in ascending order:
+        writers naming a common person take turns, the others run side by side, and nobody
+        waits in a circle. Bounded, so a 500-alert batch holds a fixed number of locks.
+        """
+        buckets = sorted({_person_bucket(key) for key in keys})
+        locks = [self._lock_key(f"person:{bucket}") for bucket in buckets]
+        # unnest() yields the array in order, so the locks are taken in ascending bucket order.
+        await connection.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", (locks,))
 
     async def get_case(self, case_id: str) -> Case | None:
         """One case by id."""
@@ -549,41 +600,41 @@ class PostgresStore(MetaRecords):
         identity: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> AuditEvent:
-        """Record one audit event, chained to the last one; returns it as stored.
+        """Record one audit event, chained to the last one under the store's key; returns it.
 
         The advisory lock, held until commit, makes reading the last event and inserting the
         next one a single turn for every writer in every process, so the chain stays linear and
-        gap-free; readers are not blocked. ``ValueError`` for a payload that is not plain JSON
-        (nothing is stored).
+        gap-free; readers are not blocked. An ``audit.key_changed`` event goes first when the
+        key changed. ``ValueError`` for a payload that is not plain JSON, :class:`StoreError`
+        when the trail is keyed and this store has no key (nothing is stored).
         """
         lock = self._lock_key("audit")
+        fields = {
+            "at": at,
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "kind": kind,
+            "case_id": case_id,
+            "request_id": request_id,
+            "identity": identity,
+            "payload": payload,
+        }
 
         async def work(connection: Connection) -> AuditEvent:
             await connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-            last = await _row(
-                connection, "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
-            )
-            event = chain_next(
-                None if last is None else decode_audit(last[0], last[1]),
-                at=at,
-                actor_id=actor_id,
-                actor_name=actor_name,
-                kind=kind,
-                case_id=case_id,
-                request_id=request_id,
-                identity=identity,
-                payload=payload,
-            )
+            last = await _row(connection, LAST_AUDIT_EVENT)
+            events = next_audit_events(last, self._audit_key, fields)
             marks = ", ".join("%s" for _ in AUDIT_COLUMNS)
-            try:
-                await connection.execute(
-                    f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})",
-                    _audit_row(event),
-                )
-            except errors.UniqueViolation:
-                # Only a writer that skipped the lock can have taken this sequence; chain after it.
-                raise _Collision from None
-            return event
+            for event in events:
+                try:
+                    await connection.execute(
+                        f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})",
+                        _audit_row(event),
+                    )
+                except errors.UniqueViolation:
+                    # Only a writer that skipped the lock can have taken this sequence; chain after it.
+                    raise _Collision from None
+            return events[-1]
 
         return await self._transaction(work, what="appending an audit event")
 
@@ -614,14 +665,23 @@ class PostgresStore(MetaRecords):
         rows = await self._fetchall(sql, params)
         return [decode_audit(row[0], row[1]) for row in reversed(rows)]
 
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the whole stored trail and name the first broken event.
+    async def verify_audit(
+        self, *, keys: Iterable[AuditKey] = (), checkpoints: Iterable[Checkpoint] = ()
+    ) -> ChainCheck:
+        """Verify the whole stored trail under the store's key and ``keys``, against
+        ``checkpoints``, and name the first broken event.
 
         See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
         apart from the data are reported as well as breaks in the chain itself.
         """
         rows = await self._fetchall(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence")
-        return verify_audit_rows(rows, _audit_row)
+        known = [key for key in (self._audit_key, *keys) if key is not None]
+        return verify_audit_rows(rows, _audit_row, known, checkpoints)
+
+    async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
+        """The head of the trail as a checkpoint authenticated with the store's key."""
+        rows = await self._fetchall(LAST_AUDIT_EVENT)
+        return audit_checkpoint(rows[0] if rows else None, self._audit_key, at=at, short=short)
 
     # -- leadership -------------------------------------------------------------------------
 
@@ -771,6 +831,12 @@ class PostgresStore(MetaRecords):
             changed = mutate(current)
             if changed is None:
                 return current
+            if (
+                isinstance(current, Case)
+                and isinstance(changed, Case)
+                and current.identity.key != changed.identity.key
+            ):
+                raise StoreError(f"case {key}: whom a case is about changes only by re-keying it")
             stored = changed.model_copy(update={"version": current.version + 1})
             params: tuple[Any, ...] = (stored.model_dump_json(),)
             if isinstance(stored, ActionRequest):
@@ -829,3 +895,143 @@ async def _save_case(connection: Connection, case: Case, expected_version: int) 
     if written is None:
         raise _Collision
     return stored
+
+
+async def _record(
+    connection: Connection, alert: Alert, new_case_id: Callable[[], str], now: datetime
+) -> AlertIntake:
+    """Record one alert inside the caller's transaction (see :meth:`PostgresStore.record_alerts`)."""
+    known = await _row(connection, "SELECT case_id FROM alerts WHERE id = %s", (alert.id,))
+    if known is not None:
+        case = await _lock_case(connection, "id", known[0])
+        previous = next((a for a in case.alerts if a.id == alert.id), None)
+        if previous == alert or (previous and previous.updated_at > alert.updated_at):
+            return AlertIntake(case, case_created=False, alert_new=False, alert_changed=False)
+        case = await _save_case(connection, case.with_alert(alert), case.version)
+        return AlertIntake(case, case_created=False, alert_new=False, alert_changed=True)
+    target = alert.target
+    settled: Settlement | None = None
+    if target.object_id and target.upn and target.upn.lower() != target.key:
+        stray = await _row(
+            connection,
+            "SELECT data, version FROM cases WHERE identity_key = %s AND active FOR UPDATE",
+            (target.upn.lower(),),
+        )
+        if stray is not None:
+            settled = await _settle(connection, _decode(Case, stray), target, now)
+    opened = Case(id=new_case_id(), identity=target, alerts=(alert,), opened_at=now, version=1)
+    # A concurrent insert of the identity's case makes this wait for that transaction,
+    # then do nothing; the SELECT ... FOR UPDATE below then sees the committed case.
+    inserted = await _row(
+        connection,
+        "INSERT INTO cases (id, identity_key, data, version) VALUES (%s, %s, %s, 1) "
+        "ON CONFLICT (identity_key) WHERE active DO NOTHING RETURNING id",
+        (opened.id, target.key, opened.model_dump_json()),
+    )
+    if inserted is not None:
+        case, created = opened, True
+    else:
+        current = await _lock_case(connection, "identity_key", target.key)
+        case, created = await _save_case(connection, current.with_alert(alert), current.version), False
+    recorded = await _row(
+        connection,
+        "INSERT INTO alerts (id, case_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
+        (alert.id, case.id),
+    )
+    if recorded is None:
+        raise _Collision  # recorded by a concurrent caller: undo the case change, look again
+    return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True, settled=settled)
+
+
+async def _settle(connection: Connection, stray: Case, identity: IdentityRef, now: datetime) -> Settlement:
+    """Key the unresolved ``stray`` (locked) on ``identity``'s object id, or merge it into that
+    person's case."""
+    key = IdentityRef(object_id=identity.object_id).key
+    owner = await _row(
+        connection, "SELECT data, version FROM cases WHERE identity_key = %s AND active FOR UPDATE", (key,)
+    )
+    if owner is None:
+        rekeyed = stray.rekeyed(identity).model_copy(update={"version": stray.version + 1})
+        try:
+            written = await _row(
+                connection,
+                "UPDATE cases SET identity_key = %s, data = %s, version = %s "
+                "WHERE id = %s AND version = %s RETURNING id",
+                (key, rekeyed.model_dump_json(), rekeyed.version, stray.id, stray.version),
+            )
+        except errors.UniqueViolation:
+            raise _Collision from None  # the person's case was opened meanwhile: merge into it instead
+        if written is None:
+            raise _Collision
+        return Settlement(case=rekeyed)
+    current = _decode(Case, owner)
+    survivor = await _save_case(connection, current.absorbing(stray), current.version)
+    reason = (
+        f"Merged into case {survivor.id}: {stray.identity.upn} is Entra object id "
+        f"{identity.object_id}, and one person has one case."
+    )
+    closed = await _close(connection, stray, survivor.id, reason, now)
+    return Settlement(case=survivor, closed=closed)
+
+
+async def _close(
+    connection: Connection, duplicate: Case, survivor_id: str, reason: str, now: datetime
+) -> Case:
+    """Close ``duplicate`` into ``survivor_id``: alerts move, open requests are cancelled."""
+    closed = duplicate.closed_into(survivor_id, reason).model_copy(update={"version": duplicate.version + 1})
+    written = await _row(
+        connection,
+        "UPDATE cases SET active = false, data = %s, version = %s "
+        "WHERE id = %s AND version = %s RETURNING id",
+        (closed.model_dump_json(), closed.version, duplicate.id, duplicate.version),
+    )
+    if written is None:
+        raise _Collision
+    await connection.execute("UPDATE alerts SET case_id = %s WHERE case_id = %s", (survivor_id, duplicate.id))
+    cursor = await connection.execute(
+        "SELECT data, version FROM action_requests WHERE case_id = %s AND state = ANY(%s) FOR UPDATE",
+        (duplicate.id, [state.value for state in OPEN_REQUEST_STATES]),
+    )
+    for row in await cursor.fetchall():
+        request = _decode(ActionRequest, row)
+        cancelled = cancelled_for_merge(request, closed, now).model_copy(
+            update={"version": request.version + 1}
+        )
+        await connection.execute(
+            "UPDATE action_requests SET data = %s, state = %s, version = %s WHERE id = %s AND version = %s",
+            (
+                cancelled.model_dump_json(),
+                cancelled.state.value,
+                cancelled.version,
+                request.id,
+                request.version,
+            ),
+        )
+    return closed
+
+
+async def _merge_duplicate_cases(connection: Connection) -> None:
+    """Migration 4: merge the duplicate open cases of one person (see :mod:`bot.store.merging`)."""
+    now = datetime.now(UTC)
+    cursor = await connection.execute(
+        "SELECT data, version, identity_key FROM cases WHERE active ORDER BY seq FOR UPDATE"
+    )
+    active = [(_decode(Case, row), str(row[2])) for row in await cursor.fetchall()]
+    plan = plan_merges(active, why="found when the bot was upgraded")
+    current = {case.id: case for case, _ in active}
+    # Close the duplicates first, so the unique index never sees two open cases under one key.
+    for duplicate in plan.closed:
+        await _close(connection, current[duplicate.id], duplicate.merged_into, duplicate.closed_reason, now)
+    for case, key in plan.open_cases:
+        before = current[case.id]
+        stored = case.model_copy(update={"version": before.version + 1})
+        await connection.execute(
+            "UPDATE cases SET identity_key = %s, data = %s, version = %s WHERE id = %s AND version = %s",
+            (key, stored.model_dump_json(), stored.version, case.id, before.version),
+        )
+
+
+def _person_bucket(key: str) -> int:
+    """Which of the person locks guards identity key ``key`` (stable across processes)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _PERSON_LOCK_BUCKETS

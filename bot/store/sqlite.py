@@ -14,24 +14,28 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel
 
-from bot.domain.audit import AuditEvent, ChainCheck, chain_next
+from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
 from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
-from bot.errors import ConflictError, DuplicateError, StoreError
-from bot.store.base import AlertIntake, Job
+from bot.errors import ConflictError, DuplicateError, RemediationError, StoreError
+from bot.store.base import AlertIntake, Job, Settlement
+from bot.store.merging import OPEN_REQUEST_STATES, cancelled_for_merge, plan_merges
 from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
+    LAST_AUDIT_EVENT,
+    audit_checkpoint,
     check_finish,
     check_lease,
     decode_audit,
     job_payload_json,
+    next_audit_events,
     verify_audit_rows,
 )
 
@@ -40,7 +44,10 @@ V = TypeVar("V", Case, ActionRequest)
 
 _MAX_CAS_ATTEMPTS = 20
 
-MIGRATIONS: tuple[str, ...] = (
+Migration = str | Callable[[sqlite3.Connection], None]
+"""A migration: SQL statements separated by ``;``, or a function run inside the migration's transaction."""
+
+MIGRATIONS: tuple[Migration, ...] = (
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE cases (
@@ -95,7 +102,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_open_by_kind ON jobs (kind) WHERE finished_at IS NULL;
     """,
-    # 4: replay claims (a signed push is accepted once). Times as in 3.
+    # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
+    # versions could leave one person with two open cases (object id and UPN): merge them.
+    lambda db: _merge_duplicate_cases(db),
+    # 5: replay claims (a signed push is accepted once). Times as in 3.
     """
     CREATE TABLE replay_claims (key TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
     CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
@@ -121,9 +131,11 @@ def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
 class SqliteStore(MetaRecords):
     """The :class:`bot.store.base.Store` on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, audit_key: AuditKey | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
+        # The key new audit events are chained with (None: the unkeyed scheme; see bot.domain.audit).
+        self._audit_key = audit_key
         # Leadership held by this store: name -> the open lock file whose flock holds it.
         self._leading: dict[str, IO[bytes]] = {}
         self._lock = threading.Lock()
@@ -141,12 +153,15 @@ class SqliteStore(MetaRecords):
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
+                    if callable(script):
+                        script(self._db)
+                    else:
+                        for statement in script.split(";"):
+                            if statement.strip():
+                                self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {number}")
                     self._db.execute("COMMIT")
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, ValueError, RemediationError) as exc:
                     self._db.execute("ROLLBACK")
                     raise StoreError(f"migration {number} failed: {exc}") from exc
 
@@ -266,42 +281,39 @@ class SqliteStore(MetaRecords):
 
     async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
         """Add ``alert`` to its identity's active case, opening one if needed (one transaction)."""
+        [intake] = await self.record_alerts([alert], new_case_id=lambda: new_case_id, now=now)
+        return intake
 
-        def work(db: sqlite3.Connection) -> AlertIntake:
-            known = db.execute("SELECT case_id FROM alerts WHERE id = ?", (alert.id,)).fetchone()
-            if known is not None:
-                case = _load_case(db, known[0])
-                previous = next((a for a in case.alerts if a.id == alert.id), None)
-                if previous == alert or (previous and previous.updated_at > alert.updated_at):
-                    return AlertIntake(case, case_created=False, alert_new=False, alert_changed=False)
-                case = _save_case(db, case.with_alert(alert), case.version)
-                return AlertIntake(case, case_created=False, alert_new=False, alert_changed=True)
+    async def record_alerts(
+        self, alerts: Sequence[Alert], *, new_case_id: Callable[[], str], now: datetime
+    ) -> list[AlertIntake]:
+        """Record ``alerts`` in order in one transaction: all of them, or (on any failure) none."""
+        batch = list(alerts)
+
+        def work(db: sqlite3.Connection) -> list[AlertIntake]:
+            return [_record(db, alert, new_case_id, now) for alert in batch]
+
+        result: list[AlertIntake] = await self._run(work)
+        return result
+
+    async def rekey_case(self, case_id: str, identity: IdentityRef, *, now: datetime) -> Settlement | None:
+        """Key an unresolved case on its object id, or merge it into the person's case (one transaction)."""
+        if not identity.object_id:
+            raise ValueError("a case is re-keyed on an Entra object id")
+
+        def work(db: sqlite3.Connection) -> Settlement | None:
             row = db.execute(
-                "SELECT id FROM cases WHERE identity_key = ? AND active = 1",
-                (alert.target.key,),
+                "SELECT data, version FROM cases WHERE id = ? AND active = 1", (case_id,)
             ).fetchone()
             if row is None:
-                case = Case(
-                    id=new_case_id,
-                    identity=alert.target,
-                    alerts=(alert,),
-                    opened_at=now,
-                    version=1,
-                )
-                db.execute(
-                    "INSERT INTO cases (id, identity_key, active, data, version) VALUES (?, ?, 1, ?, 1)",
-                    (case.id, alert.target.key, case.model_dump_json()),
-                )
-                created = True
-            else:
-                current = _load_case(db, row[0])
-                case = _save_case(db, current.with_alert(alert), current.version)
-                created = False
-            db.execute("INSERT INTO alerts (id, case_id) VALUES (?, ?)", (alert.id, case.id))
-            return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True)
+                return None
+            case = _decode(Case, row)
+            if case.resolved:
+                return None
+            return _settle(db, case, identity, now)
 
-        result: AlertIntake = await self._run(work)
-        return result
+        settled: Settlement | None = await self._run(work)
+        return settled
 
     async def get_case(self, case_id: str) -> Case | None:
         """One case by id."""
@@ -391,33 +403,35 @@ class SqliteStore(MetaRecords):
         identity: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> AuditEvent:
-        """Record one audit event, chained to the last one; returns it as stored.
+        """Record one audit event, chained to the last one under the store's key; returns it.
 
         Reading the last event and inserting the next happen in one ``BEGIN IMMEDIATE``
         transaction, so concurrent callers (and other processes on the file) take turns and the
-        chain stays linear and gap-free. ``ValueError`` for a payload that is not plain JSON.
+        chain stays linear and gap-free; an ``audit.key_changed`` event goes first when the key
+        changed. ``ValueError`` for a payload that is not plain JSON; :class:`StoreError` when
+        the trail is keyed and this store has no key.
         """
+        fields = {
+            "at": at,
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "kind": kind,
+            "case_id": case_id,
+            "request_id": request_id,
+            "identity": identity,
+            "payload": payload,
+        }
 
         def work(db: sqlite3.Connection) -> AuditEvent:
-            last = db.execute(
-                "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
-            ).fetchone()
-            event = chain_next(
-                None if last is None else decode_audit(last[0], last[1]),
-                at=at,
-                actor_id=actor_id,
-                actor_name=actor_name,
-                kind=kind,
-                case_id=case_id,
-                request_id=request_id,
-                identity=identity,
-                payload=payload,
-            )
+            last = db.execute(LAST_AUDIT_EVENT).fetchone()
+            events = next_audit_events(last, self._audit_key, fields)
             marks = ", ".join("?" for _ in AUDIT_COLUMNS)
-            db.execute(
-                f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})", _audit_row(event)
-            )
-            return event
+            for event in events:
+                db.execute(
+                    f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})",
+                    _audit_row(event),
+                )
+            return events[-1]
 
         event: AuditEvent = await self._run(work)
         return event
@@ -449,8 +463,11 @@ class SqliteStore(MetaRecords):
         rows = await self._run(lambda db: db.execute(sql, params).fetchall())
         return [decode_audit(row[0], row[1]) for row in reversed(rows)]
 
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the whole stored trail and name the first broken event.
+    async def verify_audit(
+        self, *, keys: Iterable[AuditKey] = (), checkpoints: Iterable[Checkpoint] = ()
+    ) -> ChainCheck:
+        """Verify the whole stored trail under the store's key and ``keys``, against
+        ``checkpoints``, and name the first broken event.
 
         See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
         apart from the data are reported as well as breaks in the chain itself.
@@ -460,7 +477,13 @@ class SqliteStore(MetaRecords):
                 f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence"
             ).fetchall()
         )
-        return verify_audit_rows(rows, _audit_row)
+        known = [key for key in (self._audit_key, *keys) if key is not None]
+        return verify_audit_rows(rows, _audit_row, known, checkpoints)
+
+    async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
+        """The head of the trail as a checkpoint authenticated with the store's key."""
+        last = await self._run(lambda db: db.execute(LAST_AUDIT_EVENT).fetchone())
+        return audit_checkpoint(last, self._audit_key, at=at, short=short)
 
     # -- job queue ---------------------------------------------------------------------------
 
@@ -547,6 +570,7 @@ class SqliteStore(MetaRecords):
             changed = mutate(current)
             if changed is None:
                 return current
+            _check_same_person(current, changed)
             stored = changed.model_copy(update={"version": current.version + 1})
             params: tuple[Any, ...] = (stored.model_dump_json(),)
             if isinstance(stored, ActionRequest):
@@ -587,3 +611,134 @@ def _save_case(db: sqlite3.Connection, case: Case, expected_version: int) -> Cas
     if count != 1:
         raise ConflictError(f"case {case.id} changed while an alert was being added")
     return stored
+
+
+def _check_same_person(current: BaseModel, changed: BaseModel) -> None:
+    if (
+        isinstance(current, Case)
+        and isinstance(changed, Case)
+        and current.identity.key != changed.identity.key
+    ):
+        raise StoreError(f"case {current.id}: whom a case is about changes only by re-keying it")
+
+
+def _active_case_id(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT id FROM cases WHERE identity_key = ? AND active = 1", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _record(
+    db: sqlite3.Connection, alert: Alert, new_case_id: Callable[[], str], now: datetime
+) -> AlertIntake:
+    """Record one alert inside the caller's transaction (see :meth:`SqliteStore.record_alerts`)."""
+    known = db.execute("SELECT case_id FROM alerts WHERE id = ?", (alert.id,)).fetchone()
+    if known is not None:
+        case = _load_case(db, known[0])
+        previous = next((a for a in case.alerts if a.id == alert.id), None)
+        if previous == alert or (previous and previous.updated_at > alert.updated_at):
+            return AlertIntake(case, case_created=False, alert_new=False, alert_changed=False)
+        case = _save_case(db, case.with_alert(alert), case.version)
+        return AlertIntake(case, case_created=False, alert_new=False, alert_changed=True)
+    target = alert.target
+    settled: Settlement | None = None
+    if target.object_id and target.upn and target.upn.lower() != target.key:
+        stray_id = _active_case_id(db, target.upn.lower())
+        if stray_id is not None:
+            settled = _settle(db, _load_case(db, stray_id), target, now)
+    active_id = _active_case_id(db, target.key)
+    if active_id is None:
+        case = Case(id=new_case_id(), identity=target, alerts=(alert,), opened_at=now, version=1)
+        db.execute(
+            "INSERT INTO cases (id, identity_key, active, data, version) VALUES (?, ?, 1, ?, 1)",
+            (case.id, target.key, case.model_dump_json()),
+        )
+        created = True
+    else:
+        current = _load_case(db, active_id)
+        case = _save_case(db, current.with_alert(alert), current.version)
+        created = False
+    db.execute("INSERT INTO alerts (id, case_id) VALUES (?, ?)", (alert.id, case.id))
+    return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True, settled=settled)
+
+
+def _settle(db: sqlite3.Connection, stray: Case, identity: IdentityRef, now: datetime) -> Settlement:
+    """Key the unresolved ``stray`` on ``identity``'s object id, or merge it into that person's case."""
+    key = IdentityRef(object_id=identity.object_id).key
+    owner_id = _active_case_id(db, key)
+    if owner_id is None:
+        rekeyed = stray.rekeyed(identity).model_copy(update={"version": stray.version + 1})
+        count = db.execute(
+            "UPDATE cases SET identity_key = ?, data = ?, version = ? WHERE id = ? AND version = ?",
+            (key, rekeyed.model_dump_json(), rekeyed.version, stray.id, stray.version),
+        ).rowcount
+        if count != 1:
+            raise ConflictError(f"case {stray.id} changed while it was being re-keyed")
+        return Settlement(case=rekeyed)
+    owner = _load_case(db, owner_id)
+    survivor = _save_case(db, owner.absorbing(stray), owner.version)
+    reason = (
+        f"Merged into case {survivor.id}: {stray.identity.upn} is Entra object id "
+        f"{identity.object_id}, and one person has one case."
+    )
+    closed = _close(db, stray, survivor.id, reason, now)
+    return Settlement(case=survivor, closed=closed)
+
+
+def _close(db: sqlite3.Connection, duplicate: Case, survivor_id: str, reason: str, now: datetime) -> Case:
+    """Close ``duplicate`` into ``survivor_id``: alerts move, open requests are cancelled."""
+    closed = duplicate.closed_into(survivor_id, reason).model_copy(update={"version": duplicate.version + 1})
+    count = db.execute(
+        "UPDATE cases SET active = 0, data = ?, version = ? WHERE id = ? AND version = ?",
+        (closed.model_dump_json(), closed.version, duplicate.id, duplicate.version),
+    ).rowcount
+    if count != 1:
+        raise ConflictError(f"case {duplicate.id} changed while it was being merged")
+    db.execute("UPDATE alerts SET case_id = ? WHERE case_id = ?", (survivor_id, duplicate.id))
+    states = [state.value for state in OPEN_REQUEST_STATES]
+    marks = ", ".join("?" for _ in states)
+    rows = db.execute(
+        f"SELECT data, version FROM action_requests WHERE case_id = ? AND state IN ({marks})",
+        (duplicate.id, *states),
+    ).fetchall()
+    for row in rows:
+        request = _decode(ActionRequest, row)
+        cancelled = cancelled_for_merge(request, closed, now).model_copy(
+            update={"version": request.version + 1}
+        )
+        db.execute(
+            "UPDATE action_requests SET data = ?, state = ?, version = ? WHERE id = ? AND version = ?",
+            (
+                cancelled.model_dump_json(),
+                cancelled.state.value,
+                cancelled.version,
+                request.id,
+                request.version,
+            ),
+        )
+    return closed
+
+
+def _merge_duplicate_cases(db: sqlite3.Connection) -> None:
+    """Migration 4: merge the duplicate open cases of one person (see :mod:`bot.store.merging`)."""
+    now = datetime.now(UTC)
+    rows = db.execute(
+        "SELECT data, version, identity_key FROM cases WHERE active = 1 ORDER BY rowid"
+    ).fetchall()
+    active = [(_decode(Case, row), str(row[2])) for row in rows]
+    plan = plan_merges(active, why="found when the bot was upgraded")
+    current = {case.id: case for case, _ in active}
+    # Close the duplicates first, so the unique index never sees two open cases under one key.
+    for duplicate in plan.closed:
+        _close(db, current[duplicate.id], duplicate.merged_into, duplicate.closed_reason, now)
+    for case, key in plan.open_cases:
+        before = current[case.id]
+        db.execute(
+            "UPDATE cases SET identity_key = ?, data = ?, version = ? WHERE id = ? AND version = ?",
+            (
+                key,
+                case.model_copy(update={"version": before.version + 1}).model_dump_json(),
+                before.version + 1,
+                case.id,
+                before.version,
+            ),
+        )

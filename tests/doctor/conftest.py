@@ -62,6 +62,8 @@ def environment(tenant: SandboxTenant, policy_file: Path, tmp_path: Path) -> dic
         "TEAMS_CHANNEL_ID": CHANNEL_ID,
         "POLICY_FILE": str(policy_file),
         "STORE_URL": f"sqlite:///{tmp_path / 'data' / 'bot.db'}",
+        # Required outside sandbox mode: the audit chain's key (from Key Vault in a deployment).
+        "AUDIT_HMAC_KEY": "doctor-test audit key of at least thirty-two characters",
     }
 
 

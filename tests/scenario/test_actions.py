@@ -26,6 +26,8 @@ ADELE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a01"  # synced from on-premises AD
 LEE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a03"  # cloud-only, at risk
 MEGAN = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a02"  # cloud-only, also in Okta
 SID = "S-1-5-21-2718434511-2385740213-3112547860-1104"
+# The audit chain's key, as a deployment configures it (a secret like the others).
+AUDIT_KEY = "audit-hmac-key-of-the-actions-tests-7f3c9a"
 
 ACTIONS_SCENARIO: dict[str, Any] = {
     "users": [
@@ -101,7 +103,8 @@ async def channel(
     tmp_path: Path,
 ) -> AsyncIterator[Channel]:
     policy = write_policy(tmp_path / "actions-policy.yaml", blast_radius_per_hour=50)
-    harness = BotHarness(make_settings(policy_file=str(policy), graph_timeout_seconds=1.0), clock)
+    settings = make_settings(policy_file=str(policy), graph_timeout_seconds=1.0, audit_hmac_key=AUDIT_KEY)
+    harness = BotHarness(settings, clock)
     await harness.start()
     opened = Channel(harness, connector, tenant)
     await opened.open()
@@ -200,7 +203,8 @@ async def test_a_forced_password_change_never_leaks_the_password(
     assert password and len(password) >= 16
     reply = result_replies(channel, "Lee Gu")[-1]
     assert "**Force password change succeeded**" in reply and "lastPasswordChangeDateTime" in reply
-    secrets = [password, *tenant.issued_tokens(), tenant.client_secret]
+    secrets = [password, *tenant.issued_tokens(), tenant.client_secret, AUDIT_KEY]
+    assert "Audit checkpoint #" in reply, "the reply carries a checkpoint made with the key"
     audit = await channel.bot.service.history("lee.gu@contoso.com")
     places = {
         "logs": caplog.text,

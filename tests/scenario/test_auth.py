@@ -37,6 +37,7 @@ async def secured_bot(make_settings: Callable[..., Settings], clock: Clock) -> A
         microsoft_app_id=APP_ID,
         microsoft_app_password="not-used-by-inbound-validation",
         microsoft_app_type="MultiTenant",
+        audit_hmac_key="auth-test audit key of at least thirty-two characters",
     )
     harness = BotHarness(settings, clock)
     await harness.start()

@@ -60,9 +60,9 @@ class BotHarness:
         return self.app[SERVICE]
 
     async def case_of(self, upn: str) -> Case:
-        """The stored case of an identity (tests forge clicks with its real id and revision)."""
+        """The open case of an identity (tests forge clicks with its real id and revision)."""
         for case in await self.app[STORE].list_cases():
-            if (case.identity.upn or "").lower() == upn.lower():
+            if (case.identity.upn or "").lower() == upn.lower() and not case.merged_into:
                 return case
         raise AssertionError(f"no case for {upn}")
 
