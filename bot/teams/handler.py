@@ -37,11 +37,13 @@ class TeamsBot(ActivityHandler):
         self._tenant_id = tenant_id.strip().lower()
 
     async def on_turn(self, turn_context: TurnContext) -> None:
-        """Refuse another tenant's activity; refresh the channel reference; then dispatch.
+        """Refuse another tenant's activity; dispatch; then refresh the channel reference.
 
         The tenant is checked first, before anything reads the activity's content: a click, a
         message or an installation from another tenant (or naming none) runs nothing, is logged
-        once and audited, and the adapter answers it 403 without sending anything back.
+        once and audited, and the adapter answers it 403 without sending anything back. The
+        channel reference is refreshed only from an activity the bot accepted: a refused click
+        changes nothing at all.
         """
         activity = turn_context.activity
         reason = self._tenant_problem(activity)
@@ -49,8 +51,14 @@ class TeamsBot(ActivityHandler):
             turn_context.turn_state[REFUSAL_KEY] = Refusal(reason)
             await self._service.refuse_activity(reason, **_refusal_details(activity))
             return
-        await self._capture_channel(activity)
         await super().on_turn(turn_context)
+        if turn_context.turn_state.get(_DECLINED_KEY):
+            return
+        try:
+            await self._capture_channel(activity)
+        except RemediationError as exc:
+            # The activity itself was handled; the next one from the channel tries again.
+            log.warning("the channel reference could not be refreshed from %s: %s", activity.id, exc.message)
 
     def _tenant_problem(self, activity: Activity) -> str | None:
         """``None`` when the activity names the configured tenant (and no other), else why not."""
@@ -66,6 +74,14 @@ class TeamsBot(ActivityHandler):
         return None
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
+        """Answer the invoke; an error answer marks the turn declined (nothing else is written)."""
+        response = await self._answer_invoke(turn_context)
+        body = response.body
+        if response.status >= 400 or getattr(body, "type", None) == ERROR_CONTENT_TYPE:
+            turn_context.turn_state[_DECLINED_KEY] = True
+        return response
+
+    async def _answer_invoke(self, turn_context: TurnContext) -> InvokeResponse:
         """Answer ``adaptiveCard/action`` ourselves (the SDK's own route crashes on 4.17.1).
 
         Other invokes (sign-in, messaging extensions, task modules) are not features of this
@@ -163,6 +179,7 @@ class TeamsBot(ActivityHandler):
 
 
 REFUSAL_KEY = "remediation-bot.refusal"
+_DECLINED_KEY = "remediation-bot.declined"
 """Where :meth:`TeamsBot.on_turn` leaves a :class:`Refusal` in the turn state for the adapter."""
 BOT_FRAMEWORK_ACTOR = "bot-framework"
 _MAX_DETAIL = 200

@@ -222,6 +222,7 @@ async def secured_bot(make_settings: Callable[..., Settings], clock: Clock) -> A
         microsoft_app_password="not-used-by-inbound-validation",
         microsoft_app_type="SingleTenant",
         microsoft_app_tenant_id=TENANT_ID,
+        audit_hmac_key="tenant-test audit key of at least thirty-two characters",
     )
     harness = BotHarness(settings, clock)
     await harness.start()
@@ -290,8 +291,35 @@ def test_with_authentication_on_the_tenant_must_be_a_directory_id() -> None:
         load_settings(
             microsoft_app_id=APP_ID,
             microsoft_app_password="p",
+            audit_hmac_key="tenant-test audit key of at least thirty-two characters",
             graph_tenant_id="contoso.onmicrosoft.com",
             **BASE,
         )
     assert raised.value.variable == "GRAPH_TENANT_ID"
     assert "GUID" in raised.value.message
+
+
+async def test_only_an_accepted_activity_refreshes_the_channel_reference(
+    bot: BotHarness, connector: RecordingConnector
+) -> None:
+    click = await open_channel(bot, connector)
+    store = bot.app[STORE]
+    channel = await store.get_channel()
+    moved = f"{connector.service_url}moved/"
+    declined = dict(click, serviceUrl=moved, value={"action": {"type": "Action.Execute", "verb": "refresh"}})
+    status, answer = await bot.post(declined)
+    assert status == 200 and answer["statusCode"] == 400, "a click naming no case is declined"
+    assert await store.get_channel() == channel, "a declined click writes nothing"
+    refresh = dict(click, serviceUrl=moved)
+    refresh["value"] = {
+        "action": {"type": "Action.Execute", "verb": "refresh", "data": click["value"]["action"]["data"]}
+    }
+    status, answer = await bot.post(refresh)
+    await bot.service.drain()
+    assert status == 200 and answer["statusCode"] == 200
+    stored = await store.get_channel()
+    assert stored is not None and stored.service_url == moved
+    assert [e.kind for e in await store.list_audit() if e.kind.startswith("channel.")] == [
+        "channel.registered",
+        "channel.service_url_changed",
+    ]
