@@ -15,7 +15,7 @@ from bot.directory import Directory
 from bot.errors import RemediationError, StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
 from bot.intake import AlertPoller
-from bot.jsonguard import UnsafeJson, load_json
+from bot.jsonguard import UnsafeJson, load_json, read_at_most
 from bot.policy_file import policy_from_settings
 from bot.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
 from bot.push import PushAuthenticator, Rejection, parse_push
@@ -214,8 +214,8 @@ async def _push(
         return _push_error(415, "UnsupportedMediaType", "Send alerts as application/json.")
     if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
         return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
-    body = await request.content.read(MAX_PUSH_BYTES + 1)
-    if len(body) > MAX_PUSH_BYTES:
+    body = await read_at_most(request.content.iter_chunked(64 * 1024), MAX_PUSH_BYTES)
+    if body is None:
         return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
     try:
         data = load_json(body)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import AsyncIterable
 from typing import Any
 
 MAX_DEPTH = 32
@@ -41,6 +42,22 @@ class UnsafeJson(ValueError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+async def read_at_most(chunks: AsyncIterable[bytes], limit: int) -> bytes | None:
+    """The whole body from ``chunks``, or ``None`` as soon as it grows past ``limit`` bytes.
+
+    (aiohttp's ``content.read(n)`` returns only what has arrived so far, which for a body sent
+    in several packets is a part of it.)
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:

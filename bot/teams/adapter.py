@@ -21,7 +21,7 @@ from botframework.connector.auth import AuthenticationConstants
 
 from bot.config import Settings
 from bot.errors import RemediationError
-from bot.jsonguard import UnsafeJson, load_json
+from bot.jsonguard import UnsafeJson, load_json, read_at_most
 from bot.teams.handler import REFUSAL_KEY, Refusal
 from bot.teams.shape import CARD_ACTION_INVOKE, activity_problem
 
@@ -87,8 +87,8 @@ async def _handle_activity(request: web.Request, adapter: CloudAdapter, bot: Bot
         return _json_error(415, "UnsupportedMediaType", "Send the activity as application/json.")
     if request.content_length is not None and request.content_length > MAX_ACTIVITY_BYTES:
         return _json_error(413, "PayloadTooLarge", f"Activities are limited to {MAX_ACTIVITY_BYTES} bytes.")
-    raw = await request.content.read(MAX_ACTIVITY_BYTES + 1)
-    if len(raw) > MAX_ACTIVITY_BYTES:
+    raw = await read_at_most(request.content.iter_chunked(64 * 1024), MAX_ACTIVITY_BYTES)
+    if raw is None:
         return _json_error(413, "PayloadTooLarge", f"Activities are limited to {MAX_ACTIVITY_BYTES} bytes.")
     try:
         body = load_json(raw)

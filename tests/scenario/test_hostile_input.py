@@ -26,7 +26,7 @@ from tests.conftest import RESPONDER
 from tests.scenario.test_auth import APP_ID, SERVICE_URL, _probe
 from tests.scenario.test_auth import channel_keys as channel_keys
 from tests.scenario.test_auth import secured_bot as secured_bot
-from tests.scenario.test_intake import LEE_UPN, minimal, push
+from tests.scenario.test_intake import LEE_UPN, SECRET, minimal, push
 from tests.scenario.test_intake import pushing_bot as pushing_bot
 from tests.support.botauth import ISSUER, ChannelKeys
 from tests.support.connector import RecordingConnector
@@ -488,7 +488,7 @@ async def test_a_failed_store_releases_the_replay_claim_so_the_same_request_may_
 ) -> None:
     raw = json.dumps(minimal("retry-1")).encode()
     stamp = int(time.time())
-    signature = sign("s3cr3t-for-the-push-endpoint-0123456789", str(stamp), raw)
+    signature = sign(SECRET, str(stamp), raw)
     db = _break(pushing_bot, "alerts")
     try:
         status, body = await push(pushing_bot, None, raw=raw, timestamp=stamp, signature=signature)
@@ -510,7 +510,7 @@ async def test_twenty_identical_signed_pushes_at_once_get_one_202(
 ) -> None:
     raw = json.dumps(minimal("replay-race-1")).encode()
     stamp = int(time.time())
-    signature = sign("s3cr3t-for-the-push-endpoint-0123456789", str(stamp), raw)
+    signature = sign(SECRET, str(stamp), raw)
     answers = await asyncio.gather(
         *(push(pushing_bot, None, raw=raw, timestamp=stamp, signature=signature) for _ in range(20))
     )
@@ -528,3 +528,50 @@ async def test_twenty_identical_signed_pushes_at_once_get_one_202(
 async def test_an_install_activity_is_unaffected(bot: BotHarness, connector: RecordingConnector) -> None:
     status, _ = await bot.post(install_activity(connector.service_url))
     assert status in (200, 201)
+
+
+# -- bodies that arrive in pieces ---------------------------------------------------------------
+
+
+async def _in_pieces(body: bytes, pieces: int = 4) -> Any:
+    step = max(1, len(body) // pieces)
+    for start in range(0, len(body), step):
+        yield body[start : start + step]
+        await asyncio.sleep(0.01)  # separate packets: the server sees the body arrive in parts
+
+
+async def _post_chunked(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            url, data=_in_pieces(body), headers={"Content-Type": "application/json", **headers}
+        ) as answer,
+    ):
+        text = await answer.text()
+        return answer.status, json.loads(text) if text else None
+
+
+async def test_a_body_sent_in_pieces_is_read_whole(
+    pushing_bot: BotHarness, connector: RecordingConnector
+) -> None:
+    body = json.dumps([minimal(f"pieces-{i}") for i in range(50)]).encode()
+    stamp = str(int(time.time()))
+    headers = {"X-Remediation-Timestamp": stamp, "X-Remediation-Signature": sign(SECRET, stamp, body)}
+    status, answer = await _post_chunked(f"{pushing_bot.url}/api/alerts", body, headers)
+    assert (status, answer["accepted"]) == (202, 50)
+    status, _ = await _post_chunked(
+        f"{pushing_bot.url}/api/messages",
+        json.dumps(chat("help", serviceUrl=connector.service_url)).encode(),
+        {},
+    )
+    assert status in (200, 201)
+
+
+async def test_a_body_sent_in_pieces_past_the_limit_gets_413(pushing_bot: BotHarness) -> None:
+    huge = b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'
+    status, body = await _post_chunked(f"{pushing_bot.url}/api/alerts", huge, {})
+    assert status == 413 and "bytes per request" in body["error"]["message"]
+    status, body = await _post_chunked(f"{pushing_bot.url}/api/messages", huge, {})
+    assert status == 413 and "limited to" in body["error"]["message"]
