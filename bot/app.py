@@ -137,7 +137,7 @@ def create_app(
     app.cleanup_ctx.append(resources)
 
     async def messages(request: web.Request) -> web.Response:
-        return await handle_activity(request, adapter, request.app[BOT])
+        return await handle_activity(request, adapter, request.app[BOT], authenticate=settings.auth_enabled)
 
     authenticator = PushAuthenticator(settings.push_shared_secret) if settings.push_shared_secret else None
 

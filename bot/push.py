@@ -29,6 +29,7 @@ TIMESTAMP_HEADER = "X-Remediation-Timestamp"
 REPLAY_WINDOW_SECONDS = 300
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 500
+MAX_ERRORS = 200
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,10 @@ def parse_push(data: Any, *, now: Callable[[], datetime]) -> list[Alert] | Rejec
         else:
             errors += [{"field": f"{where}{name}".lstrip("."), "error": problem} for name, problem in parsed]
     if errors:
-        return Rejection(400, "Some alerts are not valid; nothing was stored.", tuple(errors))
+        message = "Some alerts are not valid; nothing was stored."
+        if len(errors) > MAX_ERRORS:
+            message += f" The first {MAX_ERRORS} of {len(errors)} field errors are listed."
+        return Rejection(400, message, tuple(errors[:MAX_ERRORS]))
     return alerts
 
 

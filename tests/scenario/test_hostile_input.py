@@ -575,3 +575,19 @@ async def test_a_body_sent_in_pieces_past_the_limit_gets_413(pushing_bot: BotHar
     assert status == 413 and "bytes per request" in body["error"]["message"]
     status, body = await _post_chunked(f"{pushing_bot.url}/api/messages", huge, {})
     assert status == 413 and "limited to" in body["error"]["message"]
+
+
+async def test_a_batch_of_bad_items_lists_a_bounded_number_of_errors(pushing_bot: BotHarness) -> None:
+    status, body = await push(pushing_bot, [{"id": 1, "title": 2, "severity": 3, "user": 4}] * 500)
+    assert status == 400
+    assert len(body["error"]["details"]) == 200
+    assert "The first 200 of 2000 field errors are listed." in body["error"]["message"]
+
+
+async def test_in_sandbox_mode_an_authorization_header_is_ignored(
+    bot: BotHarness, connector: RecordingConnector
+) -> None:
+    headers = {"Authorization": "Bearer not.a.token"}
+    status, _ = await bot.post(chat("help", serviceUrl=connector.service_url), headers=headers)
+    assert status in (200, 201)
+    assert len(connector.of_kind("send")) == 1
