@@ -150,13 +150,6 @@ class Settings(BaseSettings):
                 f"and {graph_tenant}): the bot serves one tenant, so set both to its directory (tenant) "
                 "id, or leave MicrosoftAppTenantId empty"
             )
-        if self.microsoft_app_id and not _GUID.fullmatch(app_tenant or graph_tenant):
-            variable = "MicrosoftAppTenantId" if app_tenant else "GRAPH_TENANT_ID"
-            raise ValueError(
-                f"{variable}|must be the directory (tenant) id, a GUID: Teams names the tenant of "
-                f"every activity by its id, so any other value would refuse them all "
-                f"(got {app_tenant or graph_tenant!r})"
-            )
         if not self.graph_client_secret and not self.graph_certificate_path:
             raise ValueError("GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set")
         if self.graph_certificate_path:
@@ -260,6 +253,14 @@ def load_settings(**overrides: Any) -> Settings:
             "AUDIT_HMAC_KEY is not set (SANDBOX_MODE): the audit trail is keyed with the public "
             "sandbox key %s, so it is not tamper-evident. Never run this way in a tenant.",
             SANDBOX_AUDIT_KEY.key_id,
+        )
+    if settings.auth_enabled and not _GUID.fullmatch(settings.tenant_id):
+        variable = "MicrosoftAppTenantId" if settings.microsoft_app_tenant_id else "GRAPH_TENANT_ID"
+        log.warning(
+            "%s is %r, not a directory (tenant) id: Teams names the tenant of every activity by its "
+            "GUID, so every activity will be refused until it is one.",
+            variable,
+            settings.tenant_id,
         )
     if not settings.responders and not settings.policy_file:
         log.warning("RESPONDERS is empty: nobody can act on a case until it lists someone.")

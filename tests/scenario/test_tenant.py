@@ -286,8 +286,10 @@ def test_two_settings_naming_different_tenants_stop_the_bot() -> None:
     assert "GRAPH_TENANT_ID" in raised.value.message and OTHER_TENANT in raised.value.message
 
 
-def test_with_authentication_on_the_tenant_must_be_a_directory_id() -> None:
-    with pytest.raises(ConfigError) as raised:
+def test_with_authentication_on_a_tenant_that_is_not_a_directory_id_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
         load_settings(
             microsoft_app_id=APP_ID,
             microsoft_app_password="p",
@@ -295,8 +297,7 @@ def test_with_authentication_on_the_tenant_must_be_a_directory_id() -> None:
             graph_tenant_id="contoso.onmicrosoft.com",
             **BASE,
         )
-    assert raised.value.variable == "GRAPH_TENANT_ID"
-    assert "GUID" in raised.value.message
+    assert "GRAPH_TENANT_ID is 'contoso.onmicrosoft.com', not a directory (tenant) id" in caplog.text
 
 
 async def test_only_an_accepted_activity_refreshes_the_channel_reference(
