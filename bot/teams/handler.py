@@ -57,7 +57,9 @@ class TeamsBot(ActivityHandler):
         try:
             await self._capture_channel(activity)
         except RemediationError as exc:
-            # The activity itself was handled; the next one from the channel tries again.
+            if activity.type in _INSTALLATION_TYPES:
+                raise  # registering the channel is this activity's whole point: answer 503
+            # A click or a message was handled; the next activity from the channel tries again.
             log.warning("the channel reference could not be refreshed from %s: %s", activity.id, exc.message)
 
     def _tenant_problem(self, activity: Activity) -> str | None:
@@ -180,6 +182,7 @@ class TeamsBot(ActivityHandler):
 
 REFUSAL_KEY = "remediation-bot.refusal"
 _DECLINED_KEY = "remediation-bot.declined"
+_INSTALLATION_TYPES = frozenset({"conversationUpdate", "installationUpdate"})
 """Where :meth:`TeamsBot.on_turn` leaves a :class:`Refusal` in the turn state for the adapter."""
 BOT_FRAMEWORK_ACTOR = "bot-framework"
 _MAX_DETAIL = 200

@@ -591,3 +591,19 @@ async def test_in_sandbox_mode_an_authorization_header_is_ignored(
     status, _ = await bot.post(chat("help", serviceUrl=connector.service_url), headers=headers)
     assert status in (200, 201)
     assert len(connector.of_kind("send")) == 1
+
+
+async def test_an_installation_during_a_store_outage_is_503_so_teams_sends_it_again(
+    bot: BotHarness, connector: RecordingConnector
+) -> None:
+    db = _break(bot, "meta")
+    try:
+        status, body = await bot.post(install_activity(connector.service_url))
+        assert status == 503 and "Try again" in body["error"]["message"]
+    finally:
+        db.execute("DROP TRIGGER broken_meta")
+        db.close()
+    assert await bot.app[STORE].get_channel() is None
+    status, _ = await bot.post(install_activity(connector.service_url))
+    assert status in (200, 201)
+    assert await bot.app[STORE].get_channel() is not None
