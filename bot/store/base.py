@@ -227,3 +227,15 @@ class Store(Protocol):
         Raises :class:`~bot.errors.ConflictError` when another worker has claimed the job since
         (``worker``'s lease ran out), :class:`~bot.errors.StoreError` for an unknown key.
         """
+
+    # -- replay protection (shared by every replica) ------------------------------------------
+
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``; ``True`` for exactly one caller across replicas.
+
+        Everyone after the first gets ``False`` until the claim expires or is released. Claims
+        that expired before ``now`` are pruned.
+        """
+
+    async def release_replay(self, key: str) -> None:
+        """Give up a claim (the work it guarded failed, so the sender may retry); idempotent."""

@@ -160,6 +160,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
     # versions could leave one person with two open cases (object id and UPN): merge them.
     lambda connection: _merge_duplicate_cases(connection),
+    # 5: replay claims (a signed push is accepted once, by whichever replica claims it first).
+    """
+    CREATE TABLE replay_claims (key text PRIMARY KEY, expires_at timestamptz NOT NULL);
+    CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
+    """,
 )
 
 
@@ -405,6 +410,36 @@ class PostgresStore(MetaRecords):
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    # -- replay claims ----------------------------------------------------------------------
+
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``: ``True`` for the first caller in any process only.
+
+        The primary key decides: a concurrent insert of the same key waits for the first one's
+        transaction and then does nothing. Claims that expired before ``now`` are pruned in the
+        same transaction, a batch at a time, skipping rows another pruner holds.
+        """
+
+        async def work(connection: Connection) -> bool:
+            await connection.execute(
+                "DELETE FROM replay_claims WHERE key IN (SELECT key FROM replay_claims "
+                "WHERE expires_at < %s ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED)",
+                (now,),
+            )
+            inserted = await _row(
+                connection,
+                "INSERT INTO replay_claims (key, expires_at) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO NOTHING RETURNING key",
+                (key, expires_at),
+            )
+            return inserted is not None
+
+        return await self._transaction(work, what="claiming a replay record")
+
+    async def release_replay(self, key: str) -> None:
+        """Give a claim up (the work it guarded failed), so the same request may come again."""
+        await self._execute("DELETE FROM replay_claims WHERE key = %s", (key,))
 
     # -- cases ------------------------------------------------------------------------------
 

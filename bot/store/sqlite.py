@@ -105,6 +105,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
     # versions could leave one person with two open cases (object id and UPN): merge them.
     lambda db: _merge_duplicate_cases(db),
+    # 5: replay claims (a signed push is accepted once). Times as in 3.
+    """
+    CREATE TABLE replay_claims (key TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
+    CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
+    """,
 )
 
 
@@ -247,6 +252,30 @@ class SqliteStore(MetaRecords):
                 (key, value),
             )
         )
+
+    # -- replay claims ----------------------------------------------------------------------
+
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``: ``True`` for the first caller only.
+
+        One ``BEGIN IMMEDIATE`` turn: claims that expired before ``now`` are pruned, then the
+        insert either lands or meets the live claim of an earlier caller.
+        """
+
+        def work(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM replay_claims WHERE expires_at < ?", (_utc_text(now),))
+            inserted = db.execute(
+                "INSERT INTO replay_claims (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, _utc_text(expires_at)),
+            ).rowcount
+            return bool(inserted == 1)
+
+        claimed: bool = await self._run(work)
+        return claimed
+
+    async def release_replay(self, key: str) -> None:
+        """Give a claim up (the work it guarded failed), so the same request may come again."""
+        await self._run(lambda db: db.execute("DELETE FROM replay_claims WHERE key = ?", (key,)))
 
     # -- cases ------------------------------------------------------------------------------
 
