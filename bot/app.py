@@ -100,6 +100,7 @@ def create_app(
                 alert_status=settings.alert_status_after_action,
                 coalesce_seconds=settings.card_update_coalesce_seconds,
                 job_lease=timedelta(seconds=settings.job_lease_seconds),
+                card_lease=timedelta(seconds=settings.card_lease_seconds),
             )
             poller = AlertPoller(
                 the_graph,
