@@ -1098,7 +1098,8 @@ class RemediationService:
     # -- time passing -------------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Expire overdue requests, remind approvers of waiting ones, re-verify pending results.
+        """Expire overdue requests, remind approvers of waiting ones, re-verify pending results,
+        and send cards left behind by a replica that died.
 
         Every replica sweeps; each note is decided inside the compare-and-swap that records it,
         so two sweeping replicas write one audit event and one thread note between them.
@@ -1120,6 +1121,10 @@ class RemediationService:
                     request,
                     self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, {"requestId": request.id}),
                 )
+        # Cards a dead replica left unsent (recorded alerts, a lapsed posting lease): publishing
+        # is otherwise driven by new alerts and clicks, which may never come for that case.
+        if await self._store.get_channel() is not None:
+            await self.publish_cards()
 
     async def _sweep_one(self, request: ActionRequest, work: Coroutine[Any, Any, Any]) -> None:
         try:
