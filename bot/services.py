@@ -1076,6 +1076,8 @@ class RemediationService:
         """Comment on each alert of the case, and set its status when configured to."""
         comment = render_alert_comment(case, request)
         for alert in case.alerts:
+            if alert.source in (AlertSource.MANUAL, AlertSource.PUSHED):
+                continue  # opened from chat or pushed in the minimal form: not an alert in Graph
             try:
                 await self._graph.add_alert_comment(alert.id, comment)
                 if self._alert_status and request.result is not None and request.result.succeeded:

@@ -202,16 +202,18 @@ async def test_requests_started_before_the_upgrade_are_counted(store_url: str, t
         db.commit()
         db.close()
     else:
-        with psycopg.connect(store_url, autocommit=True) as db:
-            db.execute(
+        with psycopg.connect(store_url, autocommit=True) as older:
+            older.execute(
                 "CREATE TABLE schema_migrations "
                 "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             for number, script in enumerate(POSTGRES_MIGRATIONS[:3], start=1):
-                db.execute(script.encode())
-                db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
-            db.execute("INSERT INTO cases (id, identity_key, data, version) VALUES (%s, %s, %s, 1)", case_row)
-            db.execute(
+                older.execute(script.encode())  # several statements: sent as one simple query
+                older.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+            older.execute(
+                "INSERT INTO cases (id, identity_key, data, version) VALUES (%s, %s, %s, 1)", case_row
+            )
+            older.execute(
                 "INSERT INTO action_requests (id, case_id, state, data, version) VALUES (%s, %s, %s, %s, 1)",
                 (old.id, old.case_id, old.state.value, old.model_dump_json()),
             )
