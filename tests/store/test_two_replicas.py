@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bot.app import STORE
+from bot.app import STORE, utc_now
 from bot.config import Settings
 from bot.domain.models import RequestState
 from bot.sandbox import SandboxTenant
@@ -178,3 +178,38 @@ async def test_concurrent_starts_on_two_replicas_run_exactly_the_blast_radius(
         c for c in connector.of_kind("send") if "Disable account succeeded" in c.text or "limit" in c.text
     ]
     assert len(outcomes) == PEOPLE, "every request's outcome is said once in its thread"
+
+
+async def test_a_card_whose_post_outlasts_the_lease_is_posted_once(
+    store_url: str,
+    make_settings: Callable[..., Settings],
+    connector: RecordingConnector,
+    tmp_path: Path,
+) -> None:
+    """Teams' retries can outlast any fixed lease: the sender renews it, so the other replica,
+    trying the same card meanwhile, waits instead of posting a second one."""
+    path = write_policy(tmp_path / "replicas-policy.yaml")
+    settings = make_settings(store_url=store_url, policy_file=str(path), card_lease_seconds=1)
+    one, two = BotHarness(settings, utc_now), BotHarness(settings, utc_now)
+    await one.start()
+    await two.start()
+    try:
+        await one.post(install_activity(connector.service_url))
+        # Two 429s of 1.5 s each: the first card takes three leases to land.
+        connector.fail_next("create", 429, times=2, retry_after="1.5")
+        # Records every alert, then sends the cards one by one.
+        polling = asyncio.create_task(one.poller.poll_once())
+        await asyncio.sleep(1.5)  # the first post is waiting out a 429; its lease would have lapsed
+        await two.service.publish_cards()
+        await polling
+        for bot in (one, two):
+            await bot.service.drain()
+        await asyncio.gather(one.service.publish_cards(), two.service.publish_cards())
+        for bot in (one, two):
+            await bot.service.drain()
+    finally:
+        await one.stop()
+        await two.stop()
+    posts = connector.of_kind("create")
+    assert len(posts) == PEOPLE, "one card per case, however long a post took"
+    assert len({p.text for p in posts}) == PEOPLE
