@@ -92,6 +92,12 @@ REPOSTED_NOTE = (
     "Posted again after a restart: an earlier copy of this card may be in the channel. "
     "This one is kept up to date."
 )
+# The first line of a correction: a worker that was stopped (not killed) for longer than its
+# lease sent the action after another had read the account back and recorded it as not done.
+LATE_NOTE = (
+    "Correction: the interrupted run took effect after all (the replica running it was paused, "
+    "then sent it). The state read back now is below."
+)
 SPARE_NOTE = "This copy is out of date: the case's card was posted again and that one is kept up to date."
 RISK_SIGNAL_LOOKBACK = timedelta(days=7)
 STALE_NOTE = (
@@ -974,6 +980,12 @@ class RemediationService:
                 summary=result.summary,
                 verified_state=result.verified_state,
             )
+            stored = finished.request.result
+            if result.succeeded and stored is not None and not stored.succeeded:
+                # The other worker read back before this one's call landed and recorded that it did
+                # not take effect: correct the card and the thread rather than leave them wrong.
+                late = finished.request.model_copy(update={"result": result})
+                await self._after_result(case.id, late, first=False, prefix=LATE_NOTE)
             return
         request = finished.request
         log.info("request %s %s: %s", request.id, request.state.value, result.summary)
@@ -1018,7 +1030,8 @@ class RemediationService:
         if claimed is None:
             return  # reported already
         fault_point("report.claimed")
-        await self._after_result(claimed.case_id, claimed, first=True, resent=claimed.report_claims > 1)
+        resent = RESENT_MARKER if claimed.report_claims > 1 else ""
+        await self._after_result(claimed.case_id, claimed, first=True, prefix=resent)
 
         def reported(latest: ActionRequest) -> ActionRequest | None:
             if latest.reported_attempt >= claimed.attempt:
@@ -1028,12 +1041,13 @@ class RemediationService:
         await self._store.update_request(request.id, reported)
 
     async def _after_result(
-        self, case_id: str, request: ActionRequest, *, first: bool, resent: bool = False
+        self, case_id: str, request: ActionRequest, *, first: bool, prefix: str = ""
     ) -> None:
         """Refresh what the card shows, reply in the thread and comment on the case's alerts.
 
-        Raises when there is nowhere to reply yet (no channel, no card), so the report is not
-        recorded as sent and is tried again.
+        ``prefix`` is a first line for the reply (a re-send, a correction). Raises when there is
+        nowhere to reply yet (no channel, no card), so the report is not recorded as sent and is
+        tried again.
         """
         ran = request.started_at is not None
         identity, account, facts = await resolve_identity(
@@ -1065,8 +1079,8 @@ class RemediationService:
             text = render_result_reply(case, request, links=self._links, update=not first)
         else:
             text = render_request_note(case, request, now=self._clock())
-        if resent:
-            text = f"{RESENT_MARKER}\n\n{text}"
+        if prefix:
+            text = f"{prefix}\n\n{text}"
         await self._messenger.reply_in_thread(channel, case.card, text)
         fault_point("report.sent")
         if ran and (first or (result is not None and not result.pending_verification)):

@@ -56,7 +56,7 @@ from psycopg import sql
 from bot.domain.models import Case, RequestState
 from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from bot.sandbox import SandboxTenant
-from bot.services import REPOSTED_NOTE, RESENT_MARKER
+from bot.services import LATE_NOTE, REPOSTED_NOTE, RESENT_MARKER
 from bot.store import open_store
 from bot.store.base import Store
 from tests.support.connector import ConnectorCall, RecordingConnector
@@ -69,6 +69,7 @@ APPROVER = {"id": "aaaaaaaa-0000-4000-8000-000000000002", "name": "Megan Bowen"}
 LEASE_SECONDS = 3.0
 REPOSTED = REPOSTED_NOTE.split(":")[0]
 RESENT = RESENT_MARKER.split(":")[0]
+CORRECTION = LATE_NOTE.split(":")[0]
 RESULT_REPLY = re.compile(r"\*\*Disable account (succeeded|FAILED|submitted)")
 QUIET_SECONDS = 3 * LEASE_SECONDS
 
@@ -427,7 +428,7 @@ class Chaos:
         dispatched: Counter[str] = Counter()
         succeeded: Counter[str] = Counter()
         explained: Counter[str] = Counter()
-        replies_total = resent_total = ran = 0
+        replies_total = resent_total = corrected_total = ran = 0
         cards = self._cards_by_case()
         for case in cases:
             requests = await store.list_requests(case.id)
@@ -446,9 +447,18 @@ class Chaos:
                 dispatched[person] += request.dispatched
                 succeeded[person] += request.state is RequestState.SUCCEEDED
                 explained[person] += late[request.id]
+            corrections = [t for t in replies if t.startswith(CORRECTION)]
+            replies = [t for t in replies if not t.startswith(CORRECTION) and "Verification update" not in t]
             plain = [t for t in replies if RESENT not in t]
             replies_total += len(replies)
             resent_total += len(replies) - len(plain)
+            corrected_total += len(corrections)
+            for request in finished:
+                stored = request.result
+                if late[request.id] and stored is not None and not stored.succeeded and not corrections:
+                    violations.append(
+                        f"case {case.id}: a late result took effect and the thread was not told"
+                    )
             ran_here = [r for r in finished if r.started_at is not None]
             if ran_here and not replies:
                 violations.append(f"case {case.id}: its result never reached the thread")
@@ -489,6 +499,7 @@ class Chaos:
             "result_replies_resent": resent_total,
             "takeovers": taken_over,
             "late_results": sum(late.values()),
+            "corrections": corrected_total,
             "audit_events": check.checked,
         }
         return violations, summary

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import signal
 import time
@@ -24,9 +25,9 @@ import aiohttp
 import pytest
 import yaml
 
-from bot.domain.models import RequestState
+from bot.domain.models import CaseStatus, RequestState
 from bot.sandbox import SandboxTenant
-from bot.services import REPOSTED_NOTE, RESENT_MARKER
+from bot.services import LATE_NOTE, REPOSTED_NOTE, RESENT_MARKER
 from bot.store import open_store
 from bot.store.base import Store
 from tests.support.connector import ConnectorCall, RecordingConnector
@@ -266,3 +267,38 @@ async def test_killed_while_reporting_the_thread_hears_the_result(
     store = await crash.open_store()
     (request,) = await store.list_requests(_case_id(post))
     assert request.state is RequestState.SUCCEEDED and request.reported_attempt == 1
+
+
+async def test_a_replica_frozen_before_its_graph_call_corrects_the_record_when_it_sends(crash: Crash) -> None:
+    """The window a lease cannot close: a replica paused (not killed) between marking the attempt
+    dispatched and its Graph call, for longer than its lease. The survivor reads back, finds
+    nothing done and says so; when the paused one wakes and sends, it corrects the thread."""
+    first = await crash.start(fault="action.dispatched:stop")
+    await first.post(install_activity(crash.connector.service_url))
+    await _until(lambda: len(crash.connector.of_kind("create")) >= len(USERS), 60, "the cards")
+    post = crash.connector.of_kind("create")[0]
+    user = next(u for u in USERS if u["displayName"] in post.text)
+    clicking = asyncio.create_task(crash.click_disable(first, post))
+
+    def frozen() -> bool:
+        stat = Path(f"/proc/{first.process.pid}/stat").read_text()
+        return stat.split(") ")[1].startswith("T")
+
+    await _until(frozen, 60, "the first replica freezing at action.dispatched")
+    await crash.start()
+    await _until(lambda: len(crash.replies(post)) >= 1, 60, "the survivor reading back")
+    (failed,) = crash.replies(post)
+    assert "not sent again" in failed and crash.patches(user["id"]) == 0
+    os.kill(first.process.pid, signal.SIGCONT)
+    await _until(lambda: len(crash.replies(post)) >= 2, 60, "the woken replica correcting the record")
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(clicking, 10)
+    await crash.settled()
+    assert crash.patches(user["id"]) == 1, "sent once, by the replica that marked it dispatched"
+    failed, correction = crash.replies(post)
+    assert correction.startswith(LATE_NOTE) and "Disable account succeeded" in correction
+    store = await crash.open_store()
+    case = await store.get_case(_case_id(post))
+    assert case is not None and case.status is CaseStatus.CONTAINED, "the card shows the truth"
+    kinds = [e.kind for e in await store.list_audit(case_id=case.id)]
+    assert kinds.count("action.late_result") == 1

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bot.faults import STEPS, VARIABLE, fault_point
@@ -50,10 +51,40 @@ def test_an_armed_step_kills_the_process_there_and_nothing_else_does() -> None:
 def test_a_misspelt_step_stops_the_process_at_start() -> None:
     refused = _run("import bot.faults", "card.postd")
     assert refused.returncode == 1
-    assert "unknown fault point(s) card.postd" in refused.stderr
+    assert "unknown fault point 'card.postd'" in refused.stderr
 
 
 def test_unarmed_steps_do_nothing_here() -> None:
     assert VARIABLE not in os.environ
     for step in STEPS:
         fault_point(step)
+
+
+def test_a_step_armed_to_stop_freezes_the_process_until_it_is_continued() -> None:
+    code = (
+        "from bot.faults import fault_point\n"
+        "fault_point('action.dispatched'); print('continued', flush=True)\n"
+        "fault_point('action.dispatched'); print('and not frozen twice', flush=True)\n"
+    )
+    env = {**os.environ, VARIABLE: "action.dispatched:stop"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{process.pid}/stat").read_text().split(") ")[1][0] != "T":
+            assert process.poll() is None and time.monotonic() < deadline, "the process froze at the step"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGCONT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out == "continued\nand not frozen twice\n"
+    assert "fault point action.dispatched: SIGSTOP" in err
+    assert _run("import bot.faults", "card.posted:pause").returncode == 1
