@@ -101,6 +101,7 @@ def create_app(
                 alert_status=settings.alert_status_after_action,
                 coalesce_seconds=settings.card_update_coalesce_seconds,
                 job_lease=timedelta(seconds=settings.job_lease_seconds),
+                card_lease=timedelta(seconds=settings.card_lease_seconds),
             )
             poller = AlertPoller(
                 the_graph,
@@ -128,7 +129,10 @@ def create_app(
 
                 polling = asyncio.create_task(_every(settings.poll_interval_seconds, poll_as_leader, "poll"))
                 stack.push_async_callback(_cancel, polling)
-                sweeping = asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, service.sweep, "sweep"))
+                # The sweep also sends the cards a dead replica left unsent: at least once per
+                # card lease, so they wait no longer than the lease after it lapses.
+                sweep_every = min(SWEEP_INTERVAL_SECONDS, settings.card_lease_seconds)
+                sweeping = asyncio.create_task(_every(sweep_every, service.sweep, "sweep"))
                 stack.push_async_callback(_cancel, sweeping)
                 working = asyncio.create_task(_every(settings.job_poll_seconds, service.run_jobs, "jobs"))
                 stack.push_async_callback(_cancel, working)

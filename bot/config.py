@@ -88,8 +88,12 @@ class Settings(BaseSettings):
 
     # Executions run as jobs any replica can claim; a claim lapses after the lease (a dead
     # replica's run is resumed by another, which reads the state back instead of re-sending).
-    # Long enough for the slowest run (every retry of every step), or a live run could be resumed.
-    job_lease_seconds: float = Field(600.0, ge=1, le=3600, validation_alias=_env("JOB_LEASE_SECONDS"))
+    # A live worker renews its lease every third of it, so the lease is how long a dead or
+    # stopped replica's run waits before another takes it over, not a limit on how long it runs.
+    job_lease_seconds: float = Field(60.0, ge=1, le=3600, validation_alias=_env("JOB_LEASE_SECONDS"))
+    # The same for posting or updating a card: a replica sending a card holds its lease, renewed
+    # while Teams' retries run, so two replicas never send one card at once.
+    card_lease_seconds: float = Field(60.0, ge=1, le=3600, validation_alias=_env("CARD_LEASE_SECONDS"))
     job_poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias=_env("JOB_POLL_SECONDS"))
 
     # Intake.
