@@ -16,6 +16,7 @@ from bot.directory import Directory
 from bot.errors import RemediationError, StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
 from bot.intake import AlertPoller
+from bot.jsonguard import UnsafeJson, load_json, read_at_most
 from bot.policy_file import policy_from_settings
 from bot.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
 from bot.push import PushAuthenticator, Rejection, parse_push
@@ -104,6 +105,7 @@ def create_app(
                 alert_status=settings.alert_status_after_action,
                 coalesce_seconds=settings.card_update_coalesce_seconds,
                 job_lease=timedelta(seconds=settings.job_lease_seconds),
+                card_lease=timedelta(seconds=settings.card_lease_seconds),
                 monotonic=monotonic,
                 sleep=sleep,
             )
@@ -117,7 +119,7 @@ def create_app(
             app[SERVICE] = service
             app[STORE] = the_store
             app[POLLER] = poller
-            app[BOT] = TeamsBot(service)
+            app[BOT] = TeamsBot(service, settings.tenant_id)
             stack.push_async_callback(service.drain)
             if poll:
 
@@ -133,7 +135,10 @@ def create_app(
 
                 polling = asyncio.create_task(_every(settings.poll_interval_seconds, poll_as_leader, "poll"))
                 stack.push_async_callback(_cancel, polling)
-                sweeping = asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, service.sweep, "sweep"))
+                # The sweep also sends the cards a dead replica left unsent: at least once per
+                # card lease, so they wait no longer than the lease after it lapses.
+                sweep_every = min(SWEEP_INTERVAL_SECONDS, settings.card_lease_seconds)
+                sweeping = asyncio.create_task(_every(sweep_every, service.sweep, "sweep"))
                 stack.push_async_callback(_cancel, sweeping)
                 working = asyncio.create_task(_every(settings.job_poll_seconds, service.run_jobs, "jobs"))
                 stack.push_async_callback(_cancel, working)
@@ -142,12 +147,12 @@ def create_app(
     app.cleanup_ctx.append(resources)
 
     async def messages(request: web.Request) -> web.Response:
-        return await handle_activity(request, adapter, request.app[BOT])
+        return await handle_activity(request, adapter, request.app[BOT], authenticate=settings.auth_enabled)
 
     authenticator = PushAuthenticator(settings.push_shared_secret) if settings.push_shared_secret else None
 
     async def alerts(request: web.Request) -> web.Response:
-        return await handle_push(request, request.app[SERVICE], authenticator, clock)
+        return await handle_push(request, request.app[SERVICE], authenticator, clock, request.app[STORE])
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -187,22 +192,50 @@ async def handle_push(
     service: RemediationService,
     authenticator: PushAuthenticator | None,
     clock: Callable[[], datetime],
+    store: Store,
 ) -> web.Response:
-    """``POST /api/alerts``: 202 when stored (idempotent by alert id), else a precise error."""
+    """``POST /api/alerts``: 202 when stored (idempotent by alert id), else a precise error.
+
+    The order is what keeps hostile input harmless: sizes, then the JSON read safely (depth,
+    Unicode) before any signature work, then the signature, then every item validated, then the
+    replay claimed in the store (so a copy of the request is refused by every replica), and only
+    then are the alerts stored; if that fails the claim is released so the sender may retry.
+    Anything unexpected is logged with its stack and answered with a JSON 500, never a bare page.
+    """
+    try:
+        return await _push(request, service, authenticator, clock, store)
+    except Exception:
+        log.exception("push: unexpected failure from %s", request.remote)
+        return _push_error(
+            500, "InternalError", "The bot failed to handle this request; nothing was stored. Try again."
+        )
+
+
+async def _push(
+    request: web.Request,
+    service: RemediationService,
+    authenticator: PushAuthenticator | None,
+    clock: Callable[[], datetime],
+    store: Store,
+) -> web.Response:
     if authenticator is None:
         return _push_error(404, "NotEnabled", "Push intake is off: set PUSH_SHARED_SECRET to turn it on.")
     if request.content_type != "application/json":
         return _push_error(415, "UnsupportedMediaType", "Send alerts as application/json.")
     if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
         return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
-    body = await request.content.read(MAX_PUSH_BYTES + 1)
-    if len(body) > MAX_PUSH_BYTES:
+    body = await read_at_most(request.content.iter_chunked(64 * 1024), MAX_PUSH_BYTES)
+    if body is None:
         return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
+    try:
+        data = load_json(body)
+    except UnsafeJson as exc:
+        return _push_error(400, "BadRequest", exc.message)
     refused = authenticator.check(request.headers, body)
     if refused is not None:
         log.warning("push refused from %s: %s", request.remote, refused.message)
         return _push_error(refused.status, "Unauthorized", refused.message)
-    parsed = parse_push(body, now=clock)
+    parsed = parse_push(data, now=clock)
     if isinstance(parsed, Rejection):
         return _push_error(
             parsed.status,
@@ -210,14 +243,34 @@ async def handle_push(
             parsed.message,
             parsed.errors,
         )
+    claim = authenticator.replay_claim(request.headers)
+    try:
+        fresh = await store.claim_replay(claim.key, expires_at=claim.expires_at, now=utc_now())
+    except RemediationError as exc:
+        log.error("push: the replay check failed: %s", exc.message)
+        return _push_error(503, "Unavailable", "The bot's store is unavailable; send the request again.")
+    if not fresh:
+        log.warning("push refused from %s: a replay of a request already received", request.remote)
+        return _push_error(401, "Unauthorized", "This signed request was already received (replay).")
     try:
         changed = await service.ingest(parsed, publish=False)
-    except RemediationError as exc:
+    except BaseException as exc:
+        # Nothing (or nothing lasting) was stored: let the sender retry this very request.
+        await _release(store, claim.key)
+        if not isinstance(exc, RemediationError):
+            raise
         log.error("push: storing %d alert(s) failed: %s", len(parsed), exc.message)
         return _push_error(503, "Unavailable", "The alerts could not be stored; send the request again.")
-    authenticator.remember(request.headers)
     service.schedule_publish()
     return web.json_response({"accepted": len(parsed), "newOrChanged": changed}, status=202)
+
+
+async def _release(store: Store, key: str) -> None:
+    try:
+        await store.release_replay(key)
+    except RemediationError as exc:
+        # The claim then expires on its own; until then a retry of the same request is refused.
+        log.error("push: the replay claim could not be released: %s", exc.message)
 
 
 async def _every(interval: float, work: Callable[[], Awaitable[object]], name: str) -> None:

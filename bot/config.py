@@ -8,6 +8,7 @@ start-up with one readable line instead of failing on the first alert.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from bot.errors import ConfigError
 log = logging.getLogger(__name__)
 
 AppType = Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"]
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _env(name: str) -> Any:
@@ -86,8 +88,12 @@ class Settings(BaseSettings):
 
     # Executions run as jobs any replica can claim; a claim lapses after the lease (a dead
     # replica's run is resumed by another, which reads the state back instead of re-sending).
-    # Long enough for the slowest run (every retry of every step), or a live run could be resumed.
-    job_lease_seconds: float = Field(600.0, ge=1, le=3600, validation_alias=_env("JOB_LEASE_SECONDS"))
+    # A live worker renews its lease every third of it, so the lease is how long a dead or
+    # stopped replica's run waits before another takes it over, not a limit on how long it runs.
+    job_lease_seconds: float = Field(60.0, ge=1, le=3600, validation_alias=_env("JOB_LEASE_SECONDS"))
+    # The same for posting or updating a card: a replica sending a card holds its lease, renewed
+    # while Teams' retries run, so two replicas never send one card at once.
+    card_lease_seconds: float = Field(60.0, ge=1, le=3600, validation_alias=_env("CARD_LEASE_SECONDS"))
     job_poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias=_env("JOB_POLL_SECONDS"))
 
     # Intake.
@@ -139,6 +145,15 @@ class Settings(BaseSettings):
         ):
             if not value:
                 raise ValueError(f"{variable}|is required")
+        app_tenant, graph_tenant = self.microsoft_app_tenant_id.strip(), self.graph_tenant_id.strip()
+        if app_tenant and app_tenant.lower() != graph_tenant.lower():
+            # Activities are accepted from one tenant only; two settings naming different
+            # tenants would leave it unclear whose clicks count.
+            raise ValueError(
+                f"MicrosoftAppTenantId|must name the same tenant as GRAPH_TENANT_ID (got {app_tenant} "
+                f"and {graph_tenant}): the bot serves one tenant, so set both to its directory (tenant) "
+                "id, or leave MicrosoftAppTenantId empty"
+            )
         if not self.graph_client_secret and not self.graph_certificate_path:
             raise ValueError("GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set")
         if self.graph_certificate_path:
@@ -191,6 +206,15 @@ class Settings(BaseSettings):
         return bool(self.microsoft_app_id)
 
     @property
+    def tenant_id(self) -> str:
+        """The one tenant whose Teams activities the bot accepts (compared case-insensitively).
+
+        ``MicrosoftAppTenantId`` when set, else ``GRAPH_TENANT_ID``; when both are set they must
+        agree (checked at start).
+        """
+        return (self.microsoft_app_tenant_id or self.graph_tenant_id).strip().lower()
+
+    @property
     def audit_key(self) -> AuditKey:
         """The key audit events are chained with: ``AUDIT_HMAC_KEY``, or in sandbox mode without
         one the public sandbox key (events keyed with it are not tamper-evident)."""
@@ -233,6 +257,14 @@ def load_settings(**overrides: Any) -> Settings:
             "AUDIT_HMAC_KEY is not set (SANDBOX_MODE): the audit trail is keyed with the public "
             "sandbox key %s, so it is not tamper-evident. Never run this way in a tenant.",
             SANDBOX_AUDIT_KEY.key_id,
+        )
+    if settings.auth_enabled and not _GUID.fullmatch(settings.tenant_id):
+        variable = "MicrosoftAppTenantId" if settings.microsoft_app_tenant_id else "GRAPH_TENANT_ID"
+        log.warning(
+            "%s is %r, not a directory (tenant) id: Teams names the tenant of every activity by its "
+            "GUID, so every activity will be refused until it is one.",
+            variable,
+            settings.tenant_id,
         )
     if not settings.responders and not settings.policy_file:
         log.warning("RESPONDERS is empty: nobody can act on a case until it lists someone.")

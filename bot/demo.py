@@ -25,7 +25,7 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import load_settings
-from bot.sandbox import SandboxTenant
+from bot.sandbox import DEMO_TENANT_ID, SandboxTenant
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ DEMO_SCENARIO = Path(__file__).resolve().parent / "sandbox" / "scenarios" / "dem
 DEMO_POLICY = DEMO_SCENARIO.with_name("demo-policy.yaml")
 PLAYGROUND_BIN = ROOT / "node_modules" / ".bin" / "agentsplayground"
 
-TENANT_ID = "8f3c1a2b-4d5e-4f60-9a7b-1c2d3e4f5a6b"
+# The Playground must name the sandbox tenant: the bot accepts activities from that tenant only.
+TENANT_ID = DEMO_TENANT_ID
 TEAM = {"id": "19:secops-incidents@thread.tacv2", "name": "Security Operations"}
 BOT = {"id": "28:remediation-bot", "name": "Remediation Bot"}
 # The Playground's signed-in user: the on-call responder of the demo policy.

@@ -10,13 +10,15 @@ The service holds no transport details: Teams is behind :class:`Messenger`, Grap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from bot.actions import Executor
@@ -30,9 +32,11 @@ from bot.domain.approval import (
     Finish,
     Refused,
     Reject,
+    Remind,
     Retry,
     Start,
     decide,
+    may_run,
     open_request,
 )
 from bot.domain.models import (
@@ -52,12 +56,20 @@ from bot.domain.models import (
 )
 from bot.domain.plans import blocked, offered_actions, plan
 from bot.domain.policy import ActorRoles, Policy
-from bot.errors import ConflictError, DuplicateError, RemediationError, StoreError
+from bot.errors import (
+    ConflictError,
+    DuplicateError,
+    RemediationError,
+    StoreError,
+    TeamsError,
+    TeamsOutcomeUnknown,
+)
+from bot.faults import fault_point
 from bot.graph import GraphClient
 from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
 from bot.metrics import Metrics
 from bot.resolver import IdentityResolver, Outcome
-from bot.store.base import AlertIntake, Settlement, Store
+from bot.store.base import AlertIntake, Job, Settlement, Store
 from cards.audit import with_audit_checkpoint
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
@@ -72,9 +84,24 @@ RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
 EXECUTE_JOB = "execute"
 # Alerts stored per transaction; a push (at most 500 alerts) is one transaction, all or nothing.
 RECORD_BATCH = 500
-# How long a replica may hold a card's publishing lease before another may take over (crash).
-PUBLISHING_LEASE = timedelta(seconds=60)
+BLAST_RADIUS_WINDOW = timedelta(hours=1)
 CLAIM_RETRY_SECONDS = 2.0
+# The first line of a result reply sent again because the worker sending it first may have died
+# after it went out: a visible duplicate instead of silence.
+RESENT_MARKER = "Re-sent after a restart: an earlier copy of this message may be above."
+# On a case's card posted again because an earlier post's fate is unknown (its replica died, or
+# Teams' answer was lost), and on the spare copy when both landed.
+REPOSTED_NOTE = (
+    "Posted again after a restart: an earlier copy of this card may be in the channel. "
+    "This one is kept up to date."
+)
+# The first line of a correction: a worker that was stopped (not killed) for longer than its
+# lease sent the action after another had read the account back and recorded it as not done.
+LATE_NOTE = (
+    "Correction: the interrupted run took effect after all (the replica running it was paused, "
+    "then sent it). The state read back now is below."
+)
+SPARE_NOTE = "This copy is out of date: the case's card was posted again and that one is kept up to date."
 RISK_SIGNAL_LOOKBACK = timedelta(days=7)
 STALE_NOTE = (
     "This card was out of date, so nothing was done. Here is the current state; check it and try again."
@@ -94,6 +121,20 @@ class Messenger(Protocol):
         self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
     ) -> str:
         """Reply under the card, @mentioning ``mentions``."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What applying one event to a request did, learnt from the compare-and-swap itself.
+
+    ``request`` is the request as stored afterwards. ``won`` is true when this call's event is
+    the one written: whoever must act once on a change (audit it, announce it, run it) acts
+    only when it won. Otherwise ``refusal`` says why the event did not apply.
+    """
+
+    request: ActionRequest
+    won: bool
+    refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,7 +173,8 @@ class RemediationService:
         recheck_after: timedelta = timedelta(minutes=2),
         alert_status: str = "",
         coalesce_seconds: float = 3.0,
-        job_lease: timedelta = timedelta(minutes=10),
+        job_lease: timedelta = timedelta(minutes=1),
+        card_lease: timedelta = timedelta(minutes=1),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -161,6 +203,7 @@ class RemediationService:
         self._publisher: asyncio.Task[Any] | None = None
         self._publish_again = False
         self._job_lease = job_lease
+        self._card_lease = card_lease
         self._new_id = new_id
         self._case_locks: dict[str, asyncio.Lock] = {}
         self._resolver = IdentityResolver(graph, clock)
@@ -221,11 +264,14 @@ class RemediationService:
 
     # -- the channel --------------------------------------------------------------------------
 
-    async def register_channel(self, channel: ChannelRef) -> bool:
+    async def register_channel(self, channel: ChannelRef, *, actor: Actor | None = None) -> bool:
         """Remember the incident channel when Teams tells us about the configured one.
 
         Returns whether ``channel`` is the configured channel. Installations elsewhere are
-        ignored: cards go only where the admin said.
+        ignored: cards go only where the admin said. The caller has checked the activity's
+        tenant (:class:`bot.teams.handler.TeamsBot` refuses every other tenant first). The first
+        registration and every change of service URL are audited, since cards and replies go
+        wherever that URL points.
         """
         if channel.channel_id != self._channel_id:
             log.info("ignoring conversation %s: not the configured incident channel", channel.channel_id)
@@ -236,7 +282,54 @@ class RemediationService:
             log.info(
                 "incident channel %s registered (service url %s)", channel.channel_id, channel.service_url
             )
+            if known is None:
+                await self._audit(
+                    "channel.registered",
+                    actor=actor,
+                    channel_id=channel.channel_id,
+                    service_url=channel.service_url,
+                    tenant_id=channel.tenant_id,
+                )
+            elif known.service_url != channel.service_url:
+                log.warning(
+                    "incident channel %s: service url changed from %s to %s",
+                    channel.channel_id,
+                    known.service_url,
+                    channel.service_url,
+                )
+                await self._audit(
+                    "channel.service_url_changed",
+                    actor=actor,
+                    channel_id=channel.channel_id,
+                    previous_service_url=known.service_url,
+                    service_url=channel.service_url,
+                    tenant_id=channel.tenant_id,
+                )
         return True
+
+    async def refuse_activity(self, reason: str, **details: str) -> None:
+        """An activity refused before any use case ran (another tenant, or none): log and audit.
+
+        One warning line and one ``activity.refused_tenant`` audit event naming who it claimed to
+        be from. The actor id is qualified by the claimed tenant, so a foreign user whose object
+        id happens to equal one of ours is never recorded as that person. If the audit cannot be
+        written the activity stays refused.
+        """
+        log.warning(
+            "refused %s activity %s from tenant %r (object id %r): %s",
+            details.get("activity_type"),
+            details.get("activity_id"),
+            details.get("tenant"),
+            details.get("object_id"),
+            reason,
+        )
+        self.metrics.add("remediation_refusals_total")
+        claimed = f"{details.get('tenant') or 'no tenant'}/{details.get('object_id') or 'unknown'}"
+        actor = Actor(object_id=claimed, name=details.get("name") or "")
+        try:
+            await self._audit("activity.refused_tenant", actor=actor, reason=reason, activity=dict(details))
+        except RemediationError as exc:
+            log.error("the refusal of activity %s could not be audited: %s", details.get("activity_id"), exc)
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -392,64 +485,158 @@ class RemediationService:
                     )
                 return case
             case = claimed
-            try:
-                if not case.target_checked:
-                    case = await self._enrich(case)
-                card = await self._shared_card(case)
-                if case.card is None:
-                    ref = await self._messenger.post_card(channel, card)
-                    self.metrics.add("remediation_cards_posted_total")
-                    log.info("case %s card posted (activity %s)", case.id, ref.activity_id)
-                else:
-                    ref = case.card
-                    await self._messenger.update_card(channel, ref, card)
-                    self.metrics.add("remediation_card_updates_total")
-            except BaseException:
-                await self._store.update_case(case_id, self._release_claim)
-                raise
+            posted: CardRef | None = None
+            sending = False
+            # The lease is renewed while Teams' retries run (they can outlast any fixed lease),
+            # so another replica takes the card over only when this one is dead or stopped.
+            async with self._renewing(
+                partial(self._renew_publishing, case_id), self._card_lease, f"the card of case {case_id}"
+            ):
+                try:
+                    if not case.target_checked:
+                        case = await self._enrich(case)
+                    if case.card is None:
+                        # Above 1, an earlier post may be in the channel already (its replica died
+                        # before saving where it landed): say so on this one rather than stay silent.
+                        note = REPOSTED_NOTE if case.posting_claims > 1 else None
+                        card = await self._shared_card(case, note=note)
+                        sending = True
+                        ref = posted = await self._messenger.post_card(channel, card)
+                        fault_point("card.posted")
+                        self.metrics.add("remediation_cards_posted_total")
+                        log.info("case %s card posted (activity %s)", case.id, ref.activity_id)
+                    else:
+                        card = await self._shared_card(case)
+                        ref = case.card
+                        await self._messenger.update_card(channel, ref, card)
+                        self.metrics.add("remediation_card_updates_total")
+                except BaseException as exc:
+                    # A post Teams did not take (or never sent) is undone; one whose fate is
+                    # unknown (a lost answer, a cancellation mid-flight) counts as maybe posted.
+                    unsent = not sending or (
+                        isinstance(exc, TeamsError) and not isinstance(exc, TeamsOutcomeUnknown)
+                    )
+                    await self._store.update_case(
+                        case_id, self._release_claim(unsent=unsent and case.card is None)
+                    )
+                    raise
             self._last_update[case_id] = self._monotonic()
             shown = case.revision
 
-            def mark(current: Case) -> Case:
+            def mark(current: Case) -> Case | None:
+                if posted is not None and current.card is not None and current.card != posted:
+                    return None  # a replica that took over saved its own card first: ours is spare
+                release = current.publishing_by == self._replica
                 return current.model_copy(
                     update={
-                        "card": ref,
+                        "card": current.card or ref,
                         "published_revision": max(current.published_revision, shown),
-                        "publishing_by": "",
-                        "publishing_until": None,
+                        "posting_claims": 0 if posted is not None else current.posting_claims,
+                        "publishing_by": "" if release else current.publishing_by,
+                        "publishing_until": None if release else current.publishing_until,
                     }
                 )
 
-            case = await self._store.update_case(case.id, mark)
+            case, outcome = await self._store.swap_case(case.id, mark)
+            if outcome is None and posted is not None:
+                await self._retire_spare_card(case, channel, posted)
             for note in self._escalations.pop(case_id, []):
-                await self._messenger.reply_in_thread(channel, ref, note)
+                if case.card is not None:
+                    await self._messenger.reply_in_thread(channel, case.card, note)
         if case.needs_publishing and urgent:
             # The case changed while its card was being sent: send the newer state too.
             return await self._publish(case_id, channel, urgent=True)
         return case
 
+    async def _retire_spare_card(self, case: Case, channel: ChannelRef, spare: CardRef) -> None:
+        """A second card of one case (this replica was stopped while another took its post over):
+        make it point at the live one instead of leaving a second set of buttons unexplained."""
+        log.warning(
+            "case %s: a second card was posted (activity %s); marking it out of date",
+            case.id,
+            spare.activity_id,
+        )
+        try:
+            await self._messenger.update_card(channel, spare, await self._shared_card(case, note=SPARE_NOTE))
+        except RemediationError as exc:
+            log.warning("case %s: the spare card could not be marked: %s", case.id, exc.message)
+
     async def _claim_publishing(self, case_id: str) -> Case | None:
         """Take the case's publishing lease (compare-and-swap), so replicas never post one card
-        twice or send its updates out of order. ``None`` while another replica holds it."""
+        twice or send its updates out of order. ``None`` while another replica holds it.
+
+        Claiming a case that has no card records the intent to post (``posting_claims``) in the
+        same write, before anything is sent: whoever claims it next knows a post may have landed.
+        """
         now = self._clock()
-        refused: list[bool] = []
 
         def claim(current: Case) -> Case | None:
             held = current.publishing_until is not None and current.publishing_until > now
             if held and current.publishing_by != self._replica:
-                refused.append(True)
                 return None
-            refused.clear()
+            claims = current.posting_claims + 1 if current.card is None else current.posting_claims
             return current.model_copy(
-                update={"publishing_by": self._replica, "publishing_until": now + PUBLISHING_LEASE}
+                update={
+                    "publishing_by": self._replica,
+                    "publishing_until": now + self._card_lease,
+                    "posting_claims": claims,
+                }
             )
 
-        case = await self._store.update_case(case_id, claim)
-        return None if refused else case
+        _, claimed = await self._store.swap_case(case_id, claim)
+        return claimed
 
-    @staticmethod
-    def _release_claim(current: Case) -> Case:
-        return current.model_copy(update={"publishing_by": "", "publishing_until": None})
+    async def _renew_publishing(self, case_id: str) -> bool:
+        now = self._clock()
+
+        def renew(current: Case) -> Case | None:
+            if current.publishing_by != self._replica:
+                return None  # lost: another replica took the card over
+            return current.model_copy(update={"publishing_until": now + self._card_lease})
+
+        _, renewed = await self._store.swap_case(case_id, renew)
+        return renewed is not None
+
+    def _release_claim(self, *, unsent: bool) -> Callable[[Case], Case | None]:
+        """Give the lease back; ``unsent`` also withdraws the intent to post (nothing reached Teams)."""
+
+        def release(current: Case) -> Case | None:
+            if current.publishing_by != self._replica:
+                return None  # taken over meanwhile: the lease is not ours to give back
+            claims = max(current.posting_claims - 1, 0) if unsent else current.posting_claims
+            return current.model_copy(
+                update={"publishing_by": "", "publishing_until": None, "posting_claims": claims}
+            )
+
+        return release
+
+    @contextlib.asynccontextmanager
+    async def _renewing(
+        self, renew: Callable[[], Awaitable[bool]], lease: timedelta, what: str
+    ) -> AsyncIterator[None]:
+        """Renew a lease every third of its length while the block runs.
+
+        A replica that stops renewing (dead, or stopped long enough) loses the lease and another
+        takes the work over; this one learns it at its next compare-and-swap, which then fails.
+        """
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(lease.total_seconds() / 3)
+                try:
+                    if not await renew():
+                        log.warning("lost the lease on %s: another replica took it over", what)
+                        return
+                except RemediationError as exc:
+                    log.warning("could not renew the lease on %s: %s", what, exc.message)
+
+        task = asyncio.create_task(beat(), name=f"renew {what}")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _publish_later(self, case_id: str, channel: ChannelRef, wait: float) -> None:
         await self._sleep(wait)
@@ -663,24 +850,15 @@ class RemediationService:
             event = Retry(actor, roles)
         else:
             event = Cancel(actor)
-        refusal: list[str] = []
-
-        def apply(current: ActionRequest) -> ActionRequest | None:
-            outcome = decide(current, event, self._policy, self._clock())
-            if isinstance(outcome, Refused):
-                refusal[:] = [outcome.reason]
-                return None
-            refusal.clear()
-            return outcome
-
         try:
-            updated = await self._store.update_request(request.id, apply)
+            moved = await self.transition(request.id, event)
         except DuplicateError:
             return await self._refuse(
                 case, actor, "Another request for this case is in progress; finish or cancel it first."
             )
-        if refusal:
-            return await self._refuse(case, actor, refusal[0], updated)
+        if not moved.won:
+            return await self._refuse(case, actor, moved.refusal, moved.request)
+        updated = moved.request
         await self._audit(
             _VERB_AUDIT[verb],
             actor=actor,
@@ -718,16 +896,46 @@ class RemediationService:
 
     # -- execution ----------------------------------------------------------------------------
 
-    async def _destructive_last_hour(self, action: ResponseAction, exclude: str | None = None) -> int:
+    async def transition(self, request_id: str, event: Event) -> Transition:
+        """Apply ``event`` to the request inside the store's compare-and-swap; say who won.
+
+        The decision is made on the stored value at the moment of the write, never on a read
+        made before it: of two replicas handling the same click, sweep or job, exactly one
+        gets ``won`` and goes on to audit, announce or run what follows. A :class:`Start` is
+        counted against the blast radius and claimed in one store transaction, so the limit
+        holds however many replicas start requests at once.
+        """
+        now = self._clock()
+
+        def apply(current: ActionRequest) -> ActionRequest | Refused:
+            return decide(current, event, self._policy, now)
+
+        def start(current: ActionRequest, started_last_hour: int) -> ActionRequest | Refused:
+            assert isinstance(event, Start)
+            counted = replace(event, destructive_last_hour=started_last_hour)
+            return decide(current, counted, self._policy, now)
+
+        if isinstance(event, Start):
+            stored, outcome = await self._store.start_request(
+                request_id, start, counted=self._policy.destructive_actions, since=now - BLAST_RADIUS_WINDOW
+            )
+        else:
+            stored, outcome = await self._store.swap_request(request_id, apply)
+        if isinstance(outcome, Refused):
+            return Transition(stored, won=False, refusal=outcome.reason)
+        return Transition(stored, won=True)
+
+    async def _destructive_last_hour(self, action: ResponseAction) -> int:
+        """Destructive actions started in the past hour: the early check when a request is asked
+        for (the binding one is made when it starts, in :meth:`transition`)."""
         if action not in self._policy.destructive_actions:
             return 0
-        since = self._clock() - timedelta(hours=1)
+        since = self._clock() - BLAST_RADIUS_WINDOW
         ran = await self._store.list_requests_in(RAN_STATES)
         return sum(
             1
             for r in ran
-            if r.id != exclude
-            and r.action in self._policy.destructive_actions
+            if r.action in self._policy.destructive_actions
             and r.started_at is not None
             and r.started_at >= since
         )
@@ -736,8 +944,8 @@ class RemediationService:
         """Claim queued executions and run them until none is left; returns how many ran.
 
         Every replica calls this (after a click, and every few seconds); the store hands each
-        job to one worker at a time, and a job whose worker died becomes claimable again when
-        its lease lapses.
+        job to one worker at a time. The worker renews its lease while it works, so a job is
+        claimed again only when its worker died or was stopped for longer than the lease.
         """
         ran = 0
         while True:
@@ -745,7 +953,10 @@ class RemediationService:
             if job is None:
                 return ran
             try:
-                await self._execute(str(job.payload.get("requestId", "")))
+                async with self._renewing(
+                    partial(self._holds, job), self._job_lease, f"execution job {job.key}"
+                ):
+                    await self._execute(job)
                 await self._store.finish_job(job.key, self._replica)
             except ConflictError:
                 log.warning("execution job %s was taken over by another worker", job.key)
@@ -756,68 +967,167 @@ class RemediationService:
                 continue
             ran += 1
 
-    async def _execute(self, request_id: str) -> None:
-        """Claim an approved request, run it once, verify, record, update the card, reply.
+    async def _holds(self, job: Job) -> bool:
+        """Renew this worker's claim on ``job``; ``False`` once another worker has taken it over."""
+        return await self._store.renew_job(job.key, self._replica, self._job_lease)
 
-        A request found ``executing`` was interrupted (its replica died between the Graph call
-        and recording the result): it is resumed by reading the state back, never re-sent.
-        A finished request whose result was never reported gets its report.
+    async def _execute(self, job: Job) -> None:
+        """Carry one execution job on from wherever its request stands.
+
+        - *approved*: start it (blast radius counted and the request claimed in one store
+          transaction), send the action once, verify, record the result, report it;
+        - *executing*: the worker that started it died or was stopped (its lease lapsed): take
+          it over. An attempt never dispatched is run; a dispatched one is read back and never
+          sent again;
+        - *succeeded* / *failed*: the result is stored; report it if the thread was not told.
         """
-        request = await self._store.get_request(request_id)
-        if request is None:
-            return
-        if request.state is RequestState.EXECUTING:
-            started = request.started_at
-            if started is not None and self._clock() - started < self._job_lease:
-                return  # its run may still be going (its lease lapsed early); look again later
-            await self._resume(request)
-            return
-        if request.state in (RequestState.SUCCEEDED, RequestState.FAILED):
-            if request.reported_attempt < request.attempt:
-                await self._after_result(request.case_id, request, first=True)
-            return
+        request = await self._store.get_request(str(job.payload.get("requestId", "")))
+        if request is None or request.idempotency_key != job.key:
+            return  # gone, or a job of an earlier attempt (a retry queued the next one)
+        if request.state is RequestState.APPROVED:
+            await self._start(request, job)
+        elif request.state is RequestState.EXECUTING:
+            await self._take_over(request, job)
+        elif request.state in (RequestState.SUCCEEDED, RequestState.FAILED):
+            await self._report(request)
+
+    async def _current_approvers(self, request: ActionRequest) -> frozenset[str]:
+        """The request's sign-offs who are approvers right now (object ids, lower-case)."""
         current: set[str] = set()
         for signer in request.approvals:
             if (await self._directory.roles_of(signer.object_id)).approver:
                 current.add(signer.object_id.lower())
-        start = Start(
-            current_approvers=frozenset(current),
-            destructive_last_hour=await self._destructive_last_hour(request.action, exclude=request.id),
-        )
-        refusal: list[str] = []
+        return frozenset(current)
 
-        def claim(latest: ActionRequest) -> ActionRequest | None:
-            outcome = decide(latest, start, self._policy, self._clock())
-            if isinstance(outcome, Refused):
-                refusal[:] = [outcome.reason]
-                return None
-            refusal.clear()
-            return outcome
-
-        request = await self._store.update_request(request_id, claim)
+    async def _start(self, request: ActionRequest, job: Job) -> None:
+        start = Start(current_approvers=await self._current_approvers(request))
+        started = await self.transition(request.id, start)
         case = await self._require_case(request.case_id)
-        if refusal:
-            # Approved but not allowed to run any more: say so and close the request as failed.
-            log.info("request %s not started: %s", request_id, refusal[0])
-            if request.state is RequestState.APPROVED:
-                await self._audit("request.refused", case=case, request=request, reason=refusal[0])
-                await self._fail_unstarted(request, refusal[0])
-                self.spawn(self._announce(case.id, request.id), name=f"announce-{request.id}")
+        if not started.won:
+            if started.request.state is RequestState.APPROVED:
+                # Approved but not allowed to run any more: say so and close the request as failed.
+                await self._fail_unstarted(case, started.request, started.refusal)
             return
         await self._audit(
-            "action.started", case=case, request=request, idempotency_key=request.idempotency_key
+            "action.started",
+            case=case,
+            request=started.request,
+            idempotency_key=started.request.idempotency_key,
+            attempt=started.request.attempt,
         )
+        fault_point("action.started")
+        await self._run(case, started.request, job)
+
+    async def _take_over(self, request: ActionRequest, job: Job) -> None:
+        """Finish an attempt whose worker stopped: run it if it was never sent, else read back."""
+        case = await self._require_case(request.case_id)
+        log.warning(
+            "request %s: its worker stopped before finishing (job claimed %d times); taking it over",
+            request.id,
+            job.attempts,
+        )
+        await self._audit(
+            "action.taken_over",
+            case=case,
+            request=request,
+            attempt=request.attempt,
+            dispatched=request.dispatched,
+        )
+        if request.dispatched:
+            await self._resume(case, request)
+            return
+        # Nothing was sent: it may run now if it still may (expiry and approvers checked again).
+        refused = may_run(request, await self._current_approvers(request), self._clock())
+        if refused is not None:
+            not_run = ActionResult(succeeded=False, summary=f"Not run: {refused.reason}")
+            await self._finish(case, request, not_run, "action.failed")
+            return
+        await self._run(case, request, job)
+
+    async def _run(self, case: Case, request: ActionRequest, job: Job) -> None:
+        """Send the attempt's action (at most once across every worker), verify, record, report."""
+        steps = plan(request.action, case)
+        if isinstance(steps, Refused):
+            result = ActionResult(succeeded=False, summary=steps.reason)
+        elif not await self._holds(job):
+            log.warning(
+                "request %s: this worker lost its job before sending; the new holder runs it", request.id
+            )
+            return
+        elif await self._dispatch(request):
+            fault_point("action.dispatched")
+            result = await self._executor.run(request.action, case, steps)
+            fault_point("graph.answered")
+        else:
+            # Another worker dispatched this attempt first (one that had lost this job and woke
+            # up): it is never sent twice. Read it back, unless that worker finished it already.
+            latest = await self._store.get_request(request.id)
+            if (
+                latest is not None
+                and latest.state is RequestState.EXECUTING
+                and latest.attempt == request.attempt
+            ):
+                await self._resume(case, latest)
+            return
+        await self._finish(case, request, result, "action.succeeded" if result.succeeded else "action.failed")
+
+    async def _dispatch(self, request: ActionRequest) -> bool:
+        """Mark the attempt dispatched just before its first Graph call; ``False`` if it was already.
+
+        The mark is the fence between a worker and one taking its job over: of the two, only the
+        one whose mark is written sends anything. A taker that finds the mark reads back instead.
+        """
+
+        def mark(latest: ActionRequest) -> ActionRequest | None:
+            if (
+                latest.state is not RequestState.EXECUTING
+                or latest.attempt != request.attempt
+                or latest.dispatched
+            ):
+                return None
+            return latest.model_copy(update={"dispatched": True})
+
+        _, marked = await self._store.swap_request(request.id, mark)
+        return marked is not None
+
+    async def _resume(self, case: Case, request: ActionRequest) -> None:
+        """Finish a dispatched attempt by reading the state back; nothing is sent again."""
         steps = plan(request.action, case)
         if isinstance(steps, Refused):
             result = ActionResult(succeeded=False, summary=steps.reason)
         else:
-            result = await self._executor.run(request.action, case, steps)
+            started = request.started_at or self._clock()
+            result = await self._executor.resume(request.action, case, steps, started)
+        log.warning("request %s resumed after an interruption: %s", request.id, result.summary)
+        await self._finish(case, request, result, "action.resumed")
 
-        def finish(latest: ActionRequest) -> ActionRequest | None:
-            outcome = decide(latest, Finish(result), self._policy, self._clock())
-            return None if isinstance(outcome, Refused) else outcome
-
-        request = await self._store.update_request(request_id, finish)
+    async def _finish(self, case: Case, request: ActionRequest, result: ActionResult, kind: str) -> None:
+        """Record the attempt's result (once: the first worker to record it wins) and report it."""
+        finished = await self.transition(request.id, Finish(result))
+        if not finished.won:
+            # This worker was taken over while it ran, and the new one recorded a result first.
+            log.warning(
+                "request %s: a late result was not recorded (%s): %s",
+                request.id,
+                finished.refusal,
+                result.summary,
+            )
+            await self._audit(
+                "action.late_result",
+                case=case,
+                request=finished.request,
+                attempt=request.attempt,
+                summary=result.summary,
+                verified_state=result.verified_state,
+            )
+            stored = finished.request.result
+            if result.succeeded and stored is not None and not stored.succeeded:
+                # The other worker read back before this one's call landed and recorded that it did
+                # not take effect: correct the card and the thread rather than leave them wrong.
+                late = finished.request.model_copy(update={"result": result})
+                await self._after_result(case.id, late, first=False, prefix=LATE_NOTE)
+            return
+        request = finished.request
         log.info("request %s %s: %s", request.id, request.state.value, result.summary)
         self.metrics.add(
             "remediation_actions_total",
@@ -825,9 +1135,10 @@ class RemediationService:
             outcome="succeeded" if result.succeeded else "failed",
         )
         await self._audit(
-            "action.succeeded" if result.succeeded else "action.failed",
+            kind,
             case=case,
             request=request,
+            attempt=request.attempt,
             summary=result.summary,
             verified=result.verified,
             verified_state=result.verified_state,
@@ -835,35 +1146,50 @@ class RemediationService:
             correlation_ids=result.correlation_ids,
             steps=[step.model_dump(mode="json") for step in result.steps],
         )
-        await self._after_result(case.id, request, first=True)
+        await self._report(request)
 
-    async def _resume(self, request: ActionRequest) -> None:
-        case = await self._require_case(request.case_id)
-        steps = plan(request.action, case)
-        if isinstance(steps, Refused):
-            result = ActionResult(succeeded=False, summary=steps.reason)
-        else:
-            started = request.started_at or self._clock()
-            result = await self._executor.resume(request.action, case, steps, started)
+    async def _report(self, request: ActionRequest) -> None:
+        """Tell the thread how the attempt ended: at least once, a re-send marked as such.
 
-        def finish(latest: ActionRequest) -> ActionRequest | None:
-            outcome = decide(latest, Finish(result), self._policy, self._clock())
-            return None if isinstance(outcome, Refused) else outcome
+        Claiming the report (compare-and-swap) counts the tries; it is recorded as reported only
+        after the reply went out. A worker that dies in between leaves it unrecorded, and the
+        next worker on the job sends it again with a "re-sent after a restart" line: a visible
+        duplicate rather than silence.
+        """
 
-        request = await self._store.update_request(request.id, finish)
-        log.warning("request %s resumed after an interruption: %s", request.id, result.summary)
-        await self._audit(
-            "action.resumed",
-            case=case,
-            request=request,
-            summary=result.summary,
-            verified=result.verified,
-            verified_state=result.verified_state,
-        )
-        await self._after_result(case.id, request, first=True)
+        def claim(latest: ActionRequest) -> ActionRequest | None:
+            if (
+                latest.attempt != request.attempt
+                or latest.reported_attempt >= latest.attempt
+                or latest.state not in (RequestState.SUCCEEDED, RequestState.FAILED)
+            ):
+                return None
+            return latest.model_copy(update={"report_claims": latest.report_claims + 1})
 
-    async def _after_result(self, case_id: str, request: ActionRequest, *, first: bool) -> None:
-        """Refresh what the card shows, reply in the thread and comment on the case's alerts."""
+        _, claimed = await self._store.swap_request(request.id, claim)
+        if claimed is None:
+            return  # reported already
+        fault_point("report.claimed")
+        resent = RESENT_MARKER if claimed.report_claims > 1 else ""
+        await self._after_result(claimed.case_id, claimed, first=True, prefix=resent)
+
+        def reported(latest: ActionRequest) -> ActionRequest | None:
+            if latest.reported_attempt >= claimed.attempt:
+                return None
+            return latest.model_copy(update={"reported_attempt": claimed.attempt})
+
+        await self._store.update_request(request.id, reported)
+
+    async def _after_result(
+        self, case_id: str, request: ActionRequest, *, first: bool, prefix: str = ""
+    ) -> None:
+        """Refresh what the card shows, reply in the thread and comment on the case's alerts.
+
+        ``prefix`` is a first line for the reply (a re-send, a correction). Raises when there is
+        nowhere to reply yet (no channel, no card), so the report is not recorded as sent and is
+        tried again.
+        """
+        ran = request.started_at is not None
         identity, account, facts = await resolve_identity(
             self._graph, (await self._require_case(case_id)).identity, now=self._clock
         )
@@ -881,36 +1207,32 @@ class RemediationService:
             return latest.revised(**changes)
 
         case = await self._store.update_case(case_id, record)
-        if first and not await self._claim_report(request):
-            return  # another replica reported this attempt already
         channel = await self._store.get_channel()
-        if channel is not None:
-            case = await self._publish(case.id, channel, urgent=True)
-            if case.card is not None:
-                text = render_result_reply(case, request, links=self._links, update=not first)
-                text = await self._with_checkpoint(text)
-                await self._messenger.reply_in_thread(channel, case.card, text)
-        if first or (result is not None and not result.pending_verification):
+        if channel is None:
+            raise RemediationError(
+                f"request {request.id}: the incident channel is not known yet; reported later"
+            )
+        case = await self._publish(case.id, channel, urgent=True)
+        if case.card is None:
+            raise RemediationError(f"request {request.id}: case {case.id} has no card yet; reported later")
+        if ran:
+            text = render_result_reply(case, request, links=self._links, update=not first)
+            text = await self._with_checkpoint(text)
+        else:
+            text = render_request_note(case, request, now=self._clock())
+        if prefix:
+            text = f"{prefix}\n\n{text}"
+        await self._messenger.reply_in_thread(channel, case.card, text)
+        fault_point("report.sent")
+        if ran and (first or (result is not None and not result.pending_verification)):
             await self._write_back(case, request)
-
-    async def _claim_report(self, request: ActionRequest) -> bool:
-        """Mark this attempt's result as reported (compare-and-swap): the thread gets it once."""
-        won: list[bool] = []
-
-        def mark(latest: ActionRequest) -> ActionRequest | None:
-            won.clear()
-            if latest.reported_attempt >= request.attempt:
-                return None
-            won.append(True)
-            return latest.model_copy(update={"reported_attempt": request.attempt})
-
-        await self._store.update_request(request.id, mark)
-        return bool(won)
 
     async def _write_back(self, case: Case, request: ActionRequest) -> None:
         """Comment on each alert of the case, and set its status when configured to."""
         comment = render_alert_comment(case, request)
         for alert in case.alerts:
+            if alert.source in (AlertSource.MANUAL, AlertSource.PUSHED):
+                continue  # opened from chat or pushed in the minimal form: not an alert in Graph
             try:
                 await self._graph.add_alert_comment(alert.id, comment)
                 if self._alert_status and request.result is not None and request.result.succeeded:
@@ -919,20 +1241,27 @@ class RemediationService:
                 # The action itself stands; a missing comment is worth a log line, not a failure.
                 log.warning("case %s: could not comment on alert %s: %s", case.id, alert.id, exc.message)
 
-    async def _fail_unstarted(self, request: ActionRequest, reason: str) -> None:
+    async def _fail_unstarted(self, case: Case, request: ActionRequest, reason: str) -> None:
+        """Close an approved request that may not run any more, and say why in the thread."""
+        aborted = await self.transition(request.id, Abort(reason))
+        if not aborted.won:
+            return
+        log.info("request %s not started: %s", request.id, reason)
+        await self._audit("request.refused", case=case, request=aborted.request, reason=reason)
         # Closing it frees the case for a new request (one active request per case).
-        def abort(latest: ActionRequest) -> ActionRequest | None:
-            outcome = decide(latest, Abort(reason), self._policy, self._clock())
-            return None if isinstance(outcome, Refused) else outcome
-
-        await self._store.update_request(request.id, abort)
-        await self._store.update_case(request.case_id, lambda c: c.revised())
+        await self._store.update_case(case.id, lambda c: c.revised())
+        await self._report(aborted.request)
 
     # -- time passing -------------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Expire overdue requests, remind approvers of waiting ones, re-verify pending results;
-        try again to resolve cases still waiting for their person's Entra object id."""
+        """Expire overdue requests, remind approvers of waiting ones, re-verify pending results,
+        send cards left behind by a replica that died, and try again to resolve cases still
+        waiting for their person's Entra object id.
+
+        Every replica sweeps; each note is decided inside the compare-and-swap that records it,
+        so two sweeping replicas write one audit event and one thread note between them.
+        """
         try:
             await self.settle_unresolved()
         except RemediationError as exc:
@@ -954,6 +1283,10 @@ class RemediationService:
                     request,
                     self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, {"requestId": request.id}),
                 )
+        # Cards a dead replica left unsent (recorded alerts, a lapsed posting lease): publishing
+        # is otherwise driven by new alerts and clicks, which may never come for that case.
+        if await self._store.get_channel() is not None:
+            await self.publish_cards()
 
     async def _sweep_one(self, request: ActionRequest, work: Coroutine[Any, Any, Any]) -> None:
         try:
@@ -981,17 +1314,17 @@ class RemediationService:
                 return None
             return latest.model_copy(update={"result": rechecked})
 
-        request = await self._store.update_request(request_id, refine)
-        if request.result != rechecked:
-            return
+        _, refined = await self._store.swap_request(request_id, refine)
+        if refined is None:
+            return  # another replica re-checked it first and told the thread
         await self._audit(
             "action.verified" if rechecked.verified else "action.verification_failed",
             case=case,
-            request=request,
+            request=refined,
             summary=rechecked.summary,
             verified_state=rechecked.verified_state,
         )
-        await self._after_result(case.id, request, first=False)
+        await self._after_result(case.id, refined, first=False)
 
     def _needs_reminder(self, request: ActionRequest, now: datetime) -> bool:
         wait = self._policy.reminder_after
@@ -1003,18 +1336,10 @@ class RemediationService:
         )
 
     async def _expire(self, request_id: str) -> None:
-        def expire(latest: ActionRequest) -> ActionRequest | None:
-            outcome = decide(latest, Expire(), self._policy, self._clock())
-            return None if isinstance(outcome, Refused) else outcome
-
-        before = await self._store.get_request(request_id)
-        request = await self._store.update_request(request_id, expire)
-        if (
-            before is None
-            or request.state is not RequestState.EXPIRED
-            or before.state is RequestState.EXPIRED
-        ):
-            return
+        expired = await self.transition(request_id, Expire())
+        if not expired.won:
+            return  # not due, decided otherwise, or another replica expired it and said so
+        request = expired.request
         case = await self._require_case(request.case_id)
         log.info("request %s expired", request.id)
         await self._audit("request.expired", case=case, request=request)
@@ -1022,17 +1347,10 @@ class RemediationService:
         await self._announce(case.id, request.id)
 
     async def _remind(self, request_id: str) -> None:
-        now = self._clock()
-
-        def mark(latest: ActionRequest) -> ActionRequest | None:
-            if not self._needs_reminder(latest, now):
-                return None
-            return latest.model_copy(update={"reminded_at": now})
-
-        before = await self._store.get_request(request_id)
-        request = await self._store.update_request(request_id, mark)
-        if before is None or request.reminded_at is None or before.reminded_at is not None:
-            return
+        reminded = await self.transition(request_id, Remind())
+        if not reminded.won:
+            return  # not due, or another replica reminded the approvers already
+        request = reminded.request
         case = await self._require_case(request.case_id)
         await self._audit("request.reminded", case=case, request=request)
         mentions = await self._directory.named_approvers()

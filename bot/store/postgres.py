@@ -18,7 +18,11 @@ Same rows and rules as :mod:`bot.store.sqlite`, made safe for writers in several
   socket close. It needs a direct connection (or a session-mode pooler), not a transaction-mode
   PgBouncer, which would hand the session to someone else;
 - jobs are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease measured on the database's clock,
-  so replicas with skewed clocks still agree on when a lease ran out.
+  so replicas with skewed clocks still agree on when a lease ran out; a worker renews its lease
+  while it works, so only a dead or stopped worker loses it;
+- starting a request counts the recent destructive starts and claims the request in one
+  transaction under a transaction-scoped advisory lock, so the blast-radius limit holds exactly
+  however many replicas start requests at once.
 
 Documents (cases, requests, audit events, job payloads) are stored as JSON *text*, not ``jsonb``:
 ``jsonb`` refuses the ``\\u0000`` escape that outside alert text may carry, we never query inside
@@ -37,7 +41,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -50,7 +54,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
-from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
+from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState, ResponseAction
 from bot.errors import ConflictError, DuplicateError, StoreError
 from bot.store.base import AlertIntake, Job, Settlement
 from bot.store.merging import OPEN_REQUEST_STATES, cancelled_for_merge, plan_merges
@@ -73,6 +77,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
 V = TypeVar("V", Case, ActionRequest)
 R = TypeVar("R")
+W = TypeVar("W")
 Connection = AsyncConnection[TupleRow]
 
 LEADER_APPLICATION_NAME = "remediation-bot leader election"
@@ -160,6 +165,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
     # versions could leave one person with two open cases (object id and UPN): merge them.
     lambda connection: _merge_duplicate_cases(connection),
+    # 5: replay claims (a signed push is accepted once, by whichever replica claims it first).
+    """
+    CREATE TABLE replay_claims (key text PRIMARY KEY, expires_at timestamptz NOT NULL);
+    CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
+    """,
+    # 6: the blast-radius count reads the action and start time of requests from columns, through
+    # an index on the time window. The backfill reads the JSON text with a pattern, not a json
+    # cast: a document holding a \u0000 escape (outside text) cannot be cast.
+    """
+    ALTER TABLE action_requests ADD COLUMN action text, ADD COLUMN started_at timestamptz;
+    UPDATE action_requests SET
+        action = substring(data from '"action":"([^"]+)"'),
+        started_at = substring(data from '"started_at":"([^"]+)"')::timestamptz;
+    CREATE INDEX action_requests_by_start ON action_requests (started_at) WHERE started_at IS NOT NULL;
+    """,
 )
 
 
@@ -406,6 +426,36 @@ class PostgresStore(MetaRecords):
             (key, value),
         )
 
+    # -- replay claims ----------------------------------------------------------------------
+
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``: ``True`` for the first caller in any process only.
+
+        The primary key decides: a concurrent insert of the same key waits for the first one's
+        transaction and then does nothing. Claims that expired before ``now`` are pruned in the
+        same transaction, a batch at a time, skipping rows another pruner holds.
+        """
+
+        async def work(connection: Connection) -> bool:
+            await connection.execute(
+                "DELETE FROM replay_claims WHERE key IN (SELECT key FROM replay_claims "
+                "WHERE expires_at < %s ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED)",
+                (now,),
+            )
+            inserted = await _row(
+                connection,
+                "INSERT INTO replay_claims (key, expires_at) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO NOTHING RETURNING key",
+                (key, expires_at),
+            )
+            return inserted is not None
+
+        return await self._transaction(work, what="claiming a replay record")
+
+    async def release_replay(self, key: str) -> None:
+        """Give a claim up (the work it guarded failed), so the same request may come again."""
+        await self._execute("DELETE FROM replay_claims WHERE key = %s", (key,))
+
     # -- cases ------------------------------------------------------------------------------
 
     async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
@@ -500,6 +550,10 @@ class PostgresStore(MetaRecords):
         """Compare-and-swap update of one case."""
         return await self._update(Case, "cases", case_id, mutate)
 
+    async def swap_case(self, case_id: str, decide: Callable[[Case], Case | W]) -> tuple[Case, Case | W]:
+        """Compare-and-swap of one case that says whether this call's change was written."""
+        return await self._swap(Case, "cases", case_id, decide)
+
     # -- action requests --------------------------------------------------------------------
 
     async def add_request(self, request: ActionRequest) -> ActionRequest:
@@ -509,9 +563,16 @@ class PostgresStore(MetaRecords):
         async def insert(connection: Connection) -> None:
             try:
                 await connection.execute(
-                    "INSERT INTO action_requests (id, case_id, state, data, version) "
-                    "VALUES (%s, %s, %s, %s, 1)",
-                    (stored.id, stored.case_id, stored.state.value, stored.model_dump_json()),
+                    "INSERT INTO action_requests (id, case_id, state, action, started_at, data, version) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, 1)",
+                    (
+                        stored.id,
+                        stored.case_id,
+                        stored.state.value,
+                        stored.action.value,
+                        stored.started_at,
+                        stored.model_dump_json(),
+                    ),
                 )
             except errors.UniqueViolation as exc:
                 if exc.diag.constraint_name == _ACTIVE_REQUEST_INDEX:
@@ -550,6 +611,79 @@ class PostgresStore(MetaRecords):
         :class:`DuplicateError` when the new state would make a second active request on its case.
         """
         return await self._update(ActionRequest, "action_requests", request_id, mutate)
+
+    async def swap_request(
+        self, request_id: str, decide: Callable[[ActionRequest], ActionRequest | W]
+    ) -> tuple[ActionRequest, ActionRequest | W]:
+        """Compare-and-swap of one action request that says whether this call's change was written."""
+        return await self._swap(ActionRequest, "action_requests", request_id, decide)
+
+    async def start_request(
+        self,
+        request_id: str,
+        decide: Callable[[ActionRequest, int], ActionRequest | W],
+        *,
+        counted: Collection[ResponseAction],
+        since: datetime,
+    ) -> tuple[ActionRequest, ActionRequest | W]:
+        """Count recent starts and claim the request in one transaction.
+
+        A transaction-scoped advisory lock makes every starter (in every process) take turns
+        from the count to the commit: the next one counts the start this one wrote. The row is
+        also locked, so a compare-and-swap writer in between waits and then retries.
+        """
+        lock = self._lock_key("blast-radius")
+        actions = sorted(action.value for action in counted)
+
+        async def work(connection: Connection) -> tuple[ActionRequest, ActionRequest | W]:
+            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            row = await _row(
+                connection,
+                "SELECT data, version FROM action_requests WHERE id = %s FOR UPDATE",
+                (request_id,),
+            )
+            if row is None:
+                raise StoreError(f"no action_requests row {request_id!r}")
+            current = _decode(ActionRequest, row)
+            count = await _value(
+                connection,
+                "SELECT count(*) FROM action_requests "
+                "WHERE started_at >= %s AND action = ANY(%s) AND id <> %s",
+                (since, actions, request_id),
+            )
+            outcome = decide(current, int(count or 0))
+            if not isinstance(outcome, ActionRequest):
+                return current, outcome
+            stored = outcome.model_copy(update={"version": current.version + 1})
+            await self._write_request(connection, stored, current.version)
+            return stored, stored
+
+        return await self._transaction(work, what=f"starting action request {request_id!r}")
+
+    async def _write_request(self, connection: Connection, stored: ActionRequest, expected: int) -> None:
+        """Write ``stored`` over version ``expected`` (locked by the caller), columns included."""
+        try:
+            written = await _row(
+                connection,
+                "UPDATE action_requests SET data = %s, version = %s, state = %s, started_at = %s "
+                "WHERE id = %s AND version = %s RETURNING id",
+                (
+                    stored.model_dump_json(),
+                    stored.version,
+                    stored.state.value,
+                    stored.started_at,
+                    stored.id,
+                    expected,
+                ),
+            )
+        except errors.UniqueViolation as exc:
+            raise DuplicateError(
+                f"action_requests row {stored.id!r}: its case already has an active request"
+                if exc.diag.constraint_name == _ACTIVE_REQUEST_INDEX
+                else f"action_requests row {stored.id!r}: {exc.diag.message_primary}"
+            ) from exc
+        if written is None:
+            raise _Collision
 
     # -- audit trail (append-only: nothing here updates or deletes a row) --------------------
 
@@ -758,6 +892,16 @@ class PostgresStore(MetaRecords):
             attempts=int(row[3]),
         )
 
+    async def renew_job(self, key: str, worker: str, lease: timedelta) -> bool:
+        """Extend ``worker``'s claim to ``lease`` from now (the database's clock); ``False`` when lost."""
+        check_lease(lease.total_seconds())
+        renewed = await self._fetchone(
+            "UPDATE jobs SET lease_until = now() + %s "
+            "WHERE key = %s AND worker = %s AND finished_at IS NULL RETURNING key",
+            (lease, key, worker),
+        )
+        return renewed is not None
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark a job done. Finishing a finished job again changes nothing.
 
@@ -783,29 +927,36 @@ class PostgresStore(MetaRecords):
         return None if row is None else _decode(model, row)
 
     async def _update(self, model: type[V], table: str, key: str, mutate: Callable[[V], V | None]) -> V:
-        # action_requests also keeps the state in a column, for the one-active-request rule.
-        state_column = ", state = %s" if table == "action_requests" else ""
+        stored, _ = await self._swap(model, table, key, mutate)
+        return stored
+
+    async def _swap(
+        self, model: type[V], table: str, key: str, decide: Callable[[V], V | W]
+    ) -> tuple[V, V | W]:
+        # action_requests also keeps the state and start time in columns: the one-active-request
+        # rule and the blast-radius count read them.
+        extra = ", state = %s, started_at = %s" if table == "action_requests" else ""
         sql = (
-            f"UPDATE {table} SET data = %s, version = version + 1{state_column} "
+            f"UPDATE {table} SET data = %s, version = version + 1{extra} "
             "WHERE id = %s AND version = %s RETURNING id"
         )
         for attempt in range(_MAX_CAS_ATTEMPTS):
             current = await self._get(model, table, key)
             if current is None:
                 raise StoreError(f"no {table} row {key!r}")
-            changed = mutate(current)
-            if changed is None:
-                return current
+            outcome = decide(current)
+            if not isinstance(outcome, model):
+                return current, outcome
             if (
                 isinstance(current, Case)
-                and isinstance(changed, Case)
-                and current.identity.key != changed.identity.key
+                and isinstance(outcome, Case)
+                and current.identity.key != outcome.identity.key
             ):
                 raise StoreError(f"case {key}: whom a case is about changes only by re-keying it")
-            stored = changed.model_copy(update={"version": current.version + 1})
+            stored = outcome.model_copy(update={"version": current.version + 1})
             params: tuple[Any, ...] = (stored.model_dump_json(),)
             if isinstance(stored, ActionRequest):
-                params += (stored.state.value,)
+                params += (stored.state.value, stored.started_at)
             params += (key, current.version)
 
             async def write(connection: Connection, params: tuple[Any, ...] = params) -> bool:
@@ -819,7 +970,7 @@ class PostgresStore(MetaRecords):
                     ) from exc
 
             if await self._query(write):
-                return stored
+                return stored, stored
             await _backoff(attempt)
         raise ConflictError(f"{table} row {key!r} kept changing under concurrent writers")
 

@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -22,7 +22,7 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel
 
 from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
-from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
+from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState, ResponseAction
 from bot.errors import ConflictError, DuplicateError, RemediationError, StoreError
 from bot.store.base import AlertIntake, Job, Settlement
 from bot.store.merging import OPEN_REQUEST_STATES, cancelled_for_merge, plan_merges
@@ -41,6 +41,7 @@ from bot.store.rows import (
 
 T = TypeVar("T", bound=BaseModel)
 V = TypeVar("V", Case, ActionRequest)
+W = TypeVar("W")
 
 _MAX_CAS_ATTEMPTS = 20
 
@@ -105,6 +106,23 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
     # versions could leave one person with two open cases (object id and UPN): merge them.
     lambda db: _merge_duplicate_cases(db),
+    # 5: replay claims (a signed push is accepted once). Times as in 3.
+    """
+    CREATE TABLE replay_claims (key TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
+    CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
+    """,
+    # 6: the blast-radius count reads the action and start time of requests from columns, through
+    # an index on the time window. Start times are fixed-width UTC text (see _utc_text), so text
+    # order is time order; the backfill gives the same form (to the millisecond).
+    """
+    ALTER TABLE action_requests ADD COLUMN action TEXT;
+    ALTER TABLE action_requests ADD COLUMN started_at TEXT;
+    UPDATE action_requests SET
+        action = json_extract(data, '$.action'),
+        started_at = CASE WHEN json_extract(data, '$.started_at') IS NULL THEN NULL
+            ELSE strftime('%Y-%m-%dT%H:%M:%f', json_extract(data, '$.started_at')) || '000+00:00' END;
+    CREATE INDEX action_requests_by_start ON action_requests (started_at) WHERE started_at IS NOT NULL;
+    """,
 )
 
 
@@ -248,6 +266,30 @@ class SqliteStore(MetaRecords):
             )
         )
 
+    # -- replay claims ----------------------------------------------------------------------
+
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``: ``True`` for the first caller only.
+
+        One ``BEGIN IMMEDIATE`` turn: claims that expired before ``now`` are pruned, then the
+        insert either lands or meets the live claim of an earlier caller.
+        """
+
+        def work(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM replay_claims WHERE expires_at < ?", (_utc_text(now),))
+            inserted = db.execute(
+                "INSERT INTO replay_claims (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, _utc_text(expires_at)),
+            ).rowcount
+            return bool(inserted == 1)
+
+        claimed: bool = await self._run(work)
+        return claimed
+
+    async def release_replay(self, key: str) -> None:
+        """Give a claim up (the work it guarded failed), so the same request may come again."""
+        await self._run(lambda db: db.execute("DELETE FROM replay_claims WHERE key = ?", (key,)))
+
     # -- cases ------------------------------------------------------------------------------
 
     async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
@@ -311,6 +353,10 @@ class SqliteStore(MetaRecords):
         """Compare-and-swap update of one case."""
         return await self._update(Case, "cases", case_id, mutate)
 
+    async def swap_case(self, case_id: str, decide: Callable[[Case], Case | W]) -> tuple[Case, Case | W]:
+        """Compare-and-swap of one case that says whether this call's change was written."""
+        return await self._swap(Case, "cases", case_id, decide)
+
     # -- action requests --------------------------------------------------------------------
 
     async def add_request(self, request: ActionRequest) -> ActionRequest:
@@ -320,8 +366,16 @@ class SqliteStore(MetaRecords):
         def insert(db: sqlite3.Connection) -> None:
             try:
                 db.execute(
-                    "INSERT INTO action_requests (id, case_id, state, data, version) VALUES (?, ?, ?, ?, 1)",
-                    (stored.id, stored.case_id, stored.state.value, stored.model_dump_json()),
+                    "INSERT INTO action_requests (id, case_id, state, action, started_at, data, version) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 1)",
+                    (
+                        stored.id,
+                        stored.case_id,
+                        stored.state.value,
+                        stored.action.value,
+                        _utc_or_none(stored.started_at),
+                        stored.model_dump_json(),
+                    ),
                 )
             except sqlite3.IntegrityError as exc:
                 raise DuplicateError(f"case {stored.case_id} already has an active request") from exc
@@ -359,6 +413,64 @@ class SqliteStore(MetaRecords):
     ) -> ActionRequest:
         """Compare-and-swap update of one action request."""
         return await self._update(ActionRequest, "action_requests", request_id, mutate)
+
+    async def swap_request(
+        self, request_id: str, decide: Callable[[ActionRequest], ActionRequest | W]
+    ) -> tuple[ActionRequest, ActionRequest | W]:
+        """Compare-and-swap of one action request that says whether this call's change was written."""
+        return await self._swap(ActionRequest, "action_requests", request_id, decide)
+
+    async def start_request(
+        self,
+        request_id: str,
+        decide: Callable[[ActionRequest, int], ActionRequest | W],
+        *,
+        counted: Collection[ResponseAction],
+        since: datetime,
+    ) -> tuple[ActionRequest, ActionRequest | W]:
+        """Count recent starts and claim the request in one ``BEGIN IMMEDIATE`` transaction.
+
+        The write lock is taken before the count, so starters (in this process or another on
+        the file) take turns from the count to the commit.
+        """
+        actions = sorted(action.value for action in counted)
+        marks = ", ".join("?" for _ in actions) or "NULL"
+
+        def work(db: sqlite3.Connection) -> tuple[ActionRequest, ActionRequest | W]:
+            row = db.execute(
+                "SELECT data, version FROM action_requests WHERE id = ?", (request_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no action_requests row {request_id!r}")
+            current = _decode(ActionRequest, row)
+            count = db.execute(
+                "SELECT count(*) FROM action_requests "
+                f"WHERE started_at >= ? AND action IN ({marks}) AND id <> ?",
+                (_utc_text(since), *actions, request_id),
+            ).fetchone()[0]
+            outcome = decide(current, int(count))
+            if not isinstance(outcome, ActionRequest):
+                return current, outcome
+            stored = outcome.model_copy(update={"version": current.version + 1})
+            try:
+                db.execute(
+                    "UPDATE action_requests SET data = ?, version = ?, state = ?, started_at = ? "
+                    "WHERE id = ? AND version = ?",
+                    (
+                        stored.model_dump_json(),
+                        stored.version,
+                        stored.state.value,
+                        _utc_or_none(stored.started_at),
+                        request_id,
+                        current.version,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise DuplicateError(f"action_requests row {request_id!r}: {exc}") from exc
+            return stored, stored
+
+        result: tuple[ActionRequest, ActionRequest | W] = await self._run(work)
+        return result
 
     # -- audit trail (append-only: nothing here updates or deletes a row) --------------------
 
@@ -504,6 +616,20 @@ class SqliteStore(MetaRecords):
         job: Job | None = await self._run(work)
         return job
 
+    async def renew_job(self, key: str, worker: str, lease: timedelta) -> bool:
+        """Extend ``worker``'s claim to ``lease`` from now; ``False`` when it lost the job."""
+        check_lease(lease.total_seconds())
+        until = _utc_text(datetime.now(UTC) + lease)
+        renewed = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE key = ? AND worker = ? AND finished_at IS NULL",
+                    (until, key, worker),
+                ).rowcount
+            )
+        )
+        return bool(renewed)
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark a job done. Finishing a finished job again changes nothing.
 
@@ -531,21 +657,28 @@ class SqliteStore(MetaRecords):
         return None if row is None else _decode(model, row)
 
     async def _update(self, model: type[V], table: str, key: str, mutate: Callable[[V], V | None]) -> V:
-        # action_requests also keeps the state in a column, for the one-active-request rule.
-        state_column = ", state = ?" if table == "action_requests" else ""
-        sql = f"UPDATE {table} SET data = ?, version = version + 1{state_column} WHERE id = ? AND version = ?"
+        stored, _ = await self._swap(model, table, key, mutate)
+        return stored
+
+    async def _swap(
+        self, model: type[V], table: str, key: str, decide: Callable[[V], V | W]
+    ) -> tuple[V, V | W]:
+        # action_requests also keeps the state and start time in columns: the one-active-request
+        # rule and the blast-radius count read them.
+        extra = ", state = ?, started_at = ?" if table == "action_requests" else ""
+        sql = f"UPDATE {table} SET data = ?, version = version + 1{extra} WHERE id = ? AND version = ?"
         for _ in range(_MAX_CAS_ATTEMPTS):
             current = await self._get(model, table, key)
             if current is None:
                 raise StoreError(f"no {table} row {key!r}")
-            changed = mutate(current)
-            if changed is None:
-                return current
-            _check_same_person(current, changed)
-            stored = changed.model_copy(update={"version": current.version + 1})
+            outcome = decide(current)
+            if not isinstance(outcome, model):
+                return current, outcome
+            _check_same_person(current, outcome)
+            stored = outcome.model_copy(update={"version": current.version + 1})
             params: tuple[Any, ...] = (stored.model_dump_json(),)
             if isinstance(stored, ActionRequest):
-                params += (stored.state.value,)
+                params += (stored.state.value, _utc_or_none(stored.started_at))
             params += (key, current.version)
 
             def write(db: sqlite3.Connection, params: tuple[Any, ...] = params) -> int:
@@ -555,13 +688,17 @@ class SqliteStore(MetaRecords):
                     raise DuplicateError(f"{table} row {key!r}: {exc}") from exc
 
             if await self._run(write) == 1:
-                return stored
+                return stored, stored
         raise ConflictError(f"{table} row {key!r} kept changing under concurrent writers")
 
 
 def _utc_text(value: datetime) -> str:
     # Fixed width (microseconds always present), so comparing the text compares the times.
     return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _utc_or_none(value: datetime | None) -> str | None:
+    return None if value is None else _utc_text(value)
 
 
 def _decode(model: type[T], row: Any) -> T:

@@ -16,11 +16,13 @@ from bot.app import POLLER, SERVICE, STORE, create_app
 from bot.config import Settings
 from bot.domain.models import Case
 from bot.intake import AlertPoller
+from bot.sandbox import DEMO_TENANT_ID
 from bot.services import RemediationService
 
 CHANNEL_ID = "19:incident-response@thread.tacv2"
 TEAM_ID = "19:incident-response@thread.tacv2"
-TENANT_ID = "11111111-2222-3333-4444-555555555555"
+# The sandbox tenant's id: the bot accepts activities from its configured tenant only.
+TENANT_ID = DEMO_TENANT_ID
 BOT_ID = "28:remediation-bot"
 
 _ids = itertools.count(1)
