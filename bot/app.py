@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -48,11 +49,14 @@ def create_app(
     graph: GraphClient | None = None,
     clock: Callable[[], datetime] = utc_now,
     poll: bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> web.Application:
     """The bot's aiohttp application.
 
     ``store`` and ``graph`` default to the real ones built from ``settings``; ``poll=False``
     leaves polling to the caller (tests drive :meth:`AlertPoller.poll_once` themselves).
+    ``monotonic`` and ``sleep`` time the coalescing of card updates (tests move them).
     The HTTP client and the store are opened and closed by the app's ``cleanup_ctx``.
     """
     app = web.Application(client_max_size=1024 * 1024)
@@ -102,6 +106,8 @@ def create_app(
                 coalesce_seconds=settings.card_update_coalesce_seconds,
                 job_lease=timedelta(seconds=settings.job_lease_seconds),
                 card_lease=timedelta(seconds=settings.card_lease_seconds),
+                monotonic=monotonic,
+                sleep=sleep,
             )
             poller = AlertPoller(
                 the_graph,

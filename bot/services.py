@@ -176,7 +176,10 @@ class RemediationService:
         job_lease: timedelta = timedelta(minutes=1),
         card_lease: timedelta = timedelta(minutes=1),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``monotonic`` and ``sleep`` time the coalescing of card updates (tests move them)."""
         self._store = store
         self._graph = graph
         self._directory = directory
@@ -190,6 +193,8 @@ class RemediationService:
         self._alert_status = alert_status
         self._risky: tuple[datetime, RiskMap, SignalMap | None] | None = None
         self._coalesce = coalesce_seconds
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._last_update: dict[str, float] = {}
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
@@ -463,7 +468,7 @@ class RemediationService:
             if not case.needs_publishing:
                 return case
             if case.card is not None and not urgent:
-                wait = self._coalesce - (time.monotonic() - self._last_update.get(case_id, -math.inf))
+                wait = self._coalesce - (self._monotonic() - self._last_update.get(case_id, -math.inf))
                 if wait > 0:
                     if case_id not in self._deferred:
                         self._deferred.add(case_id)
@@ -515,7 +520,7 @@ class RemediationService:
                         case_id, self._release_claim(unsent=unsent and case.card is None)
                     )
                     raise
-            self._last_update[case_id] = time.monotonic()
+            self._last_update[case_id] = self._monotonic()
             shown = case.revision
 
             def mark(current: Case) -> Case | None:
@@ -634,7 +639,7 @@ class RemediationService:
                 await task
 
     async def _publish_later(self, case_id: str, channel: ChannelRef, wait: float) -> None:
-        await asyncio.sleep(wait)
+        await self._sleep(wait)
         self._deferred.discard(case_id)
         await self._publish(case_id, channel)
 
