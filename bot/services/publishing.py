@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
-from bot.domain.models import Actor, CardRef, Case, ChannelRef
+from bot.domain.models import Actor, CardRef, Case, CaseStatus, ChannelRef
 from bot.errors import RemediationError, TeamsError, TeamsOutcomeUnknown
 from bot.faults import fault_point
 from bot.metrics import Metrics
@@ -205,10 +205,8 @@ class Publisher:
         if case.needs_publishing and urgent:
             # The case changed while its card was being sent: send the newer state too.
             return await self.publish(case_id, channel, urgent=True)
-        if case.merged_into and not case.needs_publishing and case_id not in self._deferred:
-            # Closed into the person's other case: its card is never sent again.
-            self._last_update.pop(case_id, None)
-            self._escalations.pop(case_id, None)
+        if (case.merged_into or case.status is CaseStatus.CONTAINED) and not case.needs_publishing:
+            self._forget(case_id)
         return case
 
     async def announce(self, case_id: str, request_id: str, mentions: Sequence[Actor] = ()) -> None:
@@ -246,6 +244,13 @@ class Publisher:
         await asyncio.sleep(wait)
         self._deferred.discard(case_id)
         await self.publish(case_id, channel)
+
+    def _forget(self, case_id: str) -> None:
+        """Drop what is kept about a closed case (contained, or merged into the person's other
+        case) whose card is up to date; an update it is still waiting for keeps it."""
+        if case_id not in self._deferred:
+            self._last_update.pop(case_id, None)
+            self._escalations.pop(case_id, None)
 
     def _forget_idle(self) -> None:
         """Drop update times older than the coalescing window: they delay nothing any more."""
