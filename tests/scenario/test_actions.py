@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from bot.app import STORE
 from bot.config import Settings
+from bot.domain.models import CaseStatus
 from bot.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.scenario.test_approvals import Channel, card_text, verbs
@@ -371,3 +373,23 @@ async def test_success_is_never_reported_without_a_read_back(channel: Channel, t
 def _store_bytes(folder: Path) -> str:
     """The SQLite database and its WAL, as text to search."""
     return b"".join(p.read_bytes() for p in sorted(folder.glob("bot.db*"))).decode("latin-1")
+
+
+async def test_closed_cases_leave_nothing_behind_in_memory(channel: Channel, tenant: SandboxTenant) -> None:
+    """What the bot keeps in memory per case (card locks, last update times, deferred updates,
+    queued escalation notes) is dropped once the case is closed: it does not grow with every
+    case the bot has ever seen."""
+    names = ("Adele Vance", "Lee Gu", "Megan Bowen")
+    for name in names:
+        await act(channel, name, "disableAccount")
+    await channel.bot.service.drain()
+    closed = {c.id for c in await channel.bot.app[STORE].list_cases() if c.status is CaseStatus.CONTAINED}
+    assert len(closed) == len(names)
+    publisher = channel.bot.service.publisher
+    kept = {
+        "locks": set(publisher._case_locks),
+        "last updates": set(publisher._last_update),
+        "deferred": set(publisher._deferred),
+        "escalations": set(publisher._escalations),
+    }
+    assert {what: ids & closed for what, ids in kept.items()} == {what: set() for what in kept}
