@@ -2,7 +2,7 @@
 responder types a command.
 
 The service holds no transport details: Teams is behind :class:`Messenger`, Graph behind
-:class:`bot.graph.GraphClient` and :class:`bot.directory.Directory`, state behind
+:class:`bot.graph.GraphClient` and :class:`bot.tenant.directory.Directory`, state behind
 :class:`bot.store.base.Store`. Every decision about a request is made by the pure functions in
 :mod:`bot.domain.approval`; every decision, refusal and result lands in the audit trail.
 """
@@ -21,8 +21,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from bot.actions import Executor
-from bot.directory import Directory
 from bot.domain.approval import (
     Abort,
     Approve,
@@ -66,10 +64,12 @@ from bot.errors import (
 )
 from bot.faults import fault_point
 from bot.graph import GraphClient
-from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
-from bot.metrics import Metrics
-from bot.resolver import IdentityResolver, Outcome
 from bot.store.base import AlertIntake, Job, Settlement, Store
+from bot.tenant.actions import Executor
+from bot.tenant.directory import Directory
+from bot.tenant.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
+from bot.tenant.resolver import IdentityResolver, Outcome
+from bot.web.metrics import Metrics
 from cards.audit import with_audit_checkpoint
 from cards.case import DEFAULT_LINKS, REASON_INPUT_ID, PortalLinks, Viewer, render_case
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
@@ -156,7 +156,7 @@ _VERB_AUDIT = {
 
 
 class RemediationService:
-    """The bot's behaviour, wired to its ports by :func:`bot.app.create_app`."""
+    """The bot's behaviour, wired to its ports by :func:`bot.web.app.create_app`."""
 
     def __init__(
         self,
@@ -332,7 +332,7 @@ class RemediationService:
         """Record alerts into cases (one per person) and bring every card up to date.
 
         Every alert's target is first resolved to its Entra object id (see
-        :class:`bot.resolver.IdentityResolver`), so a person named by object id in one alert and
+        :class:`bot.tenant.resolver.IdentityResolver`), so a person named by object id in one alert and
         by UPN (in any letter case) in another has one case. A name that cannot be resolved yet
         opens a case that offers no action until :meth:`settle_unresolved` resolves it.
 

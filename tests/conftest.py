@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.config import Settings, load_settings
+from bot.config.settings import Settings, load_settings
 from bot.sandbox import SandboxTenant
 from tests.support.connector import RecordingConnector
 from tests.support.harness import CHANNEL_ID, BotHarness

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from bot.config import ENV_NAMES, Settings, load_settings
+from bot.config.settings import ENV_NAMES, Settings, load_settings
 from bot.domain.models import ChannelRef
 from bot.sandbox import SandboxTenant
 from bot.store.sqlite import SqliteStore

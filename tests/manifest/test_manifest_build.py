@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 
-from bot.cli import main
+from bot.cli.main import main
 from bot.manifest import (
     COLOR_ICON_SIZE,
     OUTLINE_ICON_SIZE,

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.directory import UNCHECKED_REASON, Directory
+from bot.config.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy
 from bot.domain.models import Actor, IdentityRef
 from bot.domain.policy import ActorRoles, Policy, Principals, TargetFacts
 from bot.graph import GraphClient
-from bot.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy
 from bot.sandbox import DEMO_POLICY, SandboxTenant
+from bot.tenant.directory import UNCHECKED_REASON, Directory
 from tests.graph.helpers import graph_calls
 
 from .conftest import Clock
@@ -125,7 +125,7 @@ async def test_a_graph_failure_fails_closed(
     directory = make_directory(demo_policy)
     tenant.inject_fault("POST", r"/checkMemberGroups$", status=status, times=8)
 
-    with caplog.at_level(logging.INFO, logger="bot.directory"):
+    with caplog.at_level(logging.INFO, logger="bot.tenant.directory"):
         first = await directory.roles_of(ALEX)
         second = await directory.roles_of(MEGAN_ADMIN)
         tenant.clear_faults()

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from bot.config import load_settings
+from bot.config.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy, policy_from_settings
+from bot.config.settings import load_settings
 from bot.domain.models import ResponseAction
 from bot.domain.policy import Principals
 from bot.errors import ConfigError
-from bot.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy, policy_from_settings
 from bot.sandbox import DEMO_POLICY
 
 ROOT = Path(__file__).resolve().parents[2]

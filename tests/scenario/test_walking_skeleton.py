@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.sandbox import SandboxTenant
 from tests.conftest import OUTSIDER, RESPONDER, Clock
 from tests.support.connector import RecordingConnector
