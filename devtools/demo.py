@@ -24,8 +24,8 @@ import yaml
 from aiohttp import web
 
 from bot.config.settings import load_settings
-from bot.sandbox import DEMO_TENANT_ID, SandboxTenant
 from bot.web.app import create_app
+from devtools.sandbox import DEMO_TENANT_ID, SandboxTenant
 
 log = logging.getLogger(__name__)
 

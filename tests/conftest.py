@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bot.config.settings import Settings, load_settings
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.connector import RecordingConnector
 from tests.support.harness import CHANNEL_ID, BotHarness
 

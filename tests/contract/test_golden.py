@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cards.samples import card_json, catalogue
+from devtools.samples import card_json, catalogue
 from tests.support.cardcheck import check_card
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

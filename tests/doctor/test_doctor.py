@@ -24,8 +24,8 @@ from bot.cli.main import main
 from bot.config.settings import Settings
 from bot.domain.models import ChannelRef
 from bot.graph.permissions import OPERATIONS, USER_PROPERTY_PERMISSIONS
-from bot.sandbox import SandboxTenant
 from bot.store.sqlite import SqliteStore
+from devtools.sandbox import SandboxTenant
 
 from .conftest import ALEX, CHANNEL_ID, SOC_RESPONDERS, store_channel
 

@@ -20,7 +20,7 @@ import pytest
 from jsonschema import Draft4Validator
 
 from bot.cli.main import main
-from bot.manifest import (
+from devtools.manifest import (
     COLOR_ICON_SIZE,
     OUTLINE_ICON_SIZE,
     ManifestOptions,

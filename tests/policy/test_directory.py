@@ -11,15 +11,15 @@ from bot.config.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_polic
 from bot.domain.models import Actor, IdentityRef
 from bot.domain.policy import ActorRoles, Policy, Principals, TargetFacts
 from bot.graph import GraphClient
-from bot.sandbox import DEMO_POLICY, SandboxTenant
 from bot.tenant.directory import UNCHECKED_REASON, Directory
+from devtools.sandbox import DEMO_POLICY, SandboxTenant
 from tests.graph.helpers import graph_calls
 
 from .conftest import Clock
 
 MakeDirectory = Callable[[Policy], Directory]
 
-# People and groups of the demo tenant (bot/sandbox/scenarios/demo.yaml).
+# People and groups of the demo tenant (devtools/sandbox/scenarios/demo.yaml).
 ALEX = "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a51"  # SOC Responders and SOC Approvers
 MEGAN_ADMIN = "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a52"  # SOC Approvers
 ISAIAH = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a06"  # SOC Tier 2, nested in SOC Responders

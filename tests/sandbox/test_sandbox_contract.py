@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.sandbox import SUBSET_PATH, SUBSET_SHA256, SandboxTenant, load_contract
-from bot.sandbox.contract import Contract, merge_extension
+from devtools.sandbox import SUBSET_PATH, SUBSET_SHA256, SandboxTenant, load_contract
+from devtools.sandbox.contract import Contract, merge_extension
 
 SHARED_SUBSET = Path("/work/shared/reference/graph/graph-v1.0-subset.yaml")
 ADELE = "adele.vance@contoso.com"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bot.config.settings import Settings
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.scenario.test_approvals import Channel, card_text, verbs
 from tests.support.connector import RecordingConnector

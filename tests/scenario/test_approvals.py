@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.config.settings import Settings
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.conftest import (
     OUTSIDER,
     REQUESTER_ONLY,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.config.settings import Settings
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.conftest import OUTSIDER, RESPONDER, Clock
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity

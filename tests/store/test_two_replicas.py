@@ -19,8 +19,8 @@ import pytest
 
 from bot.config.settings import Settings
 from bot.domain.models import RequestState
-from bot.sandbox import SandboxTenant
 from bot.web.app import STORE, utc_now
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity

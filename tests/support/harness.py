@@ -12,10 +12,10 @@ from aiohttp import web
 
 from bot.config.settings import Settings
 from bot.domain.models import Case
-from bot.sandbox import DEMO_TENANT_ID
 from bot.services import RemediationService
 from bot.tenant.intake import AlertPoller
 from bot.web.app import POLLER, SERVICE, STORE, create_app
+from devtools.sandbox import DEMO_TENANT_ID
 
 CHANNEL_ID = "19:incident-response@thread.tacv2"
 TEAM_ID = "19:incident-response@thread.tacv2"
