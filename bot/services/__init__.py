@@ -2,7 +2,7 @@
 responder types a command.
 
 The use cases hold no transport details: Teams is behind :class:`Messenger`, Graph behind
-:class:`bot.graph.GraphClient` and :class:`bot.directory.Directory`, state behind
+:class:`bot.graph.GraphClient` and :class:`bot.tenant.directory.Directory`, state behind
 :class:`bot.store.base.Store`. Every decision about a request is made by the pure functions in
 :mod:`bot.domain.approval`; every decision, refusal and result lands in the audit trail.
 

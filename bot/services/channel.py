@@ -11,9 +11,9 @@ import logging
 
 from bot.domain.models import Actor, ChannelRef
 from bot.errors import RemediationError
-from bot.metrics import Metrics
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
+from bot.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, 
 from bot.domain.models import ActionRequest, Actor, Case, RequestState, ResponseAction
 from bot.domain.plans import blocked, offered_actions, plan
 from bot.errors import DuplicateError
-from bot.metrics import Metrics
 from bot.services.audit_log import AuditLog
 from bot.services.execution import EXECUTE_JOB, Execution
 from bot.services.ports import CardAnswer, Ports, ServiceSettings
@@ -25,6 +24,7 @@ from bot.services.publishing import Publisher
 from bot.services.tasks import TaskSupervisor
 from bot.services.transitions import Transitions
 from bot.services.views import CaseViews
+from bot.web.metrics import Metrics
 from cards.case import REASON_INPUT_ID
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from bot.directory import Directory
 from bot.domain.models import Case
 from bot.graph import GraphClient
-from bot.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
 from bot.store.base import Store
+from bot.tenant.directory import Directory
+from bot.tenant.identities import RiskMap, SignalMap, resolve_identity, risk_signal_map, risky_user_map
 
 RISKY_SNAPSHOT_TTL = timedelta(minutes=1)
 RISK_SIGNAL_LOOKBACK = timedelta(days=7)

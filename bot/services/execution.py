@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from bot.actions import Executor
 from bot.domain.approval import Abort, Finish, Refused, Start, may_run
 from bot.domain.models import ActionRequest, ActionResult, Case, RequestState
 from bot.domain.plans import plan
 from bot.errors import ConflictError
 from bot.faults import fault_point
-from bot.metrics import Metrics
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
 from bot.services.reporting import Reporter
@@ -26,6 +24,8 @@ from bot.services.tasks import renewing
 from bot.services.transitions import Transitions
 from bot.services.views import CaseViews
 from bot.store.base import Job
+from bot.tenant.actions import Executor
+from bot.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

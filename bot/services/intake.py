@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from bot.domain.models import Actor, Alert, AlertSource, IdentityRef, Severity
 from bot.errors import RemediationError
-from bot.metrics import Metrics
-from bot.resolver import IdentityResolver, Outcome
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports
 from bot.services.publishing import Publisher
 from bot.store.base import AlertIntake, Settlement
+from bot.tenant.resolver import IdentityResolver, Outcome
+from bot.web.metrics import Metrics
 from cards.replies import escalation_note
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Intake:
         """Record alerts into cases (one per person) and bring every card up to date.
 
         Every alert's target is first resolved to its Entra object id (see
-        :class:`bot.resolver.IdentityResolver`), so a person named by object id in one alert and
+        :class:`bot.tenant.resolver.IdentityResolver`), so a person named by object id in one alert and
         by UPN (in any letter case) in another has one case. A name that cannot be resolved yet
         opens a case that offers no action until :meth:`settle_unresolved` resolves it.
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.directory import Directory
 from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.domain.policy import Policy
 from bot.graph import GraphClient
 from bot.store.base import Store
+from bot.tenant.directory import Directory
 from cards.case import DEFAULT_LINKS, PortalLinks
 
 
@@ -45,7 +45,7 @@ def _new_id() -> str:
 
 @dataclass(frozen=True)
 class Ports:
-    """The outside parts every use case is wired to (by :func:`bot.app.create_app`)."""
+    """The outside parts every use case is wired to (by :func:`bot.web.app.create_app`)."""
 
     store: Store
     graph: GraphClient

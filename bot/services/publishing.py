@@ -24,12 +24,12 @@ from typing import Any
 from bot.domain.models import Actor, CardRef, Case, CaseStatus, ChannelRef
 from bot.errors import RemediationError, TeamsError, TeamsOutcomeUnknown
 from bot.faults import fault_point
-from bot.metrics import Metrics
 from bot.services.card_lease import CardLease
 from bot.services.enrichment import Enricher
 from bot.services.ports import Ports, ServiceSettings
 from bot.services.tasks import TaskSupervisor, renewing
 from bot.services.views import CaseViews
+from bot.web.metrics import Metrics
 from cards.replies import render_request_note
 
 log = logging.getLogger(__name__)

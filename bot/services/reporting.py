@@ -13,11 +13,11 @@ from typing import Any
 from bot.domain.models import ActionRequest, AlertSource, Case, CaseStatus, RequestState, ResponseAction
 from bot.errors import RemediationError
 from bot.faults import fault_point
-from bot.identities import resolve_identity
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
 from bot.services.publishing import Publisher
 from bot.services.views import CaseViews
+from bot.tenant.identities import resolve_identity
 from cards.replies import render_alert_comment, render_request_note, render_result_reply
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,9 @@ import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
-from bot.actions import Executor
 from bot.domain.approval import Event
 from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef
 from bot.domain.policy import ActorRoles
-from bot.metrics import Metrics
-from bot.resolver import IdentityResolver
 from bot.services.audit_log import AuditLog
 from bot.services.channel import IncidentChannel
 from bot.services.clicks import Clicks
@@ -31,10 +28,13 @@ from bot.services.sweeper import Sweeper
 from bot.services.tasks import TaskSupervisor
 from bot.services.transitions import Transition, Transitions
 from bot.services.views import CaseViews
+from bot.tenant.actions import Executor
+from bot.tenant.resolver import IdentityResolver
+from bot.web.metrics import Metrics
 
 
 class RemediationService:
-    """The bot's behaviour, wired to its ports by :func:`bot.app.create_app`."""
+    """The bot's behaviour, wired to its ports by :func:`bot.web.app.create_app`."""
 
     def __init__(self, ports: Ports, settings: ServiceSettings) -> None:
         replica = uuid.uuid4().hex[:8]

@@ -13,7 +13,6 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
-from bot.actions import Executor
 from bot.domain.approval import Expire, Refused, Remind
 from bot.domain.models import ActionRequest, RequestState
 from bot.domain.plans import plan
@@ -26,6 +25,7 @@ from bot.services.publishing import Publisher
 from bot.services.reporting import Reporter
 from bot.services.transitions import Transitions
 from bot.services.views import OPEN_STATES, CaseViews
+from bot.tenant.actions import Executor
 
 log = logging.getLogger(__name__)
 

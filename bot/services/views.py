@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.directory import Directory
 from bot.domain.models import ActionRequest, Actor, Case, RequestState
 from bot.errors import StoreError
 from bot.store.base import Store
+from bot.tenant.directory import Directory
 from cards.case import PortalLinks, Viewer, render_case
 
 OPEN_STATES = (RequestState.PENDING, RequestState.APPROVED)

@@ -19,11 +19,11 @@ from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFramewo
 from botbuilder.schema import Activity
 from botframework.connector.auth import AuthenticationConstants
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.errors import RemediationError
-from bot.jsonguard import UnsafeJson, load_json, read_at_most
 from bot.teams.handler import REFUSAL_KEY, Refusal
 from bot.teams.shape import CARD_ACTION_INVOKE, activity_problem
+from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
 
 log = logging.getLogger(__name__)
 

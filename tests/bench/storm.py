@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bot.sandbox import SandboxTenant
+from bot.web.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from devtools.sandbox import SandboxTenant
 from tests.support.connector import RecordingConnector
 from tests.support.harness import install_activity
 from tests.support.replica import Replica, free_port, replica_env

@@ -54,11 +54,11 @@ import yaml
 from psycopg import sql
 
 from bot.domain.models import Case, RequestState
-from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bot.sandbox import SandboxTenant
 from bot.services import LATE_NOTE, REPOSTED_NOTE, RESENT_MARKER
 from bot.store import open_store
 from bot.store.base import Store
+from bot.web.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from devtools.sandbox import SandboxTenant
 from tests.support.connector import ConnectorCall, RecordingConnector
 from tests.support.harness import card_action, install_activity, invoke_activity
 from tests.support.replica import Replica, free_port, replica_env

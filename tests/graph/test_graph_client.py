@@ -17,7 +17,7 @@ from bot.errors import (
     GraphUnavailable,
 )
 from bot.graph import GraphClient, TokenProvider, build_http_client, odata_string
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 
 from .helpers import RecordingSleep, graph_calls
 

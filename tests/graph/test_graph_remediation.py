@@ -23,7 +23,7 @@ from bot.graph import (
     find_account,
     invoke_action_correlation_id,
 )
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.timing import until
 
 from .helpers import RecordingSleep, graph_calls

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.sandbox import SUBSET_PATH, SUBSET_SHA256, SandboxTenant, load_contract
-from bot.sandbox.contract import Contract, merge_extension
+from devtools.sandbox import SUBSET_PATH, SUBSET_SHA256, SandboxTenant, load_contract
+from devtools.sandbox.contract import Contract, merge_extension
 
 # The shared reference sits next to the project: ``../shared/`` from the project root.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

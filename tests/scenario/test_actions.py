@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bot.app import STORE
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain.models import CaseStatus
-from bot.sandbox import SandboxTenant
+from bot.web.app import STORE
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.scenario.test_approvals import Channel, card_text, verbs
 from tests.support.connector import RecordingConnector

@@ -20,8 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 
-from bot.app import STORE
-from bot.push import sign
+from bot.web.app import STORE
+from bot.web.push import sign
 from tests.conftest import RESPONDER
 from tests.scenario.test_auth import APP_ID, SERVICE_URL, _probe
 from tests.scenario.test_auth import channel_keys as channel_keys

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bot.app import STORE
-from bot.config import Settings
-from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from bot.config.settings import Settings
+from bot.web.app import STORE
+from bot.web.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.conftest import OUTSIDER, RESPONDER, SECOND_RESPONDER, Clock
 from tests.support.connector import RecordingConnector
 from tests.support.harness import (

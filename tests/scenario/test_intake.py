@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.config import Settings
-from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bot.sandbox import SandboxTenant
+from bot.config.settings import Settings
+from bot.web.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from devtools.sandbox import SandboxTenant
 from tests.conftest import Clock
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, install_activity

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bot.app import STORE
-from bot.config import Settings, load_settings
+from bot.config.settings import Settings, load_settings
 from bot.errors import ConfigError
-from bot.sandbox import SandboxTenant
+from bot.web.app import STORE
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, Clock
 from tests.scenario.test_auth import APP_ID, SERVICE_URL
 from tests.scenario.test_auth import channel_keys as channel_keys

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.connector import RecordingConnector
 from tests.support.harness import card_action, install_activity, invoke_activity
 from tests.support.replica import Replica, free_port, replica_env

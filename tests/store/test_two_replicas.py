@@ -1,6 +1,6 @@
 """Two replicas of the real app on one store (SQLite file or PostgreSQL schema), racing.
 
-Each replica is the app from :func:`bot.app.create_app` with its own store client, served over
+Each replica is the app from :func:`bot.web.app.create_app` with its own store client, served over
 HTTP, against the sandbox tenant and the recording Bot Connector. What one replica announces
 or runs "once" must stay once when both do the same work at the same moment: two sweepers
 expire a request with one audit event and one thread note; starts on both replicas never run
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from bot.app import STORE, utc_now
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain.models import RequestState
-from bot.sandbox import SandboxTenant
+from bot.web.app import STORE, utc_now
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity

@@ -12,12 +12,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.app import POLLER, SERVICE, STORE, create_app
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain.models import Case
-from bot.intake import AlertPoller
-from bot.sandbox import DEMO_TENANT_ID
 from bot.services import RemediationService
+from bot.tenant.intake import AlertPoller
+from bot.web.app import POLLER, SERVICE, STORE, create_app
+from devtools.sandbox import DEMO_TENANT_ID
 
 CHANNEL_ID = "19:incident-response@thread.tacv2"
 TEAM_ID = "19:incident-response@thread.tacv2"
@@ -29,7 +29,7 @@ _ids = itertools.count(1)
 
 
 class BotHarness:
-    """The aiohttp app from :func:`bot.app.create_app`, served over real HTTP on 127.0.0.1."""
+    """The aiohttp app from :func:`bot.web.app.create_app`, served over real HTTP on 127.0.0.1."""
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from bot.config import Settings, load_settings
+from bot.config.settings import Settings, load_settings
 from bot.domain.models import ChannelRef
 from bot.teams.adapter import build_adapter
 from bot.teams.messenger import RetryPolicy, TeamsMessenger

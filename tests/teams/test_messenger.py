@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain.models import CardRef, ChannelRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
 from bot.teams.messenger import RetryPolicy, TeamsMessenger

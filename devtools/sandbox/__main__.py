@@ -1,4 +1,4 @@
-"""``python -m bot.sandbox --scenario PATH --port N``: run a sandbox tenant until interrupted."""
+"""``python -m devtools.sandbox --scenario PATH --port N``: run a sandbox tenant until interrupted."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from bot.sandbox import DEMO_SCENARIO, SandboxTenant
+from devtools.sandbox import DEMO_SCENARIO, SandboxTenant
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bot.sandbox",
+        prog="python -m devtools.sandbox",
         description="Run a local Entra ID + Microsoft Graph tenant over TLS on loopback.",
     )
     parser.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="YAML or JSON file")
@@ -54,7 +54,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m bot.sandbox``."""
+    """Entry point of ``python -m devtools.sandbox``."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(_arguments(argv)))
 

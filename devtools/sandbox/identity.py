@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox.assertion import AssertionRejected, verify_client_assertion
-from bot.sandbox.state import TenantState
+from devtools.sandbox.assertion import AssertionRejected, verify_client_assertion
+from devtools.sandbox.state import TenantState
 
 TOKEN_LIFETIME_SECONDS = 3599
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

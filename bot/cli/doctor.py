@@ -1,6 +1,6 @@
 """``remediation-bot doctor``: prove a real configuration works before go-live, without changing anything.
 
-It uses the bot's own code on the real settings (:func:`~bot.config.load_settings`,
+It uses the bot's own code on the real settings (:func:`~bot.config.settings.load_settings`,
 :class:`~bot.graph.TokenProvider`, :class:`~bot.graph.GraphClient`, the store) and prints one
 line per check:
 
@@ -27,7 +27,8 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.config import Settings
+from bot.config.policy_file import policy_from_settings
+from bot.config.settings import Settings
 from bot.domain.models import AlertSource
 from bot.domain.policy import Policy, Principals
 from bot.errors import ConfigError, GraphError, GraphForbidden, GraphNotFound, RemediationError
@@ -38,9 +39,8 @@ from bot.graph.permissions import (
     USER_PROPERTY_PERMISSIONS,
     OperationPermission,
 )
-from bot.identities import USER_FIELDS
-from bot.policy_file import policy_from_settings
 from bot.store import open_store, redact_url
+from bot.tenant.identities import USER_FIELDS
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 # The Bot Framework's token authority for MultiTenant bots (SingleTenant bots use their tenant).

@@ -2,7 +2,7 @@
 
 Handlers get a parsed :class:`GraphCall` and return a :class:`Reply` or raise
 :class:`GraphProblem`; authentication, contract validation, faults and recording happen around
-them in :mod:`bot.sandbox.server`.
+them in :mod:`devtools.sandbox.server`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bot.sandbox import identities, risk
-from bot.sandbox.contract import Contract
-from bot.sandbox.odata_filter import Field, FilterError, parse_filter
-from bot.sandbox.state import Cursor, JSONObject, TenantState
-from bot.sandbox.wire import GraphProblem, bad_request, iso, parse_iso
+from devtools.sandbox import identities, risk
+from devtools.sandbox.contract import Contract
+from devtools.sandbox.odata_filter import Field, FilterError, parse_filter
+from devtools.sandbox.state import Cursor, JSONObject, TenantState
+from devtools.sandbox.wire import GraphProblem, bad_request, iso, parse_iso
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 

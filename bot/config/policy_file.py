@@ -34,7 +34,7 @@ from bot.domain.policy import Policy, Principals
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

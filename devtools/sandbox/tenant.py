@@ -15,14 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox import identities
-from bot.sandbox.assertion import thumbprint_header
-from bot.sandbox.contract import DEFAULT_EXTENSIONS, Contract, load_contract
-from bot.sandbox.graph_api import ALERT_SCHEMA, RISKY_USER_SCHEMA, USER_SCHEMA
-from bot.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
-from bot.sandbox.server import GRAPH_PREFIX, SandboxServer
-from bot.sandbox.state import Fault, JSONObject, ProviderAccount, RecordedRequest, TenantState
-from bot.sandbox.tls import IssuedClientCertificate, ServerTLS, issue_client_certificate, make_server_tls
+from devtools.sandbox import identities
+from devtools.sandbox.assertion import thumbprint_header
+from devtools.sandbox.contract import DEFAULT_EXTENSIONS, Contract, load_contract
+from devtools.sandbox.graph_api import ALERT_SCHEMA, RISKY_USER_SCHEMA, USER_SCHEMA
+from devtools.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
+from devtools.sandbox.server import GRAPH_PREFIX, SandboxServer
+from devtools.sandbox.state import Fault, JSONObject, ProviderAccount, RecordedRequest, TenantState
+from devtools.sandbox.tls import IssuedClientCertificate, ServerTLS, issue_client_certificate, make_server_tls
 
 DEMO_TENANT_ID = "5f1c9b8e-2d4a-4c3e-9a7b-0d6e8f1a2b3c"
 DEMO_CLIENT_ID = "9e3b7a21-6c4d-4f0e-8b2a-1c5d7e9f0a4b"

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     responders: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("RESPONDERS")
     )
-    # The policy file (bot.policy_file); without one, RESPONDERS both request and approve.
+    # The policy file (bot.config.policy_file); without one, RESPONDERS both request and approve.
     policy_file: str = Field("", validation_alias=_env("POLICY_FILE"))
 
     # Push intake (POST /api/alerts): HMAC-SHA256 shared secret; empty turns the endpoint off.

@@ -23,9 +23,9 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from bot.app import create_app
-from bot.config import load_settings
-from bot.sandbox import DEMO_TENANT_ID, SandboxTenant
+from bot.config.settings import load_settings
+from bot.web.app import create_app
+from devtools.sandbox import DEMO_TENANT_ID, SandboxTenant
 
 log = logging.getLogger(__name__)
 

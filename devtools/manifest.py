@@ -345,7 +345,7 @@ def validate_manifest(manifest: Mapping[str, Any], schema_path: Path) -> None:
 
 def schema_errors(manifest: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """Every violation of ``schema`` (draft-04) by ``manifest``: ``at $.path: what is wrong.``."""
-    # Imported here so that ``import bot.manifest`` (the CLI's help texts) stays cheap.
+    # Imported here so that ``import devtools.manifest`` (the CLI's help texts) stays cheap.
     from jsonschema import Draft4Validator
 
     validator = Draft4Validator(schema)

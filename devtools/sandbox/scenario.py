@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from bot.sandbox.identities import cloud_security_identifier
-from bot.sandbox.state import IdentityRecord, ProviderAccount
-from bot.sandbox.wire import iso
+from devtools.sandbox.identities import cloud_security_identifier
+from devtools.sandbox.state import IdentityRecord, ProviderAccount
+from devtools.sandbox.wire import iso
 
 JSONObject = dict[str, Any]
 

@@ -11,21 +11,21 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from bot.config import Settings
-from bot.directory import Directory
+from bot.config.policy_file import policy_from_settings
+from bot.config.settings import Settings
 from bot.errors import RemediationError, StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
-from bot.intake import AlertPoller
-from bot.jsonguard import UnsafeJson, load_json, read_at_most
-from bot.policy_file import policy_from_settings
-from bot.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
-from bot.push import PushAuthenticator, Rejection, parse_push
 from bot.services import Ports, RemediationService, ServiceSettings
 from bot.store import open_store
 from bot.store.base import Store
 from bot.teams.adapter import build_adapter, handle_activity
 from bot.teams.handler import TeamsBot
 from bot.teams.messenger import TeamsMessenger
+from bot.tenant.directory import Directory
+from bot.tenant.intake import AlertPoller
+from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
+from bot.web.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
+from bot.web.push import PushAuthenticator, Rejection, parse_push
 from cards.case import PortalLinks
 
 log = logging.getLogger(__name__)

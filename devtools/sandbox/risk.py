@@ -6,8 +6,8 @@ Defender for Identity's ``markUserAsCompromised`` action, which end in the same 
 
 from __future__ import annotations
 
-from bot.sandbox.state import JSONObject, TenantState
-from bot.sandbox.wire import iso
+from devtools.sandbox.state import JSONObject, TenantState
+from devtools.sandbox.wire import iso
 
 
 def confirm_compromised(state: TenantState, user_id: str) -> bool:

@@ -21,11 +21,11 @@ from urllib.parse import unquote
 from aiohttp import web
 from werkzeug.datastructures import Headers
 
-from bot.sandbox.contract import Contract, WireRequest, WireResponse
-from bot.sandbox.graph_api import GraphApi, GraphCall
-from bot.sandbox.identity import IdentityEndpoints
-from bot.sandbox.state import Fault, RecordedRequest, TenantState
-from bot.sandbox.wire import GRAPH_JSON, GraphProblem, graph_error
+from devtools.sandbox.contract import Contract, WireRequest, WireResponse
+from devtools.sandbox.graph_api import GraphApi, GraphCall
+from devtools.sandbox.identity import IdentityEndpoints
+from devtools.sandbox.state import Fault, RecordedRequest, TenantState
+from devtools.sandbox.wire import GRAPH_JSON, GraphProblem, graph_error
 
 GRAPH_PREFIX = "/v1.0"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.sandbox.wire import iso
+from devtools.sandbox.wire import iso
 
 JSONObject = dict[str, Any]
 

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from bot.sandbox import risk
-from bot.sandbox.state import IdentityRecord, JSONObject, ProviderAccount, TenantState
-from bot.sandbox.wire import GraphProblem, bad_request, iso
+from devtools.sandbox import risk
+from devtools.sandbox.state import IdentityRecord, JSONObject, ProviderAccount, TenantState
+from devtools.sandbox.wire import GraphProblem, bad_request, iso
 
 IDENTITY_SCHEMA = "microsoft.graph.security.user"
 

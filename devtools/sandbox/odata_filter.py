@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from bot.sandbox.wire import parse_iso
+from devtools.sandbox.wire import parse_iso
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.models import Alert, AlertSource, IdentityRef, Severity
-from bot.intake import parse_graph_alert, parse_time
+from bot.tenant.intake import parse_graph_alert, parse_time
 
 SIGNATURE_HEADER = "X-Remediation-Signature"
 TIMESTAMP_HEADER = "X-Remediation-Timestamp"
@@ -92,7 +92,7 @@ class PushAuthenticator:
 def parse_push(data: Any, *, now: Callable[[], datetime]) -> list[Alert] | Rejection:
     """Every alert in the parsed body, or a 400 listing each field error (nothing partial).
 
-    ``data`` is the body as :func:`bot.jsonguard.load_json` read it. Every field the bot reads is
+    ``data`` is the body as :func:`bot.web.jsonguard.load_json` read it. Every field the bot reads is
     checked for its type before anything else looks at it, so a wrong type is a field error
     naming the field, never a crash later on.
     """
