@@ -24,6 +24,7 @@ from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity
+from tests.support.timing import until
 
 PEOPLE = 8
 
@@ -199,7 +200,14 @@ async def test_a_card_whose_post_outlasts_the_lease_is_posted_once(
         connector.fail_next("create", 429, times=2, retry_after="1.5")
         # Records every alert, then sends the cards one by one.
         polling = asyncio.create_task(one.poller.poll_once())
-        await asyncio.sleep(1.5)  # the first post is waiting out a 429; its lease would have lapsed
+        # The first post meets its second 429 after waiting out the first (1.5 s): by then its
+        # one-second lease would have lapsed had the sender not renewed it.
+        await until(
+            lambda: (
+                sum(1 for kind, _, status in connector.answered if kind == "create" and status == 429) >= 2
+            ),
+            "the first post's second 429",
+        )
         await two.service.publish_cards()
         await polling
         for bot in (one, two):
