@@ -443,7 +443,7 @@ class RemediationService:
                 self._channel_id,
             )
             return
-        for case in await self._store.list_cases():
+        for case in await self._store.list_cases_needing_publishing():
             if case.needs_publishing:
                 try:
                     await self._publish(case.id, channel)
@@ -926,14 +926,7 @@ class RemediationService:
         if action not in self._policy.destructive_actions:
             return 0
         since = self._clock() - BLAST_RADIUS_WINDOW
-        ran = await self._store.list_requests_in(RAN_STATES)
-        return sum(
-            1
-            for r in ran
-            if r.action in self._policy.destructive_actions
-            and r.started_at is not None
-            and r.started_at >= since
-        )
+        return await self._store.count_started_since(self._policy.destructive_actions, since)
 
     async def run_jobs(self) -> int:
         """Claim queued executions and run them until none is left; returns how many ran.
@@ -1262,7 +1255,7 @@ class RemediationService:
         except RemediationError as exc:
             log.error("cases waiting for an object id are retried at the next sweep: %s", exc.message)
         now = self._clock()
-        for request in await self._store.list_requests_in((RequestState.SUCCEEDED, RequestState.FAILED)):
+        for request in await self._store.list_requests_due_recheck(now):
             result = request.result
             if result is not None and result.recheck_at is not None and result.recheck_at <= now:
                 await self._sweep_one(request, self._recheck(request.id))

@@ -68,6 +68,7 @@ from bot.store.rows import (
     decode_audit,
     job_payload_json,
     next_audit_events,
+    recheck_due,
     redact_url,
     verify_audit_rows,
 )
@@ -180,6 +181,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         started_at = substring(data from '"started_at":"([^"]+)"')::timestamptz;
     CREATE INDEX action_requests_by_start ON action_requests (started_at) WHERE started_at IS NOT NULL;
     """,
+    # 7: hot paths never scan history. Cases whose card is behind are found through a partial
+    # index on ``needs_publishing``; results awaiting a re-check through one on ``recheck_at``
+    # (open requests already have the index on ``state``).
+    lambda connection: _index_live_rows(connection),
 )
 
 
@@ -546,6 +551,11 @@ class PostgresStore(MetaRecords):
         rows = await self._fetchall("SELECT data, version FROM cases ORDER BY seq")
         return [_decode(Case, row) for row in rows]
 
+    async def list_cases_needing_publishing(self) -> list[Case]:
+        """The cases whose card is missing or behind, oldest first (through a partial index)."""
+        rows = await self._fetchall("SELECT data, version FROM cases WHERE needs_publishing ORDER BY seq")
+        return [_decode(Case, row) for row in rows]
+
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
         """Compare-and-swap update of one case."""
         return await self._update(Case, "cases", case_id, mutate)
@@ -563,14 +573,16 @@ class PostgresStore(MetaRecords):
         async def insert(connection: Connection) -> None:
             try:
                 await connection.execute(
-                    "INSERT INTO action_requests (id, case_id, state, action, started_at, data, version) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, 1)",
+                    "INSERT INTO action_requests "
+                    "(id, case_id, state, action, started_at, recheck_at, data, version) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, 1)",
                     (
                         stored.id,
                         stored.case_id,
                         stored.state.value,
                         stored.action.value,
                         stored.started_at,
+                        recheck_due(stored),
                         stored.model_dump_json(),
                     ),
                 )
@@ -602,6 +614,24 @@ class PostgresStore(MetaRecords):
             "SELECT data, version FROM action_requests WHERE state = ANY(%s) ORDER BY seq", (wanted,)
         )
         return [_decode(ActionRequest, row) for row in rows]
+
+    async def list_requests_due_recheck(self, now: datetime) -> list[ActionRequest]:
+        """Finished requests whose result awaits a re-check due by ``now``, oldest first."""
+        rows = await self._fetchall(
+            "SELECT data, version FROM action_requests WHERE recheck_at <= %s ORDER BY seq", (now,)
+        )
+        return [_decode(ActionRequest, row) for row in rows]
+
+    async def count_started_since(
+        self, counted: Collection[ResponseAction], since: datetime, *, exclude: str | None = None
+    ) -> int:
+        """How many requests (but ``exclude``) doing one of ``counted`` started at or after ``since``."""
+        row = await self._fetchone(
+            "SELECT count(*) FROM action_requests "
+            "WHERE started_at >= %s AND action = ANY(%s) AND id IS DISTINCT FROM %s",
+            (since, sorted(action.value for action in counted), exclude),
+        )
+        return 0 if row is None else int(row[0])
 
     async def update_request(
         self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
@@ -665,13 +695,14 @@ class PostgresStore(MetaRecords):
         try:
             written = await _row(
                 connection,
-                "UPDATE action_requests SET data = %s, version = %s, state = %s, started_at = %s "
-                "WHERE id = %s AND version = %s RETURNING id",
+                "UPDATE action_requests SET data = %s, version = %s, state = %s, started_at = %s, "
+                "recheck_at = %s WHERE id = %s AND version = %s RETURNING id",
                 (
                     stored.model_dump_json(),
                     stored.version,
                     stored.state.value,
                     stored.started_at,
+                    recheck_due(stored),
                     stored.id,
                     expected,
                 ),
@@ -935,7 +966,12 @@ class PostgresStore(MetaRecords):
     ) -> tuple[V, V | W]:
         # action_requests also keeps the state and start time in columns: the one-active-request
         # rule and the blast-radius count read them.
-        extra = ", state = %s, started_at = %s" if table == "action_requests" else ""
+        # (and the re-check time, which the sweep reads); cases keep whether their card is behind.
+        extra = (
+            ", state = %s, started_at = %s, recheck_at = %s"
+            if table == "action_requests"
+            else ", needs_publishing = %s"
+        )
         sql = (
             f"UPDATE {table} SET data = %s, version = version + 1{extra} "
             "WHERE id = %s AND version = %s RETURNING id"
@@ -956,7 +992,9 @@ class PostgresStore(MetaRecords):
             stored = outcome.model_copy(update={"version": current.version + 1})
             params: tuple[Any, ...] = (stored.model_dump_json(),)
             if isinstance(stored, ActionRequest):
-                params += (stored.state.value, stored.started_at)
+                params += (stored.state.value, stored.started_at, recheck_due(stored))
+            else:
+                params += (stored.needs_publishing,)
             params += (key, current.version)
 
             async def write(connection: Connection, params: tuple[Any, ...] = params) -> bool:
@@ -1005,8 +1043,9 @@ async def _save_case(connection: Connection, case: Case, expected_version: int) 
     stored = case.model_copy(update={"version": expected_version + 1})
     written = await _row(
         connection,
-        "UPDATE cases SET data = %s, version = %s WHERE id = %s AND version = %s RETURNING id",
-        (stored.model_dump_json(), stored.version, case.id, expected_version),
+        "UPDATE cases SET data = %s, version = %s, needs_publishing = %s "
+        "WHERE id = %s AND version = %s RETURNING id",
+        (stored.model_dump_json(), stored.version, stored.needs_publishing, case.id, expected_version),
     )
     if written is None:
         raise _Collision
@@ -1040,9 +1079,9 @@ async def _record(
     # then do nothing; the SELECT ... FOR UPDATE below then sees the committed case.
     inserted = await _row(
         connection,
-        "INSERT INTO cases (id, identity_key, data, version) VALUES (%s, %s, %s, 1) "
+        "INSERT INTO cases (id, identity_key, data, version, needs_publishing) VALUES (%s, %s, %s, 1, %s) "
         "ON CONFLICT (identity_key) WHERE active DO NOTHING RETURNING id",
-        (opened.id, target.key, opened.model_dump_json()),
+        (opened.id, target.key, opened.model_dump_json(), opened.needs_publishing),
     )
     if inserted is not None:
         case, created = opened, True
@@ -1071,9 +1110,16 @@ async def _settle(connection: Connection, stray: Case, identity: IdentityRef, no
         try:
             written = await _row(
                 connection,
-                "UPDATE cases SET identity_key = %s, data = %s, version = %s "
+                "UPDATE cases SET identity_key = %s, data = %s, version = %s, needs_publishing = %s "
                 "WHERE id = %s AND version = %s RETURNING id",
-                (key, rekeyed.model_dump_json(), rekeyed.version, stray.id, stray.version),
+                (
+                    key,
+                    rekeyed.model_dump_json(),
+                    rekeyed.version,
+                    rekeyed.needs_publishing,
+                    stray.id,
+                    stray.version,
+                ),
             )
         except errors.UniqueViolation:
             raise _Collision from None  # the person's case was opened meanwhile: merge into it instead
@@ -1091,13 +1137,23 @@ async def _settle(connection: Connection, stray: Case, identity: IdentityRef, no
 
 
 async def _close(
-    connection: Connection, duplicate: Case, survivor_id: str, reason: str, now: datetime
+    connection: Connection,
+    duplicate: Case,
+    survivor_id: str,
+    reason: str,
+    now: datetime,
+    *,
+    migrating: bool = False,
 ) -> Case:
-    """Close ``duplicate`` into ``survivor_id``: alerts move, open requests are cancelled."""
+    """Close ``duplicate`` into ``survivor_id``: alerts move, open requests are cancelled.
+
+    ``migrating``: run by migration 4, before the ``needs_publishing`` column exists (7 fills it).
+    """
     closed = duplicate.closed_into(survivor_id, reason).model_copy(update={"version": duplicate.version + 1})
+    flag = "" if migrating else f", needs_publishing = {str(closed.needs_publishing).lower()}"
     written = await _row(
         connection,
-        "UPDATE cases SET active = false, data = %s, version = %s "
+        f"UPDATE cases SET active = false, data = %s, version = %s{flag} "
         "WHERE id = %s AND version = %s RETURNING id",
         (closed.model_dump_json(), closed.version, duplicate.id, duplicate.version),
     )
@@ -1137,7 +1193,14 @@ async def _merge_duplicate_cases(connection: Connection) -> None:
     current = {case.id: case for case, _ in active}
     # Close the duplicates first, so the unique index never sees two open cases under one key.
     for duplicate in plan.closed:
-        await _close(connection, current[duplicate.id], duplicate.merged_into, duplicate.closed_reason, now)
+        await _close(
+            connection,
+            current[duplicate.id],
+            duplicate.merged_into,
+            duplicate.closed_reason,
+            now,
+            migrating=True,
+        )
     for case, key in plan.open_cases:
         before = current[case.id]
         stored = case.model_copy(update={"version": before.version + 1})
@@ -1151,3 +1214,28 @@ def _person_bucket(key: str) -> int:
     """Which of the person locks guards identity key ``key`` (stable across processes)."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % _PERSON_LOCK_BUCKETS
+
+
+async def _index_live_rows(connection: Connection) -> None:
+    """Migration 7: the columns and indexes that keep hot paths off history, filled from the data."""
+    await connection.execute(
+        "ALTER TABLE cases ADD COLUMN needs_publishing boolean NOT NULL DEFAULT false;"
+        "ALTER TABLE action_requests ADD COLUMN recheck_at timestamptz;"
+        "CREATE INDEX cases_needing_publishing ON cases (seq) WHERE needs_publishing;"
+        "CREATE INDEX action_requests_by_recheck ON action_requests (recheck_at) WHERE recheck_at IS NOT NULL"
+    )
+    cursor = await connection.execute("SELECT data, version FROM cases")
+    for row in await cursor.fetchall():
+        case = _decode(Case, row)
+        if case.needs_publishing:
+            await connection.execute("UPDATE cases SET needs_publishing = true WHERE id = %s", (case.id,))
+    cursor = await connection.execute(
+        "SELECT data, version FROM action_requests WHERE state IN ('succeeded', 'failed')"
+    )
+    for row in await cursor.fetchall():
+        request = _decode(ActionRequest, row)
+        due = recheck_due(request)
+        if due is not None:
+            await connection.execute(
+                "UPDATE action_requests SET recheck_at = %s WHERE id = %s", (due, request.id)
+            )

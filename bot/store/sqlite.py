@@ -1,8 +1,10 @@
 """SQLite implementation of the store: the embedded default for one replica.
 
-One connection in WAL mode, used from a worker thread (``asyncio.to_thread``) under a lock, so
-the event loop never blocks on disk. Rows hold the domain object as JSON plus the columns
-queries need; ``version`` backs compare-and-swap.
+Writes go through one connection in WAL mode, used from a worker thread (``asyncio.to_thread``)
+under a lock as ``BEGIN IMMEDIATE`` transactions, so the event loop never blocks on disk. Reads
+use connections of their own (one per worker thread at most) without that lock: WAL lets them
+read the last committed state while a write is under way, so a read never waits behind a write.
+Rows hold the domain object as JSON plus the columns queries need; ``version`` backs compare-and-swap.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import fcntl
 import hashlib
 import json
+import queue
 import re
 import sqlite3
 import threading
@@ -36,6 +39,7 @@ from bot.store.rows import (
     decode_audit,
     job_payload_json,
     next_audit_events,
+    recheck_due,
     verify_audit_rows,
 )
 
@@ -123,6 +127,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             ELSE strftime('%Y-%m-%dT%H:%M:%f', json_extract(data, '$.started_at')) || '000+00:00' END;
     CREATE INDEX action_requests_by_start ON action_requests (started_at) WHERE started_at IS NOT NULL;
     """,
+    # 7: hot paths never scan history. Cases whose card is behind are found through a partial
+    # index on ``needs_publishing``; sweeps read open requests through an index on ``state`` and
+    # results awaiting a re-check through one on ``recheck_at`` (times as in 3).
+    lambda db: _index_live_rows(db),
 )
 
 
@@ -156,6 +164,10 @@ class SqliteStore(MetaRecords):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # Read connections, made on demand and handed out one per worker thread at a time.
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._opened_readers: list[sqlite3.Connection] = []
+        self._closed = False
         self._migrate()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -163,6 +175,11 @@ class SqliteStore(MetaRecords):
     def _migrate(self) -> None:
         with self._lock:
             current = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"the database schema is at version {current}, newer than this bot knows "
+                    f"({len(MIGRATIONS)}): run the newer bot, or restore a matching backup"
+                )
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -195,16 +212,49 @@ class SqliteStore(MetaRecords):
         except sqlite3.Error as exc:
             raise StoreError(f"the state store failed: {exc}") from exc
 
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            pass
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA query_only=ON")
+        with self._lock:
+            if self._closed:
+                db.close()
+                raise sqlite3.ProgrammingError("the store is closed")
+            self._opened_readers.append(db)
+        return db
+
+    async def _read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run the read-only ``work`` on a read connection: no write lock, no wait behind writers."""
+
+        def read() -> Any:
+            db = self._reader()
+            try:
+                return work(db)
+            finally:
+                self._readers.put(db)
+
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the state store failed: {exc}") from exc
+
     async def close(self) -> None:
-        """Close the connection and give up any leadership this store holds."""
+        """Close the connections and give up any leadership this store holds."""
         for name in list(self._leading):
             await self.release_lead(name)
         with self._lock:
+            self._closed = True
+            for reader in self._opened_readers:
+                reader.close()
             self._db.close()
 
     async def schema_version(self) -> int:
         """The number of the last migration applied to the file."""
-        version = await self._run(lambda db: db.execute("PRAGMA user_version").fetchone()[0])
+        version = await self._read(lambda db: db.execute("PRAGMA user_version").fetchone()[0])
         return int(version)
 
     # -- leadership -------------------------------------------------------------------------
@@ -252,7 +302,7 @@ class SqliteStore(MetaRecords):
     # -- meta -------------------------------------------------------------------------------
 
     async def _get_meta(self, key: str) -> str | None:
-        row = await self._run(
+        row = await self._read(
             lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         )
         return None if row is None else str(row[0])
@@ -334,7 +384,7 @@ class SqliteStore(MetaRecords):
 
     async def find_active_case(self, identity: IdentityRef) -> Case | None:
         """The active case of an identity, if there is one."""
-        row = await self._run(
+        row = await self._read(
             lambda db: db.execute(
                 "SELECT data, version FROM cases WHERE identity_key = ? AND active = 1",
                 (identity.key,),
@@ -344,8 +394,17 @@ class SqliteStore(MetaRecords):
 
     async def list_cases(self) -> list[Case]:
         """Every case, oldest first."""
-        rows = await self._run(
+        rows = await self._read(
             lambda db: db.execute("SELECT data, version FROM cases ORDER BY rowid").fetchall()
+        )
+        return [_decode(Case, row) for row in rows]
+
+    async def list_cases_needing_publishing(self) -> list[Case]:
+        """The cases whose card is missing or behind, oldest first (through a partial index)."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT data, version FROM cases WHERE needs_publishing = 1 ORDER BY rowid"
+            ).fetchall()
         )
         return [_decode(Case, row) for row in rows]
 
@@ -366,14 +425,16 @@ class SqliteStore(MetaRecords):
         def insert(db: sqlite3.Connection) -> None:
             try:
                 db.execute(
-                    "INSERT INTO action_requests (id, case_id, state, action, started_at, data, version) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 1)",
+                    "INSERT INTO action_requests "
+                    "(id, case_id, state, action, started_at, recheck_at, data, version) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
                     (
                         stored.id,
                         stored.case_id,
                         stored.state.value,
                         stored.action.value,
                         _utc_or_none(stored.started_at),
+                        _utc_or_none(recheck_due(stored)),
                         stored.model_dump_json(),
                     ),
                 )
@@ -389,7 +450,7 @@ class SqliteStore(MetaRecords):
 
     async def list_requests(self, case_id: str) -> list[ActionRequest]:
         """A case's action requests, oldest first."""
-        rows = await self._run(
+        rows = await self._read(
             lambda db: db.execute(
                 "SELECT data, version FROM action_requests WHERE case_id = ? ORDER BY rowid",
                 (case_id,),
@@ -401,12 +462,37 @@ class SqliteStore(MetaRecords):
         """Every request in one of ``states``, oldest first (open requests, recent executions)."""
         wanted = [state.value for state in states]
         marks = ", ".join("?" for _ in wanted)
-        rows = await self._run(
+        rows = await self._read(
             lambda db: db.execute(
                 f"SELECT data, version FROM action_requests WHERE state IN ({marks}) ORDER BY rowid", wanted
             ).fetchall()
         )
         return [_decode(ActionRequest, row) for row in rows]
+
+    async def list_requests_due_recheck(self, now: datetime) -> list[ActionRequest]:
+        """Finished requests whose result awaits a re-check due by ``now``, oldest first."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT data, version FROM action_requests WHERE recheck_at <= ? ORDER BY rowid",
+                (_utc_text(now),),
+            ).fetchall()
+        )
+        return [_decode(ActionRequest, row) for row in rows]
+
+    async def count_started_since(
+        self, counted: Collection[ResponseAction], since: datetime, *, exclude: str | None = None
+    ) -> int:
+        """How many requests (but ``exclude``) doing one of ``counted`` started at or after ``since``."""
+        actions = sorted(action.value for action in counted)
+        marks = ", ".join("?" for _ in actions) or "NULL"
+        count = await self._read(
+            lambda db: db.execute(
+                "SELECT count(*) FROM action_requests "
+                f"WHERE started_at >= ? AND action IN ({marks}) AND id IS NOT ?",
+                (_utc_text(since), *actions, exclude),
+            ).fetchone()[0]
+        )
+        return int(count)
 
     async def update_request(
         self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
@@ -454,13 +540,14 @@ class SqliteStore(MetaRecords):
             stored = outcome.model_copy(update={"version": current.version + 1})
             try:
                 db.execute(
-                    "UPDATE action_requests SET data = ?, version = ?, state = ?, started_at = ? "
-                    "WHERE id = ? AND version = ?",
+                    "UPDATE action_requests SET data = ?, version = ?, state = ?, started_at = ?, "
+                    "recheck_at = ? WHERE id = ? AND version = ?",
                     (
                         stored.model_dump_json(),
                         stored.version,
                         stored.state.value,
                         _utc_or_none(stored.started_at),
+                        _utc_or_none(recheck_due(stored)),
                         request_id,
                         current.version,
                     ),
@@ -543,7 +630,7 @@ class SqliteStore(MetaRecords):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = await self._run(lambda db: db.execute(sql, params).fetchall())
+        rows = await self._read(lambda db: db.execute(sql, params).fetchall())
         return [decode_audit(row[0], row[1]) for row in reversed(rows)]
 
     async def verify_audit(
@@ -555,7 +642,7 @@ class SqliteStore(MetaRecords):
         See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
         apart from the data are reported as well as breaks in the chain itself.
         """
-        rows = await self._run(
+        rows = await self._read(
             lambda db: db.execute(
                 f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence"
             ).fetchall()
@@ -565,7 +652,7 @@ class SqliteStore(MetaRecords):
 
     async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
         """The head of the trail as a checkpoint authenticated with the store's key."""
-        last = await self._run(lambda db: db.execute(LAST_AUDIT_EVENT).fetchone())
+        last = await self._read(lambda db: db.execute(LAST_AUDIT_EVENT).fetchone())
         return audit_checkpoint(last, self._audit_key, at=at, short=short)
 
     # -- job queue ---------------------------------------------------------------------------
@@ -651,7 +738,7 @@ class SqliteStore(MetaRecords):
     # -- generic row access -----------------------------------------------------------------
 
     async def _get(self, model: type[T], table: str, key: str) -> T | None:
-        row = await self._run(
+        row = await self._read(
             lambda db: db.execute(f"SELECT data, version FROM {table} WHERE id = ?", (key,)).fetchone()
         )
         return None if row is None else _decode(model, row)
@@ -665,7 +752,12 @@ class SqliteStore(MetaRecords):
     ) -> tuple[V, V | W]:
         # action_requests also keeps the state and start time in columns: the one-active-request
         # rule and the blast-radius count read them.
-        extra = ", state = ?, started_at = ?" if table == "action_requests" else ""
+        # (and the re-check time, which the sweep reads); cases keep whether their card is behind.
+        extra = (
+            ", state = ?, started_at = ?, recheck_at = ?"
+            if table == "action_requests"
+            else ", needs_publishing = ?"
+        )
         sql = f"UPDATE {table} SET data = ?, version = version + 1{extra} WHERE id = ? AND version = ?"
         for _ in range(_MAX_CAS_ATTEMPTS):
             current = await self._get(model, table, key)
@@ -678,7 +770,13 @@ class SqliteStore(MetaRecords):
             stored = outcome.model_copy(update={"version": current.version + 1})
             params: tuple[Any, ...] = (stored.model_dump_json(),)
             if isinstance(stored, ActionRequest):
-                params += (stored.state.value, _utc_or_none(stored.started_at))
+                params += (
+                    stored.state.value,
+                    _utc_or_none(stored.started_at),
+                    _utc_or_none(recheck_due(stored)),
+                )
+            else:
+                params += (int(stored.needs_publishing),)
             params += (key, current.version)
 
             def write(db: sqlite3.Connection, params: tuple[Any, ...] = params) -> int:
@@ -713,8 +811,8 @@ def _load_case(db: sqlite3.Connection, case_id: str) -> Case:
 def _save_case(db: sqlite3.Connection, case: Case, expected_version: int) -> Case:
     stored = case.model_copy(update={"version": expected_version + 1})
     count = db.execute(
-        "UPDATE cases SET data = ?, version = ? WHERE id = ? AND version = ?",
-        (stored.model_dump_json(), stored.version, case.id, expected_version),
+        "UPDATE cases SET data = ?, version = ?, needs_publishing = ? WHERE id = ? AND version = ?",
+        (stored.model_dump_json(), stored.version, int(stored.needs_publishing), case.id, expected_version),
     ).rowcount
     if count != 1:
         raise ConflictError(f"case {case.id} changed while an alert was being added")
@@ -757,8 +855,9 @@ def _record(
     if active_id is None:
         case = Case(id=new_case_id(), identity=target, alerts=(alert,), opened_at=now, version=1)
         db.execute(
-            "INSERT INTO cases (id, identity_key, active, data, version) VALUES (?, ?, 1, ?, 1)",
-            (case.id, target.key, case.model_dump_json()),
+            "INSERT INTO cases (id, identity_key, active, data, version, needs_publishing) "
+            "VALUES (?, ?, 1, ?, 1, ?)",
+            (case.id, target.key, case.model_dump_json(), int(case.needs_publishing)),
         )
         created = True
     else:
@@ -776,8 +875,16 @@ def _settle(db: sqlite3.Connection, stray: Case, identity: IdentityRef, now: dat
     if owner_id is None:
         rekeyed = stray.rekeyed(identity).model_copy(update={"version": stray.version + 1})
         count = db.execute(
-            "UPDATE cases SET identity_key = ?, data = ?, version = ? WHERE id = ? AND version = ?",
-            (key, rekeyed.model_dump_json(), rekeyed.version, stray.id, stray.version),
+            "UPDATE cases SET identity_key = ?, data = ?, version = ?, needs_publishing = ? "
+            "WHERE id = ? AND version = ?",
+            (
+                key,
+                rekeyed.model_dump_json(),
+                rekeyed.version,
+                int(rekeyed.needs_publishing),
+                stray.id,
+                stray.version,
+            ),
         ).rowcount
         if count != 1:
             raise ConflictError(f"case {stray.id} changed while it was being re-keyed")
@@ -792,11 +899,23 @@ def _settle(db: sqlite3.Connection, stray: Case, identity: IdentityRef, now: dat
     return Settlement(case=survivor, closed=closed)
 
 
-def _close(db: sqlite3.Connection, duplicate: Case, survivor_id: str, reason: str, now: datetime) -> Case:
-    """Close ``duplicate`` into ``survivor_id``: alerts move, open requests are cancelled."""
+def _close(
+    db: sqlite3.Connection,
+    duplicate: Case,
+    survivor_id: str,
+    reason: str,
+    now: datetime,
+    *,
+    migrating: bool = False,
+) -> Case:
+    """Close ``duplicate`` into ``survivor_id``: alerts move, open requests are cancelled.
+
+    ``migrating``: run by migration 4, before the ``needs_publishing`` column exists (7 fills it).
+    """
     closed = duplicate.closed_into(survivor_id, reason).model_copy(update={"version": duplicate.version + 1})
+    flag = "" if migrating else f", needs_publishing = {int(closed.needs_publishing)}"
     count = db.execute(
-        "UPDATE cases SET active = 0, data = ?, version = ? WHERE id = ? AND version = ?",
+        f"UPDATE cases SET active = 0, data = ?, version = ?{flag} WHERE id = ? AND version = ?",
         (closed.model_dump_json(), closed.version, duplicate.id, duplicate.version),
     ).rowcount
     if count != 1:
@@ -837,7 +956,7 @@ def _merge_duplicate_cases(db: sqlite3.Connection) -> None:
     current = {case.id: case for case, _ in active}
     # Close the duplicates first, so the unique index never sees two open cases under one key.
     for duplicate in plan.closed:
-        _close(db, current[duplicate.id], duplicate.merged_into, duplicate.closed_reason, now)
+        _close(db, current[duplicate.id], duplicate.merged_into, duplicate.closed_reason, now, migrating=True)
     for case, key in plan.open_cases:
         before = current[case.id]
         db.execute(
@@ -850,3 +969,25 @@ def _merge_duplicate_cases(db: sqlite3.Connection) -> None:
                 before.version,
             ),
         )
+
+
+def _index_live_rows(db: sqlite3.Connection) -> None:
+    """Migration 7: the columns and indexes that keep hot paths off history, filled from the data."""
+    for statement in (
+        "ALTER TABLE cases ADD COLUMN needs_publishing INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE action_requests ADD COLUMN recheck_at TEXT",
+        "CREATE INDEX cases_needing_publishing ON cases (needs_publishing) WHERE needs_publishing = 1",
+        "CREATE INDEX action_requests_by_state ON action_requests (state)",
+        "CREATE INDEX action_requests_by_recheck ON action_requests (recheck_at)"
+        " WHERE recheck_at IS NOT NULL",
+    ):
+        db.execute(statement)
+    for row in db.execute("SELECT data, version FROM cases").fetchall():
+        case = _decode(Case, row)
+        if case.needs_publishing:
+            db.execute("UPDATE cases SET needs_publishing = 1 WHERE id = ?", (case.id,))
+    for row in db.execute("SELECT data, version FROM action_requests WHERE state IN ('succeeded', 'failed')"):
+        request = _decode(ActionRequest, row)
+        due = recheck_due(request)
+        if due is not None:
+            db.execute("UPDATE action_requests SET recheck_at = ? WHERE id = ?", (_utc_text(due), request.id))
