@@ -311,7 +311,8 @@ class SqlStore(MetaRecords):
         actions = sorted(action.value for action in counted)
         row = await tx.one(
             "SELECT count(*) FROM action_requests "
-            f"WHERE started_at >= ? AND action IN ({marks(actions)}) AND (CAST(? AS TEXT) IS NULL OR id <> ?)",
+            f"WHERE started_at >= ? AND action IN ({marks(actions)}) "
+            "AND (CAST(? AS TEXT) IS NULL OR id <> ?)",
             (self.dialect.time(since), *actions, exclude, exclude),
         )
         return 0 if row is None else int(row[0])
