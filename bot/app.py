@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,7 @@ from bot.jsonguard import UnsafeJson, load_json, read_at_most
 from bot.policy_file import policy_from_settings
 from bot.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
 from bot.push import PushAuthenticator, Rejection, parse_push
-from bot.services import RemediationService
+from bot.services import Ports, RemediationService, ServiceSettings
 from bot.store import open_store
 from bot.store.base import Store
 from bot.teams.adapter import build_adapter, handle_activity
@@ -48,11 +49,14 @@ def create_app(
     graph: GraphClient | None = None,
     clock: Callable[[], datetime] = utc_now,
     poll: bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> web.Application:
     """The bot's aiohttp application.
 
     ``store`` and ``graph`` default to the real ones built from ``settings``; ``poll=False``
     leaves polling to the caller (tests drive :meth:`AlertPoller.poll_once` themselves).
+    ``monotonic`` and ``sleep`` time the coalescing of card updates (tests move them).
     The HTTP client and the store are opened and closed by the app's ``cleanup_ctx``.
     """
     app = web.Application(client_max_size=1024 * 1024)
@@ -89,19 +93,25 @@ def create_app(
                     identity_protection_interval=settings.graph_identity_protection_interval,
                 )
             service = RemediationService(
-                store=the_store,
-                graph=the_graph,
-                directory=Directory(the_graph, policy, clock=clock),
-                messenger=messenger,
-                policy=policy,
-                channel_id=settings.teams_channel_id,
-                clock=clock,
-                links=links,
-                recheck_after=timedelta(seconds=settings.verify_recheck_seconds),
-                alert_status=settings.alert_status_after_action,
-                coalesce_seconds=settings.card_update_coalesce_seconds,
-                job_lease=timedelta(seconds=settings.job_lease_seconds),
-                card_lease=timedelta(seconds=settings.card_lease_seconds),
+                Ports(
+                    store=the_store,
+                    graph=the_graph,
+                    directory=Directory(the_graph, policy, clock=clock),
+                    messenger=messenger,
+                    policy=policy,
+                    clock=clock,
+                    monotonic=monotonic,
+                    sleep=sleep,
+                ),
+                ServiceSettings(
+                    channel_id=settings.teams_channel_id,
+                    links=links,
+                    recheck_after=timedelta(seconds=settings.verify_recheck_seconds),
+                    alert_status=settings.alert_status_after_action,
+                    coalesce_seconds=settings.card_update_coalesce_seconds,
+                    job_lease=timedelta(seconds=settings.job_lease_seconds),
+                    card_lease=timedelta(seconds=settings.card_lease_seconds),
+                ),
             )
             poller = AlertPoller(
                 the_graph,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -29,16 +31,28 @@ _ids = itertools.count(1)
 class BotHarness:
     """The aiohttp app from :func:`bot.app.create_app`, served over real HTTP on 127.0.0.1."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``monotonic`` and ``sleep`` time the service's card coalescing (real unless a test moves them)."""
         self.settings = settings
         self.clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
 
     async def start(self) -> None:
         """Build and serve the app (polling is driven by the test)."""
-        self.app = create_app(self.settings, clock=self.clock, poll=False)
+        self.app = create_app(
+            self.settings, clock=self.clock, poll=False, monotonic=self._monotonic, sleep=self._sleep
+        )
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
