@@ -198,6 +198,12 @@ class Case(Frozen):
         alerts = tuple(sorted(alerts, key=lambda a: (a.created_at, a.id)))
         return self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
 
+    def changed_by(self, alert: Alert) -> bool:
+        """Whether recording ``alert`` changes this case: it is new to the case, or a newer
+        version of one of its alerts (an older or identical copy changes nothing)."""
+        previous = next((a for a in self.alerts if a.id == alert.id), None)
+        return previous is None or (previous != alert and previous.updated_at <= alert.updated_at)
+
     @property
     def resolved(self) -> bool:
         """Whether the case's identity is known by its Entra object id (only then can it be acted on)."""

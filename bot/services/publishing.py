@@ -109,7 +109,7 @@ class Publisher:
                 self._settings.channel_id,
             )
             return
-        for case in await self._store.list_cases():
+        for case in await self._store.list_cases_needing_publishing():
             if case.needs_publishing:
                 try:
                     await self.publish(case.id, channel)

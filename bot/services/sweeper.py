@@ -70,7 +70,7 @@ class Sweeper:
         except RemediationError as exc:
             log.error("cases waiting for an object id are retried at the next sweep: %s", exc.message)
         now = self._clock()
-        for request in await self._store.list_requests_in((RequestState.SUCCEEDED, RequestState.FAILED)):
+        for request in await self._store.list_requests_due_recheck(now):
             result = request.result
             if result is not None and result.recheck_at is not None and result.recheck_at <= now:
                 await self._sweep_one(request, self._recheck(request.id))

@@ -77,11 +77,4 @@ class Transitions:
         if action not in self._policy.destructive_actions:
             return 0
         since = self._clock() - BLAST_RADIUS_WINDOW
-        ran = await self._store.list_requests_in(RAN_STATES)
-        return sum(
-            1
-            for r in ran
-            if r.action in self._policy.destructive_actions
-            and r.started_at is not None
-            and r.started_at >= since
-        )
+        return await self._store.count_started_since(self._policy.destructive_actions, since)

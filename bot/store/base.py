@@ -142,6 +142,13 @@ class Store(Protocol):
     async def list_cases(self) -> list[Case]:
         """Every case, oldest first."""
 
+    async def list_cases_needing_publishing(self) -> list[Case]:
+        """The cases whose card is missing or behind (:attr:`Case.needs_publishing`), oldest first.
+
+        An indexed query kept up to date by every case write: its cost follows the cases waiting
+        to be published, not every case ever stored.
+        """
+
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
         """Compare-and-swap update of one case; returns the stored value.
 
@@ -168,7 +175,17 @@ class Store(Protocol):
         """A case's action requests, oldest first."""
 
     async def list_requests_in(self, states: Iterable[RequestState]) -> list[ActionRequest]:
-        """Every request in one of ``states``, oldest first."""
+        """Every request in one of ``states``, oldest first (an index on the state finds them)."""
+
+    async def list_requests_due_recheck(self, now: datetime) -> list[ActionRequest]:
+        """Succeeded or failed requests whose result awaits a re-check due at or before ``now``,
+        oldest first; an indexed query, so finished requests with nothing to re-check cost nothing."""
+
+    async def count_started_since(
+        self, counted: Collection[ResponseAction], since: datetime, *, exclude: str | None = None
+    ) -> int:
+        """How many requests whose action is in ``counted`` started at or after ``since``
+        (``exclude``: a request id not to count); an indexed time-window count."""
 
     async def update_request(
         self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
