@@ -171,6 +171,10 @@ class Case(Frozen):
     # the surviving case's id, and why, in plain words.
     merged_into: str = ""
     closed_reason: str = ""
+    # How many times posting the first card was begun without its reference being saved: above
+    # 1, an earlier post may have reached the channel (its replica died, or Teams' answer was
+    # lost), so the next card says it was posted again.
+    posting_claims: int = 0
     version: int = 0
 
     @property
@@ -193,6 +197,12 @@ class Case(Frozen):
         alerts = (*(a for a in self.alerts if a.id != alert.id), alert)
         alerts = tuple(sorted(alerts, key=lambda a: (a.created_at, a.id)))
         return self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
+
+    def changed_by(self, alert: Alert) -> bool:
+        """Whether recording ``alert`` changes this case: it is new to the case, or a newer
+        version of one of its alerts (an older or identical copy changes nothing)."""
+        previous = next((a for a in self.alerts if a.id == alert.id), None)
+        return previous is None or (previous != alert and previous.updated_at <= alert.updated_at)
 
     @property
     def resolved(self) -> bool:
@@ -437,6 +447,12 @@ class ActionRequest(Frozen):
     reminded_at: datetime | None = None
     attempt: int = 1
     reported_attempt: int = 0  # the last attempt whose result the thread was told
+    # How many times the current attempt's report was begun; above 1 a reply may already be in
+    # the thread (its sender died before recording it), so the next one says it is a re-send.
+    report_claims: int = 0
+    # The current attempt's Graph calls may have been sent: set (compare-and-swap) by the one
+    # worker that sends them, just before; a worker taking the attempt over reads back instead.
+    dispatched: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: ActionResult | None = None

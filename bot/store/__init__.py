@@ -40,7 +40,14 @@ async def open_store(url: str, *, audit_key: AuditKey | None = None) -> Store:
             raise StoreError(f"cannot open {path} as the bot's database: {exc}") from exc
     if url.startswith(_POSTGRES):
         # Imported here: a SQLite deployment never loads the PostgreSQL driver.
-        from bot.store.postgres import PostgresStore
+        try:
+            from bot.store.postgres import PostgresStore
+        except ModuleNotFoundError as exc:  # the driver is the `postgres` extra
+            raise ConfigError(
+                "STORE_URL",
+                f"a PostgreSQL store needs the driver ({exc.name} is not installed): "
+                "pip install 'remediation-bot[postgres]'",
+            ) from exc
 
         store = PostgresStore(url, audit_key=audit_key)
         await store.open()

@@ -13,13 +13,23 @@ execution to exactly one live worker at a time, re-offering it when that worker 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
-from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
+from bot.domain.models import (
+    ActionRequest,
+    Alert,
+    Case,
+    ChannelRef,
+    IdentityRef,
+    RequestState,
+    ResponseAction,
+)
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -132,11 +142,27 @@ class Store(Protocol):
     async def list_cases(self) -> list[Case]:
         """Every case, oldest first."""
 
+    async def list_cases_needing_publishing(self) -> list[Case]:
+        """The cases whose card is missing or behind (:attr:`Case.needs_publishing`), oldest first.
+
+        An indexed query kept up to date by every case write: its cost follows the cases waiting
+        to be published, not every case ever stored.
+        """
+
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
         """Compare-and-swap update of one case; returns the stored value.
 
         :class:`~bot.errors.StoreError` when ``mutate`` would change whom the case is about
         (its identity key): that happens only through :meth:`rekey_case`.
+        """
+
+    async def swap_case(self, case_id: str, decide: Callable[[Case], Case | R]) -> tuple[Case, Case | R]:
+        """Compare-and-swap of one case that says who won.
+
+        ``decide`` gets the current case and returns the case to write, or anything else (a
+        refusal) to leave the row alone; it runs again on the newer value when another writer
+        got in between. Returns the stored case and ``decide``'s last answer: a :class:`Case`
+        (the one written, version included) exactly when this call's change was written.
         """
 
     async def add_request(self, request: ActionRequest) -> ActionRequest:
@@ -149,12 +175,44 @@ class Store(Protocol):
         """A case's action requests, oldest first."""
 
     async def list_requests_in(self, states: Iterable[RequestState]) -> list[ActionRequest]:
-        """Every request in one of ``states``, oldest first."""
+        """Every request in one of ``states``, oldest first (an index on the state finds them)."""
+
+    async def list_requests_due_recheck(self, now: datetime) -> list[ActionRequest]:
+        """Succeeded or failed requests whose result awaits a re-check due at or before ``now``,
+        oldest first; an indexed query, so finished requests with nothing to re-check cost nothing."""
+
+    async def count_started_since(
+        self, counted: Collection[ResponseAction], since: datetime, *, exclude: str | None = None
+    ) -> int:
+        """How many requests whose action is in ``counted`` started at or after ``since``
+        (``exclude``: a request id not to count); an indexed time-window count."""
 
     async def update_request(
         self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
     ) -> ActionRequest:
         """Compare-and-swap update of one action request; returns the stored value."""
+
+    async def swap_request(
+        self, request_id: str, decide: Callable[[ActionRequest], ActionRequest | R]
+    ) -> tuple[ActionRequest, ActionRequest | R]:
+        """Compare-and-swap of one action request that says who won (see :meth:`swap_case`)."""
+
+    async def start_request(
+        self,
+        request_id: str,
+        decide: Callable[[ActionRequest, int], ActionRequest | R],
+        *,
+        counted: Collection[ResponseAction],
+        since: datetime,
+    ) -> tuple[ActionRequest, ActionRequest | R]:
+        """Count and claim in one turn: the blast-radius check.
+
+        In one transaction that concurrent callers (in any process) take in turns: count the
+        other requests whose action is in ``counted`` and that started at or after ``since``,
+        call ``decide(current, count)``, and write its answer when it is a request (as
+        :meth:`swap_request`). A limit that ``decide`` checks against the count therefore holds
+        exactly however many replicas start requests at once.
+        """
 
     async def append_audit(
         self,
@@ -221,9 +279,28 @@ class Store(Protocol):
         :meth:`finish_job` (its worker died) is claimable again.
         """
 
+    async def renew_job(self, key: str, worker: str, lease: timedelta) -> bool:
+        """Extend ``worker``'s claim on an unfinished job to ``lease`` from now.
+
+        ``False`` when the job is finished or another worker has claimed it since (this one's
+        lease ran out): the caller has lost it and must not act on the job's behalf any more.
+        """
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark the job done so it is never claimed again; idempotent.
 
         Raises :class:`~bot.errors.ConflictError` when another worker has claimed the job since
         (``worker``'s lease ran out), :class:`~bot.errors.StoreError` for an unknown key.
         """
+
+    # -- replay protection (shared by every replica) ------------------------------------------
+
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``; ``True`` for exactly one caller across replicas.
+
+        Everyone after the first gets ``False`` until the claim expires or is released. Claims
+        that expired before ``now`` are pruned.
+        """
+
+    async def release_replay(self, key: str) -> None:
+        """Give up a claim (the work it guarded failed, so the sender may retry); idempotent."""

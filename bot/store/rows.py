@@ -26,6 +26,7 @@ from bot.domain.audit import (
     make_checkpoint,
     verify_chain,
 )
+from bot.domain.models import ActionRequest, RequestState
 from bot.errors import ConflictError, StoreError
 
 # The audit_events columns, in the order every audit query selects them.
@@ -204,3 +205,14 @@ def redact_url(url: str) -> str:
     except ValueError:
         # Not even parseable as a URL: show only the scheme rather than risk echoing a secret.
         return url.split(":", 1)[0] + "://…"
+
+
+RECHECKED_STATES = (RequestState.SUCCEEDED, RequestState.FAILED)
+"""Finished requests whose result may still await a re-check (a later read-back)."""
+
+
+def recheck_due(request: ActionRequest) -> datetime | None:
+    """When the sweep should re-check ``request``'s result: the ``recheck_at`` column's value."""
+    if request.state not in RECHECKED_STATES or request.result is None:
+        return None
+    return request.result.recheck_at

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.cli import main
-from bot.config import load_settings
+from bot.cli.main import main
+from bot.config.settings import load_settings
 from bot.domain.audit import SANDBOX_AUDIT_KEY, AuditKey
 from bot.errors import ConfigError
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from bot.domain.audit import AuditEvent, AuditKey, verify_chain
 from bot.errors import StoreError
 from bot.store.sqlite import SqliteStore
@@ -759,7 +759,7 @@ def test_checkpoint_of_an_empty_trail_says_there_is_none(
 
 
 def test_each_finding_has_its_own_exit_code_and_the_readme_lists_them() -> None:
-    from bot.cli import AUDIT_EXIT_CODES
+    from bot.cli.audit import AUDIT_EXIT_CODES
 
     codes = sorted(AUDIT_EXIT_CODES.values())
     assert codes == list(range(8)), "distinct, 0 for intact"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.sandbox import RecordedRequest
+from devtools.sandbox import RecordedRequest
 from tests.bench.common import Client, action_data, ms, percentile
 from tests.bench.invokes import REASON, REQUEST_VERBS, Setup, settle
 from tests.bench.seed import RESPONDER, SECOND, Target

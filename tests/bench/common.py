@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.botauth import ChannelKeys
 from tests.support.harness import BOT_ID, CHANNEL_ID, TEAM_ID
 from tests.support.replica import free_port

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.bench.common import (
     ECHO_APP_ID,
     ECHO_SERVICE_URL,

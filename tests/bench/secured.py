@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     _point_botbuilder_at_loopback()
     if argv[:1] == ["echo"]:
         return _echo()
-    from bot.cli import main as cli
+    from bot.cli.main import main as cli
 
     result: int = cli(["serve"])
     return result

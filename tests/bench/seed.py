@@ -35,8 +35,8 @@ from bot.domain.models import (
     ResponseAction,
     Severity,
 )
-from bot.intake import parse_graph_alert
 from bot.store import open_store
+from bot.tenant.intake import parse_graph_alert
 from tests.support.harness import CHANNEL_ID
 
 RESPONDER = {"id": "aaaaaaaa-0000-4000-8000-000000000001", "name": "Alex Wilber"}

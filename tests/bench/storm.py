@@ -8,7 +8,7 @@ limits Microsoft documents on both sides:
   ``TEAMS_DOCUMENTED_LIMITS`` in tests/support/connector.py, sources quoted there; a thread is
   the channel, as the page defines a conversation), answering 429 with ``Retry-After``;
 - the sandbox throttles Graph as Microsoft documents it for the services the bot calls (see
-  bot/sandbox/throttling.py): Identity Protection 1 request per second per tenant, security
+  devtools/sandbox/throttling.py): Identity Protection 1 request per second per tenant, security
   alerts 150 per minute, identity and access token buckets; 429 with ``Retry-After`` (none from
   Identity Protection, as documented).
 
@@ -37,8 +37,8 @@ from typing import Any
 
 import aiohttp
 
-from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bot.sandbox import SandboxTenant
+from bot.web.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from devtools.sandbox import SandboxTenant
 from tests.bench.common import RESULTS as RESULTS_DIR
 from tests.support.connector import ConnectorCall, RecordingConnector
 from tests.support.harness import install_activity

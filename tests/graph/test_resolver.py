@@ -10,8 +10,8 @@ import pytest
 
 from bot.domain.models import Alert, AlertSource, IdentityRef, Severity
 from bot.graph import GraphClient
-from bot.resolver import FOUND_TTL, NOT_FOUND_TTL, UNAVAILABLE_TTL, IdentityResolver, Outcome
-from bot.sandbox import SandboxTenant
+from bot.tenant.resolver import FOUND_TTL, NOT_FOUND_TTL, UNAVAILABLE_TTL, IdentityResolver, Outcome
+from devtools.sandbox import SandboxTenant
 
 LEE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a03"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest_asyncio
 
-from bot.sandbox import DEMO_SCENARIO, SandboxTenant
-from bot.sandbox.throttling import (
+from devtools.sandbox import DEMO_SCENARIO, SandboxTenant
+from devtools.sandbox.throttling import (
     IDENTITY_AND_ACCESS,
     IDENTITY_PROTECTION,
     SECURITY_ALERTS,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import STORE
-from bot.cli import main
-from bot.config import Settings
+from bot.cli.main import main
+from bot.config.settings import Settings
 from bot.domain.audit import SANDBOX_AUDIT_KEY, AuditKey, parse_checkpoint
-from bot.sandbox import SandboxTenant
+from bot.web.app import STORE
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, Clock
 from tests.scenario.test_approvals import Channel
 from tests.support.connector import RecordingConnector

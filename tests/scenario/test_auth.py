@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from botframework.connector.auth import ChannelValidation, JwtTokenExtractor
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from tests.conftest import RESPONDER, Clock
 from tests.support.botauth import ChannelKeys, new_key
 from tests.support.harness import BotHarness, invoke_activity

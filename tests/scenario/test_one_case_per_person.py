@@ -23,8 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.app import STORE
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain.models import (
     ActionRequest,
     ActionResult,
@@ -39,10 +38,11 @@ from bot.domain.models import (
     Severity,
 )
 from bot.domain.plans import UNRESOLVED
-from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bot.resolver import NOT_FOUND_TTL, UNAVAILABLE_TTL
-from bot.sandbox import SandboxTenant
 from bot.store.sqlite import MIGRATIONS as sqlite_migrations
+from bot.tenant.resolver import NOT_FOUND_TTL, UNAVAILABLE_TTL
+from bot.web.app import STORE
+from bot.web.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock
 from tests.scenario.test_approvals import card_text, verbs
 from tests.scenario.test_chat import say

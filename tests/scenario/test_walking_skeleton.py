@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.config import Settings
-from bot.sandbox import SandboxTenant
+from bot.config.settings import Settings
+from devtools.sandbox import SandboxTenant
 from tests.conftest import OUTSIDER, RESPONDER, Clock
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity

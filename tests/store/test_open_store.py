@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.cli import main
-from bot.config import load_settings
+from bot.cli.main import main
+from bot.config.settings import load_settings
 from bot.errors import ConfigError, StoreError
 from bot.store import open_store
 from bot.store.postgres import PostgresStore
