@@ -156,8 +156,16 @@ class Crash:
         """Nothing left half-done: no request approved or executing, the audit chain intact."""
         store = await self.open_store()
         deadline = asyncio.get_running_loop().time() + 60
-        while await store.list_requests_in([RequestState.APPROVED, RequestState.EXECUTING]):
-            assert asyncio.get_running_loop().time() < deadline, "a request was left approved or executing"
+
+        async def busy() -> bool:
+            # Still running, or finished but its report not yet recorded as sent.
+            if await store.list_requests_in([RequestState.APPROVED, RequestState.EXECUTING]):
+                return True
+            finished = await store.list_requests_in([RequestState.SUCCEEDED, RequestState.FAILED])
+            return any(r.reported_attempt < r.attempt for r in finished)
+
+        while await busy():
+            assert asyncio.get_running_loop().time() < deadline, "a request was left unfinished or unreported"
             await asyncio.sleep(0.1)
         check = await store.verify_audit()
         assert check.ok, check.problem
