@@ -99,6 +99,7 @@ class Execution:
                 log.exception("execution job %s failed; it will be resumed", job.key)
                 continue
             ran += 1
+        return ran
 
     def stop(self) -> None:
         """Claim no more jobs (the replica is shutting down); the running one carries on."""
