@@ -9,13 +9,14 @@ stopped is taken over: an attempt never sent is run, a sent one is read back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 
 from bot.domain.approval import Abort, Finish, Refused, Start, may_run
 from bot.domain.models import ActionRequest, ActionResult, Case, RequestState
 from bot.domain.plans import plan
-from bot.errors import ConflictError
+from bot.errors import ConflictError, RemediationError
 from bot.faults import fault_point
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
@@ -65,6 +66,7 @@ class Execution:
         self._executor = executor
         self._metrics = metrics
         self._replica = replica
+        self._stopping = False
 
     async def run_jobs(self) -> int:
         """Claim queued executions and run them until none is left; returns how many ran.
@@ -74,7 +76,7 @@ class Execution:
         claimed again only when its worker died or was stopped for longer than the lease.
         """
         ran = 0
-        while True:
+        while not self._stopping:
             job = await self._store.claim_job(EXECUTE_JOB, self._replica, self._settings.job_lease)
             if job is None:
                 return ran
@@ -84,6 +86,11 @@ class Execution:
                 ):
                     await self._execute(job)
                 await self._store.finish_job(job.key, self._replica)
+            except asyncio.CancelledError:
+                # Shutting down mid-job: hand it back so another replica takes it at once (a
+                # dispatched attempt is read back there, never sent again).
+                await self._release(job)
+                raise
             except ConflictError:
                 log.warning("execution job %s was taken over by another worker", job.key)
                 continue
@@ -92,6 +99,20 @@ class Execution:
                 log.exception("execution job %s failed; it will be resumed", job.key)
                 continue
             ran += 1
+        return ran
+
+    def stop(self) -> None:
+        """Claim no more jobs (the replica is shutting down); the running one carries on."""
+        self._stopping = True
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self._store.release_job(job.key, self._replica)
+        except RemediationError as exc:
+            # Its lease then lapses on its own and another replica takes it over after that.
+            log.warning("could not release execution job %s: %s", job.key, exc.message)
+        else:
+            log.warning("execution job %s released unfinished: another replica takes it over", job.key)
 
     async def _holds(self, job: Job) -> bool:
         """Renew this worker's claim on ``job``; ``False`` once another worker has taken it over."""
