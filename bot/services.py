@@ -941,10 +941,15 @@ class RemediationService:
         Every replica calls this (after a click, and every few seconds); the store hands each
         job to one worker at a time. The worker renews its lease while it works, so a job is
         claimed again only when its worker died or was stopped for longer than the lease.
+
+        Each claim is a worker of its own (the replica's id and a fresh suffix): a replica runs
+        several of these loops at once, and the one that claims a job again after a pause must
+        not share the claim with the paused one that held it before, or both would carry on.
         """
         ran = 0
         while True:
-            job = await self._store.claim_job(EXECUTE_JOB, self._replica, self._job_lease)
+            worker = f"{self._replica}.{uuid.uuid4().hex[:6]}"
+            job = await self._store.claim_job(EXECUTE_JOB, worker, self._job_lease)
             if job is None:
                 return ran
             try:
@@ -952,7 +957,7 @@ class RemediationService:
                     partial(self._holds, job), self._job_lease, f"execution job {job.key}"
                 ):
                     await self._execute(job)
-                await self._store.finish_job(job.key, self._replica)
+                await self._store.finish_job(job.key, job.worker)
             except ConflictError:
                 log.warning("execution job %s was taken over by another worker", job.key)
                 continue
@@ -964,7 +969,7 @@ class RemediationService:
 
     async def _holds(self, job: Job) -> bool:
         """Renew this worker's claim on ``job``; ``False`` once another worker has taken it over."""
-        return await self._store.renew_job(job.key, self._replica, self._job_lease)
+        return await self._store.renew_job(job.key, job.worker, self._job_lease)
 
     async def _execute(self, job: Job) -> None:
         """Carry one execution job on from wherever its request stands.
@@ -996,12 +1001,23 @@ class RemediationService:
 
     async def _start(self, request: ActionRequest, job: Job) -> None:
         start = Start(current_approvers=await self._current_approvers(request))
+        fault_point("action.claimed")
         started = await self.transition(request.id, start)
         case = await self._require_case(request.case_id)
         if not started.won:
-            if started.request.state is RequestState.APPROVED:
+            latest = started.request
+            if latest.state is RequestState.APPROVED:
                 # Approved but not allowed to run any more: say so and close the request as failed.
-                await self._fail_unstarted(case, started.request, started.refusal)
+                await self._fail_unstarted(case, latest, started.refusal)
+            elif latest.idempotency_key != job.key:
+                pass  # an earlier attempt's job
+            elif latest.state is RequestState.EXECUTING and await self._holds(job):
+                # Started after this worker read it as approved, by one that had lost this job
+                # (stopped past its lease): that one sends nothing now, so this one, holding the
+                # job, carries it on. Finishing the job here would leave it executing for ever.
+                await self._take_over(latest, job)
+            elif latest.state in (RequestState.SUCCEEDED, RequestState.FAILED):
+                await self._report(latest)
             return
         await self._audit(
             "action.started",
