@@ -957,6 +957,13 @@ class RemediationService:
                     partial(self._holds, job), self._job_lease, f"execution job {job.key}"
                 ):
                     await self._execute(job)
+                if not await self._carried_through(job):
+                    # Never finish a job whose request is still to run or to report (this worker
+                    # lost the job meanwhile): once the lease lapses the next claim carries it on.
+                    log.warning(
+                        "execution job %s: its request is not finished; left to the next claim", job.key
+                    )
+                    continue
                 await self._store.finish_job(job.key, job.worker)
             except ConflictError:
                 log.warning("execution job %s was taken over by another worker", job.key)
@@ -966,6 +973,17 @@ class RemediationService:
                 log.exception("execution job %s failed; it will be resumed", job.key)
                 continue
             ran += 1
+
+    async def _carried_through(self, job: Job) -> bool:
+        """Nothing is left for ``job``: its request ended and was reported (or is gone, or has a
+        newer attempt with a job of its own)."""
+        request = await self._store.get_request(str(job.payload.get("requestId", "")))
+        if request is None or request.idempotency_key != job.key:
+            return True
+        if request.state in (RequestState.APPROVED, RequestState.EXECUTING):
+            return False
+        ended = request.state in (RequestState.SUCCEEDED, RequestState.FAILED)
+        return not ended or request.reported_attempt >= request.attempt
 
     async def _holds(self, job: Job) -> bool:
         """Renew this worker's claim on ``job``; ``False`` once another worker has taken it over."""

@@ -17,7 +17,9 @@ back, the run settles, and these must hold:
 - at most one Graph write per approved request, and exactly one for each that succeeded;
 - one result reply per execution (a duplicate only with the "re-sent after a restart" line);
 - one card per case (a second only with the "posted again after a restart" note);
-- no request left approved or executing, no result unreported, no card left behind;
+- no request left approved or executing, no result unreported, no card left behind (settling
+  may take as long as the work keeps moving; nothing moving for a while, or a request executing
+  whose job is finished, fails at once);
 - an intact audit chain;
 - no 5xx from any replica.
 
@@ -25,8 +27,7 @@ A summary is printed; the exit code is 1 on any violation. The seed fixes every 
 (who is named, which replica is hit and how); the timing of processes is the machine's.
 
 ``--names mixed`` names each person by object id or by UPN at random (a Defender alert or a
-minimal push may carry only the UPN). It holds only once identities are resolved to their
-object id before they join a case; until then it reports people with two open cases.
+minimal push may carry only the UPN); CI runs it so.
 """
 
 from __future__ import annotations
