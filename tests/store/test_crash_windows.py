@@ -319,8 +319,8 @@ async def test_a_job_claimed_again_before_its_first_worker_started_it_is_still_r
     second wakes, finds it executing rather than approved, and, holding the job, must run it:
     never finish the job and leave the request executing with nobody to carry it on.
 
-    A long job poll keeps each replica to one claimer (the click's, and the second's first poll),
-    so nothing else picks the job up between the steps."""
+    The first replica's job poll is long, so the click's worker is its only claimer; the second
+    replica has no clicks, so its job poll (one loop, frozen with the job) is its only one."""
     first = await crash.start(fault="action.claimed:stop,action.started", JOB_POLL_SECONDS="60")
     await first.post(install_activity(crash.connector.service_url))
     await _until(lambda: len(crash.connector.of_kind("create")) >= len(USERS), 60, "the cards")
@@ -328,7 +328,7 @@ async def test_a_job_claimed_again_before_its_first_worker_started_it_is_still_r
     user = next(u for u in USERS if u["displayName"] in post.text)
     clicking = asyncio.create_task(crash.click_disable(first, post))
     await _until(lambda: _frozen(first), 60, "the first replica freezing before it starts the request")
-    second = await crash.start(fault="action.claimed:stop", JOB_POLL_SECONDS="60")
+    second = await crash.start(fault="action.claimed:stop")
     await _until(lambda: _frozen(second), 60, "the second replica claiming the job and freezing there")
     os.kill(first.process.pid, signal.SIGCONT)
     await crash.died_at(first, "action.started")
