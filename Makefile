@@ -40,9 +40,12 @@ browser:
 test: install browser
 	TEST_POSTGRES_URL="$${TEST_POSTGRES_URL-postgresql://postgres@127.0.0.1:5432/test}" $(BIN)/python -m pytest -q -rs
 
-# The alert-storm benchmark (not part of make test): writes tests/bench/results/storm.json.
+# Benchmarks (not part of make test), each beside its baseline in the same run: card clicks beside
+# a bare botbuilder echo bot, approval -> thread reply beside the time of the calls it makes, the
+# alert storm under Teams' and Graph's documented limits. Writes tests/bench/results/*.json and
+# SUMMARY.md (also printed). BENCH_QUICK=1: a few minutes; BENCH_STORM=0: without the storm.
 bench: install
-	$(BIN)/python -m tests.bench.storm
+	$(BIN)/python -m tests.bench.run
 
 # The chaos run (not part of make test): three replicas on PostgreSQL under a push + click
 # workload with random SIGKILL and SIGSTOP, then every invariant checked. CHAOS_SECONDS (60),

@@ -29,12 +29,21 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="run a directory sync every SECONDS (it undoes cloud-side disables of synced users); "
         "default: never",
     )
+    parser.add_argument(
+        "--throttle",
+        action="store_true",
+        help="answer 429 where Microsoft documents Graph throttling (Identity Protection 1/s per "
+        "tenant, security alerts 150/min, identity and access token buckets)",
+    )
     return parser.parse_args(argv)
 
 
 async def _serve(arguments: argparse.Namespace) -> None:
     tenant = SandboxTenant(
-        arguments.scenario, cert_dir=arguments.cert_dir, sync_interval=arguments.sync_interval
+        arguments.scenario,
+        cert_dir=arguments.cert_dir,
+        sync_interval=arguments.sync_interval,
+        throttling=arguments.throttle,
     )
     await tenant.start(arguments.host, arguments.port)
     try:

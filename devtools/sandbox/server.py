@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +26,7 @@ from devtools.sandbox.contract import Contract, WireRequest, WireResponse
 from devtools.sandbox.graph_api import GraphApi, GraphCall
 from devtools.sandbox.identity import IdentityEndpoints
 from devtools.sandbox.state import Fault, RecordedRequest, TenantState
+from devtools.sandbox.throttling import GraphThrottle
 from devtools.sandbox.wire import GRAPH_JSON, GraphProblem, graph_error
 
 GRAPH_PREFIX = "/v1.0"
@@ -63,9 +65,11 @@ class _Answer:
 class SandboxServer:
     """Builds the aiohttp application around a :class:`TenantState`."""
 
-    def __init__(self, state: TenantState, contract: Contract) -> None:
-        """Serve ``state``, validating Graph traffic against ``contract``."""
+    def __init__(self, state: TenantState, contract: Contract, throttle: GraphThrottle | None = None) -> None:
+        """Serve ``state``, validating Graph traffic against ``contract``; ``throttle`` applies
+        Graph's documented throttling (see :mod:`devtools.sandbox.throttling`)."""
         self._state = state
+        self._throttle = throttle
         self._contract = contract
         self._identity = IdentityEndpoints(state)
         self._graph_api = GraphApi(state, contract)
@@ -91,6 +95,7 @@ class SandboxServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # One place records every exchange and applies faults to the identity endpoints too.
+        arrived = time.monotonic()
         if request.transport is not None:
             self._transports.add(request.transport)
         body = await request.read()
@@ -123,6 +128,8 @@ class SandboxServer:
                 status=response.status,
                 request_id=request_id,
                 client_request_id=client_request_id,
+                arrived=arrived,
+                answered=time.monotonic(),
             )
         )
         return response
@@ -167,6 +174,12 @@ class SandboxServer:
                 problem = _violation(where, "request", problems)
                 # The answer is ours, not Graph's; the path may not even be in the contract.
                 return _Answer(500, self._error(problem.code, problem.message, request), {}, False)
+            if self._throttle is not None:
+                refused = self._throttle.admit(request.method, graph_path, request.query)
+                if refused is not None:
+                    code, message = _DEFAULT_FAULTS[429]
+                    retry = {} if refused.retry_after is None else {"Retry-After": str(refused.retry_after)}
+                    return _Answer(429, self._error(code, message, request), retry, True)
             fault = state.take_fault(request.method, request.path)
             if fault is not None and fault.status is not None:
                 if fault.delay:

@@ -25,6 +25,10 @@ class RecordedRequest:
     status: int
     request_id: str
     client_request_id: str
+    # When the request arrived and when its answer was ready (``time.monotonic()``): benchmarks
+    # time the bot against the time the sandbox itself took.
+    arrived: float = 0.0
+    answered: float = 0.0
 
 
 @dataclass

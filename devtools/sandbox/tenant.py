@@ -22,6 +22,7 @@ from devtools.sandbox.graph_api import ALERT_SCHEMA, RISKY_USER_SCHEMA, USER_SCH
 from devtools.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
 from devtools.sandbox.server import GRAPH_PREFIX, SandboxServer
 from devtools.sandbox.state import Fault, JSONObject, ProviderAccount, RecordedRequest, TenantState
+from devtools.sandbox.throttling import GraphThrottle, Throttled
 from devtools.sandbox.tls import IssuedClientCertificate, ServerTLS, issue_client_certificate, make_server_tls
 
 DEMO_TENANT_ID = "5f1c9b8e-2d4a-4c3e-9a7b-0d6e8f1a2b3c"
@@ -52,6 +53,7 @@ class SandboxTenant:
         contract_extensions: Sequence[Path] = DEFAULT_EXTENSIONS,
         sync_interval: float | None = None,
         app_display_name: str = "remediation-bot",
+        throttling: bool = False,
     ) -> None:
         """Load the scenario (a dict or a YAML/JSON path); nothing listens until :meth:`start`.
 
@@ -60,6 +62,8 @@ class SandboxTenant:
         ``sync_interval`` (seconds of ``clock``) runs :meth:`run_directory_sync` on its own, the
         first time a Graph request arrives after each interval; None (the default) leaves it to
         the test. ``app_display_name`` is the name Defender shows on the app's alert comments.
+        ``throttling`` answers 429 where Microsoft documents that Graph throttles (Identity
+        Protection, security alerts, identity and access; see :mod:`devtools.sandbox.throttling`).
         """
         if sync_interval is not None and sync_interval <= 0:
             raise ValueError("sync_interval must be a positive number of seconds")
@@ -72,6 +76,7 @@ class SandboxTenant:
             app_display_name=app_display_name,
             sync_interval=sync_interval,
         )
+        self._throttle = GraphThrottle(users=lambda: len(self._state.users)) if throttling else None
         self._cert_dir = cert_dir
         self._own_cert_dir: Path | None = None
         self._extensions = tuple(contract_extensions)
@@ -96,7 +101,7 @@ class SandboxTenant:
             directory = self._own_cert_dir = Path(tempfile.mkdtemp(prefix="sandbox-tenant-"))
         directory.mkdir(parents=True, exist_ok=True)
         self._tls = await asyncio.to_thread(make_server_tls, directory)
-        self._server = SandboxServer(self._state, self._contract)
+        self._server = SandboxServer(self._state, self._contract, self._throttle)
         app = self._server.application()
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -229,6 +234,11 @@ class SandboxTenant:
     def requests(self) -> list[RecordedRequest]:
         """Every request answered so far, oldest first (identity and Graph)."""
         return self._state.requests
+
+    @property
+    def throttled(self) -> list[Throttled]:
+        """Every request answered 429 by the emulated Graph throttling, oldest first."""
+        return [] if self._throttle is None else self._throttle.refused
 
     @property
     def violations(self) -> list[str]:
