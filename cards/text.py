@@ -22,21 +22,22 @@ What :func:`plain` does, in order:
    become U+FFFD. More than three combining marks on one character are dropped.
 2. **All whitespace becomes one space** (line breaks too), so a value is one line and cannot
    start a heading, a list, a quote or a table row of its own.
-3. **Web addresses are defanged** the way security teams write indicators, so no client turns
+3. **Long values are cut** to the caller's limit, ending with ``…``.
+4. **Web addresses are defanged** the way security teams write indicators, so no client turns
    them into links: every ``://`` becomes ``[://]``, any other ``//`` becomes ``[//]``, and each dot
    of a host name becomes ``[.]``: ``https://evil.io/x`` reads ``https[://]evil[.]io/x``. A host
-   name is a run of dotted labels (ideographic and full-width dots too) whose last label is a
-   top-level domain (:mod:`cards.tlds`, or any two-letter, punycode or non-ASCII label), so
-   ``User.Read.All``, ``case.opened`` and ``T1550.003`` stay as written. The domain of a mail
-   address stays readable — the host right after ``@``, and the name before it when the address
-   is ASCII, stands on its own (after a space or ``(``, as UPNs do) and ends in a top-level
-   domain every autolinker knows (``.com``, ``.org``, ``.net``, any two letters, ...):
-   autolinkers never start a web link at an ``@``, and the most a client makes of
-   ``lee.gu@contoso.com`` is a ``mailto:`` link, which opens a mail draft and cannot lead to a
-   web page. Otherwise the name before the ``@`` is defanged too:
-   ``https://security.microsoft.com@evil.io`` reads
+   name is what an autolinker (such as linkify-it, the Playground's) could read as one: a run of
+   anything but spaces, punctuation and controls, with dots (ideographic and full-width ones
+   too), whose first label is ``www`` or whose last label is a top-level domain
+   (:mod:`cards.tlds`, or any two-letter, punycode or non-ASCII label); so ``User.Read.All``,
+   ``case.opened`` and ``T1550.003`` stay as written. Mail addresses stay readable: the domain
+   right after ``@`` (autolinkers never start a web link there), and the name before the ``@``
+   when the address is ASCII, stands on its own (after a space or ``(``; before the end, a space
+   or punctuation, as UPNs do) and ends in a top-level domain every autolinker knows (``.com``,
+   ``.org``, any two letters, ...): the most a client makes of ``lee.gu@contoso.com`` is a
+   ``mailto:`` link, which opens a mail draft and cannot lead to a web page. Otherwise the name
+   before the ``@`` is defanged too: ``https://security.microsoft.com@evil.io`` reads
    ``https[://]security[.]microsoft[.]com@evil.io``.
-4. **Long values are cut** to the caller's limit, ending with ``…``.
 
 What :func:`inert` adds for markdown: ``&``, ``<`` and ``>`` become ``&amp;``, ``&lt;`` and
 ``&gt;`` (so no HTML tag, ``<at>`` mention or ``<https://…>`` autolink can form), and
@@ -73,16 +74,20 @@ MESSAGE_BUDGET = 20 * 1024
 _INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0\u2800")
 _MAX_MARKS = 3
 
+_DOT_CHARS = ".\u3002\uff0e\uff61"
 _DOT = "[.\u3002\uff0e\uff61]"
-_LABEL = r"[^\W_][\w-]*"
-_HOST = re.compile(rf"(?<![\w.@-])(?:{_LABEL}{_DOT})+[^\W\d_][\w-]*[^\W_]")
-_SLASHES = re.compile(r"(?<![\[:])(?::)?//(?!\])")
 _DOTS = re.compile(_DOT)
+_SLASHES = re.compile(r"(?<![\[:])(?::)?//(?!\])")
 _MAILBOX_BEFORE = frozenset(' ("')
-# A mail domain must end where every Unicode version agrees a host ends: at the end, a space or
-# ASCII punctuation (a full stop only before the end or a space).
+_SEPARATORS = frozenset("<>\uff5c")  # symbols linkify-it ends a host at
+_WORD = re.compile(r"[^\W_](?:[^\W_]|-)*")
+_MAILBOX = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+# A mail domain: ASCII labels, ending where every autolinker agrees a host ends: at the end, a
+# space, ASCII punctuation (not a symbol such as + or =; a colon not before a port; a full stop
+# only before the end or a space).
 _DOMAIN = re.compile(
-    rf"@(?:{_LABEL}{_DOT})+([^\W\d_][\w-]*[^\W_])(?=$|\s|[!\"#$%&'()*+,/:;<=>?@\[\\\]^`{{|}}~]|\.(?:$|\s))"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+([A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?)"
+    r"(?=$|\s|[!\"#%&'()*,/;?@\[\\\]{}<>]|:(?!\d)|\.(?:$|\s))"
 )
 # Top-level domains every autolinker knows (linkify-it's defaults, besides any two letters).
 _COMMON_NAMES = "biz com edu gov net org pro web xxx aero asia coop info museum name shop"
@@ -139,7 +144,8 @@ DEFAULT = LEVELS[0]
 
 
 def plain(value: object, limit: int, *, quoted: bool = False) -> str:
-    """``value`` as one line of inert plain text of at most ``limit`` characters.
+    """``value`` as one line of inert plain text: at most ``limit`` characters, then defanged
+    (which writes ``[.]`` for a dot of a host name, so the result can be longer).
 
     ``quoted``: the value is shown right after an opening quote (“), which autolinkers do not
     take as the start of a mail address, so a mail address at its very start is defanged too.
@@ -148,8 +154,8 @@ def plain(value: object, limit: int, *, quoted: bool = False) -> str:
     # Cut early (generously) so a 100,000-character value costs nothing below.
     text = text[: limit * 8 + 1024]
     text = " ".join(_visible(text).split())
-    text = _defang(text, quoted=quoted)
-    return cut(text, limit)
+    # Cut before defanging: a mail address is judged as it is shown, not as it was before a cut.
+    return _defang(cut(text, limit), quoted=quoted)
 
 
 def inert(value: object, limit: int, *, quoted: bool = False) -> str:
@@ -176,7 +182,7 @@ def cut(text: str, limit: int) -> str:
 
 
 def joined(values: Iterable[object], limit: int, *, separator: str = ", ") -> str:
-    """Values joined into one plain line of at most ``limit`` characters."""
+    """Values joined into one plain line of at most ``limit`` characters (before defanging)."""
     parts: list[str] = []
     size = 0
     for value in values:
@@ -185,7 +191,7 @@ def joined(values: Iterable[object], limit: int, *, separator: str = ", ") -> st
         parts.append(part)
         if size > limit:
             break
-    return cut(separator.join(parts), limit)
+    return plain(cut(separator.join(parts), limit), limit)
 
 
 def json_size(value: Any) -> int:
@@ -232,29 +238,66 @@ def _visible(text: str) -> str:
 def _defang(text: str, *, quoted: bool) -> str:
     """Web addresses written so no client links them; mail addresses left as they are."""
     text = _SLASHES.sub(lambda m: f"[{m.group(0)}]", text)
-    return _HOST.sub(lambda match: _defang_host(match, quoted=quoted), text)
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        if not _in_host(text[start]):
+            out.append(text[start])
+            start += 1
+            continue
+        end = start
+        while end < len(text) and _in_host(text[end]):
+            end += 1
+        out.append(_defang_run(text, start, end, quoted=quoted))
+        start = end
+    return "".join(out)
 
 
-def _defang_host(match: re.Match[str], *, quoted: bool) -> str:
-    name = match.group(0)
-    if not _is_top_level(_DOTS.split(name)[-1]) or _mailbox(match, quoted=quoted):
-        return name
-    return _DOTS.sub("[.]", name)
+def _in_host(char: str) -> bool:
+    """Whether an autolinker may read ``char`` as part of a host name: like linkify-it, anything
+    but spaces, punctuation and controls (so letters, digits, symbols, marks), plus ``-`` and dots."""
+    if char == "-" or char in _DOT_CHARS:
+        return True
+    if char in _SEPARATORS:
+        return False
+    category = unicodedata.category(char)
+    return category[0] not in "ZP" and category != "Cc"
 
 
-def _mailbox(match: re.Match[str], *, quoted: bool) -> bool:
-    """Whether the host-like name is the part before the ``@`` of a mail address that every
+def _defang_run(text: str, start: int, end: int, *, quoted: bool) -> str:
+    """One run of host characters, defanged when it reads as a web host."""
+    run = text[start:end]
+    if start > 0 and text[start - 1] == "@":
+        return run  # a mail domain: autolinkers never start a web link right after "@"
+    core = run.strip(_DOT_CHARS + "-")
+    labels = [label for label in _DOTS.split(core) if label]
+    if len(labels) < 2:
+        return run
+    # "www." makes a link in some autolinkers whatever the top-level domain; others end a host
+    # at the first symbol, so the last label counts up to there too ("io" of "io+x").
+    last = labels[-1].strip("-")
+    word = _WORD.match(last)
+    web = (
+        labels[0].lower() == "www"
+        or _is_top_level(last)
+        or (word is not None and _is_top_level(word.group(0).strip("-")))
+    )
+    if not web or _mailbox(text, start, end, quoted=quoted):
+        return run
+    at = run.index(core)
+    return run[:at] + _DOTS.sub("[.]", core) + run[at + len(core) :]
+
+
+def _mailbox(text: str, start: int, end: int, *, quoted: bool) -> bool:
+    """Whether ``text[start:end]`` is the name before the ``@`` of a mail address that every
     autolinker reads as one address: ASCII, standing on its own (after a space or ``(``), with a
     domain under a top-level domain they all know (``lee.gu@contoso.com``)."""
-    text, start, end = match.string, match.start(), match.end()
     if not ((start == 0 and not quoted) or (start > 0 and text[start - 1] in _MAILBOX_BEFORE)):
         return False
+    if not _MAILBOX.fullmatch(text, start, end):
+        return False
     domain = _DOMAIN.match(text, end)
-    return (
-        domain is not None
-        and (match.group(0) + domain.group(0)).isascii()
-        and _is_common_top_level(domain.group(1))
-    )
+    return domain is not None and _is_common_top_level(domain.group(1))
 
 
 def _is_common_top_level(label: str) -> bool:

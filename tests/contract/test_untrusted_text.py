@@ -14,7 +14,7 @@ from datetime import timedelta
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.domain.models import Actor, RequestState
+from bot.domain.models import Actor, CardRef, RequestState
 from cards.case import Viewer, render_case
 from cards.chat import render_history, render_pending, render_sentence, render_unknown_command
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
@@ -66,8 +66,8 @@ def _messages(world: World) -> list[str]:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=values, state=st.sampled_from(list(RequestState)), alerts=st.integers(1, 7))
-@example(values=HOSTILE, state=RequestState.PENDING, alerts=2)
-@example(values=HOSTILE, state=RequestState.REJECTED, alerts=6)
+@example(values=[_shown(v) for v in HOSTILE], state=RequestState.PENDING, alerts=2)
+@example(values=[_shown(v) for v in HOSTILE], state=RequestState.REJECTED, alerts=6)
 def test_no_generated_string_makes_markup_in_any_renderer(
     values: list[str], state: RequestState, alerts: int
 ) -> None:
@@ -80,3 +80,11 @@ def test_no_generated_string_makes_markup_in_any_renderer(
     for text, harmless in zip(_messages(world), _messages(calm), strict=True):
         assert message_problems(text, harmless) == []
     assert plain_problems(render_alert_comment(world.case, world.request), "alert comment") == []
+
+
+@given(channel_id=untrusted, activity_id=untrusted)
+def test_a_card_link_in_the_pending_list_is_only_ever_to_teams(channel_id: str, activity_id: str) -> None:
+    world = build(neutral(), state=RequestState.PENDING)
+    case = world.case.model_copy(update={"card": CardRef(conversation_id="c", activity_id=activity_id)})
+    channel = world.channel.model_copy(update={"channel_id": channel_id})
+    assert message_problems(render_pending([(case, world.request)], channel)) == []

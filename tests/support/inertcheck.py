@@ -90,8 +90,9 @@ def _flat(tokens: list[Token]) -> Iterator[Token]:
 
 
 def _mailto(token: Token, text: str) -> bool:
+    # An autolinked mail address (the text it came from may be punycoded in the href).
     href = str(token.attrs.get("href", ""))
-    return href[:7].lower() == "mailto:" and href[7:] in text
+    return href[:7].lower() == "mailto:" and "@" in text
 
 
 def markdown_problems(text: str, where: str) -> list[str]:

@@ -30,6 +30,11 @@ from tests.support.inertcheck import markdown_problems, plain_problems
         ("//evil.io/x", "[//]evil[.]io/x"),
         ("evil\u3002io and evil\uff0ezip", "evil[.]io and evil[.]zip"),
         ("EVIL.IO", "EVIL[.]IO"),
+        ("www.intranet-host and www.evil.com_0", "www[.]intranet-host and www[.]evil[.]com_0"),
+        ("my_file.zip", "my_file[.]zip"),
+        ("<https://evil.io>", "<https[://]evil[.]io>"),
+        ("evil.io+x evil.io😀 visit evil.io.", "evil[.]io+x evil[.]io😀 visit evil[.]io."),
+        ("¢.lee.gu@contoso.com", "¢[.]lee[.]gu@contoso.com"),
         # a mail address standing on its own stays readable; glued to other text it does not
         ("Lee Gu (lee.gu@contoso.com)", "Lee Gu (lee.gu@contoso.com)"),
         ("mail lee.gu@contoso.com.", "mail lee.gu@contoso.com."),
@@ -37,6 +42,10 @@ from tests.support.inertcheck import markdown_problems, plain_problems
         ("¹lee.gu@contoso.com", "¹lee[.]gu@contoso.com"),
         ("lee.gu@contoso.zip", "lee[.]gu@contoso.zip"),
         ("lee.gu@contoso.com\U00018cd6", "lee[.]gu@contoso.com\U00018cd6"),
+        ("lee.gu@contoso.com+x", "lee[.]gu@contoso.com+x"),
+        ("lee.gu@contoso.com_", "lee[.]gu@contoso.com_"),
+        ("lee.gu@contoso.com:443", "lee[.]gu@contoso.com:443"),
+        ("lee.gu@contoso.com: hi", "lee.gu@contoso.com: hi"),
         ("evil.рф", "evil[.]рф"),
         # invisible and direction-changing characters go; whitespace becomes one space
         ("abc\u202egnp.exe", "abcgnp.exe"),
@@ -85,6 +94,13 @@ def test_a_mail_address_right_after_an_opening_quote_is_defanged() -> None:
     assert inert("see lee.gu@contoso.com", 50, quoted=True) == "see lee.gu@contoso.com"
 
 
+def test_a_mail_address_cut_short_is_judged_as_shown() -> None:
+    # Cut inside its domain, "evil.io@x.co" is no longer an address an autolinker would see.
+    assert plain("Name (evil.io@x.co)", 16) == "Name (evil[.]io@x…"
+    assert plain("Name (lee.gu@contoso.com)", 40) == "Name (lee.gu@contoso.com)"
+    assert joined(["a (evil.io@x.co)", "b"], 12) == "a (evil[.]i…"
+
+
 def test_long_values_are_cut_with_an_ellipsis() -> None:
     assert plain("a" * 100_000, 10) == "a" * 9 + ELLIPSIS
     assert cut("short", 10) == "short"
@@ -113,10 +129,11 @@ untrusted = st.text(max_size=300) | st.from_regex(r"[\[\]()<>!#*_~`|\\/:.@&;\-+=
 @given(untrusted, st.integers(min_value=1, max_value=300))
 def test_plain_is_one_visible_line_within_the_limit(raw: str, limit: int) -> None:
     shown = plain(raw, limit)
-    assert len(shown) <= limit
+    undefanged = shown.replace("[.]", ".").replace("[://]", "://").replace("[//]", "//")
+    assert len(undefanged) <= limit, "cut to the limit before defanging"
     assert "\n" not in shown and shown == shown.strip()
     assert not [c for c in shown if unicodedata.category(c) in ("Cf", "Cc", "Cs")]
-    assert plain(shown, limit) == shown, "plain is idempotent"
+    assert plain(shown, len(shown)) == shown, "plain is idempotent"
     assert plain_problems(shown, "value") == []
 
 
