@@ -23,6 +23,8 @@ STEPS = frozenset(
     {
         # publishing: the first card of a case reached Teams, its reference is not saved yet
         "card.posted",
+        # execution: the job is claimed and its request read as approved, Start not written yet
+        "action.claimed",
         # execution: the request is executing (Start written), nothing sent to Graph yet
         "action.started",
         # execution: the attempt is marked dispatched, the Graph call is about to be sent

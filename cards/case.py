@@ -3,6 +3,13 @@
 ``render_case`` returns Adaptive Card 1.5 JSON built from ``microsoft-teams-cards`` models. Its
 ``Action.Execute`` data carries only ids and the card version; the server takes everything else
 (target, action, who clicked) from its own state, so a tampered payload cannot steer an action.
+
+Untrusted text (names, UPNs, titles, reasons, notes, results) is shown only in ``TextRun``s,
+which no Teams client reads as markdown, or as :func:`cards.text.inert` values in a
+``FactSet``; ``TextBlock``s carry the bot's own words. Links come from :mod:`cards.links` only.
+The card is rendered to fit :data:`cards.text.MESSAGE_BUDGET` whatever the input: values are
+cut with an ellipsis, the alert list is capped with "and N more", and an oversized case is
+rendered again with tighter limits (:func:`cards.text.fit`).
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import quote
 
 from microsoft_teams.cards import (
     ActionSet,
@@ -25,10 +31,13 @@ from microsoft_teams.cards import (
     FactSet,
     OpenUrlAction,
     RefreshDefinition,
+    RichTextBlock,
     TextBlock,
     TextInput,
+    TextRun,
 )
 
+from bot.domain.approval import MAX_REASON_CHARS
 from bot.domain.models import (
     ActionRequest,
     Actor,
@@ -38,33 +47,15 @@ from bot.domain.models import (
     Severity,
 )
 from bot.domain.plans import blocked, offered_actions
+from cards.links import DEFAULT_LINKS, PortalLinks
+from cards.text import DEFAULT, Limits, fit, inert, joined, plain
 
-MAX_ALERTS_SHOWN = 5
+__all__ = ["DEFAULT_LINKS", "REASON_INPUT_ID", "PortalLinks", "Viewer", "render_case", "request_headline"]
+
+MAX_ALERTS_SHOWN = DEFAULT.alerts
+MAX_SIGNALS_SHOWN = 3
+MAX_TEAMS_ID_CHARS = 128
 REASON_INPUT_ID = "reason"
-
-
-@dataclass(frozen=True)
-class PortalLinks:
-    """Base URLs of the portals the card links to (overridable for sovereign clouds)."""
-
-    defender: str = "https://security.microsoft.com"
-    entra: str = "https://entra.microsoft.com"
-
-    def alert(self, alert_id: str, web_url: str | None) -> str:
-        """The alert in the Defender portal (Graph's ``alertWebUrl`` when it gave one)."""
-        return web_url or f"{self.defender}/alerts/{quote(alert_id, safe='')}"
-
-    def user(self, object_id: str | None, upn: str | None) -> str:
-        """The user's page in the Entra admin center."""
-        if object_id:
-            return (
-                f"{self.entra}/#view/Microsoft_AAD_UsersAndTenants/UserProfileMenuBlade"
-                f"/~/overview/userId/{quote(object_id, safe='')}"
-            )
-        return f"{self.entra}/#view/Microsoft_AAD_UsersAndTenants/UserManagementMenuBlade/~/AllUsers"
-
-
-DEFAULT_LINKS = PortalLinks()
 
 
 def format_time(value: datetime | None) -> str:
@@ -107,15 +98,32 @@ def render_case(
 ) -> dict[str, Any]:
     """The card of ``case`` with its latest action ``request`` (if any).
 
-    ``note`` is a line for the person who clicked (a refusal or a stale-card notice).
-    ``refresh_user_ids`` (Teams user ids, at most 60) get their own view through ``refresh``
-    where Teams supports it: the requester sees Cancel, approvers Approve and Reject.
+    ``note`` is a line for the person who clicked (a refusal or a stale-card notice); it is shown
+    as untrusted text, since refusals quote names. ``refresh_user_ids`` (Teams user ids, at most
+    60) get their own view through ``refresh`` where Teams supports it: the requester sees
+    Cancel, approvers Approve and Reject.
     """
-    body: list[Any] = [_header(case), _facts(case), *_alerts(case, links)]
+
+    def render(limits: Limits) -> dict[str, Any]:
+        return _render(case, request, links, note, viewer, refresh_user_ids, limits)
+
+    return fit(render)
+
+
+def _render(
+    case: Case,
+    request: ActionRequest | None,
+    links: PortalLinks,
+    note: str | None,
+    viewer: Viewer | None,
+    refresh_user_ids: Sequence[str],
+    limits: Limits,
+) -> dict[str, Any]:
+    body: list[Any] = [_header(case, limits), _facts(case, limits), *_alerts(case, links, limits)]
     if request is not None:
-        body.append(_request_block(request))
+        body.append(_request_block(request, limits))
     if note:
-        body.append(TextBlock(text=note, wrap=True, color="Attention", weight="Bolder", separator=True))
+        body.append(_runs(plain(note, limits.long), color="Attention", weight="Bolder", separator=True))
     actions: list[Any] = []
     if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
         actions += _decision_actions(case, request, viewer, body)
@@ -140,7 +148,7 @@ def render_case(
                 is_required=True,
                 error_message="Say why before you act.",
                 is_multiline=True,
-                max_length=500,
+                max_length=MAX_REASON_CHARS,
             )
         )
         data = {"caseId": case.id, "cardVersion": case.revision}
@@ -162,19 +170,39 @@ def render_case(
     )
     card = AdaptiveCard(
         version="1.5",
-        fallback_text=f"Compromised identity: {case.identity.label} ({case.severity.value})",
+        fallback_text=(
+            f"Compromised identity: {plain(case.identity.label, limits.name)} ({case.severity.value})"
+        ),
         body=body,
         actions=actions,
     )
-    if refresh_user_ids:
+    # Teams user ids are short ASCII ("29:1a2b..."); anything else is not one.
+    user_ids = [u for u in refresh_user_ids if 0 < len(u) <= MAX_TEAMS_ID_CHARS and u.isascii()]
+    if not limits.refresh:
+        user_ids = []
+    if user_ids:
         card.refresh = RefreshDefinition(
             action=ExecuteAction(title="Refresh", verb="refresh", data={"caseId": case.id}),
-            user_ids=list(refresh_user_ids)[:60],
+            user_ids=user_ids[:60],
         )
     card_json: dict[str, Any] = card.model_dump(exclude_none=True, mode="json")
     card_json["$schema"] = "http://adaptivecards.io/schemas/adaptive-card.json"
     card_json["msteams"] = {"width": "Full"}
     return card_json
+
+
+def _runs(
+    *runs: str | TextRun,
+    spacing: Literal["None", "Small", "Default"] | None = None,
+    separator: bool | None = None,
+    **style: Any,
+) -> RichTextBlock:
+    """A line that shows untrusted text: ``TextRun``s, which no client reads as markdown.
+
+    ``style`` (weight, color, size, is_subtle) applies to the plain strings among ``runs``.
+    """
+    inlines: list[Any] = [run if isinstance(run, TextRun) else TextRun(text=run, **style) for run in runs]
+    return RichTextBlock(inlines=inlines, spacing=spacing, separator=separator)
 
 
 def _decision_actions(
@@ -192,7 +220,7 @@ def _decision_actions(
                 id=REASON_INPUT_ID,
                 label="Note (optional, recorded with your decision)",
                 is_multiline=True,
-                max_length=500,
+                max_length=MAX_REASON_CHARS,
             )
         )
         actions.append(ExecuteAction(title="Approve", verb="approve", data=data))
@@ -223,9 +251,10 @@ def _can_request(case: Case, request: ActionRequest | None) -> bool:
     return request is None or request.state.is_final
 
 
-def _header(case: Case) -> Container:
+def _header(case: Case, limits: Limits) -> Container:
     severity = case.severity
     status = "Contained" if case.status is CaseStatus.CONTAINED else "Open"
+    identity = case.identity
     return Container(
         style="attention" if severity is Severity.HIGH and case.status is CaseStatus.OPEN else "emphasis",
         bleed=True,
@@ -247,30 +276,24 @@ def _header(case: Case) -> Container:
                     Column(width="auto", items=[TextBlock(text=status, weight="Bolder", size="Small")]),
                 ]
             ),
-            TextBlock(
-                text=case.identity.display_name or case.identity.upn or "Unknown user",
+            _runs(
+                plain(identity.display_name or identity.upn, limits.name) or "Unknown user",
                 size="Large",
                 weight="Bolder",
-                wrap=True,
             ),
-            TextBlock(
-                text=case.identity.upn or case.identity.object_id or "",
-                is_subtle=True,
-                spacing="None",
-                wrap=True,
-            ),
-            *_badges(case),
+            _runs(plain(identity.upn or identity.object_id, limits.name), is_subtle=True, spacing="None"),
+            *_badges(case, limits),
         ],
     )
 
 
-def _badges(case: Case) -> list[TextBlock]:
+def _badges(case: Case, limits: Limits) -> list[Any]:
     """Warnings a responder must see before acting: why no action is offered, protected or
     privileged accounts."""
-    badges = []
+    badges: list[Any] = []
     why_not = blocked(case)
     if why_not:
-        badges.append(TextBlock(text=why_not, color="Warning", weight="Bolder", wrap=True))
+        badges.append(_runs(plain(why_not, limits.long), color="Warning", weight="Bolder"))
     if case.protected:
         badges.append(
             TextBlock(
@@ -282,11 +305,11 @@ def _badges(case: Case) -> list[TextBlock]:
         )
     if case.privileged_reason:
         badges.append(
-            TextBlock(
-                text=f"Privileged: {case.privileged_reason}. Every action needs two approvers.",
+            _runs(
+                f"Privileged: {plain(case.privileged_reason, limits.short)}. "
+                "Every action needs two approvers.",
                 color="Warning",
                 weight="Bolder",
-                wrap=True,
             )
         )
     return badges
@@ -304,10 +327,13 @@ _DETECTION_LABELS = {
 
 
 def detection_label(value: str) -> str:
-    """Graph's ``detectionSource`` as a product name (camelCase split into words otherwise)."""
+    """Graph's ``detectionSource`` as a product name (camelCase split into words otherwise).
+
+    The result is as untrusted as ``value``: render it with :mod:`cards.text`.
+    """
     if value in _DETECTION_LABELS:
         return _DETECTION_LABELS[value]
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", value)
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", value[:200])
     return words[:1].upper() + words[1:]
 
 
@@ -320,44 +346,54 @@ def _account_line(case: Case) -> str:
     return f"{state}, {where} (read back {format_time(account.checked_at)})"
 
 
-def _facts(case: Case) -> FactSet:
+def _fact(title: str, value: str, limit: int) -> Fact:
+    """A fact whose value may hold untrusted text (facts' values are markdown in Teams)."""
+    return Fact(title=title, value=inert(value, limit))
+
+
+def _facts(case: Case, limits: Limits) -> FactSet:
     sources = sorted({a.source.label for a in case.alerts})
     detections = sorted({detection_label(a.detection_source) for a in case.alerts if a.detection_source})
     facts = [
-        Fact(title="Account", value=_account_line(case)),
-        Fact(title="Severity", value=case.severity.value.capitalize()),
-        *_risk_fact(case),
-        Fact(title="Source", value=", ".join(sources) or "none"),
+        _fact("Account", _account_line(case), limits.short),
+        _fact("Severity", case.severity.value.capitalize(), limits.short),
+        *_risk_fact(case, limits),
+        _fact("Source", ", ".join(sources) or "none", limits.short),
     ]
     if detections:
-        facts.append(Fact(title="Detected by", value=", ".join(detections)))
+        facts.append(_fact("Detected by", joined(detections, limits.short), limits.short))
     facts += [
-        Fact(title="First seen", value=format_time(case.first_seen)),
-        Fact(title="Last seen", value=format_time(case.last_seen)),
-        Fact(title="Case", value=case.id),
+        _fact("First seen", format_time(case.first_seen), limits.short),
+        _fact("Last seen", format_time(case.last_seen), limits.short),
+        _fact("Case", case.id, limits.name),
     ]
     return FactSet(facts=facts, separator=True)
 
 
-def _risk_fact(case: Case) -> list[Fact]:
+def _risk_fact(case: Case, limits: Limits) -> list[Fact]:
     facts = case.facts
     found: list[Fact] = []
     if facts.risk_state and facts.risk_state != "none":
-        level = f" ({facts.risk_level})" if facts.risk_level and facts.risk_level != "none" else ""
-        found.append(Fact(title="User risk", value=f"{facts.risk_state}{level}"))
-    for signal in facts.signals:
-        where = " · ".join(p for p in (signal.ip_address, signal.location) if p)
+        level = (
+            f" ({plain(facts.risk_level, limits.name)})"
+            if facts.risk_level and facts.risk_level != "none"
+            else ""
+        )
+        found.append(_fact("User risk", f"{plain(facts.risk_state, limits.name)}{level}", limits.short))
+    for signal in facts.signals[: min(MAX_SIGNALS_SHOWN, limits.items)]:
+        where = " · ".join(plain(p, limits.name) for p in (signal.ip_address, signal.location) if p)
+        detection = plain(detection_label(signal.detection), limits.name)
         found.append(
-            Fact(
-                title="Sign-in risk",
-                value=f"{detection_label(signal.detection)}{f' from {where}' if where else ''} "
-                f"({format_time(signal.detected_at)})",
+            _fact(
+                "Sign-in risk",
+                f"{detection}{f' from {where}' if where else ''} ({format_time(signal.detected_at)})",
+                limits.short,
             )
         )
     return found
 
 
-def _alerts(case: Case, links: PortalLinks) -> list[Any]:
+def _alerts(case: Case, links: PortalLinks, limits: Limits) -> list[Any]:
     newest_first = sorted(case.alerts, key=lambda a: (a.updated_at, a.id), reverse=True)
     blocks: list[Any] = [
         TextBlock(
@@ -366,34 +402,34 @@ def _alerts(case: Case, links: PortalLinks) -> list[Any]:
             separator=True,
         )
     ]
-    for alert in newest_first[:MAX_ALERTS_SHOWN]:
-        techniques = f" · {', '.join(alert.techniques)}" if alert.techniques else ""
+    for alert in newest_first[: limits.alerts]:
+        title = plain(alert.title, limits.short) or "(untitled alert)"
+        link = OpenUrlAction(url=links.alert(alert.id, alert.web_url)) if limits.links else None
+        techniques = f" · {joined(alert.techniques, limits.short)}" if alert.techniques else ""
         blocks.append(
-            TextBlock(
-                text=(
-                    f"- [{_escape_md(alert.title)}]({links.alert(alert.id, alert.web_url)}) — "
-                    f"{alert.severity.value} · {alert.source.label} · "
-                    f"{format_time(alert.created_at)}{techniques}"
-                ),
-                wrap=True,
+            _runs(
+                "• ",
+                TextRun(text=title, select_action=link),
+                f" — {alert.severity.value} · {alert.source.label} · "
+                f"{format_time(alert.created_at)}{techniques}",
                 spacing="Small",
             )
         )
-    hidden = len(case.alerts) - MAX_ALERTS_SHOWN
+    hidden = len(case.alerts) - min(len(case.alerts), limits.alerts)
     if hidden > 0:
         blocks.append(TextBlock(text=f"… and {hidden} more in Defender", is_subtle=True, wrap=True))
     return blocks
 
 
-def request_headline(request: ActionRequest) -> str:
-    """One line a responder reads at a glance: the action and where it stands."""
+def request_headline(request: ActionRequest, limits: Limits = DEFAULT) -> str:
+    """One line a responder reads at a glance: the action and where it stands (plain text)."""
     action = request.action.label
     state = request.state
     if state is RequestState.PENDING:
         if request.approvals and request.required_approvals - len(request.approvals) == 1:
             return f"{action}: awaiting second approver"
         return f"{action}: awaiting approval"
-    decider = request.decided_by.label if request.decided_by else ""
+    decider = plain(request.decided_by.label, limits.name) if request.decided_by else ""
     headlines = {
         RequestState.APPROVED: "approved, starting",
         RequestState.EXECUTING: "running",
@@ -406,52 +442,47 @@ def request_headline(request: ActionRequest) -> str:
     return f"{action}: {headlines[state]}"
 
 
-def _request_block(request: ActionRequest) -> Container:
+def _request_block(request: ActionRequest, limits: Limits) -> Container:
     colors: dict[RequestState, Color] = {
         RequestState.SUCCEEDED: "Good",
         RequestState.FAILED: "Attention",
         RequestState.PENDING: "Warning",
     }
+    requester = plain(request.requester.label, limits.name)
+    reason = plain(request.reason, limits.long, quoted=True)
     items: list[Any] = [
-        TextBlock(
-            text=request_headline(request),
-            weight="Bolder",
-            color=colors.get(request.state, "Accent"),
-            wrap=True,
-        ),
-        TextBlock(
-            text=f"Requested by {request.requester.label} at {format_time(request.created_at)}"
-            + (f": “{request.reason}”" if request.reason else ""),
-            wrap=True,
+        _runs(request_headline(request, limits), weight="Bolder", color=colors.get(request.state, "Accent")),
+        _runs(
+            f"Requested by {requester} at {format_time(request.created_at)}"
+            + (f": “{reason}”" if reason else ""),
             spacing="None",
         ),
     ]
-    signed = ", ".join(a.label for a in request.approvals) or "nobody yet"
+    signed = joined((a.label for a in request.approvals), limits.short) or "nobody yet"
     facts = [
-        Fact(title="Sign-offs", value=f"{len(request.approvals)} of {request.required_approvals}: {signed}")
+        _fact(
+            "Sign-offs",
+            f"{len(request.approvals)} of {request.required_approvals}: {signed}",
+            limits.short + 20,
+        )
     ]
     if request.state in (RequestState.PENDING, RequestState.APPROVED):
-        facts.append(Fact(title="Who can approve", value=f"an approver other than {request.requester.label}"))
-        facts.append(Fact(title="Expires", value=format_time(request.expires_at)))
+        facts.append(_fact("Who can approve", f"an approver other than {requester}", limits.short))
+        facts.append(_fact("Expires", format_time(request.expires_at), limits.short))
     if request.privileged_reason:
-        facts.append(Fact(title="Why two", value=request.privileged_reason))
+        facts.append(_fact("Why two", request.privileged_reason, limits.short))
     if request.decision_note:
-        facts.append(Fact(title="Note", value=request.decision_note))
+        facts.append(_fact("Note", request.decision_note, limits.long))
     items.append(FactSet(facts=facts, spacing="Small"))
     if request.result is not None:
-        items.append(TextBlock(text=request.result.summary, wrap=True, spacing="Small"))
+        items.append(_runs(plain(request.result.summary, limits.long), spacing="Small"))
         if request.result.verified_state:
             verified_at = format_time(request.result.verified_at)
             items.append(
-                TextBlock(
-                    text=f"Verified: {request.result.verified_state} at {verified_at}",
-                    wrap=True,
+                _runs(
+                    f"Verified: {plain(request.result.verified_state, limits.short)} at {verified_at}",
                     is_subtle=True,
                     spacing="None",
                 )
             )
     return Container(items=items, separator=True, style="emphasis")
-
-
-def _escape_md(text: str) -> str:
-    return text.replace("[", "(").replace("]", ")")

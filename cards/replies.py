@@ -1,13 +1,22 @@
-"""Thread replies: the running record under each case card, as Teams markdown text."""
+"""Thread replies and alert comments: the running record under each case card.
+
+Replies are Teams message text (markdown). The bot's own words carry the formatting (bold, the
+step list, links to allowed URLs); every untrusted value goes through :func:`cards.text.inert`,
+so a name, a reason, a title or an error message shows as written and forms no link, mention,
+heading or list. Each reply is rendered to fit :data:`cards.text.MESSAGE_BUDGET`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from bot.domain.models import ActionRequest, Alert, Case, RequestState, Verification
 from cards.case import DEFAULT_LINKS, PortalLinks, format_time, request_headline
+from cards.text import Limits, fit, inert, joined, plain
 
 ACTION_CENTER_HISTORY = "https://security.microsoft.com/action-center/history"
+MAX_COMMENT_CHARS = 2000
 
 _VERIFICATION_WORDS = {
     Verification.VERIFIED: "verified",
@@ -16,6 +25,10 @@ _VERIFICATION_WORDS = {
     Verification.CONTRADICTED: "NOT in effect",
     Verification.NOT_RUN: "not verified",
 }
+
+
+def _names(people: Iterable[object], limits: Limits) -> str:
+    return joined(people, limits.short)
 
 
 def render_result_reply(
@@ -27,6 +40,12 @@ def render_result_reply(
     back showed, the Graph request ids and Defender correlation ids, and where to look next.
     Never contains secrets: only ids, names and states.
     """
+    return fit(lambda limits: _result_reply(case, request, links, update, limits))
+
+
+def _result_reply(
+    case: Case, request: ActionRequest, links: PortalLinks, update: bool, limits: Limits
+) -> str:
     result = request.result
     if result is None:
         outcome = request.state.value
@@ -38,36 +57,38 @@ def render_result_reply(
         outcome = "submitted, pending verification"
     else:
         outcome = "submitted"
-    approvers = ", ".join(a.label for a in request.approvals) or "nobody"
+    approvers = _names((a.label for a in request.approvals), limits) or "nobody"
     prefix = "Verification update: " if update else ""
+    reason = inert(request.reason, limits.long, quoted=True)
     lines = [
-        f"{prefix}**{request.action.label} {outcome}** for {case.identity.label}",
-        f"Requested by {request.requester.label} at {format_time(request.created_at)}"
-        + (f" — reason: “{request.reason}”" if request.reason else ""),
-        f"Signed off by: {approvers}",
+        f"{prefix}**{request.action.label} {outcome}** for {inert(case.identity.label, limits.name)}",
+        f"Requested by {inert(request.requester.label, limits.name)} at {format_time(request.created_at)}"
+        + (f" — reason: “{reason}”" if reason else ""),
+        f"Signed off by: {inert(approvers, limits.short)}",
     ]
     if result is not None:
-        lines.append(f"Result: {result.summary}")
-        for step in result.steps:
+        lines.append(f"Result: {inert(result.summary, limits.long)}")
+        for step in result.steps[: limits.items]:
             ran = "ok" if step.ok else "failed"
-            line = f"- {step.step}: {ran}, {_VERIFICATION_WORDS[step.verification]}"
+            line = f"- {inert(step.step, limits.short)}: {ran}, {_VERIFICATION_WORDS[step.verification]}"
             if step.verified_state:
-                line += f" — {step.verified_state} at {format_time(step.verified_at)}"
+                line += f" — {inert(step.verified_state, limits.short)} at {format_time(step.verified_at)}"
             if not step.ok or step.verification is Verification.CONTRADICTED:
-                line += f". {step.message}"
+                line += f". {inert(step.message, limits.long)}"
             elif step.note:
-                line += f". {step.note}"
+                line += f". {inert(step.note, limits.long)}"
             if step.graph_request_id:
-                line += f" · Graph request-id {step.graph_request_id}"
+                line += f" · Graph request-id {inert(step.graph_request_id, limits.name)}"
             if step.correlation_id:
-                line += f" · Defender correlation id {step.correlation_id}"
+                line += f" · Defender correlation id {inert(step.correlation_id, limits.name)}"
             lines.append(line)
         if not result.steps and result.verified_state:
             lines.append(
-                f"Verified state: {result.verified_state} (read back at {format_time(result.verified_at)})"
+                f"Verified state: {inert(result.verified_state, limits.short)} "
+                f"(read back at {format_time(result.verified_at)})"
             )
         if not result.steps and result.graph_request_id:
-            lines.append(f"Graph request-id: {result.graph_request_id}")
+            lines.append(f"Graph request-id: {inert(result.graph_request_id, limits.name)}")
         if result.recheck_at is not None:
             lines.append(
                 f"The bot reads the state again at {format_time(result.recheck_at)} and reports here."
@@ -86,39 +107,52 @@ def render_result_reply(
 
 def render_alert_comment(case: Case, request: ActionRequest) -> str:
     """The comment written on each Defender alert of the case after an action (plain text)."""
+    limits = Limits()
     result = request.result
-    outcome = "no result" if result is None else result.summary
-    approvers = ", ".join(a.label for a in request.approvals) or "nobody"
-    ids = ", ".join(result.correlation_ids) if result is not None and result.correlation_ids else ""
+    outcome = "no result" if result is None else plain(result.summary, limits.long)
+    approvers = _names((a.label for a in request.approvals), limits) or "nobody"
+    ids = (
+        joined(result.correlation_ids, limits.short) if result is not None and result.correlation_ids else ""
+    )
     text = (
-        f"remediation-bot: {request.action.label} on {case.identity.label}. Requested by "
-        f"{request.requester.label} (reason: {request.reason}); signed off by {approvers}. Outcome: {outcome}"
+        f"remediation-bot: {request.action.label} on {plain(case.identity.label, limits.name)}. "
+        f"Requested by {plain(request.requester.label, limits.name)} "
+        f"(reason: {plain(request.reason, limits.long)}); signed off by {approvers}. Outcome: {outcome}"
     )
     if ids:
         text += f" Defender Action Center correlation id(s): {ids}."
-    return text
+    return text[:MAX_COMMENT_CHARS]
 
 
 def render_request_note(case: Case, request: ActionRequest, *, now: datetime) -> str:
     """The thread note when a request is opened, approved, rejected, cancelled or expires."""
-    who = case.identity.label
-    lines = [f"**{request_headline(request)}** for {who}"]
+    return fit(lambda limits: _request_note(case, request, now, limits))
+
+
+def _request_note(case: Case, request: ActionRequest, now: datetime, limits: Limits) -> str:
+    who = inert(case.identity.label, limits.name)
+    requester = inert(request.requester.label, limits.name)
+    lines = [f"**{inert(request_headline(request, limits), limits.short)}** for {who}"]
     if request.state is RequestState.PENDING:
         waited = int((now - request.created_at).total_seconds() // 60)
-        lines.append(
-            f"{request.requester.label} asked at {format_time(request.created_at)}: “{request.reason}”"
-        )
+        reason = inert(request.reason, limits.long, quoted=True)
+        lines.append(f"{requester} asked at {format_time(request.created_at)}: “{reason}”")
         lines.append(
             f"Needs {request.required_approvals} sign-off(s) from approvers; has {len(request.approvals)}. "
-            f"Who can approve: an approver other than {request.requester.label}. "
+            f"Who can approve: an approver other than {requester}. "
             f"Expires {format_time(request.expires_at)}."
         )
         if request.privileged_reason:
-            lines.append(f"Two approvers because the account is privileged: {request.privileged_reason}.")
+            lines.append(
+                "Two approvers because the account is privileged: "
+                f"{inert(request.privileged_reason, limits.short)}."
+            )
         if request.reminded_at is not None:
             lines.insert(0, f"Reminder: this request has waited {waited} minutes for approval.")
     elif request.state is RequestState.REJECTED:
-        note = f": “{request.decision_note}”" if request.decision_note else ""
+        note = (
+            f": “{inert(request.decision_note, limits.long, quoted=True)}”" if request.decision_note else ""
+        )
         lines.append(f"Nothing was done{note}")
     elif request.state is RequestState.CANCELLED:
         lines.append("Withdrawn by the requester; nothing was done.")
@@ -128,10 +162,10 @@ def render_request_note(case: Case, request: ActionRequest, *, now: datetime) ->
             "Ask again from the card if it is still needed."
         )
     elif request.state is RequestState.FAILED and request.result is not None:
-        lines.append(request.result.summary)
-    signed = ", ".join(a.label for a in request.approvals)
+        lines.append(inert(request.result.summary, limits.long))
+    signed = _names((a.label for a in request.approvals), limits)
     if signed:
-        lines.append(f"Signed off by: {signed}")
+        lines.append(f"Signed off by: {inert(signed, limits.short)}")
     return "\n\n".join(lines)
 
 
@@ -140,15 +174,17 @@ def escalation_note(case: Case, alert: Alert) -> str | None:
     others = [a for a in case.alerts if a.id != alert.id]
     if not others:
         return None
+    limits = Limits()
+    title = inert(alert.title, limits.short)
     top = max(a.severity.rank for a in others)
     if alert.severity.rank > top:
         return (
-            f"**Escalated to {alert.severity.value}**: {alert.title} ({alert.source.label}, "
+            f"**Escalated to {alert.severity.value}**: {title} ({alert.source.label}, "
             f"{format_time(alert.created_at)})"
         )
     if alert.source not in {a.source for a in others}:
         return (
-            f"**New source: {alert.source.label}** reports {alert.title} ({alert.severity.value}, "
+            f"**New source: {alert.source.label}** reports {title} ({alert.severity.value}, "
             f"{format_time(alert.created_at)})"
         )
     return None

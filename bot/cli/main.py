@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     # (run by an auditor with nothing but the database) must not depend on.
     from aiohttp import web
 
-    from bot.web.app import create_app
+    from bot.web.app import SHUTDOWN_REQUEST_SECONDS, create_app
 
     try:
         # A .env file in the working folder is read too (the environment wins over it).
@@ -29,7 +29,15 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"remediation-bot: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    # SIGTERM closes the listener, lets requests being answered finish (briefly), then stops the
+    # background work: see create_app's shutdown.
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=SHUTDOWN_REQUEST_SECONDS,
+    )
     return 0
 
 

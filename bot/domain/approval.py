@@ -29,6 +29,10 @@ from bot.domain.models import (
 )
 from bot.domain.policy import ActorRoles, Policy, TargetFacts
 
+MAX_REASON_CHARS = 500
+"""The longest reason or decision note the bot keeps (characters); the card's input says the same,
+but only this check holds against a forged click."""
+
 
 @dataclass(frozen=True)
 class Refused:
@@ -169,8 +173,11 @@ def open_request(
         return Refused(f"{case.identity.label} is already disabled; nothing to do.")
     if action is ResponseAction.ENABLE_ACCOUNT and case.status is not CaseStatus.CONTAINED:
         return Refused(f"{case.identity.label} was not disabled by a response here; nothing to re-enable.")
-    if not reason.strip():
+    if not _has_visible_text(reason):
         return Refused("Type a reason before you act; nothing was done.")
+    too_long = _too_long("reason", reason)
+    if too_long is not None:
+        return too_long
     if action in policy.destructive_actions and destructive_last_hour >= policy.blast_radius_per_hour:
         return blast_radius_reached(policy)
     required = policy.approvals_for(action, privileged_target=target.privileged)
@@ -191,6 +198,21 @@ def open_request(
     if len(approvals) >= required:
         return request.model_copy(update={"state": RequestState.APPROVED})
     return request
+
+
+def _has_visible_text(text: str) -> bool:
+    # Spaces, zero-width and direction marks alone are not a reason.
+    return any(char.isprintable() and not char.isspace() for char in text)
+
+
+def _too_long(what: str, text: str) -> Refused | None:
+    length = len(text.strip())
+    if length <= MAX_REASON_CHARS:
+        return None
+    return Refused(
+        f"The {what} is {length:,} characters long; the bot keeps at most {MAX_REASON_CHARS}. "
+        "Shorten it and try again; nothing was done."
+    )
 
 
 def decide(request: ActionRequest, event: Event, policy: Policy, now: datetime) -> Outcome:
@@ -257,6 +279,9 @@ def _reject(request: ActionRequest, event: Reject, now: datetime) -> Outcome:
         return not_an_approver(event.actor)
     if event.actor.same_person(request.requester):
         return Refused("You asked for this action; use Cancel to withdraw it.")
+    too_long = _too_long("note", event.note)
+    if too_long is not None:
+        return too_long
     return request.model_copy(
         update={
             "state": RequestState.REJECTED,

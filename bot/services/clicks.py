@@ -3,12 +3,13 @@
 Owns :class:`Clicks`: only ids and the card revision are read from the card's data (plus the
 reason typed); the target, the action and who may do what come from server state. A stale
 card is answered with the current one; a refusal is audited and shown on the card; a request
-that just became approved is queued for execution and waited on for the invoke budget.
+that just became approved is queued for execution, and the click is answered at once with the
+card showing the decision: the execution, its thread reply and the alert comments follow in the
+background as the leased job they are, and the card is updated for everyone when it finishes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -225,9 +226,10 @@ class Clicks:
         if request.state is RequestState.APPROVED:
             # Executions go through the store's job queue, so exactly one replica runs each one
             # and a replica that dies mid-run leaves it to another (see run_jobs).
+            # The click is answered as soon as the decision is stored: nothing here waits for the
+            # action, so a slow Graph call never holds the clicker (or the invoke budget).
             await self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, {"requestId": request.id})
-            task = self._tasks.spawn(self._execution.run_jobs(), name=f"jobs-after-{request.id}")
-            await asyncio.wait({task}, timeout=self._settings.invoke_budget)
+            self._tasks.spawn(self._execution.run_jobs(), name=f"jobs-after-{request.id}")
         else:
             self._tasks.spawn(self._publisher.announce(case.id, request.id), name=f"announce-{request.id}")
         case = await self._views.require_case(case.id)

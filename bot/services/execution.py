@@ -9,13 +9,15 @@ stopped is taken over: an attempt never sent is run, a sent one is read back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from functools import partial
 
 from bot.domain.approval import Abort, Finish, Refused, Start, may_run
 from bot.domain.models import ActionRequest, ActionResult, Case, RequestState
 from bot.domain.plans import plan
-from bot.errors import ConflictError
+from bot.errors import ConflictError, RemediationError
 from bot.faults import fault_point
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
@@ -65,6 +67,7 @@ class Execution:
         self._executor = executor
         self._metrics = metrics
         self._replica = replica
+        self._stopping = False
 
     async def run_jobs(self) -> int:
         """Claim queued executions and run them until none is left; returns how many ran.
@@ -72,10 +75,15 @@ class Execution:
         Every replica calls this (after a click, and every few seconds); the store hands each
         job to one worker at a time. The worker renews its lease while it works, so a job is
         claimed again only when its worker died or was stopped for longer than the lease.
+
+        Each claim is a worker of its own (the replica's id and a fresh suffix): a replica runs
+        several of these loops at once, and the one that claims a job again after a pause must
+        not share the claim with the paused one that held it before, or both would carry on.
         """
         ran = 0
-        while True:
-            job = await self._store.claim_job(EXECUTE_JOB, self._replica, self._settings.job_lease)
+        while not self._stopping:
+            worker = f"{self._replica}.{uuid.uuid4().hex[:6]}"
+            job = await self._store.claim_job(EXECUTE_JOB, worker, self._settings.job_lease)
             if job is None:
                 return ran
             try:
@@ -83,7 +91,19 @@ class Execution:
                     partial(self._holds, job), self._settings.job_lease, f"execution job {job.key}"
                 ):
                     await self._execute(job)
-                await self._store.finish_job(job.key, self._replica)
+                if not await self._carried_through(job):
+                    # Never finish a job whose request is still to run or to report (this worker
+                    # lost the job meanwhile): once the lease lapses the next claim carries it on.
+                    log.warning(
+                        "execution job %s: its request is not finished; left to the next claim", job.key
+                    )
+                    continue
+                await self._store.finish_job(job.key, job.worker)
+            except asyncio.CancelledError:
+                # Shutting down mid-job: hand it back so another replica takes it at once (a
+                # dispatched attempt is read back there, never sent again).
+                await self._release(job)
+                raise
             except ConflictError:
                 log.warning("execution job %s was taken over by another worker", job.key)
                 continue
@@ -92,10 +112,35 @@ class Execution:
                 log.exception("execution job %s failed; it will be resumed", job.key)
                 continue
             ran += 1
+        return ran
+
+    def stop(self) -> None:
+        """Claim no more jobs (the replica is shutting down); the running one carries on."""
+        self._stopping = True
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self._store.release_job(job.key, job.worker)
+        except RemediationError as exc:
+            # Its lease then lapses on its own and another replica takes it over after that.
+            log.warning("could not release execution job %s: %s", job.key, exc.message)
+        else:
+            log.warning("execution job %s released unfinished: another replica takes it over", job.key)
+
+    async def _carried_through(self, job: Job) -> bool:
+        """Nothing is left for ``job``: its request ended and was reported (or is gone, or has a
+        newer attempt with a job of its own)."""
+        request = await self._store.get_request(str(job.payload.get("requestId", "")))
+        if request is None or request.idempotency_key != job.key:
+            return True
+        if request.state in (RequestState.APPROVED, RequestState.EXECUTING):
+            return False
+        ended = request.state in (RequestState.SUCCEEDED, RequestState.FAILED)
+        return not ended or request.reported_attempt >= request.attempt
 
     async def _holds(self, job: Job) -> bool:
         """Renew this worker's claim on ``job``; ``False`` once another worker has taken it over."""
-        return await self._store.renew_job(job.key, self._replica, self._settings.job_lease)
+        return await self._store.renew_job(job.key, job.worker, self._settings.job_lease)
 
     async def _execute(self, job: Job) -> None:
         """Carry one execution job on from wherever its request stands.
@@ -127,12 +172,23 @@ class Execution:
 
     async def _start(self, request: ActionRequest, job: Job) -> None:
         start = Start(current_approvers=await self._current_approvers(request))
+        fault_point("action.claimed")
         started = await self._transitions.apply(request.id, start)
         case = await self._views.require_case(request.case_id)
         if not started.won:
-            if started.request.state is RequestState.APPROVED:
+            latest = started.request
+            if latest.state is RequestState.APPROVED:
                 # Approved but not allowed to run any more: say so and close the request as failed.
-                await self.fail_unstarted(case, started.request, started.refusal)
+                await self.fail_unstarted(case, latest, started.refusal)
+            elif latest.idempotency_key != job.key:
+                pass  # an earlier attempt's job
+            elif latest.state is RequestState.EXECUTING and await self._holds(job):
+                # Started after this worker read it as approved, by one that had lost this job
+                # (stopped past its lease): that one sends nothing now, so this one, holding the
+                # job, carries it on. Finishing the job here would leave it executing for ever.
+                await self._take_over(latest, job)
+            elif latest.state in (RequestState.SUCCEEDED, RequestState.FAILED):
+                await self._reporter.report(latest)
             return
         await self._audit.write(
             "action.started",

@@ -65,8 +65,6 @@ class ServiceSettings:
 
     channel_id: str
     links: PortalLinks = DEFAULT_LINKS
-    # How long a click waits for the action it approved before answering with the card.
-    invoke_budget: float = 4.0
     recheck_after: timedelta = timedelta(minutes=2)
     alert_status: str = ""
     coalesce_seconds: float = 3.0

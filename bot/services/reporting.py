@@ -17,10 +17,26 @@ from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
 from bot.services.publishing import Publisher
 from bot.services.views import CaseViews
-from bot.tenant.identities import resolve_identity
+from bot.tenant.identities import RiskMap, resolve_identity
 from cards.replies import render_alert_comment, render_request_note, render_result_reply
 
 log = logging.getLogger(__name__)
+
+# The actions whose result changes the identity's risk state in Identity Protection: only their
+# report reads it again. Identity Protection is paced to one call per second per tenant, so a
+# read there would hold every other action's thread reply behind the pacer for nothing.
+RISK_ACTIONS = frozenset(
+    {ResponseAction.CONFIRM_COMPROMISED, ResponseAction.DISMISS_RISK, ResponseAction.FORCE_PASSWORD_CHANGE}
+)
+
+
+def _risk_unchanged(case: Case, request: ActionRequest) -> RiskMap | None:
+    """The case's known risk state, for a report whose action does not touch risk; else ``None``
+    (read it again). Unknown is kept unknown rather than read through the pacer."""
+    if request.action in RISK_ACTIONS or not case.identity.object_id:
+        return None
+    return {case.identity.object_id.lower(): (case.facts.risk_state, case.facts.risk_level)}
+
 
 # The first line of a result reply sent again because the worker sending it first may have died
 # after it went out: a visible duplicate instead of silence.
@@ -90,8 +106,9 @@ class Reporter:
         tried again.
         """
         ran = request.started_at is not None
+        known = await self._views.require_case(case_id)
         identity, account, facts = await resolve_identity(
-            self._graph, (await self._views.require_case(case_id)).identity, now=self._clock
+            self._graph, known.identity, now=self._clock, risky=_risk_unchanged(known, request)
         )
         result = request.result
 

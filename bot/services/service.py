@@ -104,6 +104,11 @@ class RemediationService:
         """Wait for background work (executions, card updates, replies) to finish."""
         await self.tasks.drain()
 
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking work, give what runs ``grace`` seconds, then cancel it (releasing its jobs)."""
+        self.execution.stop()
+        await self.tasks.drain(grace)
+
     # -- the verbs of each use case -----------------------------------------------------------
 
     async def register_channel(self, channel: ChannelRef, *, actor: Actor | None = None) -> bool:

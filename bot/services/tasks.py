@@ -37,8 +37,19 @@ class TaskSupervisor:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
-    async def drain(self) -> None:
-        """Wait for background work (executions, card updates, replies) to finish."""
+    async def drain(self, grace: float | None = None) -> None:
+        """Wait for background work (executions, card updates, replies) to finish.
+
+        With ``grace``, work still running after that many seconds is cancelled (an execution
+        job then releases its lease for another replica) and its end awaited.
+        """
+        if grace is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while self._tasks and (left := deadline - loop.time()) > 0:
+                await asyncio.wait(list(self._tasks), timeout=left)
+            for task in list(self._tasks):
+                task.cancel()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

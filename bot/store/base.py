@@ -286,6 +286,13 @@ class Store(Protocol):
         lease ran out): the caller has lost it and must not act on the job's behalf any more.
         """
 
+    async def release_job(self, key: str, worker: str) -> None:
+        """Give up ``worker``'s claim on an unfinished job so any worker may claim it at once.
+
+        Used by a replica shutting down with the job unfinished; nothing happens when the job is
+        finished or held by another worker.
+        """
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark the job done so it is never claimed again; idempotent.
 

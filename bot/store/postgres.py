@@ -588,6 +588,14 @@ class PostgresStore(SqlStore):
         )
         return renewed is not None
 
+    async def release_job(self, key: str, worker: str) -> None:
+        """Drop ``worker``'s lease on an unfinished job so it is claimable at once."""
+        await self._fetchone(
+            "UPDATE jobs SET lease_until = NULL "
+            "WHERE key = %s AND worker = %s AND finished_at IS NULL RETURNING key",
+            (key, worker),
+        )
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark a job done. Finishing a finished job again changes nothing.
 

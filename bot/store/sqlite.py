@@ -409,6 +409,16 @@ class SqliteStore(SqlStore):
         )
         return bool(renewed)
 
+    async def release_job(self, key: str, worker: str) -> None:
+        """Drop ``worker``'s lease on an unfinished job so it is claimable at once."""
+        await self._write(
+            lambda tx: tx.run(
+                "UPDATE jobs SET lease_until = NULL WHERE key = ? AND worker = ? AND finished_at IS NULL",
+                (key, worker),
+            ),
+            what=f"releasing job {key!r}",
+        )
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark a job done. Finishing a finished job again changes nothing.
 

@@ -13,12 +13,14 @@ from bot.commands import ChatCommands
 from bot.domain.models import Actor, ChannelRef
 from bot.errors import RemediationError
 from bot.services import CardAnswer, RemediationService
+from cards.text import plain
 
 log = logging.getLogger(__name__)
 
 CARD_ACTION_INVOKE = "adaptiveCard/action"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 ERROR_CONTENT_TYPE = "application/vnd.microsoft.error"
+ERROR_MESSAGE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -263,9 +265,12 @@ def _card_response(answer: CardAnswer) -> InvokeResponse:
 
 def _error(status: int, code: str, message: str) -> InvokeResponse:
     # Teams shows the message to the clicker; the HTTP status stays 200 as the protocol asks.
+    # The message may quote ids from the click or Graph's words: shown as plain, inert text.
     return InvokeResponse(
         status=200,
         body=AdaptiveCardInvokeResponse(
-            status_code=status, type=ERROR_CONTENT_TYPE, value={"code": code, "message": message}
+            status_code=status,
+            type=ERROR_CONTENT_TYPE,
+            value={"code": code, "message": plain(message, ERROR_MESSAGE_CHARS)},
         ),
     )

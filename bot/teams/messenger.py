@@ -50,7 +50,6 @@ import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html import escape
 from typing import Any, TypeVar
 
 from botbuilder.core import BotAdapter, CardFactory, MessageFactory, TurnContext
@@ -71,6 +70,7 @@ from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
 from bot.retry import backoff_delay, parse_retry_after
 from bot.teams.pacing import Lanes, Pacer
+from cards.text import inert, plain
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ RETRY_STATUSES = frozenset({412, 429, 502, 503, 504})
 NOT_PROCESSED_STATUSES = frozenset({412, 429, 503})
 
 # urllib3 gives up at once and hands every answer back, so that the messenger sees each one.
+# A reminder mentions the approvers by name: at most this many, each name at most this long.
+MAX_MENTIONS = 20
+NAME_CHARS = 120
 _NO_TRANSPORT_RETRIES = Retry(total=0, raise_on_status=False)
 
 
@@ -195,15 +198,17 @@ class TeamsMessenger:
         """
         message = MessageFactory.text(text)
         if mentions:
-            tags = " ".join(f"<at>{escape(m.label)}</at>" for m in mentions)
-            message.text = f"{tags} {text}"
+            # The only mentions a message carries are these entities; a name is inert text in
+            # them (``text`` itself has every ``<`` escaped by the renderers).
+            named = [(m, inert(m.label, NAME_CHARS)) for m in mentions[:MAX_MENTIONS]]
+            message.text = f"{' '.join(f'<at>{name}</at>' for _, name in named)} {text}"
             message.entities = [
                 Mention(
-                    mentioned=ChannelAccount(id=m.object_id, name=m.label),
-                    text=f"<at>{escape(m.label)}</at>",
+                    mentioned=ChannelAccount(id=m.object_id, name=plain(m.label, NAME_CHARS)),
+                    text=f"<at>{name}</at>",
                     type="mention",
                 )
-                for m in mentions
+                for m, name in named
             ]
 
         async def reply(turn_context: TurnContext) -> str:

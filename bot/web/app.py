@@ -35,6 +35,11 @@ STORE = web.AppKey("store", Store)
 POLLER = web.AppKey("poller", AlertPoller)
 BOT = web.AppKey("bot", TeamsBot)
 SWEEP_INTERVAL_SECONDS = 30.0  # expiry and reminders are minutes-scale; half a minute is precise enough
+# On SIGTERM: how long requests being answered may still take (the listener is closed first), and
+# how long background work may still run before it is cancelled (its job released): the process
+# exits within about five seconds (container platforms send SIGKILL after their own grace).
+SHUTDOWN_REQUEST_SECONDS = 1.5
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 def utc_now() -> datetime:
@@ -124,7 +129,9 @@ def create_app(
             app[STORE] = the_store
             app[POLLER] = poller
             app[BOT] = TeamsBot(service, settings.tenant_id)
-            stack.push_async_callback(service.drain)
+            # On SIGTERM (after the loops below are cancelled): no new jobs are claimed, running work
+            # gets a short grace, then is cancelled and its execution job released to another replica.
+            stack.push_async_callback(service.shutdown, SHUTDOWN_GRACE_SECONDS)
             if poll:
 
                 async def poll_as_leader() -> int:

@@ -41,6 +41,9 @@ EXPECTED_CARDS = {
     "Break Glass": "HIGH",
 }
 PROTECTED = "Break Glass"
+# Text an attacker controls: an alert title and link, and a reason typed on a card.
+HOSTILE_TITLE = "[Open the portal](https://evil.io/login) <b>urgent</b> www.evil.com"
+HOSTILE_REASON = "[click](https://evil.io) <at>Megan Bowen</at> # not a heading **not bold**"
 
 
 def _missing() -> str:
@@ -184,4 +187,35 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     assert demo.tenant.user("patrick.o'brien@contoso.com")["accountEnabled"] is True
     assert demo.tenant.user("adele.vance@contoso.com")["accountEnabled"] is False
     assert demo.tenant.user("lee.gu@contoso.com")["accountEnabled"] is True
+    assert demo.tenant.violations == []
+
+    # Text from outside is shown as written and never becomes markup: an alert whose title and
+    # portal link an attacker wrote, and a reason full of markdown, HTML and a mention.
+    demo.tenant.add_alert(
+        {
+            "user": "isaiah.langer@contoso.com",
+            "serviceSource": "azureAdIdentityProtection",
+            "title": HOSTILE_TITLE,
+            "severity": "high",
+            "alertWebUrl": "https://security.microsoft.com.evil.io/alerts/1",
+        }
+    )
+    isaiah = posts.filter(has_text="Isaiah Langer")
+    await expect(isaiah).to_have_count(1, timeout=30_000)  # the next poll (every 5 s) posts it
+    isaiah_card = isaiah.locator(".ac-adaptiveCard")
+    await expect(isaiah_card).to_contain_text(
+        "[Open the portal](https[://]evil[.]io/login) <b>urgent</b> www[.]evil[.]com"
+    )
+    reason = isaiah_card.get_by_role("textbox", name="Reason")
+    await reason.click()
+    await reason.fill(HOSTILE_REASON)
+    await isaiah_card.get_by_role("button", name="Revoke sessions").click()
+    # Isaiah is a Security Administrator: the request waits, and its thread note quotes the reason.
+    await expect(isaiah_card).to_contain_text("Revoke sessions: awaiting second approver")
+    await expect(isaiah.get_by_text("Needs 2 sign-off(s)")).to_be_visible()
+    await expect(isaiah).to_contain_text(
+        "“[click](https[://]evil[.]io) <at>Megan Bowen</at> # not a heading **not bold**”"
+    )
+    await expect(page.locator("a[href*='evil']")).to_have_count(0)
+    await expect(isaiah.locator("script, h1, h2, h3, b")).to_have_count(0)
     assert demo.tenant.violations == []

@@ -74,6 +74,12 @@ async def _until(check: Callable[[], Any], limit: float, what: str) -> None:
     raise AssertionError(f"{what} did not happen within {limit:.0f} s")
 
 
+def _frozen(replica: Replica) -> bool:
+    """The process is stopped (SIGSTOP): state ``T`` in /proc."""
+    stat = Path(f"/proc/{replica.process.pid}/stat").read_text()
+    return stat.split(") ")[1].startswith("T")
+
+
 def _case_id(call: ConnectorCall) -> str:
     """The case a posted card belongs to (every Action.Execute on it carries the case id)."""
     found = re.search(r'"caseId": "([^"]+)"', str(call.card).replace("'", '"'))
@@ -90,7 +96,7 @@ class Crash:
         self.replicas: list[Replica] = []
         self.store: Store | None = None
 
-    async def start(self, *, fault: str = "") -> Replica:
+    async def start(self, *, fault: str = "", healthy: bool = True, **env: str) -> Replica:
         policy = self.tmp / "policy.yaml"
         policy.write_text(
             yaml.safe_dump(
@@ -108,17 +114,21 @@ class Crash:
             store_url=self.url,
             policy=policy,
             port=free_port(),
-            POLL_INTERVAL_SECONDS="1",
-            JOB_POLL_SECONDS="0.3",
-            JOB_LEASE_SECONDS=LEASE_SECONDS,
-            CARD_LEASE_SECONDS=LEASE_SECONDS,
-            CARD_UPDATE_COALESCE_SECONDS="0.2",
-            GRAPH_IDENTITY_PROTECTION_INTERVAL="0.05",
-            **extra,
+            **{
+                "POLL_INTERVAL_SECONDS": "1",
+                "JOB_POLL_SECONDS": "0.3",
+                "JOB_LEASE_SECONDS": LEASE_SECONDS,
+                "CARD_LEASE_SECONDS": LEASE_SECONDS,
+                "CARD_UPDATE_COALESCE_SECONDS": "0.2",
+                "GRAPH_IDENTITY_PROTECTION_INTERVAL": "0.05",
+                **extra,
+                **env,
+            },
         )
         replica = Replica(env, self.tmp / f"replica-{next(_logs)}.log")
         self.replicas.append(replica)
-        await replica.wait_healthy()
+        if healthy:
+            await replica.wait_healthy()
         return replica
 
     async def died_at(self, replica: Replica, step: str) -> None:
@@ -156,8 +166,16 @@ class Crash:
         """Nothing left half-done: no request approved or executing, the audit chain intact."""
         store = await self.open_store()
         deadline = asyncio.get_running_loop().time() + 60
-        while await store.list_requests_in([RequestState.APPROVED, RequestState.EXECUTING]):
-            assert asyncio.get_running_loop().time() < deadline, "a request was left approved or executing"
+
+        async def busy() -> bool:
+            # Still running, or finished but its report not yet recorded as sent.
+            if await store.list_requests_in([RequestState.APPROVED, RequestState.EXECUTING]):
+                return True
+            finished = await store.list_requests_in([RequestState.SUCCEEDED, RequestState.FAILED])
+            return any(r.reported_attempt < r.attempt for r in finished)
+
+        while await busy():
+            assert asyncio.get_running_loop().time() < deadline, "a request was left unfinished or unreported"
             await asyncio.sleep(0.1)
         check = await store.verify_audit()
         assert check.ok, check.problem
@@ -304,3 +322,38 @@ async def test_a_replica_frozen_before_its_graph_call_corrects_the_record_when_i
     assert case is not None and case.status is CaseStatus.CONTAINED, "the card shows the truth"
     kinds = [e.kind for e in await store.list_audit(case_id=case.id)]
     assert kinds.count("action.late_result") == 1
+
+
+async def test_a_job_claimed_again_before_its_first_worker_started_it_is_still_run_once(crash: Crash) -> None:
+    """Two workers read one request as approved. The first, stopped past its lease before writing
+    Start, starts it after the second claimed the job, and dies before sending anything. The
+    second wakes, finds it executing rather than approved, and, holding the job, must run it:
+    never finish the job and leave the request executing with nobody to carry it on.
+
+    The first replica's job poll is long, so the click's worker is its only claimer; the second
+    replica has no clicks, so its job poll (one loop, frozen with the job) is its only one."""
+    first = await crash.start(fault="action.claimed:stop,action.started", JOB_POLL_SECONDS="60")
+    await first.post(install_activity(crash.connector.service_url))
+    await _until(lambda: len(crash.connector.of_kind("create")) >= len(USERS), 60, "the cards")
+    post = crash.connector.of_kind("create")[0]
+    user = next(u for u in USERS if u["displayName"] in post.text)
+    clicking = asyncio.create_task(crash.click_disable(first, post))
+    await _until(lambda: _frozen(first), 60, "the first replica freezing before it starts the request")
+    # Not waited on for /healthz: it may claim the job and freeze before it answers.
+    second = await crash.start(fault="action.claimed:stop", healthy=False)
+    await _until(lambda: _frozen(second), 60, "the second replica claiming the job and freezing there")
+    os.kill(first.process.pid, signal.SIGCONT)
+    await crash.died_at(first, "action.started")
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(clicking, 10)
+    store = await crash.open_store()
+    (request,) = await store.list_requests(_case_id(post))
+    assert request.state is RequestState.EXECUTING and not request.dispatched, "started, nothing sent"
+    os.kill(second.process.pid, signal.SIGCONT)
+    await _until(lambda: len(crash.replies(post)) >= 1, 60, "the second replica finishing the action")
+    await crash.settled()
+    (reply,) = crash.replies(post)
+    assert "Disable account succeeded" in reply and RESENT not in reply
+    assert crash.patches(user["id"]) == 1, "sent once, by the worker holding the job"
+    (request,) = await store.list_requests(_case_id(post))
+    assert request.state is RequestState.SUCCEEDED and request.reported_attempt == 1

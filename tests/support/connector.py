@@ -18,6 +18,7 @@ have carried out are in ``calls``; ``answered`` lists every request with the sta
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -80,6 +81,7 @@ class ConnectorCall:
     activity_id: str
     body: dict[str, Any]
     at: float = field(default_factory=time.monotonic)  # when it was accepted (benchmarks)
+    size: int = 0  # bytes of the request body as the bot sent it
 
     @property
     def text(self) -> str:
@@ -220,34 +222,39 @@ class RecordingConnector:
         return response
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        raw = await request.read()
+        body = json.loads(raw)
         channel = ((body.get("channelData") or {}).get("channel") or {}).get("id", "unknown")
         refusal = self._refuse(request, "create", channel)
         if refusal is not None:
             return refusal
         activity_id = f"post-{next(self._ids)}"
         conversation_id = f"{channel};messageid={activity_id}"
-        self.calls.append(ConnectorCall("create", conversation_id, activity_id, body))
+        self.calls.append(ConnectorCall("create", conversation_id, activity_id, body, size=len(raw)))
         return web.json_response(
             {"id": conversation_id, "activityId": activity_id, "serviceUrl": self.service_url}
         )
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        raw = await request.read()
+        body = json.loads(raw)
         refusal = self._refuse(request, "send", request.match_info["cid"])
         if refusal is not None:
             return refusal
         activity_id = f"msg-{next(self._ids)}"
-        self.calls.append(ConnectorCall("send", request.match_info["cid"], activity_id, body))
+        self.calls.append(ConnectorCall("send", request.match_info["cid"], activity_id, body, size=len(raw)))
         return web.json_response({"id": activity_id})
 
     async def _update(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        raw = await request.read()
+        body = json.loads(raw)
         refusal = self._refuse(request, "update", request.match_info["cid"])
         if refusal is not None:
             return refusal
         activity_id = request.match_info["aid"]
-        self.calls.append(ConnectorCall("update", request.match_info["cid"], activity_id, body))
+        self.calls.append(
+            ConnectorCall("update", request.match_info["cid"], activity_id, body, size=len(raw))
+        )
         return web.json_response({"id": activity_id})
 
     def _refuse(self, request: web.Request, kind: str, key: str) -> web.StreamResponse | None:

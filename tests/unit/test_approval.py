@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bot.domain.approval import (
+    MAX_REASON_CHARS,
     Abort,
     Approve,
     Cancel,
@@ -146,6 +147,9 @@ def test_privileged_targets_always_need_two() -> None:
         (POLICY, ALEX, {"target": TargetFacts(protected=True)}, "is a protected account"),
         (POLICY, ALEX, {"status": CaseStatus.CONTAINED}, "already disabled"),
         (POLICY, ALEX, {"reason": "   "}, "Type a reason"),
+        (POLICY, ALEX, {"reason": "\u200b\u202e\u2066 \ufeff"}, "Type a reason"),
+        (POLICY, ALEX, {"reason": "x" * 200_000}, "The reason is 200,000 characters long"),
+        (POLICY, ALEX, {"reason": "x" * 501}, "at most 500"),
         (POLICY, ALEX, {"destructive_last_hour": 20}, "blast-radius limit is reached"),
     ],
 )
@@ -250,6 +254,21 @@ def test_reject_and_cancel_record_who_and_why() -> None:
     assert rejected.decided_by == MEGAN and rejected.decision_note == "false positive"
     cancelled = decide(pending, Cancel(ALEX), TWO_PERSON, NOW)
     assert isinstance(cancelled, ActionRequest) and cancelled.decided_by == ALEX
+
+
+def test_the_longest_reason_and_note_are_kept_and_one_more_is_refused() -> None:
+    longest = _open(reason=f"  {'r' * MAX_REASON_CHARS}  ")
+    assert isinstance(longest, ActionRequest) and len(longest.reason) == MAX_REASON_CHARS
+    pending = _open(policy=TWO_PERSON)
+    assert isinstance(pending, ActionRequest)
+    too_long = decide(pending, Reject(MEGAN, roles(MEGAN), "n" * (MAX_REASON_CHARS + 1)), TWO_PERSON, NOW)
+    assert isinstance(too_long, Refused)
+    assert too_long.reason == (
+        "The note is 501 characters long; the bot keeps at most 500. Shorten it and try again; "
+        "nothing was done."
+    )
+    kept = decide(pending, Reject(MEGAN, roles(MEGAN), "n" * MAX_REASON_CHARS), TWO_PERSON, NOW)
+    assert isinstance(kept, ActionRequest) and kept.state is RequestState.REJECTED
 
 
 def test_finish_records_result_and_time() -> None:
