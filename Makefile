@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test check lint format typecheck demo screenshots browser bench lock clean
+.PHONY: install test check lint format typecheck demo screenshots browser bench chaos lock clean
 
 install: $(STAMP)
 
@@ -40,9 +40,18 @@ browser:
 test: install browser
 	TEST_POSTGRES_URL="$${TEST_POSTGRES_URL-postgresql://postgres@127.0.0.1:5432/test}" $(BIN)/python -m pytest -q -rs
 
-# The alert-storm benchmark (not part of make test): writes tests/bench/results/storm.json.
+# Benchmarks (not part of make test), each beside its baseline in the same run: card clicks beside
+# a bare botbuilder echo bot, approval -> thread reply beside the time of the calls it makes, the
+# alert storm under Teams' and Graph's documented limits. Writes tests/bench/results/*.json and
+# SUMMARY.md (also printed). BENCH_QUICK=1: a few minutes; BENCH_STORM=0: without the storm.
 bench: install
-	$(BIN)/python -m tests.bench.storm
+	$(BIN)/python -m tests.bench.run
+
+# The chaos run (not part of make test): three replicas on PostgreSQL under a push + click
+# workload with random SIGKILL and SIGSTOP, then every invariant checked. CHAOS_SECONDS (60),
+# CHAOS_SEED (printed when random), CHAOS_NAMES=mixed to name people by UPN too.
+chaos: install
+	TEST_POSTGRES_URL="$${TEST_POSTGRES_URL-postgresql://postgres@127.0.0.1:5432/test}" $(BIN)/python -m tests.chaos.run
 
 screenshots: install browser
 	SCREENSHOTS_DIR=$(CURDIR)/docs REQUIRE_E2E=1 $(BIN)/python -m pytest -q -m e2e

@@ -46,7 +46,7 @@ from bot.domain.models import (
     RequestState,
     Severity,
 )
-from bot.domain.plans import offered_actions
+from bot.domain.plans import blocked, offered_actions
 from cards.links import DEFAULT_LINKS, PortalLinks
 from cards.text import DEFAULT, Limits, fit, inert, joined, plain
 
@@ -127,7 +127,7 @@ def _render(
     actions: list[Any] = []
     if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
         actions += _decision_actions(case, request, viewer, body)
-    if request is not None and _can_retry(request, viewer):
+    if request is not None and _can_retry(request, viewer) and not blocked(case):
         body.append(
             ActionSet(
                 actions=[
@@ -288,8 +288,12 @@ def _header(case: Case, limits: Limits) -> Container:
 
 
 def _badges(case: Case, limits: Limits) -> list[Any]:
-    """Warnings a responder must see before acting: protected or privileged accounts."""
+    """Warnings a responder must see before acting: why no action is offered, protected or
+    privileged accounts."""
     badges: list[Any] = []
+    why_not = blocked(case)
+    if why_not:
+        badges.append(_runs(plain(why_not, limits.long), color="Warning", weight="Bolder"))
     if case.protected:
         badges.append(
             TextBlock(

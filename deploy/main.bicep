@@ -69,6 +69,10 @@ param graphCertificatePem string = ''
 @description('graphCredential=certificate: the certificate SHA-1 thumbprint as shown in the app registration.')
 param graphCertificateThumbprint string = ''
 
+@description('The HMAC key of the audit trail (32+ random characters, e.g. openssl rand -base64 48), written to Key Vault as AUDIT-HMAC-KEY; required on the first deployment (the bot does not start without it), empty later keeps the stored value. Never store it next to the database.')
+@secure()
+param auditHmacKey string = ''
+
 @description('The incident channel id (19:...@thread.tacv2); cards are posted only there.')
 param teamsChannelId string
 
@@ -242,6 +246,14 @@ resource graphCertificate 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (g
   }
 }
 
+resource auditKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(auditHmacKey)) {
+  parent: vault
+  name: 'AUDIT-HMAC-KEY'
+  properties: {
+    value: auditHmacKey
+  }
+}
+
 resource givenStoreUrl 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!deployPostgres && !empty(storeUrl)) {
   parent: vault
   name: 'STORE-URL'
@@ -319,6 +331,14 @@ var storeUrlRef = [
     identity: identity.id
   }
 ]
+// The audit key, like every secret, is a Key Vault reference: the database never holds it.
+var auditKeyRef = [
+  {
+    name: 'audit-hmac-key'
+    keyVaultUrl: '${vault.properties.vaultUri}secrets/AUDIT-HMAC-KEY'
+    identity: identity.id
+  }
+]
 // The policy is not secret; a secret volume is simply how a Container App gets a file.
 var policySecret = empty(policyYaml) ? [] : [
   {
@@ -326,7 +346,7 @@ var policySecret = empty(policyYaml) ? [] : [
     value: policyYaml
   }
 ]
-var appSecrets = concat(botPasswordRef, graphCredentialRef, storeUrlRef, policySecret)
+var appSecrets = concat(botPasswordRef, graphCredentialRef, storeUrlRef, auditKeyRef, policySecret)
 
 var certificateFile = graphCredential == 'certificate' ? [
   {
@@ -370,6 +390,10 @@ var commonEnv = [
   {
     name: 'STORE_URL'
     secretRef: 'store-url'
+  }
+  {
+    name: 'AUDIT_HMAC_KEY'
+    secretRef: 'audit-hmac-key'
   }
   {
     name: 'ALERT_STATUS_AFTER_ACTION'

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.config import Settings, load_settings
-from bot.sandbox import SandboxTenant
+from bot.config.settings import Settings, load_settings
+from devtools.sandbox import SandboxTenant
 from tests.support.connector import RecordingConnector
 from tests.support.harness import CHANNEL_ID, BotHarness
 

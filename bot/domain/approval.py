@@ -3,6 +3,7 @@
     pending ─approve (enough distinct approvers)─> approved ─start─> executing ─finish─> succeeded | failed
     pending | approved ─reject─> rejected      pending | approved ─cancel─> cancelled
     pending | approved ─expire─> expired
+    pending ─remind (once, after the policy's wait)─> pending, approvers reminded
     failed (after running) ─retry, before expiry─> approved
     approved ─abort (a re-check at execution failed)─> failed, never run
 
@@ -78,6 +79,11 @@ class Expire:
 
 
 @dataclass(frozen=True)
+class Remind:
+    """The approvers of a request still waiting are reminded (once)."""
+
+
+@dataclass(frozen=True)
 class Start:
     """The executor claims an approved request.
 
@@ -104,7 +110,7 @@ class Finish:
     result: ActionResult
 
 
-Event = Approve | Reject | Cancel | Retry | Expire | Start | Abort | Finish
+Event = Approve | Reject | Cancel | Retry | Expire | Remind | Start | Abort | Finish
 Outcome = ActionRequest | Refused
 
 
@@ -223,6 +229,8 @@ def decide(request: ActionRequest, event: Event, policy: Policy, now: datetime) 
         return _cancel(request, event.actor, now)
     if isinstance(event, Expire):
         return _expire(request, now)
+    if isinstance(event, Remind):
+        return _remind(request, policy, now)
     if isinstance(event, Start):
         return _start(request, event, policy, now)
     if isinstance(event, Abort):
@@ -310,6 +318,8 @@ def _retry(request: ActionRequest, event: Retry, now: datetime) -> Outcome:
             "result": None,
             "started_at": None,
             "finished_at": None,
+            "dispatched": False,
+            "report_claims": 0,
         }
     )
 
@@ -322,9 +332,26 @@ def _expire(request: ActionRequest, now: datetime) -> Outcome:
     return request.model_copy(update={"state": RequestState.EXPIRED, "finished_at": now})
 
 
-def _start(request: ActionRequest, event: Start, policy: Policy, now: datetime) -> Outcome:
-    if request.state is not RequestState.APPROVED:
-        return Refused(f"This request is {request.state.value}, not approved; it will not run.")
+def _remind(request: ActionRequest, policy: Policy, now: datetime) -> Outcome:
+    if request.state is not RequestState.PENDING:
+        return Refused(f"This request is {request.state.value}; nobody needs reminding.")
+    if request.reminded_at is not None:
+        return Refused("The approvers were reminded of this request already.")
+    if now >= request.expires_at:
+        return Refused("This request has expired; nobody needs reminding.")
+    wait = policy.reminder_after
+    if wait is None or now - request.created_at < wait:
+        return Refused("This request is not due for a reminder yet.")
+    return request.model_copy(update={"reminded_at": now})
+
+
+def may_run(request: ActionRequest, current_approvers: frozenset[str], now: datetime) -> Refused | None:
+    """Why ``request`` may not send its action now (``None``: it may).
+
+    Checked when a request starts, and again when a worker takes over a started request whose
+    action was never sent (its first worker died first): expiry, and enough distinct sign-offs
+    from people who are approvers right now (``current_approvers``, object ids lower-case).
+    """
     if now >= request.expires_at:
         return Refused("This request expired before it could run; ask for the action again.")
     distinct = {a.object_id.lower() for a in request.approvals}
@@ -335,11 +362,20 @@ def _start(request: ActionRequest, event: Start, policy: Policy, now: datetime) 
         )
     # Authorization is checked again at execution: someone removed from the approvers between
     # their click and the run no longer counts.
-    if len(distinct & event.current_approvers) < request.required_approvals:
+    if len(distinct & current_approvers) < request.required_approvals:
         return Refused(
             "A sign-off on this request came from someone who is no longer an approver, so it will not run. "
             "Ask for the action again."
         )
+    return None
+
+
+def _start(request: ActionRequest, event: Start, policy: Policy, now: datetime) -> Outcome:
+    if request.state is not RequestState.APPROVED:
+        return Refused(f"This request is {request.state.value}, not approved; it will not run.")
+    refused = may_run(request, event.current_approvers, now)
+    if refused is not None:
+        return refused
     if (
         request.action in policy.destructive_actions
         and event.destructive_last_hour >= policy.blast_radius_per_hour

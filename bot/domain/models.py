@@ -167,6 +167,14 @@ class Case(Frozen):
     published_revision: int = 0
     publishing_by: str = ""  # the replica holding the card's publishing lease, if any
     publishing_until: datetime | None = None
+    # Set when this case was closed into another case of the same person (one case per person):
+    # the surviving case's id, and why, in plain words.
+    merged_into: str = ""
+    closed_reason: str = ""
+    # How many times posting the first card was begun without its reference being saved: above
+    # 1, an earlier post may have reached the channel (its replica died, or Teams' answer was
+    # lost), so the next card says it was posted again.
+    posting_claims: int = 0
     version: int = 0
 
     @property
@@ -190,6 +198,37 @@ class Case(Frozen):
         alerts = tuple(sorted(alerts, key=lambda a: (a.created_at, a.id)))
         return self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
 
+    def changed_by(self, alert: Alert) -> bool:
+        """Whether recording ``alert`` changes this case: it is new to the case, or a newer
+        version of one of its alerts (an older or identical copy changes nothing)."""
+        previous = next((a for a in self.alerts if a.id == alert.id), None)
+        return previous is None or (previous != alert and previous.updated_at <= alert.updated_at)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the case's identity is known by its Entra object id (only then can it be acted on)."""
+        return bool(self.identity.object_id)
+
+    def rekeyed(self, identity: IdentityRef) -> Case:
+        """This unresolved case, now knowing its person's Entra object id (from ``identity``).
+
+        Facts read while the identity was unknown are read again before the card is next sent.
+        """
+        if not identity.object_id:
+            raise ValueError("re-keying needs the Entra object id")
+        known = self.identity.merged(identity).model_copy(update={"object_id": identity.object_id})
+        return self.revised(identity=known, target_checked=False)
+
+    def absorbing(self, other: Case) -> Case:
+        """This case with ``other``'s alerts (and anything it knew of the identity) added."""
+        merged = {a.id: a for a in other.alerts} | {a.id: a for a in self.alerts}
+        alerts = tuple(sorted(merged.values(), key=lambda a: (a.created_at, a.id)))
+        return self.revised(alerts=alerts, identity=self.identity.merged(other.identity))
+
+    def closed_into(self, survivor_id: str, reason: str) -> Case:
+        """This case closed as a duplicate of ``survivor_id``; its alerts now belong there."""
+        return self.revised(merged_into=survivor_id, closed_reason=reason)
+
     def revised(self, **changes: Any) -> Case:
         """The case with ``changes`` applied and its card revision bumped.
 
@@ -200,7 +239,13 @@ class Case(Frozen):
 
     @property
     def needs_publishing(self) -> bool:
-        """Whether the card in Teams is missing or older than the case."""
+        """Whether the card in Teams is missing or older than the case.
+
+        A case merged into another is never posted; a card it already had is updated once, to
+        say where the person's case is now.
+        """
+        if self.merged_into:
+            return self.card is not None and self.published_revision < self.revision
         return self.card is None or self.published_revision < self.revision
 
 
@@ -402,6 +447,12 @@ class ActionRequest(Frozen):
     reminded_at: datetime | None = None
     attempt: int = 1
     reported_attempt: int = 0  # the last attempt whose result the thread was told
+    # How many times the current attempt's report was begun; above 1 a reply may already be in
+    # the thread (its sender died before recording it), so the next one says it is a re-send.
+    report_claims: int = 0
+    # The current attempt's Graph calls may have been sent: set (compare-and-swap) by the one
+    # worker that sends them, just before; a worker taking the attempt over reads back instead.
+    dispatched: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: ActionResult | None = None

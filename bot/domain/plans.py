@@ -79,11 +79,31 @@ def _defender(facts: IdentityFacts, provider: Provider, action: str) -> list[Ste
     ]
 
 
+UNRESOLVED = (
+    "This user is not matched to an Entra ID account yet, so no action can be taken from this card. "
+    "The bot keeps looking them up and offers the actions once Entra ID knows them."
+)
+
+
+def blocked(case: Case) -> str:
+    """Why no action can be asked for on ``case`` at all, in plain words ("" when one can).
+
+    Acting needs the person's Entra object id: a name alone (a UPN Entra ID does not know, or
+    could not be asked about) could be anyone's, and one person must never have two cases to
+    act from. A case merged into the person's other case is acted on there.
+    """
+    if case.merged_into:
+        return f"This case was merged into case {case.merged_into}, the person's one case: act on that card."
+    if not case.resolved:
+        return UNRESOLVED
+    return ""
+
+
 def plan(action: ResponseAction, case: Case) -> tuple[Step, ...] | Refused:
     """The steps that carry out ``action`` on ``case``'s identity, or why it cannot be done."""
     facts = case.facts
-    if not case.identity.object_id and action is not ResponseAction.DISABLE_ACCOUNT and not case.identity.upn:
-        return Refused("The case names no Entra account to act on.")
+    if not case.resolved:
+        return Refused(UNRESOLVED)
     if action is ResponseAction.DISABLE_ACCOUNT:
         return _switch(facts, enable=False)
     if action is ResponseAction.ENABLE_ACCOUNT:
@@ -107,8 +127,6 @@ def plan(action: ResponseAction, case: Case) -> tuple[Step, ...] | Refused:
             Step(operation=Operation.ENTRA_RESET_PASSWORD, provider=Provider.ENTRA),
             Step(operation=Operation.ENTRA_REVOKE_SESSIONS, provider=Provider.ENTRA),
         )
-    if not case.identity.object_id:
-        return Refused("Entra ID Protection needs the user's Entra object id, which the alerts did not give.")
     if action is ResponseAction.CONFIRM_COMPROMISED:
         return (Step(operation=Operation.RISK_CONFIRM_COMPROMISED, provider=Provider.ENTRA),)
     return (Step(operation=Operation.RISK_DISMISS, provider=Provider.ENTRA),)
@@ -129,7 +147,7 @@ def _switch(facts: IdentityFacts, *, enable: bool) -> tuple[Step, ...]:
 
 def offered_actions(case: Case) -> list[ResponseAction]:
     """The actions the card offers for this case: only those that make sense and can be routed."""
-    if case.protected:
+    if case.protected or blocked(case):
         return []
     if case.status is CaseStatus.CONTAINED:
         candidates = [

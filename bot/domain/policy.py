@@ -1,7 +1,7 @@
 """Who may act, how much sign-off each action needs, and what is never touched. Pure data.
 
 Group membership and directory roles need Microsoft Graph, so they are resolved outside the
-domain (``bot.directory``) into :class:`ActorRoles` and :class:`TargetFacts`, which the pure
+domain (``bot.tenant.directory``) into :class:`ActorRoles` and :class:`TargetFacts`, which the pure
 approval functions take as plain values.
 """
 

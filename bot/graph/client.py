@@ -121,10 +121,12 @@ class GraphClient:
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         identity_protection_interval: float = 1.0,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         """Wrap a shared ``httpx.AsyncClient``; ``base_url`` is e.g. ``https://graph.microsoft.com/v1.0``.
 
-        ``sleep``, ``rng`` and ``monotonic`` exist so tests observe the waits instead of waiting.
+        ``sleep``, ``rng`` and ``monotonic`` exist so tests observe the waits instead of waiting;
+        ``now`` (the wall clock) reads a ``Retry-After`` given as an HTTP-date.
         ``identity_protection_interval`` is the pacing of ``/identityProtection/`` (0 turns it off).
         """
         if max_attempts < 1:
@@ -137,6 +139,7 @@ class GraphClient:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
+        self._now = now or _utc_now
         self._identity_protection = Pacer(identity_protection_interval, sleep=sleep, clock=monotonic)
 
     # -- alerts and users ------------------------------------------------------------------
@@ -455,7 +458,7 @@ class GraphClient:
                 )
             if status != 429 and status not in _RETRY_UNAVAILABLE:
                 raise decode.refused(method, shown_path, status, answer.headers, answer.content)
-            delay = parse_retry_after(answer.headers.get("Retry-After"), now=datetime.now(UTC))
+            delay = parse_retry_after(answer.headers.get("Retry-After"), now=self._now())
             if delay is not None and delay > self._backoff_cap:
                 # Waiting less than Graph asked earns another 429; give up and say why.
                 raise decode.exhausted(
@@ -491,6 +494,10 @@ class GraphClient:
             )
         relative = url[len(self._base_url) :]
         return url, relative.split("?", 1)[0]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _segment(value: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from bot.domain.audit import AuditKey
 from bot.errors import ConfigError, StoreError
 from bot.store.base import Store
 from bot.store.rows import redact_url
@@ -19,8 +20,12 @@ _SQLITE = "sqlite:///"
 _POSTGRES = ("postgresql://", "postgres://")
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, *, audit_key: AuditKey | None = None) -> Store:
     """The store ``url`` names, opened and migrated to the current schema.
+
+    ``audit_key`` keys the audit events it appends and authenticates its checkpoints (see
+    :mod:`bot.domain.audit`); without one, events are chained with the unkeyed scheme, and
+    appending to a keyed trail is refused.
 
     Raises :class:`~bot.errors.ConfigError` (naming ``STORE_URL``) for a URL of another kind,
     and :class:`~bot.errors.StoreError` when the store cannot be opened.
@@ -30,14 +35,21 @@ async def open_store(url: str) -> Store:
 
         path = Path(url.removeprefix(_SQLITE))
         try:
-            return SqliteStore(path)
+            return SqliteStore(path, audit_key=audit_key)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {path} as the bot's database: {exc}") from exc
     if url.startswith(_POSTGRES):
         # Imported here: a SQLite deployment never loads the PostgreSQL driver.
-        from bot.store.postgres import PostgresStore
+        try:
+            from bot.store.postgres import PostgresStore
+        except ModuleNotFoundError as exc:  # the driver is the `postgres` extra
+            raise ConfigError(
+                "STORE_URL",
+                f"a PostgreSQL store needs the driver ({exc.name} is not installed): "
+                "pip install 'remediation-bot[postgres]'",
+            ) from exc
 
-        store = PostgresStore(url)
+        store = PostgresStore(url, audit_key=audit_key)
         await store.open()
         return store
     # Only the scheme is echoed: the rest of a URL may hold a password.

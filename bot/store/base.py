@@ -13,23 +13,51 @@ execution to exactly one live worker at a time, re-offering it when that worker 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from bot.domain.audit import AuditEvent, ChainCheck
-from bot.domain.models import ActionRequest, Alert, Case, ChannelRef, IdentityRef, RequestState
+from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
+from bot.domain.models import (
+    ActionRequest,
+    Alert,
+    Case,
+    ChannelRef,
+    IdentityRef,
+    RequestState,
+    ResponseAction,
+)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """An unresolved case (keyed on a UPN) settled on its person's Entra object id.
+
+    ``case`` is the person's one active case afterwards. ``closed`` is the unresolved case when
+    the person already had a case it was merged into (closed, ``merged_into`` set, its alerts
+    moved); ``None`` when the unresolved case itself was re-keyed (then it is ``case``).
+    """
+
+    case: Case
+    closed: Case | None = None
 
 
 @dataclass(frozen=True)
 class AlertIntake:
-    """What recording one alert did: the case it joined, and whether anything changed."""
+    """What recording one alert did: the case it joined, and whether anything changed.
+
+    ``settled`` is set when the alert named a person by object id and UPN whose UPN had an
+    unresolved case: that case was settled first, so the alert joined the person's one case.
+    """
 
     case: Case
     case_created: bool
     alert_new: bool
     alert_changed: bool
+    settled: Settlement | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +106,31 @@ class Store(Protocol):
     async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
         """Add ``alert`` to its identity's active case, opening one (``new_case_id``) if needed.
 
-        Idempotent by alert id: the same alert twice changes nothing the second time.
+        Idempotent by alert id: the same alert twice changes nothing the second time. The case
+        is the one active case of ``alert.target.key`` (the object id, else the lower-cased
+        UPN): a uniqueness rule in the store admits one, so concurrent callers naming one
+        person join one case. An alert naming both an object id and a UPN that has an
+        unresolved case settles that case first (see :meth:`rekey_case`).
+        """
+
+    async def record_alerts(
+        self, alerts: Sequence[Alert], *, new_case_id: Callable[[], str], now: datetime
+    ) -> list[AlertIntake]:
+        """Record ``alerts`` in order, as :meth:`record_alert` does, all in one transaction.
+
+        All or nothing: when recording any of them fails, none is stored (``ValueError`` for an
+        alert that cannot be stored, e.g. text that is not valid Unicode). ``new_case_id`` is
+        called for an id whenever a case may have to be opened. Returns one intake per alert.
+        """
+
+    async def rekey_case(self, case_id: str, identity: IdentityRef, *, now: datetime) -> Settlement | None:
+        """Settle an unresolved case on the Entra object id its identity resolved to.
+
+        The case is keyed on ``identity.object_id`` from now on, or, when that person already
+        has an active case, merged into it: its alerts move there and it is closed with the
+        reason (open requests on it are cancelled). One transaction. ``None`` when there is
+        nothing to settle (the case was settled meanwhile, or is closed). ``ValueError`` when
+        ``identity`` has no object id.
         """
 
     async def get_case(self, case_id: str) -> Case | None:
@@ -90,8 +142,28 @@ class Store(Protocol):
     async def list_cases(self) -> list[Case]:
         """Every case, oldest first."""
 
+    async def list_cases_needing_publishing(self) -> list[Case]:
+        """The cases whose card is missing or behind (:attr:`Case.needs_publishing`), oldest first.
+
+        An indexed query kept up to date by every case write: its cost follows the cases waiting
+        to be published, not every case ever stored.
+        """
+
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
-        """Compare-and-swap update of one case; returns the stored value."""
+        """Compare-and-swap update of one case; returns the stored value.
+
+        :class:`~bot.errors.StoreError` when ``mutate`` would change whom the case is about
+        (its identity key): that happens only through :meth:`rekey_case`.
+        """
+
+    async def swap_case(self, case_id: str, decide: Callable[[Case], Case | R]) -> tuple[Case, Case | R]:
+        """Compare-and-swap of one case that says who won.
+
+        ``decide`` gets the current case and returns the case to write, or anything else (a
+        refusal) to leave the row alone; it runs again on the newer value when another writer
+        got in between. Returns the stored case and ``decide``'s last answer: a :class:`Case`
+        (the one written, version included) exactly when this call's change was written.
+        """
 
     async def add_request(self, request: ActionRequest) -> ActionRequest:
         """Store a new action request."""
@@ -103,12 +175,44 @@ class Store(Protocol):
         """A case's action requests, oldest first."""
 
     async def list_requests_in(self, states: Iterable[RequestState]) -> list[ActionRequest]:
-        """Every request in one of ``states``, oldest first."""
+        """Every request in one of ``states``, oldest first (an index on the state finds them)."""
+
+    async def list_requests_due_recheck(self, now: datetime) -> list[ActionRequest]:
+        """Succeeded or failed requests whose result awaits a re-check due at or before ``now``,
+        oldest first; an indexed query, so finished requests with nothing to re-check cost nothing."""
+
+    async def count_started_since(
+        self, counted: Collection[ResponseAction], since: datetime, *, exclude: str | None = None
+    ) -> int:
+        """How many requests whose action is in ``counted`` started at or after ``since``
+        (``exclude``: a request id not to count); an indexed time-window count."""
 
     async def update_request(
         self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
     ) -> ActionRequest:
         """Compare-and-swap update of one action request; returns the stored value."""
+
+    async def swap_request(
+        self, request_id: str, decide: Callable[[ActionRequest], ActionRequest | R]
+    ) -> tuple[ActionRequest, ActionRequest | R]:
+        """Compare-and-swap of one action request that says who won (see :meth:`swap_case`)."""
+
+    async def start_request(
+        self,
+        request_id: str,
+        decide: Callable[[ActionRequest, int], ActionRequest | R],
+        *,
+        counted: Collection[ResponseAction],
+        since: datetime,
+    ) -> tuple[ActionRequest, ActionRequest | R]:
+        """Count and claim in one turn: the blast-radius check.
+
+        In one transaction that concurrent callers (in any process) take in turns: count the
+        other requests whose action is in ``counted`` and that started at or after ``since``,
+        call ``decide(current, count)``, and write its answer when it is a request (as
+        :meth:`swap_request`). A limit that ``decide`` checks against the count therefore holds
+        exactly however many replicas start requests at once.
+        """
 
     async def append_audit(
         self,
@@ -124,9 +228,11 @@ class Store(Protocol):
     ) -> AuditEvent:
         """Record one audit event chained to the last one (see :mod:`bot.domain.audit`).
 
-        Atomic: concurrent callers get consecutive sequence numbers and one linear chain.
-        Raises ``ValueError`` when ``payload`` is not plain JSON. Audit rows are never updated
-        or deleted.
+        The event is keyed with the store's audit key (given when it was opened); when that key
+        is not the last event's, an ``audit.key_changed`` event is recorded first. Atomic:
+        concurrent callers get consecutive sequence numbers and one linear chain. Raises
+        ``ValueError`` when ``payload`` is not plain JSON, :class:`~bot.errors.StoreError` when
+        the trail is keyed and the store has no key. Audit rows are never updated or deleted.
         """
 
     async def list_audit(
@@ -137,8 +243,15 @@ class Store(Protocol):
         ``limit`` keeps the newest ``limit`` events, still returned oldest first.
         """
 
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the stored audit trail; the verdict names the first broken event."""
+    async def verify_audit(
+        self, *, keys: Iterable[AuditKey] = (), checkpoints: Iterable[Checkpoint] = ()
+    ) -> ChainCheck:
+        """Verify the stored audit trail under the store's key and ``keys`` (earlier keys),
+        against ``checkpoints`` published outside the store; the verdict names the first break."""
+
+    async def audit_checkpoint(self, *, at: datetime, short: bool = False) -> Checkpoint | None:
+        """The newest event's sequence and hash, authenticated with the store's key (``None``
+        while the trail is empty). ``short`` publishes 16 hex characters of hash and mac."""
 
     # -- coordination between replicas -----------------------------------------------------
 
@@ -166,9 +279,35 @@ class Store(Protocol):
         :meth:`finish_job` (its worker died) is claimable again.
         """
 
+    async def renew_job(self, key: str, worker: str, lease: timedelta) -> bool:
+        """Extend ``worker``'s claim on an unfinished job to ``lease`` from now.
+
+        ``False`` when the job is finished or another worker has claimed it since (this one's
+        lease ran out): the caller has lost it and must not act on the job's behalf any more.
+        """
+
+    async def release_job(self, key: str, worker: str) -> None:
+        """Give up ``worker``'s claim on an unfinished job so any worker may claim it at once.
+
+        Used by a replica shutting down with the job unfinished; nothing happens when the job is
+        finished or held by another worker.
+        """
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark the job done so it is never claimed again; idempotent.
 
         Raises :class:`~bot.errors.ConflictError` when another worker has claimed the job since
         (``worker``'s lease ran out), :class:`~bot.errors.StoreError` for an unknown key.
         """
+
+    # -- replay protection (shared by every replica) ------------------------------------------
+
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``; ``True`` for exactly one caller across replicas.
+
+        Everyone after the first gets ``False`` until the claim expires or is released. Claims
+        that expired before ``now`` are pruned.
+        """
+
+    async def release_replay(self, key: str) -> None:
+        """Give up a claim (the work it guarded failed, so the sender may retry); idempotent."""

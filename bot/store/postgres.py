@@ -1,6 +1,7 @@
 """PostgreSQL implementation of the store: shared state for one or several replicas.
 
-Same rows and rules as :mod:`bot.store.sqlite`, made safe for writers in several processes:
+The statements and rules are :mod:`bot.store.core`'s, shared with SQLite; this module adds the
+schema, the connection pool, the locks and leadership, made safe for writers in several processes:
 
 - cases and action requests are compare-and-swap on ``version`` (``UPDATE ... WHERE version``);
 - one active case per identity and one active request per case are partial unique indexes, so
@@ -18,7 +19,11 @@ Same rows and rules as :mod:`bot.store.sqlite`, made safe for writers in several
   socket close. It needs a direct connection (or a session-mode pooler), not a transaction-mode
   PgBouncer, which would hand the session to someone else;
 - jobs are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease measured on the database's clock,
-  so replicas with skewed clocks still agree on when a lease ran out.
+  so replicas with skewed clocks still agree on when a lease ran out; a worker renews its lease
+  while it works, so only a dead or stopped worker loses it;
+- starting a request counts the recent destructive starts and claims the request in one
+  transaction under a transaction-scoped advisory lock, so the blast-radius limit holds exactly
+  however many replicas start requests at once.
 
 Documents (cases, requests, audit events, job payloads) are stored as JSON *text*, not ``jsonb``:
 ``jsonb`` refuses the ``\\u0000`` escape that outside alert text may carry, we never query inside
@@ -37,7 +42,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -47,38 +52,40 @@ from psycopg import AsyncConnection, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel
 
-from bot.domain.audit import AuditEvent, ChainCheck, chain_next
-from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
-from bot.errors import ConflictError, DuplicateError, StoreError
-from bot.store.base import AlertIntake, Job
-from bot.store.meta import MetaRecords
-from bot.store.rows import (
-    AUDIT_COLUMNS,
-    check_finish,
-    check_lease,
-    decode_audit,
-    job_payload_json,
-    redact_url,
-    verify_audit_rows,
-)
+from bot.domain.audit import AuditKey
+from bot.errors import ConflictError, DuplicateError, RemediationError, StoreError
+from bot.store.base import Job
+from bot.store.core import Collision, Dialect, SqlStore, Tx, index_live_rows, merge_duplicate_cases
+from bot.store.rows import check_finish, check_lease, job_payload_json, redact_url
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", bound=BaseModel)
-V = TypeVar("V", Case, ActionRequest)
 R = TypeVar("R")
 Connection = AsyncConnection[TupleRow]
 
 LEADER_APPLICATION_NAME = "remediation-bot leader election"
 """``application_name`` of the session holding leader locks: find the leader in pg_stat_activity."""
 
-_MAX_CAS_ATTEMPTS = 20
 _MAX_TRANSACTION_ATTEMPTS = 20
 _ACTIVE_REQUEST_INDEX = "action_requests_one_active_per_case"
+# Advisory locks that order writers naming people (see PostgresStore._lock_people).
+_PERSON_LOCK_BUCKETS = 128
 
-MIGRATIONS: tuple[str, ...] = (
+POSTGRES = Dialect(
+    order="seq",
+    active="active",
+    behind="needs_publishing",
+    for_update=" FOR UPDATE",
+    time=lambda value: value,
+    audit_time=lambda value: value,
+    duplicate_errors=(errors.UniqueViolation, errors.ForeignKeyViolation),
+)
+
+Migration = str | Callable[[Connection], Awaitable[None]]
+"""A migration: an SQL script, or a coroutine function run inside the migration's transaction."""
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: cases, their alerts, action requests and small settings (watermarks, the channel).
     # ``seq`` keeps insertion order, which is what "oldest first" means (SQLite's rowid).
     """
@@ -148,26 +155,59 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_open_by_kind ON jobs (kind, seq) WHERE finished_at IS NULL;
     """,
+    # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
+    # versions could leave one person with two open cases (object id and UPN): merge them.
+    lambda connection: merge_duplicate_cases(POSTGRES, _Tx(connection)),
+    # 5: replay claims (a signed push is accepted once, by whichever replica claims it first).
+    """
+    CREATE TABLE replay_claims (key text PRIMARY KEY, expires_at timestamptz NOT NULL);
+    CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
+    """,
+    # 6: the blast-radius count reads the action and start time of requests from columns, through
+    # an index on the time window. The backfill reads the JSON text with a pattern, not a json
+    # cast: a document holding a \u0000 escape (outside text) cannot be cast.
+    """
+    ALTER TABLE action_requests ADD COLUMN action text, ADD COLUMN started_at timestamptz;
+    UPDATE action_requests SET
+        action = substring(data from '"action":"([^"]+)"'),
+        started_at = substring(data from '"started_at":"([^"]+)"')::timestamptz;
+    CREATE INDEX action_requests_by_start ON action_requests (started_at) WHERE started_at IS NOT NULL;
+    """,
+    # 7: hot paths never scan history. Cases whose card is behind are found through a partial
+    # index on ``needs_publishing``; results awaiting a re-check through one on ``recheck_at``
+    # (open requests already have the index on ``state``).
+    lambda connection: _index_live_rows(connection),
 )
 
 
-class _Collision(Exception):
-    """A concurrent transaction got there first: roll back and run the whole transaction again."""
-
-
-def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
-    """The row PostgreSQL stores for ``event``, in :data:`~bot.store.rows.AUDIT_COLUMNS` order."""
-    return (
-        event.sequence,
-        event.at,
-        event.actor_id,
-        event.kind,
-        event.case_id,
-        event.request_id,
-        event.identity,
-        event.to_json(),
-        event.hash,
+async def _index_live_rows(connection: Connection) -> None:
+    """Migration 7: the columns and indexes that keep hot paths off history, filled from the data."""
+    await connection.execute(
+        "ALTER TABLE cases ADD COLUMN needs_publishing boolean NOT NULL DEFAULT false;"
+        "ALTER TABLE action_requests ADD COLUMN recheck_at timestamptz;"
+        "CREATE INDEX cases_needing_publishing ON cases (seq) WHERE needs_publishing;"
+        "CREATE INDEX action_requests_by_recheck ON action_requests (recheck_at) WHERE recheck_at IS NOT NULL"
     )
+    await index_live_rows(POSTGRES, _Tx(connection))
+
+
+class _Tx:
+    """:class:`bot.store.core.Tx` on a psycopg connection (``?`` placeholders become ``%s``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Any] | None:
+        cursor = await self._connection.execute(sql.replace("?", "%s"), params)
+        return await cursor.fetchone()
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        cursor = await self._connection.execute(sql.replace("?", "%s"), params)
+        return list(await cursor.fetchall())
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = await self._connection.execute(sql.replace("?", "%s"), params)
+        return cursor.rowcount
 
 
 async def _backoff(attempt: int) -> None:
@@ -175,17 +215,27 @@ async def _backoff(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
 
-class PostgresStore(MetaRecords):
+class PostgresStore(SqlStore):
     """The :class:`bot.store.base.Store` on a PostgreSQL database, shared by several replicas.
 
     ``url`` is a libpq URL (``postgresql://user:password@host:5432/db``); pick a schema with the
     ``options=-csearch_path%3Dname`` parameter. Nothing connects until :meth:`open`.
     """
 
+    dialect = POSTGRES
+
     def __init__(
-        self, url: str, *, min_connections: int = 1, max_connections: int = 10, connect_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+        audit_key: AuditKey | None = None,
     ) -> None:
         self._url = url
+        # The key new audit events are chained with (None: the unkeyed scheme; see bot.domain.audit).
+        self._audit_key = audit_key
         self._safe_url = redact_url(url)
         try:
             self._conninfo = conninfo_to_dict(url)
@@ -309,12 +359,16 @@ class PostgresStore(MetaRecords):
                 )
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 async with connection.transaction():
-                    await connection.execute(script)  # several statements: allowed without parameters
+                    if callable(script):
+                        await script(connection)
+                    else:
+                        await connection.execute(script)  # several statements: allowed without parameters
                     await connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
                 log.info("applied store migration %d to schema %s", number, self._schema)
             # Released explicitly so a waiting replica proceeds now, not when this socket closes.
             await connection.execute("SELECT pg_advisory_unlock(%s)", (lock,))
-        except psycopg.Error as exc:
+        except (psycopg.Error, ValueError, Collision) as exc:
+            # ValueError: a stored document a data migration could not read.
             raise self._error(exc, "migrating the schema") from exc
         finally:
             await connection.close()
@@ -338,255 +392,80 @@ class PostgresStore(MetaRecords):
             try:
                 async with self._require_pool().connection() as connection, connection.transaction():
                     return await work(connection)
-            except (_Collision, errors.SerializationFailure, errors.DeadlockDetected):
+            except (Collision, errors.SerializationFailure, errors.DeadlockDetected):
                 await _backoff(attempt)
             except psycopg.Error as exc:
                 raise self._error(exc, what) from exc
         raise ConflictError(f"{what} kept colliding with concurrent writers")
 
+    async def _read(self, work: Callable[[Tx], Coroutine[Any, Any, R]]) -> R:
+        """Run ``work`` on a pooled connection in autocommit mode (reads see committed rows)."""
+        return await self._query(lambda connection: work(_Tx(connection)))
+
+    async def _write(self, work: Callable[[Tx], Coroutine[Any, Any, R]], *, what: str) -> R:
+        return await self._transaction(lambda connection: work(_Tx(connection)), what=what)
+
+    async def _take_lock(self, tx: Tx, purpose: str) -> None:
+        """The transaction-scoped advisory lock for ``purpose``: every process takes turns."""
+        await tx.run("SELECT pg_advisory_xact_lock(?)", (self._lock_key(purpose),))
+
+    async def _pause(self, attempt: int) -> None:
+        await _backoff(attempt)
+
+    def _duplicate(self, exc: Exception, what: str) -> RemediationError:
+        if isinstance(exc, errors.ForeignKeyViolation):
+            return StoreError(f"{what}: {exc.diag.message_primary}")
+        assert isinstance(exc, errors.UniqueViolation)
+        if exc.diag.constraint_name == _ACTIVE_REQUEST_INDEX:
+            return DuplicateError(f"{what}: its case already has an active request")
+        return DuplicateError(f"{what}: {exc.diag.message_primary}")
+
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> TupleRow | None:
         async def work(connection: Connection) -> TupleRow | None:
-            cursor = await connection.execute(sql, params)
-            return await cursor.fetchone()
+            return await _row(connection, sql, params)
 
         return await self._query(work)
-
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[TupleRow]:
-        async def work(connection: Connection) -> list[TupleRow]:
-            cursor = await connection.execute(sql, params)
-            return await cursor.fetchall()
-
-        return await self._query(work)
-
-    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        async def work(connection: Connection) -> None:
-            await connection.execute(sql, params)
-
-        await self._query(work)
 
     async def schema_version(self) -> int:
         """The number of the last migration applied to the schema."""
         row = await self._fetchone("SELECT coalesce(max(version), 0) FROM schema_migrations")
         return 0 if row is None else int(row[0])
 
-    # -- meta -------------------------------------------------------------------------------
+    # -- replay claims ----------------------------------------------------------------------
 
-    async def _get_meta(self, key: str) -> str | None:
-        row = await self._fetchone("SELECT value FROM meta WHERE key = %s", (key,))
-        return None if row is None else str(row[0])
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``: ``True`` for the first caller in any process only.
 
-    async def _set_meta(self, key: str, value: str) -> None:
-        await self._execute(
-            "INSERT INTO meta (key, value) VALUES (%s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    # -- cases ------------------------------------------------------------------------------
-
-    async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
-        """Add ``alert`` to its identity's active case, opening one if needed (one transaction).
-
-        Safe under concurrent callers in any number of processes: the partial unique index
-        admits one active case per identity, ``FOR UPDATE`` serialises changes to it, and a
-        caller that finds the alert recorded by someone else meanwhile starts over and sees it.
+        The primary key decides: a concurrent insert of the same key waits for the first one's
+        transaction and then does nothing. Claims that expired before ``now`` are pruned in the
+        same transaction, a batch at a time, skipping rows another pruner holds.
         """
 
-        async def work(connection: Connection) -> AlertIntake:
-            known = await _row(connection, "SELECT case_id FROM alerts WHERE id = %s", (alert.id,))
-            if known is not None:
-                case = await _lock_case(connection, "id", known[0])
-                previous = next((a for a in case.alerts if a.id == alert.id), None)
-                if previous == alert or (previous and previous.updated_at > alert.updated_at):
-                    return AlertIntake(case, case_created=False, alert_new=False, alert_changed=False)
-                case = await _save_case(connection, case.with_alert(alert), case.version)
-                return AlertIntake(case, case_created=False, alert_new=False, alert_changed=True)
-            opened = Case(id=new_case_id, identity=alert.target, alerts=(alert,), opened_at=now, version=1)
-            # A concurrent insert of the identity's case makes this wait for that transaction,
-            # then do nothing; the SELECT ... FOR UPDATE below then sees the committed case.
-            inserted = await _row(
-                connection,
-                "INSERT INTO cases (id, identity_key, data, version) VALUES (%s, %s, %s, 1) "
-                "ON CONFLICT (identity_key) WHERE active DO NOTHING RETURNING id",
-                (opened.id, alert.target.key, opened.model_dump_json()),
+        async def work(tx: Tx) -> bool:
+            await tx.run(
+                "DELETE FROM replay_claims WHERE key IN (SELECT key FROM replay_claims "
+                "WHERE expires_at < ? ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED)",
+                (now,),
             )
-            if inserted is not None:
-                case, created = opened, True
-            else:
-                current = await _lock_case(connection, "identity_key", alert.target.key)
-                case, created = (
-                    await _save_case(connection, current.with_alert(alert), current.version),
-                    False,
-                )
-            recorded = await _row(
-                connection,
-                "INSERT INTO alerts (id, case_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
-                (alert.id, case.id),
+            inserted = await tx.run(
+                "INSERT INTO replay_claims (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, expires_at),
             )
-            if recorded is None:
-                raise _Collision  # recorded by a concurrent caller: undo the case change, look again
-            return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True)
+            return inserted == 1
 
-        return await self._transaction(work, what=f"recording alert {alert.id!r}")
+        return await self._write(work, what="claiming a replay record")
 
-    async def get_case(self, case_id: str) -> Case | None:
-        """One case by id."""
-        return await self._get(Case, "cases", case_id)
+    async def _lock_people(self, tx: Tx, keys: Iterable[str]) -> None:
+        """Take the transaction's locks on the people (identity keys) it may open, join or settle.
 
-    async def find_active_case(self, identity: IdentityRef) -> Case | None:
-        """The active case of an identity, if there is one."""
-        row = await self._fetchone(
-            "SELECT data, version FROM cases WHERE identity_key = %s AND active", (identity.key,)
-        )
-        return None if row is None else _decode(Case, row)
-
-    async def list_cases(self) -> list[Case]:
-        """Every case, oldest first."""
-        rows = await self._fetchall("SELECT data, version FROM cases ORDER BY seq")
-        return [_decode(Case, row) for row in rows]
-
-    async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
-        """Compare-and-swap update of one case."""
-        return await self._update(Case, "cases", case_id, mutate)
-
-    # -- action requests --------------------------------------------------------------------
-
-    async def add_request(self, request: ActionRequest) -> ActionRequest:
-        """Store a new action request (version 1); :class:`DuplicateError` if the case has one active."""
-        stored = request.model_copy(update={"version": 1})
-
-        async def insert(connection: Connection) -> None:
-            try:
-                await connection.execute(
-                    "INSERT INTO action_requests (id, case_id, state, data, version) "
-                    "VALUES (%s, %s, %s, %s, 1)",
-                    (stored.id, stored.case_id, stored.state.value, stored.model_dump_json()),
-                )
-            except errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == _ACTIVE_REQUEST_INDEX:
-                    raise DuplicateError(f"case {stored.case_id} already has an active request") from exc
-                raise DuplicateError(f"action request {stored.id} exists already") from exc
-            except errors.ForeignKeyViolation as exc:
-                raise StoreError(f"no case {stored.case_id!r} for action request {stored.id}") from exc
-
-        await self._query(insert)
-        return stored
-
-    async def get_request(self, request_id: str) -> ActionRequest | None:
-        """One action request by id."""
-        return await self._get(ActionRequest, "action_requests", request_id)
-
-    async def list_requests(self, case_id: str) -> list[ActionRequest]:
-        """A case's action requests, oldest first."""
-        rows = await self._fetchall(
-            "SELECT data, version FROM action_requests WHERE case_id = %s ORDER BY seq", (case_id,)
-        )
-        return [_decode(ActionRequest, row) for row in rows]
-
-    async def list_requests_in(self, states: Iterable[RequestState]) -> list[ActionRequest]:
-        """Every request in one of ``states``, oldest first (open requests, recent executions)."""
-        wanted = [state.value for state in states]
-        rows = await self._fetchall(
-            "SELECT data, version FROM action_requests WHERE state = ANY(%s) ORDER BY seq", (wanted,)
-        )
-        return [_decode(ActionRequest, row) for row in rows]
-
-    async def update_request(
-        self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
-    ) -> ActionRequest:
-        """Compare-and-swap update of one action request.
-
-        :class:`DuplicateError` when the new state would make a second active request on its case.
+        Keys fall into :data:`_PERSON_LOCK_BUCKETS` advisory locks taken in ascending order:
+        writers naming a common person take turns, the others run side by side, and nobody
+        waits in a circle. Bounded, so a 500-alert batch holds a fixed number of locks.
         """
-        return await self._update(ActionRequest, "action_requests", request_id, mutate)
-
-    # -- audit trail (append-only: nothing here updates or deletes a row) --------------------
-
-    async def append_audit(
-        self,
-        *,
-        at: datetime,
-        actor_id: str,
-        actor_name: str,
-        kind: str,
-        case_id: str | None = None,
-        request_id: str | None = None,
-        identity: str | None = None,
-        payload: dict[str, Any] | None = None,
-    ) -> AuditEvent:
-        """Record one audit event, chained to the last one; returns it as stored.
-
-        The advisory lock, held until commit, makes reading the last event and inserting the
-        next one a single turn for every writer in every process, so the chain stays linear and
-        gap-free; readers are not blocked. ``ValueError`` for a payload that is not plain JSON
-        (nothing is stored).
-        """
-        lock = self._lock_key("audit")
-
-        async def work(connection: Connection) -> AuditEvent:
-            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-            last = await _row(
-                connection, "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
-            )
-            event = chain_next(
-                None if last is None else decode_audit(last[0], last[1]),
-                at=at,
-                actor_id=actor_id,
-                actor_name=actor_name,
-                kind=kind,
-                case_id=case_id,
-                request_id=request_id,
-                identity=identity,
-                payload=payload,
-            )
-            marks = ", ".join("%s" for _ in AUDIT_COLUMNS)
-            try:
-                await connection.execute(
-                    f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})",
-                    _audit_row(event),
-                )
-            except errors.UniqueViolation:
-                # Only a writer that skipped the lock can have taken this sequence; chain after it.
-                raise _Collision from None
-            return event
-
-        return await self._transaction(work, what="appending an audit event")
-
-    async def list_audit(
-        self, *, identity: str | None = None, case_id: str | None = None, limit: int | None = None
-    ) -> list[AuditEvent]:
-        """Audit events in stored order, optionally only one identity's and/or one case's.
-
-        ``limit`` keeps the newest ``limit`` events (still returned oldest first).
-        ``identity`` matches case-insensitively, as it is stored lower-case.
-        """
-        if limit is not None and limit < 0:
-            raise ValueError("limit must not be negative")
-        clauses: list[str] = []
-        params: list[Any] = []
-        if identity is not None:
-            clauses.append("identity = %s")
-            params.append(identity.lower())
-        if case_id is not None:
-            clauses.append("case_id = %s")
-            params.append(case_id)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        # Newest first so LIMIT keeps the latest; reversed below into stored order.
-        sql = f"SELECT sequence, data FROM audit_events{where} ORDER BY sequence DESC"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-        rows = await self._fetchall(sql, params)
-        return [decode_audit(row[0], row[1]) for row in reversed(rows)]
-
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the whole stored trail and name the first broken event.
-
-        See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
-        apart from the data are reported as well as breaks in the chain itself.
-        """
-        rows = await self._fetchall(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence")
-        return verify_audit_rows(rows, _audit_row)
+        buckets = sorted({_person_bucket(key) for key in keys})
+        locks = [self._lock_key(f"person:{bucket}") for bucket in buckets]
+        # unnest() yields the array in order, so the locks are taken in ascending bucket order.
+        await tx.run("SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k", (locks,))
 
     # -- leadership -------------------------------------------------------------------------
 
@@ -666,8 +545,9 @@ class PostgresStore(MetaRecords):
     async def enqueue_job(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         """Queue a job; a job with the same ``key`` (queued, running or finished) wins."""
         text = job_payload_json(payload)
-        await self._execute(
-            "INSERT INTO jobs (key, kind, payload) VALUES (%s, %s, %s) ON CONFLICT (key) DO NOTHING",
+        await self._fetchone(
+            "INSERT INTO jobs (key, kind, payload) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO NOTHING RETURNING key",
             (key, kind, text),
         )
 
@@ -698,6 +578,24 @@ class PostgresStore(MetaRecords):
             attempts=int(row[3]),
         )
 
+    async def renew_job(self, key: str, worker: str, lease: timedelta) -> bool:
+        """Extend ``worker``'s claim to ``lease`` from now (the database's clock); ``False`` when lost."""
+        check_lease(lease.total_seconds())
+        renewed = await self._fetchone(
+            "UPDATE jobs SET lease_until = now() + %s "
+            "WHERE key = %s AND worker = %s AND finished_at IS NULL RETURNING key",
+            (lease, key, worker),
+        )
+        return renewed is not None
+
+    async def release_job(self, key: str, worker: str) -> None:
+        """Drop ``worker``'s lease on an unfinished job so it is claimable at once."""
+        await self._fetchone(
+            "UPDATE jobs SET lease_until = NULL "
+            "WHERE key = %s AND worker = %s AND finished_at IS NULL RETURNING key",
+            (key, worker),
+        )
+
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark a job done. Finishing a finished job again changes nothing.
 
@@ -716,51 +614,6 @@ class PostgresStore(MetaRecords):
                 await self._fetchone("SELECT worker, finished_at FROM jobs WHERE key = %s", (key,)),
             )
 
-    # -- generic row access -----------------------------------------------------------------
-
-    async def _get(self, model: type[T], table: str, key: str) -> T | None:
-        row = await self._fetchone(f"SELECT data, version FROM {table} WHERE id = %s", (key,))
-        return None if row is None else _decode(model, row)
-
-    async def _update(self, model: type[V], table: str, key: str, mutate: Callable[[V], V | None]) -> V:
-        # action_requests also keeps the state in a column, for the one-active-request rule.
-        state_column = ", state = %s" if table == "action_requests" else ""
-        sql = (
-            f"UPDATE {table} SET data = %s, version = version + 1{state_column} "
-            "WHERE id = %s AND version = %s RETURNING id"
-        )
-        for attempt in range(_MAX_CAS_ATTEMPTS):
-            current = await self._get(model, table, key)
-            if current is None:
-                raise StoreError(f"no {table} row {key!r}")
-            changed = mutate(current)
-            if changed is None:
-                return current
-            stored = changed.model_copy(update={"version": current.version + 1})
-            params: tuple[Any, ...] = (stored.model_dump_json(),)
-            if isinstance(stored, ActionRequest):
-                params += (stored.state.value,)
-            params += (key, current.version)
-
-            async def write(connection: Connection, params: tuple[Any, ...] = params) -> bool:
-                try:
-                    return await _row(connection, sql, params) is not None
-                except errors.UniqueViolation as exc:
-                    raise DuplicateError(
-                        f"{table} row {key!r}: its case already has an active request"
-                        if exc.diag.constraint_name == _ACTIVE_REQUEST_INDEX
-                        else f"{table} row {key!r}: {exc.diag.message_primary}"
-                    ) from exc
-
-            if await self._query(write):
-                return stored
-            await _backoff(attempt)
-        raise ConflictError(f"{table} row {key!r} kept changing under concurrent writers")
-
-
-def _decode(model: type[T], row: Sequence[Any]) -> T:
-    return model.model_validate_json(row[0]).model_copy(update={"version": int(row[1])})
-
 
 async def _row(connection: Connection, sql: str, params: Sequence[Any] = ()) -> TupleRow | None:
     cursor = await connection.execute(sql, params)
@@ -772,25 +625,7 @@ async def _value(connection: Connection, sql: str, params: Sequence[Any] = ()) -
     return None if row is None else row[0]
 
 
-async def _lock_case(connection: Connection, column: str, value: str) -> Case:
-    """The case whose ``column`` is ``value``, locked for the rest of the transaction."""
-    active = " AND active" if column == "identity_key" else ""
-    row = await _row(
-        connection, f"SELECT data, version FROM cases WHERE {column} = %s{active} FOR UPDATE", (value,)
-    )
-    if row is None:
-        raise _Collision  # it changed between our statements; the retry sees the settled state
-    return _decode(Case, row)
-
-
-async def _save_case(connection: Connection, case: Case, expected_version: int) -> Case:
-    """Write ``case`` (locked by :func:`_lock_case`) as version ``expected_version + 1``."""
-    stored = case.model_copy(update={"version": expected_version + 1})
-    written = await _row(
-        connection,
-        "UPDATE cases SET data = %s, version = %s WHERE id = %s AND version = %s RETURNING id",
-        (stored.model_dump_json(), stored.version, case.id, expected_version),
-    )
-    if written is None:
-        raise _Collision
-    return stored
+def _person_bucket(key: str) -> int:
+    """Which of the person locks guards identity key ``key`` (stable across processes)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _PERSON_LOCK_BUCKETS

@@ -1,8 +1,13 @@
 """SQLite implementation of the store: the embedded default for one replica.
 
-One connection in WAL mode, used from a worker thread (``asyncio.to_thread``) under a lock, so
-the event loop never blocks on disk. Rows hold the domain object as JSON plus the columns
-queries need; ``version`` backs compare-and-swap.
+Writes go through one connection in WAL mode, used from a worker thread (``asyncio.to_thread``)
+under a lock as ``BEGIN IMMEDIATE`` transactions, so the event loop never blocks on disk and
+writers (in this process or another on the file) take turns. Reads use connections of their own
+(one per worker thread at most) without that lock: WAL lets them read the last committed state
+while a write is under way, so a read never waits behind a write.
+
+The statements and rules are :mod:`bot.store.core`'s, shared with PostgreSQL; this module adds
+the schema, the connections, leadership (a lock file) and the job queue's claims.
 """
 
 from __future__ import annotations
@@ -11,36 +16,49 @@ import asyncio
 import fcntl
 import hashlib
 import json
+import queue
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pydantic import BaseModel
+from bot.domain.audit import AuditKey
+from bot.errors import ConflictError, DuplicateError, RemediationError, StoreError
+from bot.store.base import Job
+from bot.store.core import (
+    Collision,
+    Dialect,
+    SqlStore,
+    Tx,
+    drive,
+    index_live_rows,
+    merge_duplicate_cases,
+    utc_text,
+)
+from bot.store.rows import check_finish, check_lease, job_payload_json
 
-from bot.domain.audit import AuditEvent, ChainCheck, chain_next
-from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState
-from bot.errors import ConflictError, DuplicateError, StoreError
-from bot.store.base import AlertIntake, Job
-from bot.store.meta import MetaRecords
-from bot.store.rows import (
-    AUDIT_COLUMNS,
-    check_finish,
-    check_lease,
-    decode_audit,
-    job_payload_json,
-    verify_audit_rows,
+R = TypeVar("R")
+
+_MAX_TRANSACTION_ATTEMPTS = 20
+
+SQLITE = Dialect(
+    order="rowid",
+    active="active = 1",
+    behind="needs_publishing = 1",
+    for_update="",  # BEGIN IMMEDIATE: the writer is alone
+    time=utc_text,
+    audit_time=lambda at: at.isoformat(),
+    duplicate_errors=(sqlite3.IntegrityError,),
 )
 
-T = TypeVar("T", bound=BaseModel)
-V = TypeVar("V", Case, ActionRequest)
+Migration = str | Callable[[Tx], Coroutine[Any, Any, None]]
+"""A migration: SQL statements separated by ``;``, or a coroutine function run inside the migration's
+transaction (on SQLite's synchronous connection, so it never waits)."""
 
-_MAX_CAS_ATTEMPTS = 20
-
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE cases (
@@ -95,30 +113,74 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_open_by_kind ON jobs (kind) WHERE finished_at IS NULL;
     """,
+    # 4: one case per person. Cases are keyed on the Entra object id once it is known; older
+    # versions could leave one person with two open cases (object id and UPN): merge them.
+    lambda tx: merge_duplicate_cases(SQLITE, tx),
+    # 5: replay claims (a signed push is accepted once). Times as in 3.
+    """
+    CREATE TABLE replay_claims (key TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
+    CREATE INDEX replay_claims_by_expiry ON replay_claims (expires_at);
+    """,
+    # 6: the blast-radius count reads the action and start time of requests from columns, through
+    # an index on the time window. Start times are fixed-width UTC text (see _utc_text), so text
+    # order is time order; the backfill gives the same form (to the millisecond).
+    """
+    ALTER TABLE action_requests ADD COLUMN action TEXT;
+    ALTER TABLE action_requests ADD COLUMN started_at TEXT;
+    UPDATE action_requests SET
+        action = json_extract(data, '$.action'),
+        started_at = CASE WHEN json_extract(data, '$.started_at') IS NULL THEN NULL
+            ELSE strftime('%Y-%m-%dT%H:%M:%f', json_extract(data, '$.started_at')) || '000+00:00' END;
+    CREATE INDEX action_requests_by_start ON action_requests (started_at) WHERE started_at IS NOT NULL;
+    """,
+    # 7: hot paths never scan history. Cases whose card is behind are found through a partial
+    # index on ``needs_publishing``; sweeps read open requests through an index on ``state`` and
+    # results awaiting a re-check through one on ``recheck_at`` (times as in 3).
+    lambda tx: _index_live_rows(tx),
 )
 
 
-def _audit_row(event: AuditEvent) -> tuple[Any, ...]:
-    """The row SQLite stores for ``event``, in :data:`~bot.store.rows.AUDIT_COLUMNS` order."""
-    return (
-        event.sequence,
-        event.at.isoformat(),
-        event.actor_id,
-        event.kind,
-        event.case_id,
-        event.request_id,
-        event.identity,
-        event.to_json(),
-        event.hash,
-    )
+async def _index_live_rows(tx: Tx) -> None:
+    """Migration 7: the columns and indexes that keep hot paths off history, filled from the data."""
+    for statement in (
+        "ALTER TABLE cases ADD COLUMN needs_publishing INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE action_requests ADD COLUMN recheck_at TEXT",
+        "CREATE INDEX cases_needing_publishing ON cases (needs_publishing) WHERE needs_publishing = 1",
+        "CREATE INDEX action_requests_by_state ON action_requests (state)",
+        "CREATE INDEX action_requests_by_recheck ON action_requests (recheck_at)"
+        " WHERE recheck_at IS NOT NULL",
+    ):
+        await tx.run(statement)
+    await index_live_rows(SQLITE, tx)
 
 
-class SqliteStore(MetaRecords):
+class _Tx:
+    """:class:`bot.store.core.Tx` on a SQLite connection (synchronous: the coroutines never wait)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = self._db.execute(sql, params).fetchone()
+        return row
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        return list(self._db.execute(sql, params).fetchall())
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self._db.execute(sql, params).rowcount)
+
+
+class SqliteStore(SqlStore):
     """The :class:`bot.store.base.Store` on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    dialect = SQLITE
+
+    def __init__(self, path: Path, *, audit_key: AuditKey | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
+        # The key new audit events are chained with (None: the unkeyed scheme; see bot.domain.audit).
+        self._audit_key = audit_key
         # Leadership held by this store: name -> the open lock file whose flock holds it.
         self._leading: dict[str, IO[bytes]] = {}
         self._lock = threading.Lock()
@@ -126,6 +188,10 @@ class SqliteStore(MetaRecords):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # Read connections, made on demand and handed out one per worker thread at a time.
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._opened_readers: list[sqlite3.Connection] = []
+        self._closed = False
         self._migrate()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -133,46 +199,97 @@ class SqliteStore(MetaRecords):
     def _migrate(self) -> None:
         with self._lock:
             current = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"the database schema is at version {current}, newer than this bot knows "
+                    f"({len(MIGRATIONS)}): run the newer bot, or restore a matching backup"
+                )
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
+                    if callable(script):
+                        drive(script(_Tx(self._db)))
+                    else:
+                        for statement in script.split(";"):
+                            if statement.strip():
+                                self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {number}")
                     self._db.execute("COMMIT")
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, ValueError, RemediationError, Collision) as exc:
                     self._db.execute("ROLLBACK")
                     raise StoreError(f"migration {number} failed: {exc}") from exc
 
-    async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        def locked() -> Any:
+    async def _write(self, work: Callable[[Tx], Coroutine[Any, Any, R]], *, what: str) -> R:
+        """Run ``work`` as one ``BEGIN IMMEDIATE`` transaction under the writer's lock."""
+
+        def locked() -> R:
             with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(self._db)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return result
+                for _ in range(_MAX_TRANSACTION_ATTEMPTS):
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = drive(work(_Tx(self._db)))
+                    except Collision:
+                        self._db.execute("ROLLBACK")
+                        continue
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                    self._db.execute("COMMIT")
+                    return result
+            raise ConflictError(f"{what} kept colliding with concurrent writers")
 
         try:
             return await asyncio.to_thread(locked)
         except sqlite3.Error as exc:
             raise StoreError(f"the state store failed: {exc}") from exc
 
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            pass
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA query_only=ON")
+        with self._lock:
+            if self._closed:
+                db.close()
+                raise sqlite3.ProgrammingError("the store is closed")
+            self._opened_readers.append(db)
+        return db
+
+    async def _read(self, work: Callable[[Tx], Coroutine[Any, Any, R]]) -> R:
+        """Run the read-only ``work`` on a read connection: no write lock, no wait behind writers."""
+
+        def read() -> R:
+            db = self._reader()
+            try:
+                return drive(work(_Tx(db)))
+            finally:
+                self._readers.put(db)
+
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the state store failed: {exc}") from exc
+
+    def _duplicate(self, exc: Exception, what: str) -> RemediationError:
+        return DuplicateError(f"{what}: {exc}")
+
     async def close(self) -> None:
-        """Close the connection and give up any leadership this store holds."""
+        """Close the connections and give up any leadership this store holds."""
         for name in list(self._leading):
             await self.release_lead(name)
         with self._lock:
+            self._closed = True
+            for reader in self._opened_readers:
+                reader.close()
             self._db.close()
 
     async def schema_version(self) -> int:
         """The number of the last migration applied to the file."""
-        version = await self._run(lambda db: db.execute("PRAGMA user_version").fetchone()[0])
-        return int(version)
+        row = await self._first("PRAGMA user_version")
+        return 0 if row is None else int(row[0])
 
     # -- leadership -------------------------------------------------------------------------
 
@@ -216,235 +333,40 @@ class SqliteStore(MetaRecords):
             # Closing the file drops the flock.
             handle.close()
 
-    # -- meta -------------------------------------------------------------------------------
+    # -- replay claims ----------------------------------------------------------------------
 
-    async def _get_meta(self, key: str) -> str | None:
-        row = await self._run(
-            lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        )
-        return None if row is None else str(row[0])
+    async def claim_replay(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Claim ``key`` until ``expires_at``: ``True`` for the first caller only.
 
-    async def _set_meta(self, key: str, value: str) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-        )
-
-    # -- cases ------------------------------------------------------------------------------
-
-    async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
-        """Add ``alert`` to its identity's active case, opening one if needed (one transaction)."""
-
-        def work(db: sqlite3.Connection) -> AlertIntake:
-            known = db.execute("SELECT case_id FROM alerts WHERE id = ?", (alert.id,)).fetchone()
-            if known is not None:
-                case = _load_case(db, known[0])
-                previous = next((a for a in case.alerts if a.id == alert.id), None)
-                if previous == alert or (previous and previous.updated_at > alert.updated_at):
-                    return AlertIntake(case, case_created=False, alert_new=False, alert_changed=False)
-                case = _save_case(db, case.with_alert(alert), case.version)
-                return AlertIntake(case, case_created=False, alert_new=False, alert_changed=True)
-            row = db.execute(
-                "SELECT id FROM cases WHERE identity_key = ? AND active = 1",
-                (alert.target.key,),
-            ).fetchone()
-            if row is None:
-                case = Case(
-                    id=new_case_id,
-                    identity=alert.target,
-                    alerts=(alert,),
-                    opened_at=now,
-                    version=1,
-                )
-                db.execute(
-                    "INSERT INTO cases (id, identity_key, active, data, version) VALUES (?, ?, 1, ?, 1)",
-                    (case.id, alert.target.key, case.model_dump_json()),
-                )
-                created = True
-            else:
-                current = _load_case(db, row[0])
-                case = _save_case(db, current.with_alert(alert), current.version)
-                created = False
-            db.execute("INSERT INTO alerts (id, case_id) VALUES (?, ?)", (alert.id, case.id))
-            return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True)
-
-        result: AlertIntake = await self._run(work)
-        return result
-
-    async def get_case(self, case_id: str) -> Case | None:
-        """One case by id."""
-        return await self._get(Case, "cases", case_id)
-
-    async def find_active_case(self, identity: IdentityRef) -> Case | None:
-        """The active case of an identity, if there is one."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT data, version FROM cases WHERE identity_key = ? AND active = 1",
-                (identity.key,),
-            ).fetchone()
-        )
-        return None if row is None else _decode(Case, row)
-
-    async def list_cases(self) -> list[Case]:
-        """Every case, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute("SELECT data, version FROM cases ORDER BY rowid").fetchall()
-        )
-        return [_decode(Case, row) for row in rows]
-
-    async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
-        """Compare-and-swap update of one case."""
-        return await self._update(Case, "cases", case_id, mutate)
-
-    # -- action requests --------------------------------------------------------------------
-
-    async def add_request(self, request: ActionRequest) -> ActionRequest:
-        """Store a new action request (version 1)."""
-        stored = request.model_copy(update={"version": 1})
-
-        def insert(db: sqlite3.Connection) -> None:
-            try:
-                db.execute(
-                    "INSERT INTO action_requests (id, case_id, state, data, version) VALUES (?, ?, ?, ?, 1)",
-                    (stored.id, stored.case_id, stored.state.value, stored.model_dump_json()),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise DuplicateError(f"case {stored.case_id} already has an active request") from exc
-
-        await self._run(insert)
-        return stored
-
-    async def get_request(self, request_id: str) -> ActionRequest | None:
-        """One action request by id."""
-        return await self._get(ActionRequest, "action_requests", request_id)
-
-    async def list_requests(self, case_id: str) -> list[ActionRequest]:
-        """A case's action requests, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT data, version FROM action_requests WHERE case_id = ? ORDER BY rowid",
-                (case_id,),
-            ).fetchall()
-        )
-        return [_decode(ActionRequest, row) for row in rows]
-
-    async def list_requests_in(self, states: Iterable[RequestState]) -> list[ActionRequest]:
-        """Every request in one of ``states``, oldest first (open requests, recent executions)."""
-        wanted = [state.value for state in states]
-        marks = ", ".join("?" for _ in wanted)
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT data, version FROM action_requests WHERE state IN ({marks}) ORDER BY rowid", wanted
-            ).fetchall()
-        )
-        return [_decode(ActionRequest, row) for row in rows]
-
-    async def update_request(
-        self, request_id: str, mutate: Callable[[ActionRequest], ActionRequest | None]
-    ) -> ActionRequest:
-        """Compare-and-swap update of one action request."""
-        return await self._update(ActionRequest, "action_requests", request_id, mutate)
-
-    # -- audit trail (append-only: nothing here updates or deletes a row) --------------------
-
-    async def append_audit(
-        self,
-        *,
-        at: datetime,
-        actor_id: str,
-        actor_name: str,
-        kind: str,
-        case_id: str | None = None,
-        request_id: str | None = None,
-        identity: str | None = None,
-        payload: dict[str, Any] | None = None,
-    ) -> AuditEvent:
-        """Record one audit event, chained to the last one; returns it as stored.
-
-        Reading the last event and inserting the next happen in one ``BEGIN IMMEDIATE``
-        transaction, so concurrent callers (and other processes on the file) take turns and the
-        chain stays linear and gap-free. ``ValueError`` for a payload that is not plain JSON.
+        One ``BEGIN IMMEDIATE`` turn: claims that expired before ``now`` are pruned, then the
+        insert either lands or meets the live claim of an earlier caller.
         """
 
-        def work(db: sqlite3.Connection) -> AuditEvent:
-            last = db.execute(
-                "SELECT sequence, data FROM audit_events ORDER BY sequence DESC LIMIT 1"
-            ).fetchone()
-            event = chain_next(
-                None if last is None else decode_audit(last[0], last[1]),
-                at=at,
-                actor_id=actor_id,
-                actor_name=actor_name,
-                kind=kind,
-                case_id=case_id,
-                request_id=request_id,
-                identity=identity,
-                payload=payload,
+        async def work(tx: Tx) -> bool:
+            await tx.run("DELETE FROM replay_claims WHERE expires_at < ?", (utc_text(now),))
+            return (
+                await tx.run(
+                    "INSERT INTO replay_claims (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                    (key, utc_text(expires_at)),
+                )
+                == 1
             )
-            marks = ", ".join("?" for _ in AUDIT_COLUMNS)
-            db.execute(
-                f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})", _audit_row(event)
-            )
-            return event
 
-        event: AuditEvent = await self._run(work)
-        return event
-
-    async def list_audit(
-        self, *, identity: str | None = None, case_id: str | None = None, limit: int | None = None
-    ) -> list[AuditEvent]:
-        """Audit events in stored order, optionally only one identity's and/or one case's.
-
-        ``limit`` keeps the newest ``limit`` events (still returned oldest first): what a
-        ``history`` reply shows. ``identity`` matches case-insensitively, as it is stored lower-case.
-        """
-        if limit is not None and limit < 0:
-            raise ValueError("limit must not be negative")
-        clauses: list[str] = []
-        params: list[Any] = []
-        if identity is not None:
-            clauses.append("identity = ?")
-            params.append(identity.lower())
-        if case_id is not None:
-            clauses.append("case_id = ?")
-            params.append(case_id)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        # Newest first so LIMIT keeps the latest; reversed below into stored order.
-        sql = f"SELECT sequence, data FROM audit_events{where} ORDER BY sequence DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = await self._run(lambda db: db.execute(sql, params).fetchall())
-        return [decode_audit(row[0], row[1]) for row in reversed(rows)]
-
-    async def verify_audit(self) -> ChainCheck:
-        """Verify the whole stored trail and name the first broken event.
-
-        See :func:`bot.store.rows.verify_audit_rows`: unreadable data and query columns edited
-        apart from the data are reported as well as breaks in the chain itself.
-        """
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_events ORDER BY sequence"
-            ).fetchall()
-        )
-        return verify_audit_rows(rows, _audit_row)
+        return await self._write(work, what="claiming a replay record")
 
     # -- job queue ---------------------------------------------------------------------------
 
     async def enqueue_job(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         """Queue a job; a job with the same ``key`` (queued, running or finished) wins."""
         text = job_payload_json(payload)
-        now = _utc_text(datetime.now(UTC))
-        await self._run(
-            lambda db: db.execute(
+        now = utc_text(datetime.now(UTC))
+        await self._write(
+            lambda tx: tx.run(
                 "INSERT INTO jobs (key, kind, payload, enqueued_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (key) DO NOTHING",
                 (key, kind, text, now),
-            )
+            ),
+            what=f"queueing job {key!r}",
         )
 
     async def claim_job(self, kind: str, worker: str, lease: timedelta) -> Job | None:
@@ -455,31 +377,47 @@ class SqliteStore(MetaRecords):
         """
         check_lease(lease.total_seconds())
 
-        def work(db: sqlite3.Connection) -> Job | None:
+        async def work(tx: Tx) -> Job | None:
             now = datetime.now(UTC)
-            row = db.execute(
+            row = await tx.one(
                 "SELECT key, payload, attempts FROM jobs WHERE kind = ? AND finished_at IS NULL "
                 "AND (lease_until IS NULL OR lease_until < ?) ORDER BY rowid LIMIT 1",
-                (kind, _utc_text(now)),
-            ).fetchone()
+                (kind, utc_text(now)),
+            )
             if row is None:
                 return None
             until = now + lease
-            db.execute(
+            await tx.run(
                 "UPDATE jobs SET worker = ?, lease_until = ?, attempts = attempts + 1 WHERE key = ?",
-                (worker, _utc_text(until), row[0]),
+                (worker, utc_text(until), row[0]),
             )
-            return Job(
-                key=row[0],
-                kind=kind,
-                payload=json.loads(row[1]),
-                worker=worker,
-                lease_until=until,
-                attempts=int(row[2]) + 1,
-            )
+            payload = json.loads(row[1])
+            return Job(row[0], kind, payload, worker=worker, lease_until=until, attempts=int(row[2]) + 1)
 
-        job: Job | None = await self._run(work)
-        return job
+        return await self._write(work, what=f"claiming a {kind!r} job")
+
+    async def renew_job(self, key: str, worker: str, lease: timedelta) -> bool:
+        """Extend ``worker``'s claim to ``lease`` from now; ``False`` when it lost the job."""
+        check_lease(lease.total_seconds())
+        until = utc_text(datetime.now(UTC) + lease)
+        renewed = await self._write(
+            lambda tx: tx.run(
+                "UPDATE jobs SET lease_until = ? WHERE key = ? AND worker = ? AND finished_at IS NULL",
+                (until, key, worker),
+            ),
+            what=f"renewing job {key!r}",
+        )
+        return bool(renewed)
+
+    async def release_job(self, key: str, worker: str) -> None:
+        """Drop ``worker``'s lease on an unfinished job so it is claimable at once."""
+        await self._write(
+            lambda tx: tx.run(
+                "UPDATE jobs SET lease_until = NULL WHERE key = ? AND worker = ? AND finished_at IS NULL",
+                (key, worker),
+            ),
+            what=f"releasing job {key!r}",
+        )
 
     async def finish_job(self, key: str, worker: str) -> None:
         """Mark a job done. Finishing a finished job again changes nothing.
@@ -488,73 +426,13 @@ class SqliteStore(MetaRecords):
         lease ran out), and :class:`StoreError` for an unknown key.
         """
 
-        def work(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT worker, finished_at FROM jobs WHERE key = ?", (key,)).fetchone()
+        async def work(tx: Tx) -> None:
+            row = await tx.one("SELECT worker, finished_at FROM jobs WHERE key = ?", (key,))
             check_finish(key, worker, row)
-            if row[1] is None:
-                db.execute(
+            if row is not None and row[1] is None:
+                await tx.run(
                     "UPDATE jobs SET finished_at = ?, lease_until = NULL WHERE key = ?",
-                    (_utc_text(datetime.now(UTC)), key),
+                    (utc_text(datetime.now(UTC)), key),
                 )
 
-        await self._run(work)
-
-    # -- generic row access -----------------------------------------------------------------
-
-    async def _get(self, model: type[T], table: str, key: str) -> T | None:
-        row = await self._run(
-            lambda db: db.execute(f"SELECT data, version FROM {table} WHERE id = ?", (key,)).fetchone()
-        )
-        return None if row is None else _decode(model, row)
-
-    async def _update(self, model: type[V], table: str, key: str, mutate: Callable[[V], V | None]) -> V:
-        # action_requests also keeps the state in a column, for the one-active-request rule.
-        state_column = ", state = ?" if table == "action_requests" else ""
-        sql = f"UPDATE {table} SET data = ?, version = version + 1{state_column} WHERE id = ? AND version = ?"
-        for _ in range(_MAX_CAS_ATTEMPTS):
-            current = await self._get(model, table, key)
-            if current is None:
-                raise StoreError(f"no {table} row {key!r}")
-            changed = mutate(current)
-            if changed is None:
-                return current
-            stored = changed.model_copy(update={"version": current.version + 1})
-            params: tuple[Any, ...] = (stored.model_dump_json(),)
-            if isinstance(stored, ActionRequest):
-                params += (stored.state.value,)
-            params += (key, current.version)
-
-            def write(db: sqlite3.Connection, params: tuple[Any, ...] = params) -> int:
-                try:
-                    return int(db.execute(sql, params).rowcount)
-                except sqlite3.IntegrityError as exc:
-                    raise DuplicateError(f"{table} row {key!r}: {exc}") from exc
-
-            if await self._run(write) == 1:
-                return stored
-        raise ConflictError(f"{table} row {key!r} kept changing under concurrent writers")
-
-
-def _utc_text(value: datetime) -> str:
-    # Fixed width (microseconds always present), so comparing the text compares the times.
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _decode(model: type[T], row: Any) -> T:
-    return model.model_validate_json(row[0]).model_copy(update={"version": int(row[1])})
-
-
-def _load_case(db: sqlite3.Connection, case_id: str) -> Case:
-    row = db.execute("SELECT data, version FROM cases WHERE id = ?", (case_id,)).fetchone()
-    return _decode(Case, row)
-
-
-def _save_case(db: sqlite3.Connection, case: Case, expected_version: int) -> Case:
-    stored = case.model_copy(update={"version": expected_version + 1})
-    count = db.execute(
-        "UPDATE cases SET data = ?, version = ? WHERE id = ? AND version = ?",
-        (stored.model_dump_json(), stored.version, case.id, expected_version),
-    ).rowcount
-    if count != 1:
-        raise ConflictError(f"case {case.id} changed while an alert was being added")
-    return stored
+        await self._write(work, what=f"finishing job {key!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, TurnContext
@@ -22,23 +23,85 @@ ERROR_CONTENT_TYPE = "application/vnd.microsoft.error"
 ERROR_MESSAGE_CHARS = 500
 
 
-class TeamsBot(ActivityHandler):
-    """Routes activities to :class:`RemediationService`."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why an activity was refused before the bot looked at it; the adapter answers 403."""
 
-    def __init__(self, service: RemediationService) -> None:
+    reason: str
+
+
+class TeamsBot(ActivityHandler):
+    """Routes activities to :class:`RemediationService`, from the configured tenant only."""
+
+    def __init__(self, service: RemediationService, tenant_id: str) -> None:
         self._service = service
         self._commands = ChatCommands(service)
+        self._tenant_id = tenant_id.strip().lower()
 
     async def on_turn(self, turn_context: TurnContext) -> None:
-        """Every activity from the incident channel refreshes the channel reference first."""
-        await self._capture_channel(turn_context.activity)
+        """Refuse another tenant's activity; dispatch; then refresh the channel reference.
+
+        The tenant is checked first, before anything reads the activity's content: a click, a
+        message or an installation from another tenant (or naming none) runs nothing, is logged
+        once and audited, and the adapter answers it 403 without sending anything back. The
+        channel reference is refreshed only from an activity the bot accepted: a refused click
+        changes nothing at all.
+        """
+        activity = turn_context.activity
+        reason = self._tenant_problem(activity)
+        if reason is not None:
+            turn_context.turn_state[REFUSAL_KEY] = Refusal(reason)
+            await self._service.refuse_activity(reason, **_refusal_details(activity))
+            return
         await super().on_turn(turn_context)
+        if turn_context.turn_state.get(_DECLINED_KEY):
+            return
+        try:
+            await self._capture_channel(activity)
+        except RemediationError as exc:
+            if activity.type in _INSTALLATION_TYPES:
+                raise  # registering the channel is this activity's whole point: answer 503
+            # A click or a message was handled; the next activity from the channel tries again.
+            log.warning("the channel reference could not be refreshed from %s: %s", activity.id, exc.message)
+
+    def _tenant_problem(self, activity: Activity) -> str | None:
+        """``None`` when the activity names the configured tenant (and no other), else why not."""
+        named = [
+            tenant.strip().lower()
+            for tenant in _tenants(activity)
+            if isinstance(tenant, str) and tenant.strip()
+        ]
+        if not named:
+            return "the activity names no tenant"
+        if any(tenant != self._tenant_id for tenant in named):
+            return "the activity comes from another tenant than the one this bot serves"
+        return None
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
-        """Answer ``adaptiveCard/action`` ourselves (the SDK's own route crashes on 4.17.1)."""
+        """Answer the invoke; an error answer marks the turn declined (nothing else is written)."""
+        response = await self._answer_invoke(turn_context)
+        body = response.body
+        if response.status >= 400 or getattr(body, "type", None) == ERROR_CONTENT_TYPE:
+            turn_context.turn_state[_DECLINED_KEY] = True
+        return response
+
+    async def _answer_invoke(self, turn_context: TurnContext) -> InvokeResponse:
+        """Answer ``adaptiveCard/action`` ourselves (the SDK's own route crashes on 4.17.1).
+
+        Other invokes (sign-in, messaging extensions, task modules) are not features of this
+        bot: they get a 400 instead of the SDK's 501.
+        """
         activity = turn_context.activity
         if activity.name != CARD_ACTION_INVOKE:
-            return await super().on_invoke_activity(turn_context)
+            return InvokeResponse(
+                status=400,
+                body={
+                    "error": {
+                        "code": "BadRequest",
+                        "message": "This bot answers only Adaptive Card actions; nothing was done.",
+                    }
+                },
+            )
         value = _as_dict(activity.value)
         action = _as_dict(value.get("action"))
         verb = action.get("verb")
@@ -73,39 +136,118 @@ class TeamsBot(ActivityHandler):
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         """Chat commands: ``help``, ``pending``, ``history <upn>``."""
         activity = turn_context.activity
-        text = TurnContext.remove_recipient_mention(activity) if activity.entities else (activity.text or "")
+        text = _without_bot_mention(activity)
         sender = activity.from_property
         actor = Actor(
             object_id=getattr(sender, "aad_object_id", None) or "",
             name=(sender.name or "") if sender else "",
         )
-        reply = await self._commands.run(actor, (text or "").strip())
-        await turn_context.send_activity(MessageFactory.text(reply))
+        reply = await self._commands.run(actor, text.strip())
+        try:
+            await turn_context.send_activity(MessageFactory.text(reply))
+        except Exception as exc:  # aiohttp, msrest and botbuilder each raise their own types
+            # The command has run; answering the activity with an error would only make the
+            # channel resend it. One line, so a broken connector is visible.
+            log.warning(
+                "the reply to message %s could not be sent to %s: %s",
+                activity.id,
+                activity.service_url,
+                type(exc).__name__,
+            )
 
     async def _capture_channel(self, activity: Activity) -> None:
-        channel_data: dict[str, Any] = (
-            activity.channel_data if isinstance(activity.channel_data, dict) else {}
-        )
-        team = channel_data.get("team") or {}
-        channel = channel_data.get("channel") or {}
+        """Remember the incident channel's reference (only called for the configured tenant)."""
+        channel_data = _channel_data(activity)
+        team = _as_dict(channel_data.get("team"))
+        channel = _as_dict(channel_data.get("channel"))
         conversation_id = (activity.conversation.id if activity.conversation else "") or ""
         channel_id = channel.get("id") or team.get("id") or conversation_id.partition(";")[0]
         if not channel_id or not activity.service_url or not team:
             return
-        tenant = (channel_data.get("tenant") or {}).get("id") or (
-            activity.conversation.tenant_id if activity.conversation else None
-        )
         recipient = activity.recipient
         ref = ChannelRef(
             channel_id=channel_id,
             service_url=activity.service_url,
-            tenant_id=tenant,
+            tenant_id=self._tenant_id,
             team_id=team.get("id"),
             bot_id=recipient.id if recipient else None,
             bot_name=recipient.name if recipient else None,
         )
-        if await self._service.register_channel(ref):
+        sender = activity.from_property
+        actor = Actor(
+            object_id=getattr(sender, "aad_object_id", None) or BOT_FRAMEWORK_ACTOR,
+            name=(sender.name or "") if sender else "",
+        )
+        if await self._service.register_channel(ref, actor=actor):
             self._service.schedule_publish()
+
+
+REFUSAL_KEY = "remediation-bot.refusal"
+_DECLINED_KEY = "remediation-bot.declined"
+_INSTALLATION_TYPES = frozenset({"conversationUpdate", "installationUpdate"})
+"""Where :meth:`TeamsBot.on_turn` leaves a :class:`Refusal` in the turn state for the adapter."""
+BOT_FRAMEWORK_ACTOR = "bot-framework"
+_MAX_DETAIL = 200
+
+
+def _channel_data(activity: Activity) -> dict[str, Any]:
+    return activity.channel_data if isinstance(activity.channel_data, dict) else {}
+
+
+def _tenants(activity: Activity) -> list[Any]:
+    """Every tenant the activity names: ``channelData.tenant.id`` and ``conversation.tenantId``."""
+    named: list[Any] = []
+    tenant = _as_dict(_channel_data(activity).get("tenant"))
+    if tenant.get("id") is not None:
+        named.append(tenant.get("id"))
+    conversation = activity.conversation
+    if conversation is not None:
+        # botbuilder's model maps ``tenantID``; Teams sends ``tenantId``, which lands among the
+        # additional properties. Either spelling counts.
+        extra = getattr(conversation, "additional_properties", None) or {}
+        for value in (conversation.tenant_id, extra.get("tenantId")):
+            if value is not None:
+                named.append(value)
+    return named
+
+
+def _refusal_details(activity: Activity) -> dict[str, str]:
+    """What the audit event and the log line say about a refused activity (bounded, as data)."""
+    sender = activity.from_property
+    tenants = [str(t) for t in _tenants(activity)]
+
+    def cut(value: Any) -> str:
+        text = "" if value is None else str(value)
+        return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+    return {
+        "activity_type": cut(activity.type),
+        "activity_id": cut(activity.id),
+        "tenant": cut(", ".join(tenants)),
+        "object_id": cut(getattr(sender, "aad_object_id", None) if sender else None),
+        "name": cut(sender.name if sender else None),
+        "service_url": cut(activity.service_url),
+        "conversation_id": cut(activity.conversation.id if activity.conversation else None),
+    }
+
+
+def _without_bot_mention(activity: Activity) -> str:
+    """The message text with the @mention of the bot taken out (plain text replacement).
+
+    botbuilder's own helper compiles the mention's text as a regular expression and crashes on
+    mentions without a name; this only removes the exact ``<at>...</at>`` text Teams marks.
+    """
+    text = activity.text or ""
+    bot_id = activity.recipient.id if activity.recipient else None
+    for entity in activity.entities or []:
+        if (entity.type or "").lower() != "mention":
+            continue
+        extra = entity.additional_properties or {}
+        mentioned = _as_dict(extra.get("mentioned"))
+        marked = extra.get("text")
+        if mentioned.get("id") == bot_id and isinstance(marked, str) and marked:
+            text = text.replace(marked, "")
+    return text
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

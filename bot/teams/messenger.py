@@ -139,14 +139,17 @@ class TeamsMessenger:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
-        """``pacer`` defaults to Teams' own limits; ``sleep`` and ``rng`` drive the retry waits."""
+        """``pacer`` defaults to Teams' own limits; ``sleep`` and ``rng`` drive the retry waits, and
+        ``now`` (the wall clock) reads a ``Retry-After`` given as an HTTP-date."""
         self._adapter = adapter
         self._app_id = app_id
         self._pacer = pacer or Pacer()
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._now = now or _utc_now
         self._lanes = Lanes()
 
     async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
@@ -300,7 +303,7 @@ class TeamsMessenger:
                 f"Teams kept failing to {call.what} ({where}) after {attempt} attempts; "
                 f"the last: {failure.describe()}",
             ) from exc
-        asked = parse_retry_after(failure.retry_after, now=datetime.now(UTC))
+        asked = parse_retry_after(failure.retry_after, now=self._now())
         if asked is None:
             return backoff_delay(
                 attempt, base=self._retry.backoff_base, cap=self._retry.backoff_cap, rng=self._rng
@@ -312,6 +315,10 @@ class TeamsMessenger:
                 f"the bot waits at most {self._retry.longest_retry_after:.0f} s.",
             ) from exc
         return asked
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _failure(exc: HttpOperationError | ClientRequestError) -> _Failure:

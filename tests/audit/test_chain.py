@@ -17,12 +17,15 @@ from hypothesis import strategies as st
 from bot.domain.audit import (
     GENESIS_HASH,
     AuditEvent,
+    AuditKey,
     chain_next,
     event_hash,
     verify_chain,
 )
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+KEY = AuditKey.from_secret("a test audit key of at least thirty-two characters")
+OTHER_KEY = AuditKey.from_secret("another test audit key, thirty-two characters long")
 ALEX = "aaaaaaaa-0000-4000-8000-000000000001"
 
 
@@ -167,7 +170,9 @@ def test_a_modified_event_whose_hash_was_recomputed_breaks_the_next_link() -> No
     check = verify_chain(events)
 
     assert check.first_broken == 4
-    assert check.problem == "event 4: previous_hash does not match event 3 (deleted or reordered)"
+    assert check.problem == (
+        "event 4: previous_hash does not match event 3 (replaced and recomputed, deleted or reordered)"
+    )
 
 
 def test_a_deleted_event_is_named() -> None:
@@ -253,10 +258,10 @@ EVENT_ARGUMENTS = st.fixed_dictionaries(
 FIELDS = list(AuditEvent.model_fields)
 
 
-def _build(arguments: list[dict[str, Any]]) -> list[AuditEvent]:
+def _build(arguments: list[dict[str, Any]], key: AuditKey | None = None) -> list[AuditEvent]:
     events: list[AuditEvent] = []
     for args in arguments:
-        events.append(chain_next(events[-1] if events else None, **args))
+        events.append(chain_next(events[-1] if events else None, key=key, **args))
     return events
 
 
@@ -276,39 +281,47 @@ def _other_value(draw: st.DrawFn, field: str, old: Any) -> Any:
         return new
     if field in ("case_id", "request_id", "identity"):
         return None if old is not None else draw(st.text(max_size=12))
+    if field == "key_id":
+        return None if old is not None else draw(st.sampled_from([KEY.key_id, OTHER_KEY.key_id, "k-forged"]))
     return old + draw(st.text(min_size=1, max_size=4))
 
 
-@given(st.lists(EVENT_ARGUMENTS, max_size=8))
-def test_any_chain_that_was_built_verifies(arguments: list[dict[str, Any]]) -> None:
-    events = _build(arguments)
+@given(st.lists(EVENT_ARGUMENTS, max_size=8), st.sampled_from([None, KEY]))
+def test_any_chain_that_was_built_verifies(arguments: list[dict[str, Any]], key: AuditKey | None) -> None:
+    events = _build(arguments, key)
 
-    check = verify_chain(events)
+    check = verify_chain(events, [KEY])
 
     assert check.ok and check.checked == len(events)
+    assert check.keyed == (len(events) if key else 0)
 
 
-@given(st.lists(EVENT_ARGUMENTS, min_size=1, max_size=8))
-def test_events_survive_their_json_form(arguments: list[dict[str, Any]]) -> None:
-    events = _build(arguments)
+@given(st.lists(EVENT_ARGUMENTS, min_size=1, max_size=8), st.sampled_from([None, KEY]))
+def test_events_survive_their_json_form(arguments: list[dict[str, Any]], key: AuditKey | None) -> None:
+    events = _build(arguments, key)
 
     reread = [AuditEvent.model_validate_json(event.to_json()) for event in events]
 
     assert reread == events
-    assert verify_chain(reread).ok
+    assert verify_chain(reread, [KEY]).ok
 
 
-@given(st.lists(EVENT_ARGUMENTS, min_size=1, max_size=8), st.sampled_from(FIELDS), st.data())
+@given(
+    st.lists(EVENT_ARGUMENTS, min_size=1, max_size=8),
+    st.sampled_from(FIELDS),
+    st.sampled_from([None, KEY]),
+    st.data(),
+)
 def test_changing_any_field_of_any_event_breaks_the_chain_there(
-    arguments: list[dict[str, Any]], field: str, data: st.DataObject
+    arguments: list[dict[str, Any]], field: str, key: AuditKey | None, data: st.DataObject
 ) -> None:
-    events = _build(arguments)
+    events = _build(arguments, key)
     index = data.draw(st.integers(0, len(events) - 1))
     old = getattr(events[index], field)
     new = data.draw(_other_value(field, old))
     events[index] = events[index].model_copy(update={field: new})
 
-    check = verify_chain(events)
+    check = verify_chain(events, [KEY])
 
     assert not check.ok
     assert check.first_broken == index + 1

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from bot.domain.models import AlertSource, RequestState
-from cards import samples
 from cards.case import render_case
+from devtools import samples
 from tests.support.cardcheck import check_card
 
 CATALOGUE = samples.catalogue()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cards.samples import card_json, catalogue
+from devtools.samples import card_json, catalogue
 from tests.support.cardcheck import check_card
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -56,7 +56,7 @@ def test_every_golden_file_has_a_state() -> None:
 
 
 def test_cards_dump_writes_every_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.cli import main
+    from bot.cli.main import main
 
     out = tmp_path / "cards" / "dump"
     assert main(["cards", "dump", str(out)]) == 0

@@ -30,8 +30,8 @@ from cards.replies import (
     render_request_note,
     render_result_reply,
 )
-from cards.samples import T0
 from cards.text import ELLIPSIS, LEVELS, MAX_MESSAGE_BYTES, MESSAGE_BUDGET, json_size
+from devtools.samples import T0
 from tests.contract.untrusted import World, build
 from tests.support.cardcheck import check_card
 

@@ -18,8 +18,8 @@ from bot.domain.models import Actor, CardRef, RequestState
 from cards.case import Viewer, render_case
 from cards.chat import render_history, render_pending, render_sentence, render_unknown_command
 from cards.replies import escalation_note, render_alert_comment, render_request_note, render_result_reply
-from cards.samples import T0
 from cards.text import plain
+from devtools.samples import T0
 from tests.contract.untrusted import HOSTILE, World, build, neutral, supplier
 from tests.support.cardcheck import check_card
 from tests.support.inertcheck import card_problems, message_problems, plain_problems

@@ -33,7 +33,7 @@ from bot.domain.models import (
     StepOutcome,
     Verification,
 )
-from cards.samples import T0
+from devtools.samples import T0
 
 # Fragments an attacker would try; the property tests mix them with generated text.
 HOSTILE = [

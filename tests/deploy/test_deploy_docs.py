@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from bot.config import ENV_NAMES
+from bot.config.settings import ENV_NAMES
 from bot.graph.permissions import OPERATIONS, USER_PATH, USER_PROPERTY_PERMISSIONS, OperationPermission
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +137,9 @@ def test_the_app_gets_only_variables_the_bot_reads() -> None:
     variables = set(re.findall(r"name: '(\w+)'\n\s+(?:value|secretRef):", text))
     known = set(ENV_NAMES.values())
     assert variables, "no environment variables found in main.bicep"
-    assert variables - {"policy-yaml"} <= known, f"unknown to bot/config.py: {sorted(variables - known)}"
+    assert variables - {"policy-yaml"} <= known, (
+        f"unknown to bot/config/settings.py: {sorted(variables - known)}"
+    )
     for required in (
         "MicrosoftAppId",
         "MicrosoftAppType",

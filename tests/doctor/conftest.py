@@ -10,10 +10,10 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from bot.config import ENV_NAMES, Settings, load_settings
+from bot.config.settings import ENV_NAMES, Settings, load_settings
 from bot.domain.models import ChannelRef
-from bot.sandbox import SandboxTenant
 from bot.store.sqlite import SqliteStore
+from devtools.sandbox import SandboxTenant
 from tests.support.graph_fixtures import running_demo_tenant
 
 CHANNEL_ID = "19:4a95f7d8c1b84d2e9f3a6b7c8d9e0f1a@thread.tacv2"
@@ -62,6 +62,8 @@ def environment(tenant: SandboxTenant, policy_file: Path, tmp_path: Path) -> dic
         "TEAMS_CHANNEL_ID": CHANNEL_ID,
         "POLICY_FILE": str(policy_file),
         "STORE_URL": f"sqlite:///{tmp_path / 'data' / 'bot.db'}",
+        # Required outside sandbox mode: the audit chain's key (from Key Vault in a deployment).
+        "AUDIT_HMAC_KEY": "doctor-test audit key of at least thirty-two characters",
     }
 
 

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
-from bot.config import Settings
-from bot.doctor import (
+from bot.cli.doctor import (
     FAILING,
     Check,
     DoctorReport,
@@ -22,10 +20,12 @@ from bot.doctor import (
     token_roles,
     write_permission_checks,
 )
+from bot.cli.main import main
+from bot.config.settings import Settings
 from bot.domain.models import ChannelRef
 from bot.graph.permissions import OPERATIONS, USER_PROPERTY_PERMISSIONS
-from bot.sandbox import SandboxTenant
 from bot.store.sqlite import SqliteStore
+from devtools.sandbox import SandboxTenant
 
 from .conftest import ALEX, CHANNEL_ID, SOC_RESPONDERS, store_channel
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from bot.demo import PLAYGROUND_BIN, RESPONDER, TEAM, DemoStack
+from devtools.demo import PLAYGROUND_BIN, RESPONDER, TEAM, DemoStack
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 
 from bot.graph import GraphClient, TokenProvider
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.graph_fixtures import running_demo_tenant, sandbox_graph, sandbox_http, sandbox_tokens
 
 from .helpers import RecordingSleep

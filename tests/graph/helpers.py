@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 
 
 class RecordingSleep:

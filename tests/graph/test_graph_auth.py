@@ -8,7 +8,7 @@ import pytest
 
 from bot.errors import GraphAuthError
 from bot.graph import TokenProvider
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 
 from .helpers import token_requests
 

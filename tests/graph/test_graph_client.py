@@ -17,7 +17,7 @@ from bot.errors import (
     GraphUnavailable,
 )
 from bot.graph import GraphClient, TokenProvider, build_http_client, odata_string
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 
 from .helpers import RecordingSleep, graph_calls
 
@@ -117,9 +117,15 @@ async def test_429_with_fractional_retry_after_waits_exactly_that(
 
 @pytest.mark.asyncio
 async def test_429_with_an_http_date_retry_after(
-    tenant: SandboxTenant, graph: GraphClient, sleeps: RecordingSleep
+    tenant: SandboxTenant, http: httpx.AsyncClient, tokens: TokenProvider, sleeps: RecordingSleep
 ) -> None:
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
+    # The client reads the date on a clock of the test's, so the wait does not depend on how
+    # long the request took.
+    moment = datetime.now(UTC).replace(microsecond=0)
+    graph = GraphClient(
+        http, tokens, tenant.graph_base_url, sleep=sleeps, rng=random.Random(7), now=lambda: moment
+    )
+    when = format_datetime(moment + timedelta(seconds=5), usegmt=True)
     tenant.inject_fault("GET", r"/users/", status=429, headers={"Retry-After": when})
 
     await graph.get_user("lee.gu@contoso.com", select=["id"])

@@ -11,8 +11,8 @@ import yaml
 from bot.errors import GraphForbidden
 from bot.graph import GraphClient, find_account, required_permission
 from bot.graph.permissions import OPERATIONS, USER_PATH, USER_PROPERTY_PERMISSIONS, operation_template
-from bot.sandbox import SUBSET_PATH, SandboxTenant
-from bot.sandbox.contract import DEFAULT_EXTENSIONS
+from devtools.sandbox import SUBSET_PATH, SandboxTenant
+from devtools.sandbox.contract import DEFAULT_EXTENSIONS
 
 # Where the table deliberately is not the contract's least privileged permission, and why.
 NOT_THE_LEAST = {

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 
-from bot.cli import main
-from bot.manifest import (
+from bot.cli.main import main
+from devtools.manifest import (
     COLOR_ICON_SIZE,
     OUTLINE_ICON_SIZE,
     ManifestOptions,

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 
-from bot.directory import Directory
 from bot.domain.policy import Policy
 from bot.graph import GraphClient
-from bot.sandbox import SandboxTenant
+from bot.tenant.directory import Directory
+from devtools.sandbox import SandboxTenant
 from tests.graph.helpers import RecordingSleep
 from tests.support.graph_fixtures import running_demo_tenant, sandbox_graph, sandbox_http, sandbox_tokens
 

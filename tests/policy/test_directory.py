@@ -7,19 +7,19 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.directory import UNCHECKED_REASON, Directory
+from bot.config.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy
 from bot.domain.models import Actor, IdentityRef
 from bot.domain.policy import ActorRoles, Policy, Principals, TargetFacts
 from bot.graph import GraphClient
-from bot.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy
-from bot.sandbox import DEMO_POLICY, SandboxTenant
+from bot.tenant.directory import UNCHECKED_REASON, Directory
+from devtools.sandbox import DEMO_POLICY, SandboxTenant
 from tests.graph.helpers import graph_calls
 
 from .conftest import Clock
 
 MakeDirectory = Callable[[Policy], Directory]
 
-# People and groups of the demo tenant (bot/sandbox/scenarios/demo.yaml).
+# People and groups of the demo tenant (devtools/sandbox/scenarios/demo.yaml).
 ALEX = "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a51"  # SOC Responders and SOC Approvers
 MEGAN_ADMIN = "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a52"  # SOC Approvers
 ISAIAH = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a06"  # SOC Tier 2, nested in SOC Responders
@@ -125,7 +125,7 @@ async def test_a_graph_failure_fails_closed(
     directory = make_directory(demo_policy)
     tenant.inject_fault("POST", r"/checkMemberGroups$", status=status, times=8)
 
-    with caplog.at_level(logging.INFO, logger="bot.directory"):
+    with caplog.at_level(logging.INFO, logger="bot.tenant.directory"):
         first = await directory.roles_of(ALEX)
         second = await directory.roles_of(MEGAN_ADMIN)
         tenant.clear_faults()

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from bot.config import load_settings
+from bot.config.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy, policy_from_settings
+from bot.config.settings import load_settings
 from bot.domain.models import ResponseAction
 from bot.domain.policy import Principals
 from bot.errors import ConfigError
-from bot.policy_file import DEFAULT_PRIVILEGED_ROLE_TEMPLATES, load_policy, policy_from_settings
-from bot.sandbox import DEMO_POLICY
+from devtools.sandbox import DEMO_POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEX = "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a51"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.graph_fixtures import running_demo_tenant
 
 from .helpers import Clock

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox.odata_filter import Field, FilterError, parse_filter
+from devtools.sandbox.odata_filter import Field, FilterError, parse_filter
 
 FIELDS = {
     "serviceSource": Field(

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from bot.sandbox import SandboxTenant, load_contract
+from devtools.sandbox import SandboxTenant, load_contract
 
 from .helpers import Clock
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 
 from .helpers import Clock
 

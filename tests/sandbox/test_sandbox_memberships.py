@@ -10,8 +10,8 @@ import httpx
 import pytest
 import yaml
 
-from bot.sandbox import SandboxTenant, load_contract
-from bot.sandbox.contract import DEFAULT_EXTENSIONS
+from devtools.sandbox import SandboxTenant, load_contract
+from devtools.sandbox.contract import DEFAULT_EXTENSIONS
 
 ALEX = "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a51"
 ISAIAH = "isaiah.langer@contoso.com"

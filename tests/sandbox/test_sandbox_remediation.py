@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from bot.sandbox import DEMO_SCENARIO, SandboxTenant, load_contract
+from devtools.sandbox import DEMO_SCENARIO, SandboxTenant, load_contract
 
 from .helpers import Clock
 

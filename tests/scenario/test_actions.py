@@ -14,18 +14,23 @@ from typing import Any
 
 import pytest
 
-from bot.config import Settings
-from bot.sandbox import SandboxTenant
+from bot.config.settings import Settings
+from bot.domain.models import CaseStatus
+from bot.web.app import STORE
+from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.scenario.test_approvals import Channel, card_text, verbs
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness
+from tests.support.timing import until
 
 ALEX = RESPONDER
 ADELE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a01"  # synced from on-premises AD
 LEE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a03"  # cloud-only, at risk
 MEGAN = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a02"  # cloud-only, also in Okta
 SID = "S-1-5-21-2718434511-2385740213-3112547860-1104"
+# The audit chain's key, as a deployment configures it (a secret like the others).
+AUDIT_KEY = "audit-hmac-key-of-the-actions-tests-7f3c9a"
 
 ACTIONS_SCENARIO: dict[str, Any] = {
     "users": [
@@ -93,15 +98,28 @@ async def tenant(tmp_path: Path, clock: Clock) -> AsyncIterator[SandboxTenant]:
 
 
 @pytest.fixture
+def graph_timeout() -> float:
+    """The bot's Graph timeout: the default, so that no request depends on the machine's speed.
+
+    A test of a timed-out request parametrizes a short one, shorter than the fault's delay.
+    """
+    return Settings.model_fields["graph_timeout_seconds"].default
+
+
+@pytest.fixture
 async def channel(
     make_settings: Callable[..., Settings],
     clock: Clock,
     tenant: SandboxTenant,
     connector: RecordingConnector,
     tmp_path: Path,
+    graph_timeout: float,
 ) -> AsyncIterator[Channel]:
     policy = write_policy(tmp_path / "actions-policy.yaml", blast_radius_per_hour=50)
-    harness = BotHarness(make_settings(policy_file=str(policy), graph_timeout_seconds=1.0), clock)
+    settings = make_settings(
+        policy_file=str(policy), graph_timeout_seconds=graph_timeout, audit_hmac_key=AUDIT_KEY
+    )
+    harness = BotHarness(settings, clock)
     await harness.start()
     opened = Channel(harness, connector, tenant)
     await opened.open()
@@ -200,7 +218,8 @@ async def test_a_forced_password_change_never_leaks_the_password(
     assert password and len(password) >= 16
     reply = result_replies(channel, "Lee Gu")[-1]
     assert "**Force password change succeeded**" in reply and "lastPasswordChangeDateTime" in reply
-    secrets = [password, *tenant.issued_tokens(), tenant.client_secret]
+    secrets = [password, *tenant.issued_tokens(), tenant.client_secret, AUDIT_KEY]
+    assert "Audit checkpoint #" in reply, "the reply carries a checkpoint made with the key"
     audit = await channel.bot.service.history("lee.gu@contoso.com")
     places = {
         "logs": caplog.text,
@@ -313,11 +332,19 @@ async def test_a_deleted_account_is_explained(channel: Channel, tenant: SandboxT
     assert "the account no longer exists (404)" in result_replies(channel, "Lee Gu")[-1]
 
 
+@pytest.mark.parametrize("graph_timeout", [1.0])
 async def test_a_timed_out_post_is_read_back_not_resent(channel: Channel, tenant: SandboxTenant) -> None:
     # Graph applies the revoke but answers after the bot stopped waiting.
     tenant.inject_fault("POST", "/revokeSignInSessions$", status=None, delay=2.0, times=1)
+    # A second send would get Graph's other success answer (204) at once: the late answer is
+    # the 200, and by the time it is recorded a resend would have been recorded too.
+    tenant.inject_fault("POST", "/revokeSignInSessions$", status=204, times=1)
     await act(channel, "Lee Gu", "revokeSessions")
-    await asyncio.sleep(1.5)  # let the late answer arrive, so a resend would have been recorded too
+    # The sandbox records a request once it has answered it.
+    await until(
+        lambda: [r for r in calls(tenant, "POST", "/revokeSignInSessions") if r.status == 200],
+        "the late answer",
+    )
     assert len(calls(tenant, "POST", "/revokeSignInSessions")) == 1, "never sent twice"
     reply = result_replies(channel, "Lee Gu")[-1]
     assert "**Revoke sessions succeeded**" in reply and "reading back shows it took effect" in reply
@@ -346,3 +373,23 @@ async def test_success_is_never_reported_without_a_read_back(channel: Channel, t
 def _store_bytes(folder: Path) -> str:
     """The SQLite database and its WAL, as text to search."""
     return b"".join(p.read_bytes() for p in sorted(folder.glob("bot.db*"))).decode("latin-1")
+
+
+async def test_closed_cases_leave_nothing_behind_in_memory(channel: Channel, tenant: SandboxTenant) -> None:
+    """What the bot keeps in memory per case (card locks, last update times, deferred updates,
+    queued escalation notes) is dropped once the case is closed: it does not grow with every
+    case the bot has ever seen."""
+    names = ("Adele Vance", "Lee Gu", "Megan Bowen")
+    for name in names:
+        await act(channel, name, "disableAccount")
+    await channel.bot.service.drain()
+    closed = {c.id for c in await channel.bot.app[STORE].list_cases() if c.status is CaseStatus.CONTAINED}
+    assert len(closed) == len(names)
+    publisher = channel.bot.service.publisher
+    kept = {
+        "locks": set(publisher._case_locks),
+        "last updates": set(publisher._last_update),
+        "deferred": set(publisher._deferred),
+        "escalations": set(publisher._escalations),
+    }
+    assert {what: ids & closed for what, ids in kept.items()} == {what: set() for what in kept}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bot.config import Settings
-from bot.sandbox import SandboxTenant
+from bot.config.settings import Settings
+from devtools.sandbox import SandboxTenant
 from tests.conftest import (
     OUTSIDER,
     REQUESTER_ONLY,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from botframework.connector.auth import ChannelValidation, JwtTokenExtractor
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from tests.conftest import RESPONDER, Clock
 from tests.support.botauth import ChannelKeys, new_key
 from tests.support.harness import BotHarness, invoke_activity
@@ -37,6 +37,7 @@ async def secured_bot(make_settings: Callable[..., Settings], clock: Clock) -> A
         microsoft_app_id=APP_ID,
         microsoft_app_password="not-used-by-inbound-validation",
         microsoft_app_type="MultiTenant",
+        audit_hmac_key="auth-test audit key of at least thirty-two characters",
     )
     harness = BotHarness(settings, clock)
     await harness.start()

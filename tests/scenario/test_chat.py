@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.conftest import OUTSIDER, RESPONDER
 from tests.support.connector import RecordingConnector
 from tests.support.harness import (

@@ -7,18 +7,20 @@ import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.config import Settings
-from bot.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bot.sandbox import SandboxTenant
+from bot.config.settings import Settings
+from bot.web.push import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from devtools.sandbox import SandboxTenant
 from tests.conftest import Clock
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, install_activity
+from tests.support.timing import VirtualTime
 
 SECRET = "s3cr3t-for-the-push-endpoint-0123456789"
 LEE_UPN = "lee.gu@contoso.com"
@@ -28,7 +30,36 @@ LEE_UPN = "lee.gu@contoso.com"
 async def pushing_bot(
     make_settings: Callable[..., Settings], clock: Clock, connector: RecordingConnector
 ) -> AsyncIterator[BotHarness]:
-    harness = BotHarness(make_settings(push_shared_secret=SECRET, card_update_coalesce_seconds=0.5), clock)
+    async with _pushing_bot(make_settings, clock, connector) as harness:
+        yield harness
+
+
+@pytest.fixture
+def coalescing_time() -> VirtualTime:
+    return VirtualTime()
+
+
+@pytest.fixture
+async def pushing_bot_on_virtual_time(
+    make_settings: Callable[..., Settings],
+    clock: Clock,
+    connector: RecordingConnector,
+    coalescing_time: VirtualTime,
+) -> AsyncIterator[BotHarness]:
+    """The pushing bot with its card coalescing timed by ``coalescing_time``."""
+    async with _pushing_bot(
+        make_settings, clock, connector, monotonic=coalescing_time.monotonic, sleep=coalescing_time.sleep
+    ) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def _pushing_bot(
+    make_settings: Callable[..., Settings], clock: Clock, connector: RecordingConnector, **timing: Any
+) -> AsyncIterator[BotHarness]:
+    harness = BotHarness(
+        make_settings(push_shared_secret=SECRET, card_update_coalesce_seconds=0.5), clock, **timing
+    )
     await harness.start()
     await harness.post(install_activity(connector.service_url))
     await harness.service.drain()
@@ -76,10 +107,13 @@ def minimal(
 async def test_a_signed_push_opens_a_case_once(
     pushing_bot: BotHarness, connector: RecordingConnector
 ) -> None:
-    status, body = await push(pushing_bot, minimal("sentinel-1"))
+    # One reading of the clock: read twice, the retry's "a second earlier" could land on the
+    # first push's second (same timestamp, same signature: a replay) when the clock ticks between.
+    sent_at = int(time.time())
+    status, body = await push(pushing_bot, minimal("sentinel-1"), timestamp=sent_at)
     assert (status, body) == (202, {"accepted": 1, "newOrChanged": 1})
     # The sender retries (a fresh timestamp, so a fresh signature).
-    status, body = await push(pushing_bot, minimal("sentinel-1"), timestamp=int(time.time()) - 1)
+    status, body = await push(pushing_bot, minimal("sentinel-1"), timestamp=sent_at - 1)
     assert (status, body) == (202, {"accepted": 1, "newOrChanged": 0}), "idempotent by alert id"
     await pushing_bot.service.drain()
     posts = connector.of_kind("create")
@@ -155,15 +189,19 @@ async def test_concurrent_pushes_of_one_alert_make_one_case(
 
 
 async def test_a_storm_on_one_identity_is_one_post_and_few_updates(
-    pushing_bot: BotHarness, connector: RecordingConnector
+    pushing_bot_on_virtual_time: BotHarness, connector: RecordingConnector, coalescing_time: VirtualTime
 ) -> None:
+    pushing_bot = pushing_bot_on_virtual_time
+    # The storm lasts the same half second of coalescing time however slow the machine is.
+    coalescing_time.hold()
     for batch in range(10):
         alerts = [
             minimal(f"storm-{batch}-{i}", severity="medium", title=f"Alert {batch}-{i}") for i in range(10)
         ]
         status, _ = await push(pushing_bot, alerts)
         assert status == 202
-        await asyncio.sleep(0.05)
+        coalescing_time.advance(0.05)
+    coalescing_time.run()
     await pushing_bot.service.drain()
     assert len(connector.of_kind("create")) == 1
     updates = connector.of_kind("update")

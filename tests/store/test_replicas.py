@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.connector import RecordingConnector
 from tests.support.harness import card_action, install_activity, invoke_activity
 from tests.support.replica import Replica, free_port, replica_env
@@ -65,6 +65,18 @@ async def _until(check: Callable[[], bool], limit: float, what: str) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{what} did not happen within {limit:.0f} s")
+
+
+def _polls(tenant: SandboxTenant) -> int:
+    return sum(1 for r in tenant.requests if r.method == "GET" and "alerts_v2" in r.path)
+
+
+async def _after_more_polls(tenant: SandboxTenant, more: int = 2) -> None:
+    """Let the replicas run on: wait until the leader has polled ``more`` times again (a poll
+    comes once per POLL_INTERVAL_SECONDS; the job and publishing loops run at least as often),
+    so anything that would happen twice has had its chance — timed by the bot, not the machine."""
+    target = _polls(tenant) + more
+    await _until(lambda: _polls(tenant) >= target, 60, f"{more} more polls")
 
 
 @pytest.fixture
@@ -120,7 +132,7 @@ async def test_two_replicas_post_once_and_run_each_action_once(
     tenant, connector, (one, two) = await cluster(2)
     await one.post(install_activity(connector.service_url))
     await _until(lambda: len(connector.of_kind("create")) >= IDENTITIES, 60, "one card per identity")
-    await asyncio.sleep(2)  # several more polls by whichever replica leads
+    await _after_more_polls(tenant)  # several more polls by whichever replica leads
     posts = connector.of_kind("create")
     assert len(posts) == IDENTITIES, "no card is posted twice"
 
@@ -162,7 +174,7 @@ async def test_two_replicas_post_once_and_run_each_action_once(
         return _succeeded(connector)
 
     await _until(lambda: len(results()) >= IDENTITIES, 60, "every action reported")
-    await asyncio.sleep(2)
+    await _after_more_polls(tenant)
     patches = [r for r in tenant.requests if r.method == "PATCH"]
     assert len(patches) == IDENTITIES, "each approved action ran exactly once"
     assert len({r.path for r in patches}) == IDENTITIES
@@ -240,7 +252,7 @@ async def test_a_replica_killed_mid_action_is_finished_by_another(
         return _succeeded(connector)
 
     await _until(lambda: len(done()) >= 1, 30, "the survivor finishing the action")
-    await asyncio.sleep(2)
+    await _after_more_polls(tenant)
     assert len([r for r in tenant.requests if r.method == "PATCH"]) <= 1, "never sent again"
     assert len(done()) == 1, "one thread reply"
     assert "it was not sent again" in done()[0].text

@@ -21,7 +21,7 @@ from datetime import datetime
 import httpx
 
 from bot.graph import GraphClient, TokenProvider, build_http_client
-from bot.sandbox import DEMO_SCENARIO, SandboxTenant
+from devtools.sandbox import DEMO_SCENARIO, SandboxTenant
 
 
 @asynccontextmanager

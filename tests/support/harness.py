@@ -2,41 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from bot.app import POLLER, SERVICE, STORE, create_app
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain.models import Case
-from bot.intake import AlertPoller
 from bot.services import RemediationService
+from bot.tenant.intake import AlertPoller
+from bot.web.app import POLLER, SERVICE, STORE, create_app
+from devtools.sandbox import DEMO_TENANT_ID
 
 CHANNEL_ID = "19:incident-response@thread.tacv2"
 TEAM_ID = "19:incident-response@thread.tacv2"
-TENANT_ID = "11111111-2222-3333-4444-555555555555"
+# The sandbox tenant's id: the bot accepts activities from its configured tenant only.
+TENANT_ID = DEMO_TENANT_ID
 BOT_ID = "28:remediation-bot"
 
 _ids = itertools.count(1)
 
 
 class BotHarness:
-    """The aiohttp app from :func:`bot.app.create_app`, served over real HTTP on 127.0.0.1."""
+    """The aiohttp app from :func:`bot.web.app.create_app`, served over real HTTP on 127.0.0.1."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``monotonic`` and ``sleep`` time the service's card coalescing (real unless a test moves them)."""
         self.settings = settings
         self.clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
 
     async def start(self) -> None:
         """Build and serve the app (polling is driven by the test)."""
-        self.app = create_app(self.settings, clock=self.clock, poll=False)
+        self.app = create_app(
+            self.settings, clock=self.clock, poll=False, monotonic=self._monotonic, sleep=self._sleep
+        )
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -58,9 +74,9 @@ class BotHarness:
         return self.app[SERVICE]
 
     async def case_of(self, upn: str) -> Case:
-        """The stored case of an identity (tests forge clicks with its real id and revision)."""
+        """The open case of an identity (tests forge clicks with its real id and revision)."""
         for case in await self.app[STORE].list_cases():
-            if (case.identity.upn or "").lower() == upn.lower():
+            if (case.identity.upn or "").lower() == upn.lower() and not case.merged_into:
                 return case
         raise AssertionError(f"no case for {upn}")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.sandbox import SandboxTenant
+from devtools.sandbox import SandboxTenant
 from tests.support.harness import CHANNEL_ID
 
 

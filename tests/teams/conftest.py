@@ -5,6 +5,10 @@ The limits have Teams' shape (a burst window, a slightly longer one, a sustained
 and one across the tenant) but are small: 3 per 0.1 s, 4 per 0.2 s and 12 per 1 s per thread,
 6 per 0.1 s per tenant. A burst of a few dozen calls then runs into every one of them within a
 second or two, which Teams' own numbers (7/1 s, 8/2 s, 60/30 s, 50/1 s) would stretch to minutes.
+
+Those seconds are virtual: the connector's windows, the pacer and the messenger's retry waits all
+run on one :class:`~tests.support.timing.VirtualTime`, which only the waits move. A call takes no
+time at all, so what gets throttled and how long anything waits is the same on every machine.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from bot.config import Settings, load_settings
+from bot.config.settings import Settings, load_settings
 from bot.domain.models import ChannelRef
 from bot.teams.adapter import build_adapter
 from bot.teams.messenger import RetryPolicy, TeamsMessenger
 from bot.teams.pacing import Limit, Pacer
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BOT_ID, CHANNEL_ID, TENANT_ID
+from tests.support.timing import RecordedSleep, VirtualTime
 
 THREAD_LIMITS = (Limit(3, 0.1), Limit(4, 0.2), Limit(12, 1.0))
 TENANT_LIMITS = (Limit(6, 0.1),)
@@ -45,10 +50,19 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-async def limited() -> AsyncIterator[RecordingConnector]:
-    """A Bot Connector answering 429 like Teams (at the small limits above)."""
+def virtual() -> VirtualTime:
+    """The time of the connector's limits, the pacer and the retry waits."""
+    return VirtualTime()
+
+
+@pytest.fixture
+async def limited(virtual: VirtualTime) -> AsyncIterator[RecordingConnector]:
+    """A Bot Connector answering 429 like Teams (at the small limits above, on virtual time)."""
     recorder = RecordingConnector(
-        emulate_limits=True, thread_limits=as_pairs(THREAD_LIMITS), tenant_limits=as_pairs(TENANT_LIMITS)
+        emulate_limits=True,
+        thread_limits=as_pairs(THREAD_LIMITS),
+        tenant_limits=as_pairs(TENANT_LIMITS),
+        clock=virtual.monotonic,
     )
     await recorder.start()
     yield recorder
@@ -68,12 +82,24 @@ def channel(limited: RecordingConnector) -> ChannelRef:
 
 
 @pytest.fixture
-def make_messenger(settings: Settings) -> Callable[..., TeamsMessenger]:
-    """A messenger on the real adapter; ``paced=False`` switches the pacer off."""
+def make_messenger(settings: Settings, virtual: VirtualTime) -> Callable[..., TeamsMessenger]:
+    """A messenger on the real adapter and on virtual time; ``paced=False`` switches the pacer
+    off, and ``retry_waits`` records the waits between attempts (the pacer's are not in it)."""
 
-    def make(*, paced: bool = True, retry: RetryPolicy = FAST_RETRIES) -> TeamsMessenger:
+    def make(
+        *, paced: bool = True, retry: RetryPolicy = FAST_RETRIES, retry_waits: RecordedSleep | None = None
+    ) -> TeamsMessenger:
         limits = (THREAD_LIMITS, TENANT_LIMITS) if paced else ((), ())
-        pacer = Pacer(thread_limits=limits[0], tenant_limits=limits[1])
-        return TeamsMessenger(build_adapter(settings), settings.microsoft_app_id, pacer=pacer, retry=retry)
+        pacer = Pacer(
+            thread_limits=limits[0], tenant_limits=limits[1], clock=virtual.monotonic, sleep=virtual.sleep
+        )
+        return TeamsMessenger(
+            build_adapter(settings),
+            settings.microsoft_app_id,
+            pacer=pacer,
+            retry=retry,
+            sleep=retry_waits or virtual.recorder(),
+            now=virtual.utc,
+        )
 
     return make

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain.models import CardRef, ChannelRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
 from bot.teams.messenger import RetryPolicy, TeamsMessenger
 from tests.conftest import Clock
 from tests.support.connector import DROP, ConnectorCall, RecordingConnector
 from tests.support.harness import BotHarness, install_activity
+from tests.support.timing import VirtualTime
 
 Make = Callable[..., TeamsMessenger]
 
@@ -57,20 +58,21 @@ async def burst(
 
 
 async def test_paced_bursts_land_once_in_order_without_a_single_429(
-    make_messenger: Make, channel: ChannelRef, limited: RecordingConnector
+    make_messenger: Make, channel: ChannelRef, limited: RecordingConnector, virtual: VirtualTime
 ) -> None:
     messenger = make_messenger()
     refs = await asyncio.gather(*(messenger.post_card(channel, card(f"case {i}")) for i in range(3)))
-    started = time.monotonic()
+    started = virtual.monotonic()
     meant = await asyncio.gather(*(burst(messenger, channel, ref, 12) for ref in refs))
-    elapsed = time.monotonic() - started
+    elapsed = virtual.monotonic() - started
 
     assert limited.throttled == 0, "the pacer kept every call inside the windows"
     for ref, expected in zip(refs, meant, strict=True):
         assert landed(limited, ref) == expected
     assert len(limited.calls) == len(limited.answered) == 3 + 3 * 16, "no call was sent twice"
     # 16 calls per thread, 12 per second: the 13th of each thread waited for the sustained
-    # window, so the pacer did hold calls back (unpaced, the burst takes about half a second).
+    # window, so the pacer did hold calls back (on virtual time a call takes no time, and no
+    # retry waited: every second that passed is a wait the pacer asked for).
     assert 1.0 <= elapsed < 3.0
 
 
@@ -190,28 +192,29 @@ async def test_retries_are_capped(
 
 
 async def test_a_retry_after_too_long_to_wait_gives_up_at_once(
-    make_messenger: Make, channel: ChannelRef, limited: RecordingConnector
+    make_messenger: Make, channel: ChannelRef, limited: RecordingConnector, virtual: VirtualTime
 ) -> None:
-    messenger = make_messenger()
+    waits = virtual.recorder()
+    messenger = make_messenger(retry_waits=waits)
     ref = await messenger.post_card(channel, card("case"))
     limited.fail_next("send", 429, retry_after="120")
-    started = time.monotonic()
     with pytest.raises(TeamsThrottled, match="wait 120 s") as caught:
         await messenger.reply_in_thread(channel, ref, "hello")
-    assert time.monotonic() - started < 1.0
+    assert waits.calls == []
     assert caught.value.attempts == 1
 
 
 async def test_retry_after_as_an_http_date(
-    make_messenger: Make, channel: ChannelRef, limited: RecordingConnector
+    make_messenger: Make, channel: ChannelRef, limited: RecordingConnector, virtual: VirtualTime
 ) -> None:
-    messenger = make_messenger()
+    waits = virtual.recorder()
+    messenger = make_messenger(retry_waits=waits)
     ref = await messenger.post_card(channel, card("case"))
-    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
+    soon = format_datetime(virtual.utc() + timedelta(seconds=1), usegmt=True)
     limited.fail_next("update", 429, retry_after=soon)
-    started = time.monotonic()
     await messenger.update_card(channel, ref, card("v2"))
-    assert 0.0 < time.monotonic() - started < 2.5  # waited for the date (whole seconds)
+    assert len(waits.calls) == 1
+    assert 0.0 < waits.calls[0] < 2.5  # waited for the date (whole seconds)
     assert landed(limited, ref) == [("update", "v2")]
 
 
@@ -225,18 +228,30 @@ async def test_a_429_does_not_let_the_next_reply_overtake(
     assert landed(limited, ref) == [("send", f"reply {i}") for i in range(5)]
 
 
-async def test_no_connection_is_retried_then_reported(make_messenger: Make, settings: Settings) -> None:
+async def test_no_connection_is_retried_then_reported(
+    make_messenger: Make, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     # Nothing listens on port 9: every attempt fails before a byte is sent, so even the
     # (not idempotent) new post may be tried again.
     messenger = make_messenger(retry=RetryPolicy(attempts=3, backoff_base=0.01))
     nowhere = ChannelRef(channel_id="19:gone@thread.tacv2", service_url="http://127.0.0.1:9/")
-    started = time.monotonic()
-    with pytest.raises(TeamsUnavailable, match="Connection refused") as caught:
-        await messenger.post_card(nowhere, card("case"))
-    assert (caught.value.status, caught.value.attempts) == (0, 3)
-    with pytest.raises(TeamsUnavailable):
-        await messenger.reply_in_thread(nowhere, CardRef(conversation_id="19:gone", activity_id="1"), "hi")
-    assert time.monotonic() - started < 2.0, "no hidden transport retries with their own backoff"
+    with caplog.at_level(logging.DEBUG, logger="urllib3"):
+        with pytest.raises(TeamsUnavailable, match="Connection refused") as caught:
+            await messenger.post_card(nowhere, card("case"))
+        assert (caught.value.status, caught.value.attempts) == (0, 3)
+        with pytest.raises(TeamsUnavailable):
+            await messenger.reply_in_thread(
+                nowhere, CardRef(conversation_id="19:gone", activity_id="1"), "hi"
+            )
+    # urllib3 logs every retry it makes itself ("Incremented Retry", "Retrying (...) after
+    # connection broken"); the messenger's own attempts are its warnings, one per failure.
+    transport_retries = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert [m for m in transport_retries if "Retry" in m] == [], (
+        "no hidden transport retries with their own backoff"
+    )
+    assert [r.name for r in caplog.records if "Connection refused" in r.getMessage()], (
+        "the failures were logged"
+    )
 
 
 # -- the whole app, with Teams' real limits on both sides ------------------------------------------

@@ -17,9 +17,11 @@ from bot.domain.approval import (
     Finish,
     Refused,
     Reject,
+    Remind,
     Retry,
     Start,
     decide,
+    may_run,
     open_request,
 )
 from bot.domain.models import (
@@ -174,6 +176,7 @@ EVENTS: dict[str, Event] = {
     "cancel-by-requester": Cancel(ALEX),
     "cancel-by-megan": Cancel(MEGAN),
     "expire": Expire(),
+    "remind": Remind(),
     "start": Start(current_approvers=frozenset({"alex-id", "megan-id"})),
     "start-approver-removed": Start(current_approvers=frozenset({"alex-id"})),
     "start-blast-radius": Start(
@@ -194,6 +197,7 @@ EXPECTED: dict[tuple[RequestState, str], RequestState] = {
     (RequestState.APPROVED, "abort"): RequestState.FAILED,
     (RequestState.EXECUTING, "finish-ok"): RequestState.SUCCEEDED,
     (RequestState.EXECUTING, "finish-failed"): RequestState.FAILED,
+    (RequestState.PENDING, "remind"): RequestState.PENDING,
 }
 
 
@@ -206,8 +210,8 @@ def test_every_state_and_event(state: RequestState, event_name: str) -> None:
     approvals = (ALEX,) if state is RequestState.PENDING else (ALEX, MEGAN)
     request = opened.model_copy(update={"state": state, "approvals": approvals})
     event = EVENTS[event_name]
-    # Expiry is the one event that needs time to have passed.
-    now = NOW + timedelta(minutes=31) if event_name == "expire" else NOW
+    # Expiry and reminders are the events that need time to have passed.
+    now = {"expire": NOW + timedelta(minutes=31), "remind": NOW + timedelta(minutes=11)}.get(event_name, NOW)
     outcome = decide(request, event, TWO_PERSON, now)
     expected = EXPECTED.get((state, event_name))
     if event_name == "expire" and state in (RequestState.PENDING, RequestState.APPROVED):
@@ -296,3 +300,43 @@ def test_a_failed_run_can_be_retried_while_the_approval_holds() -> None:
     aborted = decide(approved, Abort("approver removed"), POLICY, NOW)
     assert isinstance(aborted, ActionRequest)
     assert isinstance(decide(aborted, Retry(ALEX, roles(ALEX)), POLICY, NOW), Refused), "never ran: no retry"
+
+
+def test_approvers_are_reminded_once_when_the_wait_is_over() -> None:
+    pending = _open(policy=TWO_PERSON)
+    assert isinstance(pending, ActionRequest) and pending.state is RequestState.PENDING
+    early = decide(pending, Remind(), TWO_PERSON, NOW + timedelta(minutes=9))
+    assert isinstance(early, Refused) and "not due" in early.reason
+    reminded = decide(pending, Remind(), TWO_PERSON, NOW + timedelta(minutes=10))
+    assert isinstance(reminded, ActionRequest) and reminded.reminded_at == NOW + timedelta(minutes=10)
+    again = decide(reminded, Remind(), TWO_PERSON, NOW + timedelta(minutes=12))
+    assert isinstance(again, Refused) and "already" in again.reason
+    expired = decide(pending, Remind(), TWO_PERSON, NOW + timedelta(minutes=31))
+    assert isinstance(expired, Refused) and "expired" in expired.reason
+    never = TWO_PERSON.model_copy(update={"reminder_after": None})
+    assert isinstance(decide(pending, Remind(), never, NOW + timedelta(minutes=29)), Refused)
+
+
+def test_a_started_request_may_run_only_while_its_approval_holds() -> None:
+    approved = _open()
+    assert isinstance(approved, ActionRequest)
+    assert may_run(approved, frozenset({"alex-id"}), NOW) is None
+    late = may_run(approved, frozenset({"alex-id"}), NOW + timedelta(minutes=30))
+    assert late is not None and "expired" in late.reason
+    removed = may_run(approved, frozenset(), NOW)
+    assert removed is not None and "no longer an approver" in removed.reason
+
+
+def test_a_retry_starts_the_attempt_afresh() -> None:
+    approved = _open()
+    assert isinstance(approved, ActionRequest)
+    running = decide(approved, Start(current_approvers=frozenset({"alex-id"})), POLICY, NOW)
+    assert isinstance(running, ActionRequest)
+    sent = running.model_copy(update={"dispatched": True})
+    failed = decide(sent, Finish(ActionResult(succeeded=False, summary="503")), POLICY, NOW)
+    assert isinstance(failed, ActionRequest)
+    reported = failed.model_copy(update={"report_claims": 2, "reported_attempt": 1})
+    retried = decide(reported, Retry(ALEX, roles(ALEX)), POLICY, NOW)
+    assert isinstance(retried, ActionRequest)
+    assert (retried.dispatched, retried.report_claims, retried.attempt) == (False, 0, 2)
+    assert retried.reported_attempt == 1, "the earlier attempt stays reported"

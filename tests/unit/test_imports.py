@@ -1,8 +1,16 @@
-"""The import rules of STYLE.md: each outside library is imported by one package only."""
+"""The import rules of the layout (README "Layout", STYLE.md).
+
+- bot/domain is pure: no I/O, no clock, nothing from the packages around it;
+- each outside library is imported by one package only: botbuilder by bot/teams, httpx and msal by
+  bot/graph, the SQL drivers by bot/store (the only code that touches SQL);
+- production code (bot/, cards/) never imports the development tools (devtools/).
+"""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,9 +26,18 @@ ALLOWED = {
     "sqlite3": ("bot/store/",),
     "asyncpg": ("bot/store/",),
     "psycopg": ("bot/store/",),
-    "aiohttp": ("bot/app.py", "bot/cli.py", "bot/teams/", "bot/sandbox/", "bot/demo.py"),
+    "aiohttp": ("bot/web/", "bot/cli/", "bot/teams/", "devtools/sandbox/", "devtools/demo.py"),
     "microsoft_teams": ("cards/",),
+    # The development extras: only the tools in devtools/ (never shipped) use them.
+    "trustme": ("devtools/",),
+    "openapi_core": ("devtools/",),
+    "werkzeug": ("devtools/",),
+    "jsonschema": ("devtools/",),
 }
+# The development tools. Production code may load them only from the development commands
+# (bot/cli/dev.py), inside the command functions, after checking a checkout is there.
+DEVTOOLS = ("devtools", "bot.sandbox", "bot.demo", "bot.manifest", "cards.samples")
+DEVTOOLS_GATE = "bot/cli/dev.py"
 # bot/domain is pure: nothing that does I/O or reads a clock beyond the standard types.
 DOMAIN_FORBIDDEN = {
     "asyncio",
@@ -34,12 +51,12 @@ DOMAIN_FORBIDDEN = {
     "bot.graph",
     "bot.store",
     "bot.teams",
-    "bot.directory",
-    "bot.identities",
-    "bot.actions",
+    "bot.tenant",
     "bot.services",
-    "bot.intake",
-    "bot.app",
+    "bot.commands",
+    "bot.web",
+    "bot.cli",
+    "bot.config",
 }
 
 
@@ -74,7 +91,7 @@ def test_domain_is_pure() -> None:
     broken = []
     for path in ROOT.glob("bot/domain/**/*.py"):
         for name in _imports(path):
-            if name in DOMAIN_FORBIDDEN or name.split(".")[0] in DOMAIN_FORBIDDEN:
+            if any(name == banned or name.startswith(banned + ".") for banned in DOMAIN_FORBIDDEN):
                 broken.append(f"{path.relative_to(ROOT)} imports {name}")
         if "datetime.now" in path.read_text() or "utcnow" in path.read_text():
             broken.append(f"{path.relative_to(ROOT)} reads the clock")
@@ -84,4 +101,70 @@ def test_domain_is_pure() -> None:
 def test_the_rules_see_the_code() -> None:
     # Guards against the walk above silently finding nothing (a moved tree, a bad glob).
     seen = {path.relative_to(ROOT).as_posix() for path in _sources()}
-    assert {"bot/teams/handler.py", "bot/graph/client.py", "bot/domain/approval.py", "cards/case.py"} <= seen
+    assert {
+        "bot/teams/handler.py",
+        "bot/graph/client.py",
+        "bot/domain/approval.py",
+        "bot/tenant/intake.py",
+        "bot/web/app.py",
+        "bot/cli/main.py",
+        "cards/case.py",
+    } <= seen
+
+
+def _is_devtools(name: str) -> bool:
+    return any(name == tool or name.startswith(tool + ".") for tool in DEVTOOLS)
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """The imports a module runs when it is imported (not those inside functions)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    nodes: list[ast.stmt] = list(tree.body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.If | ast.Try | ast.With):  # module-level blocks still run
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                for child in getattr(node, field, []):
+                    nodes.extend(child.body if isinstance(child, ast.ExceptHandler) else [child])
+    return names
+
+
+def test_production_code_never_imports_the_development_tools() -> None:
+    broken = []
+    for path in _sources():
+        relative = path.relative_to(ROOT).as_posix()
+        for name in _module_level_imports(path):
+            if _is_devtools(name):
+                broken.append(f"{relative} imports {name} when it is imported")
+        if relative != DEVTOOLS_GATE:
+            broken.extend(f"{relative} imports {name}" for name in _imports(path) if _is_devtools(name))
+    assert broken == []
+
+
+def test_importing_all_production_code_loads_no_development_tool() -> None:
+    # Every module of bot/ and cards/, imported in a fresh interpreter run from the checkout
+    # (where devtools/ is importable): none of them may pull in devtools or the sandbox extras.
+    modules = [
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in _sources()
+        if path.name != "__main__.py"
+    ]
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'devtools', 'trustme', 'openapi_core', 'werkzeug', 'jsonschema'})\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"production code loaded: {result.stdout.strip()}"
+    assert len(modules) > 40, modules

@@ -1,0 +1,236 @@
+"""Clicks on a case card: asking for an action, approving, rejecting, cancelling, retrying.
+
+Owns :class:`Clicks`: only ids and the card revision are read from the card's data (plus the
+reason typed); the target, the action and who may do what come from server state. A stale
+card is answered with the current one; a refusal is audited and shown on the card; a request
+that just became approved is queued for execution, and the click is answered at once with the
+card showing the decision: the execution, its thread reply and the alert comments follow in the
+background as the leased job they are, and the card is updated for everyone when it finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, open_request
+from bot.domain.models import ActionRequest, Actor, Case, RequestState, ResponseAction
+from bot.domain.plans import blocked, offered_actions, plan
+from bot.errors import DuplicateError
+from bot.services.audit_log import AuditLog
+from bot.services.execution import EXECUTE_JOB, Execution
+from bot.services.ports import CardAnswer, Ports, ServiceSettings
+from bot.services.publishing import Publisher
+from bot.services.tasks import TaskSupervisor
+from bot.services.transitions import Transitions
+from bot.services.views import CaseViews
+from bot.web.metrics import Metrics
+from cards.case import REASON_INPUT_ID
+
+log = logging.getLogger(__name__)
+
+STALE_NOTE = (
+    "This card was out of date, so nothing was done. Here is the current state; check it and try again."
+)
+_VERB_EVENTS = {"approve", "reject", "cancel", "retry"}
+_VERB_AUDIT = {
+    "approve": "request.approved",
+    "reject": "request.rejected",
+    "cancel": "request.cancelled",
+    "retry": "request.retried",
+}
+
+
+class Clicks:
+    """Answers a person's click on a case card."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        settings: ServiceSettings,
+        *,
+        audit: AuditLog,
+        views: CaseViews,
+        transitions: Transitions,
+        publisher: Publisher,
+        execution: Execution,
+        tasks: TaskSupervisor,
+        metrics: Metrics,
+    ) -> None:
+        self._store = ports.store
+        self._directory = ports.directory
+        self._policy = ports.policy
+        self._clock = ports.clock
+        self._new_id = ports.new_id
+        self._settings = settings
+        self._audit = audit
+        self._views = views
+        self._transitions = transitions
+        self._publisher = publisher
+        self._execution = execution
+        self._tasks = tasks
+        self._metrics = metrics
+
+    async def handle_card_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
+        """A person clicked a button on a case card.
+
+        Only ids and the card revision are read from the card's data (plus the reason the
+        person typed); the target, the action and who may do what come from server state.
+        """
+        request: ActionRequest | None = None
+        request_id = data.get("requestId")
+        if isinstance(request_id, str) and request_id:
+            request = await self._store.get_request(request_id)
+            if request is None:
+                return CardAnswer(
+                    error_status=404, error_message="That request does not exist; nothing was done."
+                )
+            case_id: Any = request.case_id
+        else:
+            case_id = data.get("caseId")
+        if not isinstance(case_id, str) or not case_id:
+            return CardAnswer(
+                error_status=400, error_message="The card's data names no case; nothing was done."
+            )
+        case = await self._store.get_case(case_id)
+        if case is None:
+            return CardAnswer(
+                error_status=404, error_message=f"Case {case_id} does not exist; nothing was done."
+            )
+        if verb == "refresh":
+            return CardAnswer(card=await self._views.card_for(case, actor, personal=True))
+        if verb in _VERB_EVENTS:
+            if request is None:
+                return await self._refuse(
+                    case, actor, f"The {verb} button must name a request; nothing was done."
+                )
+            if verb in ("approve", "retry") and blocked(case):
+                # Nothing runs from a case merged into the person's other case (or unresolved).
+                return await self._refuse(case, actor, blocked(case), request)
+            if data.get("cardVersion") != case.revision:
+                return CardAnswer(card=await self._views.card_for(case, actor, note=STALE_NOTE))
+            return await self._decide_click(case, request, actor, verb, data)
+        try:
+            action = ResponseAction(verb)
+        except ValueError:
+            return await self._refuse(case, actor, f"Unknown action “{verb}”; nothing was done.")
+        if data.get("cardVersion") != case.revision:
+            return CardAnswer(card=await self._views.card_for(case, actor, note=STALE_NOTE))
+        return await self._request_action(case, action, actor, data)
+
+    async def _refuse(
+        self, case: Case, actor: Actor, reason: str, request: ActionRequest | None = None
+    ) -> CardAnswer:
+        log.info("case %s: refused %s: %s", case.id, actor.object_id, reason)
+        self._metrics.add("remediation_refusals_total")
+        await self._audit.write("request.refused", actor=actor, case=case, request=request, reason=reason)
+        return CardAnswer(card=await self._views.card_for(case, actor, note=reason))
+
+    async def _request_action(
+        self, case: Case, action: ResponseAction, actor: Actor, data: Mapping[str, Any]
+    ) -> CardAnswer:
+        why_not = blocked(case)
+        if why_not:
+            return await self._refuse(case, actor, why_not)
+        routed = plan(action, case)
+        if isinstance(routed, Refused):
+            return await self._refuse(case, actor, routed.reason)
+        if action not in offered_actions(case) and not case.protected:
+            return await self._refuse(
+                case,
+                actor,
+                f"{action.label} does not apply to {case.identity.label} right now; nothing was done.",
+            )
+        reason = data.get(REASON_INPUT_ID)
+        roles = await self._directory.roles_of(actor.object_id)
+        target = await self._directory.target_facts(case.identity)
+        outcome = open_request(
+            case,
+            action,
+            actor,
+            roles,
+            reason if isinstance(reason, str) else "",
+            self._policy,
+            self._clock(),
+            target=target,
+            destructive_last_hour=await self._transitions.destructive_last_hour(action),
+            request_id=self._new_id(),
+        )
+        if isinstance(outcome, Refused):
+            return await self._refuse(case, actor, outcome.reason)
+        try:
+            request = await self._store.add_request(outcome)
+        except DuplicateError:
+            return await self._refuse(
+                case, actor, "Another request for this case is already in progress; nothing more was done."
+            )
+        log.info(
+            "case %s: request %s (%s) by %s: %s",
+            case.id,
+            request.id,
+            action.value,
+            actor.object_id,
+            request.state,
+        )
+        self._metrics.add("remediation_requests_total", action=action.value)
+        await self._audit.write(
+            "request.opened",
+            actor=actor,
+            case=case,
+            request=request,
+            action=action.value,
+            reason=request.reason,
+            required_approvals=request.required_approvals,
+            signed_off=[a.object_id for a in request.approvals],
+            privileged_reason=request.privileged_reason,
+        )
+        return await self._after_change(case, request, actor)
+
+    async def _decide_click(
+        self, case: Case, request: ActionRequest, actor: Actor, verb: str, data: Mapping[str, Any]
+    ) -> CardAnswer:
+        roles = await self._directory.roles_of(actor.object_id)
+        note = data.get(REASON_INPUT_ID)
+        event: Event
+        if verb == "approve":
+            event = Approve(actor, roles)
+        elif verb == "reject":
+            event = Reject(actor, roles, note if isinstance(note, str) else "")
+        elif verb == "retry":
+            event = Retry(actor, roles)
+        else:
+            event = Cancel(actor)
+        try:
+            moved = await self._transitions.apply(request.id, event)
+        except DuplicateError:
+            return await self._refuse(
+                case, actor, "Another request for this case is in progress; finish or cancel it first."
+            )
+        if not moved.won:
+            return await self._refuse(case, actor, moved.refusal, moved.request)
+        updated = moved.request
+        await self._audit.write(
+            _VERB_AUDIT[verb],
+            actor=actor,
+            case=case,
+            request=updated,
+            state=updated.state.value,
+            note=updated.decision_note,
+        )
+        return await self._after_change(case, updated, actor)
+
+    async def _after_change(self, case: Case, request: ActionRequest, actor: Actor) -> CardAnswer:
+        """Bump the card, tell the thread, and run the action if it just became approved."""
+        await self._store.update_case(case.id, lambda c: c.revised())
+        if request.state is RequestState.APPROVED:
+            # Executions go through the store's job queue, so exactly one replica runs each one
+            # and a replica that dies mid-run leaves it to another (see run_jobs).
+            # The click is answered as soon as the decision is stored: nothing here waits for the
+            # action, so a slow Graph call never holds the clicker (or the invoke budget).
+            await self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, {"requestId": request.id})
+            self._tasks.spawn(self._execution.run_jobs(), name=f"jobs-after-{request.id}")
+        else:
+            self._tasks.spawn(self._publisher.announce(case.id, request.id), name=f"announce-{request.id}")
+        case = await self._views.require_case(case.id)
+        return CardAnswer(card=await self._views.card_for(case, actor))

@@ -1,0 +1,81 @@
+"""The ports the use cases work through, and what a click is answered with.
+
+Owns :class:`Messenger` (the incident channel, implemented by ``bot.teams``), :class:`Ports`
+(every outside part a use case may reach: store, Graph, directory, channel, policy, clock and
+id source), :class:`ServiceSettings` (the few numbers and strings that tune the use cases) and
+:class:`CardAnswer`. Nothing here does any work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bot.domain.models import Actor, CardRef, ChannelRef
+from bot.domain.policy import Policy
+from bot.graph import GraphClient
+from bot.store.base import Store
+from bot.tenant.directory import Directory
+from cards.case import DEFAULT_LINKS, PortalLinks
+
+
+class Messenger(Protocol):
+    """The incident channel, in the product's verbs (implemented by ``bot.teams``)."""
+
+    async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
+        """Start a thread with ``card``."""
+
+    async def update_card(self, channel: ChannelRef, ref: CardRef, card: dict[str, Any]) -> None:
+        """Replace the card for everyone."""
+
+    async def reply_in_thread(
+        self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
+    ) -> str:
+        """Reply under the card, @mentioning ``mentions``."""
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The outside parts every use case is wired to (by :func:`bot.web.app.create_app`)."""
+
+    store: Store
+    graph: GraphClient
+    directory: Directory
+    messenger: Messenger
+    policy: Policy
+    clock: Callable[[], datetime]
+    new_id: Callable[[], str] = field(default=_new_id)
+    # The clock and sleep that time the coalescing of card updates (tests move them).
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How the use cases are tuned (from :class:`bot.config.Settings`)."""
+
+    channel_id: str
+    links: PortalLinks = DEFAULT_LINKS
+    recheck_after: timedelta = timedelta(minutes=2)
+    alert_status: str = ""
+    coalesce_seconds: float = 3.0
+    job_lease: timedelta = timedelta(minutes=1)
+    card_lease: timedelta = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class CardAnswer:
+    """What the clicker sees: a card that replaces theirs, or an error with a sentence."""
+
+    card: dict[str, Any] | None = None
+    error_status: int = 0
+    error_message: str = ""

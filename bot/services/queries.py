@@ -1,0 +1,42 @@
+"""What the chat commands read: roles, pending requests, an identity's history, the channel.
+
+Owns :class:`Queries`: reads only, nothing here changes state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.domain.models import ActionRequest, Case, ChannelRef
+from bot.domain.policy import ActorRoles
+from bot.services.ports import Ports
+from bot.services.views import OPEN_STATES
+
+
+class Queries:
+    """Chat-facing reads of the store and the directory."""
+
+    def __init__(self, ports: Ports) -> None:
+        self._store = ports.store
+        self._directory = ports.directory
+
+    async def roles_of(self, object_id: str) -> ActorRoles:
+        """What the policy makes of this person right now."""
+        return await self._directory.roles_of(object_id)
+
+    async def pending_requests(self) -> list[tuple[Case, ActionRequest]]:
+        """Open requests with their cases, oldest first."""
+        result = []
+        for request in await self._store.list_requests_in(OPEN_STATES):
+            case = await self._store.get_case(request.case_id)
+            if case is not None:
+                result.append((case, request))
+        return result
+
+    async def history(self, upn: str) -> list[Any]:
+        """Audit events about one identity, oldest first."""
+        return list(await self._store.list_audit(identity=upn.strip().lower()))
+
+    async def channel(self) -> ChannelRef | None:
+        """The incident channel, if known."""
+        return await self._store.get_channel()

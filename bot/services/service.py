@@ -1,0 +1,172 @@
+"""The use cases composed into the one object the transport and the app talk to.
+
+Owns :class:`RemediationService`: it builds each use case from the ports and settings, shares
+the plumbing between them (audit log, task supervisor, transitions, card views, metrics, this
+replica's id) and exposes their public verbs. It holds no behaviour of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
+
+from bot.domain.approval import Event
+from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef
+from bot.domain.policy import ActorRoles
+from bot.services.audit_log import AuditLog
+from bot.services.channel import IncidentChannel
+from bot.services.clicks import Clicks
+from bot.services.enrichment import Enricher
+from bot.services.execution import Execution
+from bot.services.intake import Intake
+from bot.services.ports import CardAnswer, Ports, ServiceSettings
+from bot.services.publishing import Publisher
+from bot.services.queries import Queries
+from bot.services.reporting import Reporter
+from bot.services.sweeper import Sweeper
+from bot.services.tasks import TaskSupervisor
+from bot.services.transitions import Transition, Transitions
+from bot.services.views import CaseViews
+from bot.tenant.actions import Executor
+from bot.tenant.resolver import IdentityResolver
+from bot.web.metrics import Metrics
+
+
+class RemediationService:
+    """The bot's behaviour, wired to its ports by :func:`bot.web.app.create_app`."""
+
+    def __init__(self, ports: Ports, settings: ServiceSettings) -> None:
+        replica = uuid.uuid4().hex[:8]
+        self.metrics = Metrics()
+        self.tasks = TaskSupervisor()
+        audit = AuditLog(ports.store, ports.clock)
+        views = CaseViews(ports.store, ports.directory, settings.links)
+        self.transitions = Transitions(ports.store, ports.policy, ports.clock)
+        executor = Executor(ports.graph, ports.clock, recheck_after=settings.recheck_after)
+        enricher = Enricher(ports.store, ports.graph, ports.directory, ports.clock)
+        self.publisher = Publisher(
+            ports,
+            settings,
+            views=views,
+            enricher=enricher,
+            tasks=self.tasks,
+            metrics=self.metrics,
+            replica=replica,
+        )
+        reporter = Reporter(ports, settings, audit=audit, views=views, publisher=self.publisher)
+        self.execution = Execution(
+            ports,
+            settings,
+            audit=audit,
+            views=views,
+            transitions=self.transitions,
+            reporter=reporter,
+            executor=executor,
+            metrics=self.metrics,
+            replica=replica,
+        )
+        resolver = IdentityResolver(ports.graph, ports.clock)
+        self.intake = Intake(
+            ports, audit=audit, resolver=resolver, publisher=self.publisher, metrics=self.metrics
+        )
+        self.clicks = Clicks(
+            ports,
+            settings,
+            audit=audit,
+            views=views,
+            transitions=self.transitions,
+            publisher=self.publisher,
+            execution=self.execution,
+            tasks=self.tasks,
+            metrics=self.metrics,
+        )
+        self.sweeper = Sweeper(
+            ports,
+            audit=audit,
+            views=views,
+            transitions=self.transitions,
+            intake=self.intake,
+            publisher=self.publisher,
+            reporter=reporter,
+            executor=executor,
+        )
+        self.channel_registry = IncidentChannel(ports, settings, audit=audit, metrics=self.metrics)
+        self.queries = Queries(ports)
+
+    # -- background work ----------------------------------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str) -> Any:
+        """Run ``work`` in the background (see :class:`TaskSupervisor`)."""
+        return self.tasks.spawn(work, name=name)
+
+    async def drain(self) -> None:
+        """Wait for background work (executions, card updates, replies) to finish."""
+        await self.tasks.drain()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking work, give what runs ``grace`` seconds, then cancel it (releasing its jobs)."""
+        self.execution.stop()
+        await self.tasks.drain(grace)
+
+    # -- the verbs of each use case -----------------------------------------------------------
+
+    async def register_channel(self, channel: ChannelRef, *, actor: Actor | None = None) -> bool:
+        """See :meth:`IncidentChannel.register_channel`."""
+        return await self.channel_registry.register_channel(channel, actor=actor)
+
+    async def refuse_activity(self, reason: str, **details: str) -> None:
+        """See :meth:`IncidentChannel.refuse_activity`."""
+        await self.channel_registry.refuse_activity(reason, **details)
+
+    async def ingest(self, alerts: Sequence[Alert], *, publish: bool = True) -> int:
+        """See :meth:`Intake.ingest`."""
+        return await self.intake.ingest(alerts, publish=publish)
+
+    async def settle_unresolved(self) -> int:
+        """See :meth:`Intake.settle_unresolved`."""
+        return await self.intake.settle_unresolved()
+
+    async def contain(self, actor: Actor, upn: str) -> str:
+        """See :meth:`Intake.contain`."""
+        return await self.intake.contain(actor, upn)
+
+    def schedule_publish(self) -> None:
+        """See :meth:`Publisher.schedule_publish`."""
+        self.publisher.schedule_publish()
+
+    async def publish_cards(self) -> None:
+        """See :meth:`Publisher.publish_cards`."""
+        await self.publisher.publish_cards()
+
+    async def handle_card_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
+        """See :meth:`Clicks.handle_card_action`."""
+        return await self.clicks.handle_card_action(actor, verb, data)
+
+    async def transition(self, request_id: str, event: Event) -> Transition:
+        """See :meth:`Transitions.apply`."""
+        return await self.transitions.apply(request_id, event)
+
+    async def run_jobs(self) -> int:
+        """See :meth:`Execution.run_jobs`."""
+        return await self.execution.run_jobs()
+
+    async def sweep(self) -> None:
+        """See :meth:`Sweeper.sweep`."""
+        await self.sweeper.sweep()
+
+    async def roles_of(self, object_id: str) -> ActorRoles:
+        """See :meth:`Queries.roles_of`."""
+        return await self.queries.roles_of(object_id)
+
+    async def pending_requests(self) -> list[tuple[Case, ActionRequest]]:
+        """See :meth:`Queries.pending_requests`."""
+        return await self.queries.pending_requests()
+
+    async def history(self, upn: str) -> list[Any]:
+        """See :meth:`Queries.history`."""
+        return await self.queries.history(upn)
+
+    async def channel(self) -> ChannelRef | None:
+        """See :meth:`Queries.channel`."""
+        return await self.queries.channel()

@@ -1,0 +1,304 @@
+"""The composition root: builds the aiohttp application and wires every part together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from bot.config.policy_file import policy_from_settings
+from bot.config.settings import Settings
+from bot.errors import RemediationError, StoreError
+from bot.graph import GraphClient, TokenProvider, build_http_client
+from bot.services import Ports, RemediationService, ServiceSettings
+from bot.store import open_store
+from bot.store.base import Store
+from bot.teams.adapter import build_adapter, handle_activity
+from bot.teams.handler import TeamsBot
+from bot.teams.messenger import TeamsMessenger
+from bot.tenant.directory import Directory
+from bot.tenant.intake import AlertPoller
+from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
+from bot.web.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
+from bot.web.push import PushAuthenticator, Rejection, parse_push
+from cards.case import PortalLinks
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("service", RemediationService)
+STORE = web.AppKey("store", Store)
+POLLER = web.AppKey("poller", AlertPoller)
+BOT = web.AppKey("bot", TeamsBot)
+SWEEP_INTERVAL_SECONDS = 30.0  # expiry and reminders are minutes-scale; half a minute is precise enough
+# On SIGTERM: how long requests being answered may still take (the listener is closed first), and
+# how long background work may still run before it is cancelled (its job released): the process
+# exits within about five seconds (container platforms send SIGKILL after their own grace).
+SHUTDOWN_REQUEST_SECONDS = 1.5
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+def utc_now() -> datetime:
+    """The production clock."""
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    graph: GraphClient | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    poll: bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> web.Application:
+    """The bot's aiohttp application.
+
+    ``store`` and ``graph`` default to the real ones built from ``settings``; ``poll=False``
+    leaves polling to the caller (tests drive :meth:`AlertPoller.poll_once` themselves).
+    ``monotonic`` and ``sleep`` time the coalescing of card updates (tests move them).
+    The HTTP client and the store are opened and closed by the app's ``cleanup_ctx``.
+    """
+    app = web.Application(client_max_size=1024 * 1024)
+    adapter = build_adapter(settings)
+    messenger = TeamsMessenger(adapter, settings.microsoft_app_id)
+    policy = policy_from_settings(settings)
+    links = PortalLinks(defender=settings.defender_portal_url, entra=settings.entra_portal_url)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            the_store = store or await open_store(settings.store_url, audit_key=settings.audit_key)
+            if store is None:
+                stack.push_async_callback(the_store.close)
+            the_graph = graph
+            if the_graph is None:
+                http = build_http_client(
+                    ca_bundle=settings.graph_ca_bundle or None, timeout=settings.graph_timeout_seconds
+                )
+                stack.push_async_callback(http.aclose)
+                tokens = TokenProvider(
+                    tenant_id=settings.graph_tenant_id,
+                    client_id=settings.graph_client_id,
+                    client_secret=settings.graph_client_secret or None,
+                    certificate_path=settings.graph_certificate_path or None,
+                    certificate_thumbprint=settings.graph_certificate_thumbprint or None,
+                    authority_host=settings.graph_authority_host,
+                    ca_bundle=settings.graph_ca_bundle or None,
+                )
+                stack.push_async_callback(tokens.aclose)
+                the_graph = GraphClient(
+                    http,
+                    tokens,
+                    settings.graph_base_url,
+                    identity_protection_interval=settings.graph_identity_protection_interval,
+                )
+            service = RemediationService(
+                Ports(
+                    store=the_store,
+                    graph=the_graph,
+                    directory=Directory(the_graph, policy, clock=clock),
+                    messenger=messenger,
+                    policy=policy,
+                    clock=clock,
+                    monotonic=monotonic,
+                    sleep=sleep,
+                ),
+                ServiceSettings(
+                    channel_id=settings.teams_channel_id,
+                    links=links,
+                    recheck_after=timedelta(seconds=settings.verify_recheck_seconds),
+                    alert_status=settings.alert_status_after_action,
+                    coalesce_seconds=settings.card_update_coalesce_seconds,
+                    job_lease=timedelta(seconds=settings.job_lease_seconds),
+                    card_lease=timedelta(seconds=settings.card_lease_seconds),
+                ),
+            )
+            poller = AlertPoller(
+                the_graph,
+                the_store,
+                service.ingest,
+                clock=clock,
+                lookback=timedelta(minutes=settings.poll_lookback_minutes),
+            )
+            app[SERVICE] = service
+            app[STORE] = the_store
+            app[POLLER] = poller
+            app[BOT] = TeamsBot(service, settings.tenant_id)
+            # On SIGTERM (after the loops below are cancelled): no new jobs are claimed, running work
+            # gets a short grace, then is cancelled and its execution job released to another replica.
+            stack.push_async_callback(service.shutdown, SHUTDOWN_GRACE_SECONDS)
+            if poll:
+
+                async def poll_as_leader() -> int:
+                    # Several replicas may run; only the one holding the store's lock polls.
+                    try:
+                        if not await the_store.try_lead("poller"):
+                            return 0
+                    except StoreError as exc:
+                        log.warning("leadership unknown (%s); not polling this round", exc.message)
+                        return 0
+                    return await poller.poll_once()
+
+                polling = asyncio.create_task(_every(settings.poll_interval_seconds, poll_as_leader, "poll"))
+                stack.push_async_callback(_cancel, polling)
+                # The sweep also sends the cards a dead replica left unsent: at least once per
+                # card lease, so they wait no longer than the lease after it lapses.
+                sweep_every = min(SWEEP_INTERVAL_SECONDS, settings.card_lease_seconds)
+                sweeping = asyncio.create_task(_every(sweep_every, service.sweep, "sweep"))
+                stack.push_async_callback(_cancel, sweeping)
+                working = asyncio.create_task(_every(settings.job_poll_seconds, service.run_jobs, "jobs"))
+                stack.push_async_callback(_cancel, working)
+            yield
+
+    app.cleanup_ctx.append(resources)
+
+    async def messages(request: web.Request) -> web.Response:
+        return await handle_activity(request, adapter, request.app[BOT], authenticate=settings.auth_enabled)
+
+    authenticator = PushAuthenticator(settings.push_shared_secret) if settings.push_shared_secret else None
+
+    async def alerts(request: web.Request) -> web.Response:
+        return await handle_push(request, request.app[SERVICE], authenticator, clock, request.app[STORE])
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        # Ready = the store answers and the incident channel is known (cards can be posted).
+        try:
+            version = await request.app[STORE].schema_version()
+            channel = await request.app[STORE].get_channel()
+        except RemediationError as exc:
+            return web.json_response({"status": "unavailable", "reason": exc.message}, status=503)
+        if channel is None:
+            reason = "the bot has not been installed in the team of TEAMS_CHANNEL_ID yet"
+            return web.json_response({"status": "waiting", "reason": reason, "schema": version}, status=503)
+        return web.json_response({"status": "ready", "schema": version})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=request.app[SERVICE].metrics.exposition(), content_type="text/plain")
+
+    app.router.add_post("/api/messages", messages)
+    app.router.add_post("/api/alerts", alerts)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _push_error(status: int, code: str, message: str, details: Sequence[dict[str, str]] = ()) -> web.Response:
+    error: dict[str, object] = {"code": code, "message": message}
+    if details:
+        error["details"] = list(details)
+    return web.json_response({"error": error}, status=status)
+
+
+async def handle_push(
+    request: web.Request,
+    service: RemediationService,
+    authenticator: PushAuthenticator | None,
+    clock: Callable[[], datetime],
+    store: Store,
+) -> web.Response:
+    """``POST /api/alerts``: 202 when stored (idempotent by alert id), else a precise error.
+
+    The order is what keeps hostile input harmless: sizes, then the JSON read safely (depth,
+    Unicode) before any signature work, then the signature, then every item validated, then the
+    replay claimed in the store (so a copy of the request is refused by every replica), and only
+    then are the alerts stored; if that fails the claim is released so the sender may retry.
+    Anything unexpected is logged with its stack and answered with a JSON 500, never a bare page.
+    """
+    try:
+        return await _push(request, service, authenticator, clock, store)
+    except Exception:
+        log.exception("push: unexpected failure from %s", request.remote)
+        return _push_error(
+            500, "InternalError", "The bot failed to handle this request; nothing was stored. Try again."
+        )
+
+
+async def _push(
+    request: web.Request,
+    service: RemediationService,
+    authenticator: PushAuthenticator | None,
+    clock: Callable[[], datetime],
+    store: Store,
+) -> web.Response:
+    if authenticator is None:
+        return _push_error(404, "NotEnabled", "Push intake is off: set PUSH_SHARED_SECRET to turn it on.")
+    if request.content_type != "application/json":
+        return _push_error(415, "UnsupportedMediaType", "Send alerts as application/json.")
+    if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
+        return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
+    body = await read_at_most(request.content.iter_chunked(64 * 1024), MAX_PUSH_BYTES)
+    if body is None:
+        return _push_error(413, "PayloadTooLarge", f"At most {MAX_PUSH_BYTES} bytes per request.")
+    try:
+        data = load_json(body)
+    except UnsafeJson as exc:
+        return _push_error(400, "BadRequest", exc.message)
+    refused = authenticator.check(request.headers, body)
+    if refused is not None:
+        log.warning("push refused from %s: %s", request.remote, refused.message)
+        return _push_error(refused.status, "Unauthorized", refused.message)
+    parsed = parse_push(data, now=clock)
+    if isinstance(parsed, Rejection):
+        return _push_error(
+            parsed.status,
+            "BadRequest" if parsed.status == 400 else "PayloadTooLarge",
+            parsed.message,
+            parsed.errors,
+        )
+    claim = authenticator.replay_claim(request.headers)
+    try:
+        fresh = await store.claim_replay(claim.key, expires_at=claim.expires_at, now=utc_now())
+    except RemediationError as exc:
+        log.error("push: the replay check failed: %s", exc.message)
+        return _push_error(503, "Unavailable", "The bot's store is unavailable; send the request again.")
+    if not fresh:
+        log.warning("push refused from %s: a replay of a request already received", request.remote)
+        return _push_error(401, "Unauthorized", "This signed request was already received (replay).")
+    try:
+        changed = await service.ingest(parsed, publish=False)
+    except BaseException as exc:
+        # Nothing (or nothing lasting) was stored: let the sender retry this very request.
+        await _release(store, claim.key)
+        if not isinstance(exc, RemediationError):
+            raise
+        log.error("push: storing %d alert(s) failed: %s", len(parsed), exc.message)
+        return _push_error(503, "Unavailable", "The alerts could not be stored; send the request again.")
+    service.schedule_publish()
+    return web.json_response({"accepted": len(parsed), "newOrChanged": changed}, status=202)
+
+
+async def _release(store: Store, key: str) -> None:
+    try:
+        await store.release_replay(key)
+    except RemediationError as exc:
+        # The claim then expires on its own; until then a retry of the same request is refused.
+        log.error("push: the replay claim could not be released: %s", exc.message)
+
+
+async def _every(interval: float, work: Callable[[], Awaitable[object]], name: str) -> None:
+    """Run ``work`` every ``interval`` seconds; one failure is logged and never stops the loop."""
+    while True:
+        try:
+            done = await work()
+            if name == "poll" and done:
+                log.info("poll: %s new or changed identity alert(s)", done)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; retrying in %.0f s", name, interval)
+        await asyncio.sleep(interval)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,114 @@
+"""``remediation-bot serve`` with Bot Framework authentication ON, its Microsoft endpoints on loopback.
+
+    python -m tests.bench.secured serve      # the bot, exactly as ``remediation-bot serve`` runs it
+    python -m tests.bench.secured echo       # a bare botbuilder CloudAdapter echo bot (the baseline)
+
+With ``MicrosoftAppId`` set, botbuilder checks every inbound token against the Bot Framework's
+OpenID metadata and signing keys, and fetches a token from Entra ID before every outbound Bot
+Connector call. A benchmark cannot reach Microsoft, so before the bot starts this module points
+those two third-party endpoints at stand-ins, the same way tests/scenario/test_auth.py does in
+process (nothing of the bot's own code is replaced):
+
+- ``BENCH_OPENID_METADATA_URL``: :class:`tests.support.botauth.ChannelKeys`' metadata, whose key
+  signs the benchmark's channel tokens; validation is botbuilder's own, signature and all.
+- ``BENCH_TOKEN_AUTHORITY`` and ``BENCH_TOKEN_CA``: the sandbox tenant's authority, where msal
+  (botbuilder's, for the outbound token) gets a real client-credentials token over TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def _point_botbuilder_at_loopback() -> None:
+    import msal
+    import requests
+    from botframework.connector.auth import ChannelValidation, JwtTokenExtractor
+    from botframework.connector.auth import microsoft_app_credentials as credentials
+
+    ChannelValidation.open_id_metadata_endpoint = os.environ["BENCH_OPENID_METADATA_URL"]
+    JwtTokenExtractor.metadataCache.clear()
+    authority = os.environ.get("BENCH_TOKEN_AUTHORITY", "")
+    ca = os.environ.get("BENCH_TOKEN_CA", "")
+    if not authority:
+        return  # nothing outbound (the echo bot answers in the invoke response only)
+
+    def local_msal(client_id: str, client_credential: Any, authority_url: str = "", **_: Any) -> Any:
+        # botbuilder asks for https://login.microsoftonline.com/<tenant>; the sandbox is that tenant.
+        session = requests.Session()
+        session.verify = ca
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify otherwise
+        return msal.ConfidentialClientApplication(
+            client_id,
+            client_credential=client_credential,
+            authority=authority,
+            instance_discovery=False,
+            http_client=session,
+        )
+
+    def construct(client_id: str, client_credential: Any = None, authority: str = "", **rest: Any) -> Any:
+        return local_msal(client_id, client_credential, authority, **rest)
+
+    credentials.ConfidentialClientApplication = construct  # type: ignore[attr-defined]
+
+
+def _echo() -> int:
+    """The baseline: botbuilder's CloudAdapter answering each card click with a card, nothing else."""
+    from aiohttp import web
+    from botbuilder.core import ActivityHandler, InvokeResponse, TurnContext
+    from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+    from botbuilder.schema import AdaptiveCardInvokeResponse
+
+    class Config:
+        # The Bot Framework's own variable names, as the bot reads them.
+        APP_ID = os.environ["MicrosoftAppId"]  # noqa: SIM112
+        APP_PASSWORD = os.environ["MicrosoftAppPassword"]  # noqa: SIM112
+        APP_TYPE = os.environ.get("MicrosoftAppType", "SingleTenant")  # noqa: SIM112
+        APP_TENANTID = os.environ.get("MicrosoftAppTenantId", "")  # noqa: SIM112
+
+    class Echo(ActivityHandler):  # type: ignore[misc]
+        async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
+            data = ((turn_context.activity.value or {}).get("action") or {}).get("data") or {}
+            card = {
+                "type": "AdaptiveCard",
+                "version": "1.5",
+                "body": [{"type": "TextBlock", "text": f"echo {sorted(data)}", "wrap": True}],
+            }
+            return InvokeResponse(
+                status=200,
+                body=AdaptiveCardInvokeResponse(
+                    status_code=200, type="application/vnd.microsoft.card.adaptive", value=card
+                ),
+            )
+
+    adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(Config()))
+    bot = Echo()
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        response = await adapter.process(request, bot)
+        return response if response is not None else web.Response(status=201)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/api/messages", messages)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    _point_botbuilder_at_loopback()
+    if argv[:1] == ["echo"]:
+        return _echo()
+    from bot.cli.main import main as cli
+
+    result: int = cli(["serve"])
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

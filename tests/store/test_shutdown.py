@@ -1,0 +1,76 @@
+"""SIGTERM: a replica stops taking work and exits promptly, handing its in-flight job back.
+
+Real processes (``remediation-bot serve``) on PostgreSQL, the sandbox tenant and the recording
+Bot Connector. The job lease is long (60 s), so the second replica finishing the action soon
+after the first exited proves the first released its claim rather than letting it lapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.domain.models import RequestState
+from devtools.sandbox import SandboxTenant
+from tests.store.test_crash_windows import USERS, Crash, _case_id, _scenario, _until
+from tests.support.connector import RecordingConnector
+from tests.support.harness import install_activity
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def crash(postgres_url: str, tmp_path: Path) -> AsyncIterator[Crash]:
+    tenant = SandboxTenant(_scenario(), cert_dir=tmp_path / "tenant")
+    await tenant.start()
+    connector = RecordingConnector()
+    await connector.start()
+    crash = Crash(tenant, connector, postgres_url, tmp_path)
+    yield crash
+    await crash.close()
+    await connector.stop()
+    await tenant.stop()
+
+
+async def test_sigterm_with_an_action_in_flight_exits_and_releases_its_job(
+    crash: Crash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.store.test_crash_windows.LEASE_SECONDS", "60")
+    first = await crash.start()
+    await first.post(install_activity(crash.connector.service_url))
+    await _until(lambda: len(crash.connector.of_kind("create")) >= len(USERS), 60, "the cards")
+    post = crash.connector.of_kind("create")[0]
+    user = next(u for u in USERS if u["displayName"] in post.text)
+    # The Graph write hangs: the action is in flight when the replica is told to stop.
+    crash.tenant.inject_fault("PATCH", f"/users/{user['id']}$", status=None, delay=30)
+    await crash.click_disable(first, post)
+    store = await crash.open_store()
+
+    async def in_flight() -> bool:
+        requests = await store.list_requests(_case_id(post))
+        return any(r.state is RequestState.EXECUTING and r.dispatched for r in requests)
+
+    deadline = time.monotonic() + 30
+    while not await in_flight():
+        assert time.monotonic() < deadline, "the action never started"
+        await asyncio.sleep(0.1)
+
+    first.process.terminate()
+    # A generous bound on the process's own exit (the target is 5 s; the hanging call takes 30).
+    await _until(lambda: first.process.poll() is not None, 10, "the replica exiting after SIGTERM")
+    assert first.process.returncode == 0
+    assert "released unfinished" in first.log_path.read_text(errors="replace")
+
+    # Another replica takes the released job at once (its lease had 60 s left) and settles it.
+    await crash.start()
+    await _until(lambda: len(crash.replies(post)) >= 1, 30, "the second replica finishing the action")
+    await crash.settled()
+    # The first replica's write was cut off mid-call (the sandbox records a request once answered);
+    # the second read the account back and never sent it again.
+    assert crash.patches(user["id"]) <= 1, "never sent twice"
+    (reply,) = crash.replies(post)
+    assert "not sent again" in reply
