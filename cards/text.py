@@ -79,7 +79,8 @@ _DOT = "[.\u3002\uff0e\uff61]"
 _DOTS = re.compile(_DOT)
 _SLASHES = re.compile(r"(?<![\[:])(?::)?//(?!\])")
 _MAILBOX_BEFORE = frozenset(' ("')
-_SEPARATORS = frozenset("<>\uff5c")  # symbols linkify-it ends a host at
+# Symbols an autolinker ends a host at, or starts a new link after (linkify-it's list).
+_SEPARATORS = frozenset("$+<=>^`|\uff5c")
 _WORD = re.compile(r"[^\W_](?:[^\W_]|-)*")
 _MAILBOX = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # A mail domain: ASCII labels, ending where every autolinker agrees a host ends: at the end, a

@@ -60,6 +60,8 @@ HOSTILE = [
     "(evil.io@x.co)",
     "¹lee.gu@contoso.com",
     "évil.io@x.co",
+    "a@evil.io|www.evil.com",
+    "¢.evil.io",
     "\n# Heading\n",
     "\n- item\n",
     "\n1. item\n",

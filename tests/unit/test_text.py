@@ -35,6 +35,7 @@ from tests.support.inertcheck import markdown_problems, plain_problems
         ("<https://evil.io>", "<https[://]evil[.]io>"),
         ("evil.io+x evil.io😀 visit evil.io.", "evil[.]io+x evil[.]io😀 visit evil[.]io."),
         ("¢.lee.gu@contoso.com", "¢[.]lee[.]gu@contoso.com"),
+        ("a@evil.io|www.evil.com", "a@evil.io|www[.]evil[.]com"),
         # a mail address standing on its own stays readable; glued to other text it does not
         ("Lee Gu (lee.gu@contoso.com)", "Lee Gu (lee.gu@contoso.com)"),
         ("mail lee.gu@contoso.com.", "mail lee.gu@contoso.com."),
