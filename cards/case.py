@@ -95,8 +95,12 @@ def render_case(
     note: str | None = None,
     viewer: Viewer | None = None,
     refresh_user_ids: Sequence[str] = (),
+    page_url: str = "",
 ) -> dict[str, Any]:
     """The card of ``case`` with its latest action ``request`` (if any).
+
+    ``page_url`` is the case's approval page, built by the bot from ``APPROVAL_PAGE_URL`` and the
+    case id (never from text it received); empty: no link.
 
     ``note`` is a line for the person who clicked (a refusal or a stale-card notice); it is shown
     as untrusted text, since refusals quote names. ``refresh_user_ids`` (Teams user ids, at most
@@ -105,7 +109,7 @@ def render_case(
     """
 
     def render(limits: Limits) -> dict[str, Any]:
-        return _render(case, request, links, note, viewer, refresh_user_ids, limits)
+        return _render(case, request, links, note, viewer, refresh_user_ids, limits, page_url)
 
     return fit(render)
 
@@ -118,6 +122,7 @@ def _render(
     viewer: Viewer | None,
     refresh_user_ids: Sequence[str],
     limits: Limits,
+    page_url: str = "",
 ) -> dict[str, Any]:
     body: list[Any] = [_header(case, limits), _facts(case, limits), *_alerts(case, links, limits)]
     if request is not None:
@@ -125,6 +130,8 @@ def _render(
     if note:
         body.append(_runs(plain(note, limits.long), color="Attention", weight="Bolder", separator=True))
     actions: list[Any] = []
+    if page_url:
+        actions.append(OpenUrlAction(title="Open approval page", url=page_url))
     if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
         actions += _decision_actions(case, request, viewer, body)
     if request is not None and _can_retry(request, viewer) and not blocked(case):

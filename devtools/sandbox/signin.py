@@ -80,6 +80,7 @@ class Authorization:
     contexts: tuple[str, ...]
     login_hint: str
     expires: float
+    response_mode: str = "query"
     person: Person | None = None
 
 
@@ -207,12 +208,18 @@ class SignInEndpoints:
                 status=400,
             )
         app_state = query.get("state", "")
+        response_mode = query.get("response_mode", "query")
 
         def back(error: str, description: str) -> web.Response:
             params = {"error": error, "error_description": description}
             if app_state:
                 params["state"] = app_state
-            return _redirect(f"{redirect_uri}?{urlencode(params)}")
+            return _respond(redirect_uri, "form_post" if response_mode == "form_post" else "query", params)
+
+        if response_mode not in ("query", "form_post"):
+            return back(
+                "invalid_request", "AADSTS900144: response_mode must be query or form_post for a code."
+            )
 
         if query.get("response_type") != "code":
             return back("unsupported_response_type", "AADSTS700054: response_type must be code.")
@@ -238,6 +245,7 @@ class SignInEndpoints:
             contexts=contexts,
             login_hint=query.get("login_hint", ""),
             expires=time.monotonic() + PAGE_LIFETIME_SECONDS,
+            response_mode=response_mode,
         )
         return self._password_form(request, flow_id, self._sign_in.pending[flow_id])
 
@@ -289,7 +297,7 @@ class SignInEndpoints:
         params = {"code": code, "session_state": str(uuid.uuid4())}
         if pending.state:
             params["state"] = pending.state
-        return _redirect(f"{pending.redirect_uri}?{urlencode(params)}")
+        return _respond(pending.redirect_uri, pending.response_mode, params)
 
     def _live(self, flow_id: str) -> Authorization | None:
         pending = self._sign_in.pending.get(flow_id)
@@ -454,6 +462,25 @@ _STYLE = (
     "button{margin-top:16px;margin-right:8px;padding:8px 16px;font:inherit}"
     ".error{color:#a4262c}.note{color:#555;font-size:14px}"
 )
+
+
+def _respond(redirect_uri: str, mode: str, params: dict[str, str]) -> web.Response:
+    """The answer back to the app: a redirect with a query, or (form_post) a page that posts it."""
+    if mode != "form_post":
+        return _redirect(f"{redirect_uri}?{urlencode(params)}")
+    fields = "".join(
+        f'<input type="hidden" name="{html.escape(k, quote=True)}" value="{html.escape(v, quote=True)}">'
+        for k, v in params.items()
+    )
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>Working...</title></head>"
+        '<body><form method="POST" name="hiddenform" action="'
+        f'{html.escape(redirect_uri, quote=True)}">{fields}'
+        "<noscript><p>Script is disabled. Click Submit to continue.</p></noscript>"
+        '<button type="submit">Submit</button></form>'
+        "<script>document.forms[0].submit();</script></body></html>"
+    )
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 def _redirect(location: str) -> web.Response:
