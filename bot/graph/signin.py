@@ -140,6 +140,30 @@ class EntraSignIn:
         flow: dict[str, Any] = await asyncio.to_thread(app.initiate_auth_code_flow, **kwargs)
         return flow
 
+    async def check_redirect_uri(self) -> tuple[bool | None, str]:
+        """Whether Entra ID accepts our redirect URI for this app, by opening its sign-in page.
+
+        A harmless GET of the authorize endpoint (nobody signs in): Entra ID shows AADSTS50011
+        for a redirect URI the app does not list and AADSTS700016 for an unknown app. Returns
+        (True, detail), (False, detail) or (None, why it could not tell).
+        """
+        try:
+            flow = await self.begin(step_up=None)
+            answer = await self._http.get(str(flow["auth_uri"]))
+        except Exception as exc:
+            return None, f"the sign-in page could not be opened: {type(exc).__name__}: {exc}"
+        text = answer.text
+        if "AADSTS50011" in text:
+            return False, (
+                f"Entra ID refuses the redirect URI {self._redirect_uri} (AADSTS50011): add it under "
+                "the app registration's Authentication › Web › Redirect URIs"
+            )
+        if "AADSTS700016" in text:
+            return False, f"Entra ID does not know the app {self._client_id} in this tenant (AADSTS700016)"
+        if answer.status_code >= 400:
+            return None, f"the sign-in page answered {answer.status_code}"
+        return True, f"Entra ID accepts {self._redirect_uri} for app {self._client_id}"
+
     async def complete(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn:
         """Redeem the code Entra ID sent back and validate the ID token; raise SignInError."""
         if response.get("error"):
