@@ -97,7 +97,9 @@ class StepUp(Frozen):
     page asks Entra ID for it through the ``claims`` parameter, and a decision counts only when
     the ID token's ``acrs`` holds it and the sign-in (``auth_time``) is at most ``max_age`` old.
     It applies to requests on privileged accounts when ``privileged_targets``, and to every
-    request for one of ``actions``. A click in Teams never satisfies it.
+    request for one of ``actions``, and guards the sign-off that lets the action run: every
+    approval and retry, and opening a request when the requester's own sign-off is enough. A
+    click in Teams never satisfies it.
     """
 
     context: str

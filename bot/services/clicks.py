@@ -195,11 +195,6 @@ class Clicks:
         reason = data.get(REASON_INPUT_ID)
         roles = await self._directory.roles_of(actor.object_id)
         target = await self._directory.target_facts(case.identity)
-        step_up = self._policy.step_up_for(action, privileged_target=target.privileged)
-        if step_up is not None and roles.responder and not via.satisfies(step_up, self._clock()):
-            return await self._refuse(
-                case, actor, self._step_up_refusal(step_up, via), via=via, step_up=step_up
-            )
         shown = facts_digest(case, await self._views.latest_request(case.id))
         outcome = open_request(
             case,
@@ -215,6 +210,18 @@ class Clicks:
         )
         if isinstance(outcome, Refused):
             return await self._refuse(case, actor, outcome.reason, via=via)
+        step_up = self._policy.step_up_for(action, privileged_target=target.privileged)
+        if (
+            step_up is not None
+            and outcome.state is RequestState.APPROVED
+            and not via.satisfies(step_up, self._clock())
+        ):
+            # Step-up guards the sign-off that lets the action run: here the requester's own.
+            # A request that still waits for an approver may be opened anywhere; its approval
+            # then needs the fresh sign-in.
+            return await self._refuse(
+                case, actor, self._step_up_refusal(step_up, via), via=via, step_up=step_up
+            )
         try:
             request = await self._store.add_request(outcome)
         except DuplicateError:

@@ -697,9 +697,12 @@ def _step_up_needed(
     step_up: StepUp | None = None
     if request is not None and request.state is RequestState.PENDING and approver:
         step_up = policy.step_up_for(request.action, privileged_target=bool(request.privileged_reason))
-    elif (request is None or request.state.is_final) and responder:
+    elif (request is None or request.state.is_final) and responder and approver:
+        # Opening a request needs it when the requester's own sign-off lets the action run.
+        privileged = bool(case.privileged_reason)
         for action in offered_actions(case):
-            step_up = step_up or policy.step_up_for(action, privileged_target=bool(case.privileged_reason))
+            if policy.approvals_for(action, privileged_target=privileged) <= 1:
+                step_up = step_up or policy.step_up_for(action, privileged_target=privileged)
     if step_up is not None and not auth.satisfies(step_up, now):
         return step_up
     return None

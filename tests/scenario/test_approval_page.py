@@ -270,48 +270,77 @@ async def test_a_sign_in_from_another_tenant_or_a_replayed_callback_gets_no_sess
 
 @pytest.mark.asyncio
 async def test_step_up_refuses_teams_clicks_and_password_only_sign_ins_until_a_fresh_mfa(
-    make_page: Callable[..., Any], clock: Clock
+    make_page: Callable[..., Any],
+) -> None:
+    # One sign-off is enough here, so the requester's own click is the one that lets it run.
+    page = await make_page(
+        approvals={"disableAccount": 1},
+        step_up={"context": "c1", "max_age_minutes": 10, "when": {"actions": ["disableAccount"]}},
+    )
+    channel = page.channel
+    # In Teams: refused with the way to the page; nothing is stored.
+    refused = await channel.click("Adele Vance", RESPONDER, "disableAccount", reason="Ticket reuse")
+    text = card_text(refused["value"])
+    assert "Open approval page" in text and "MFA" in text
+    assert "Disable account" not in card_text(channel.current_card("Adele Vance")).split("Why:")[0]
+    assert page.tenant.user(ADELE)["accountEnabled"] is True
+
+    path = await page.path_of(ADELE)
+    case_id = path.rsplit("/", 1)[1]
+    alex = page.browser()
+    weak = await alex.sign_in(path, ALEX_UPN, mfa=False)
+    assert "Sign in again with MFA" in weak.text
+    fields = {**form_fields(weak.text, "disableAccount"), "reason": "Ticket reuse"}
+    no_mfa = await alex.post_form(path, fields)
+    assert no_mfa.status_code == 403
+    assert "does not provide it" in htmllib.unescape(no_mfa.text)
+    assert page.tenant.user(ADELE)["accountEnabled"] is True
+
+    strong = await alex.sign_in(f"/approve/signin?case={case_id}&step_up=1", ALEX_UPN)
+    assert "Sign in again with MFA" not in strong.text
+    fields = {**form_fields(strong.text, "disableAccount"), "reason": "Ticket reuse"}
+    opened = await alex.post_form(path, fields)
+    await page.bot.service.drain()
+    assert opened.status_code == 200, opened.text
+    assert page.tenant.user(ADELE)["accountEnabled"] is False
+    event = next(e for e in await page.audit() if e.kind == "request.opened")
+    assert event.payload["authentication"]["acrs"] == ["c1"]
+    assert "mfa" in event.payload["authentication"]["amr"]
+    refusals = [e for e in await page.audit() if e.kind == "request.refused"]
+    assert len(refusals) == 2 and all(e.payload["step_up_context"] == "c1" for e in refusals)
+    assert [e.payload["authentication"]["method"] for e in refusals] == ["teams-click", "sign-in"]
+
+
+@pytest.mark.asyncio
+async def test_on_a_privileged_account_the_second_approval_needs_a_fresh_mfa(
+    make_page: Callable[..., Any], clock: Clock, tenant: SandboxTenant
 ) -> None:
     page = await make_page(
         approvals={"disableAccount": 2},
         step_up={"context": "c1", "max_age_minutes": 10, "when": {"actions": ["disableAccount"]}},
     )
     channel = page.channel
-    # In Teams: refused with the way to the page; nothing is stored.
-    refused = await channel.click("Adele Vance", RESPONDER, "disableAccount", reason="Ticket reuse")
-    text = card_text(refused["value"]) if "value" in refused else str(refused)
-    assert "Open approval page" in text and "MFA" in text
-    assert "awaiting" not in card_text(channel.current_card("Adele Vance"))
+    # Asking in Teams is fine: Alex's sign-off alone does not let it run.
+    await channel.click("Adele Vance", RESPONDER, "disableAccount", reason="Ticket reuse")
+    assert "awaiting second approver" in card_text(channel.current_card("Adele Vance"))
+    refused = await channel.click("Adele Vance", SECOND_RESPONDER, "approve")
+    assert "Open approval page" in card_text(refused["value"])
 
     path = await page.path_of(ADELE)
-    alex = page.browser()
-    weak = await alex.sign_in(path, ALEX_UPN, mfa=False)
-    assert "Sign in again with MFA" in weak.text
-    fields = form_fields(weak.text, "disableAccount")
-    fields["reason"] = "Ticket reuse"
-    no_mfa = await alex.post_form(path, fields)
-    assert no_mfa.status_code == 403
-    assert "does not provide it" in htmllib.unescape(no_mfa.text)
-
-    strong = await alex.sign_in(f"/approve/signin?case={path.rsplit('/', 1)[1]}&step_up=1", ALEX_UPN)
-    fields = form_fields(strong.text, "disableAccount")
-    fields["reason"] = "Ticket reuse"
-    opened = await alex.post_form(path, fields)
-    await page.bot.service.drain()
-    assert opened.status_code == 200, opened.text
-    event = next(e for e in await page.audit() if e.kind == "request.opened")
-    assert event.payload["authentication"]["acrs"] == ["c1"]
-    assert "mfa" in event.payload["authentication"]["amr"]
-
-    # Megan signed in with MFA 11 minutes ago: too old for the context's freshness window.
+    case_id = path.rsplit("/", 1)[1]
     megan = page.browser()
-    shown = await megan.sign_in(f"/approve/signin?case={path.rsplit('/', 1)[1]}&step_up=1", MEGAN_UPN)
+    shown = await megan.sign_in(f"/approve/signin?case={case_id}&step_up=1", MEGAN_UPN)
     clock.now += timedelta(minutes=11)
     stale = await megan.post_form(path, form_fields(shown.text, "approve"))
     assert stale.status_code == 403
     assert page.tenant.user(ADELE)["accountEnabled"] is True
-    refusals = [e for e in await page.audit() if e.kind == "request.refused"]
-    assert refusals and all(e.payload.get("step_up_context") == "c1" for e in refusals)
+
+    fresh = await megan.sign_in(f"/approve/signin?case={case_id}&step_up=1", MEGAN_UPN)
+    approved = await megan.post_form(path, form_fields(fresh.text, "approve"))
+    await page.bot.service.drain()
+    assert approved.status_code == 200, approved.text
+    assert page.tenant.user(ADELE)["accountEnabled"] is False
+    assert "Disable account: done" in card_text(channel.current_card("Adele Vance"))
 
 
 @pytest.mark.asyncio
