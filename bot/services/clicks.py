@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, open_request
+from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, decide, open_request
 from bot.domain.authn import TEAMS_CLICK, Authentication, facts_digest
 from bot.domain.models import ActionRequest, Actor, Case, RequestState, ResponseAction
 from bot.domain.plans import blocked, offered_actions, plan
@@ -265,16 +265,6 @@ class Clicks:
         via: Authentication,
     ) -> CardAnswer:
         roles = await self._directory.roles_of(actor.object_id)
-        if verb in ("approve", "retry") and (roles.approver or actor.same_person(request.requester)):
-            # Only someone whose decision could count is asked for more: others get the usual
-            # refusal from the state machine.
-            step_up = self._policy.step_up_for(
-                request.action, privileged_target=bool(request.privileged_reason)
-            )
-            if step_up is not None and not via.satisfies(step_up, self._clock()):
-                return await self._refuse(
-                    case, actor, self._step_up_refusal(step_up, via), request, via=via, step_up=step_up
-                )
         shown = facts_digest(case, request)
         note = data.get(REASON_INPUT_ID)
         event: Event
@@ -286,6 +276,18 @@ class Clicks:
             event = Retry(actor, roles)
         else:
             event = Cancel(actor)
+        step_up = self._policy.step_up_for(request.action, privileged_target=bool(request.privileged_reason))
+        if (
+            isinstance(event, Approve | Retry)
+            and step_up is not None
+            and not via.satisfies(step_up, self._clock())
+            # Only a sign-off that would count is asked for more: anything the state machine
+            # refuses anyway (not an approver, their own request, expired) gets that refusal.
+            and not isinstance(decide(request, event, self._policy, self._clock()), Refused)
+        ):
+            return await self._refuse(
+                case, actor, self._step_up_refusal(step_up, via), request, via=via, step_up=step_up
+            )
         try:
             moved = await self._transitions.apply(request.id, event)
         except DuplicateError:

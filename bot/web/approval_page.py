@@ -11,7 +11,8 @@ Security, in the order a request meets it:
 
 - every answer under ``/approve`` carries ``Content-Security-Policy`` (no script at all, the one
   style block by hash, ``frame-ancestors 'none'``, ``form-action 'self'``), ``X-Frame-Options:
-  DENY``, ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer`` and ``nosniff``;
+  DENY``, ``Cache-Control: no-store``, ``Referrer-Policy: same-origin`` (so browsers send
+  ``Origin`` with our own forms) and ``nosniff``;
 - the session is a cookie (``__Host-`` prefix: ``Secure``, ``Path=/``, no domain; ``HttpOnly``;
   ``SameSite=Strict``) sealed with ``APPROVAL_PAGE_SESSION_KEY`` (Fernet: AES with an HMAC),
   valid for ``APPROVAL_PAGE_SESSION_MINUTES``, naming the person, their tenant and how they
@@ -97,7 +98,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
@@ -620,7 +621,7 @@ def _page(title: str, body: str, status: int) -> web.Response:
     document = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">'
+        '<meta name="referrer" content="same-origin">'
         f"<title>{_e(title, 120)}</title><style>{_STYLE}</style></head>"
         f"<body><main>{body}</main></body></html>"
     )
@@ -650,7 +651,8 @@ def _case_html(
     ok: bool,
     step_up: StepUp | None,
 ) -> str:
-    parts = [_header_html(case), _facts_html(case), _alerts_html(case)]
+    # Phone first: who and why, the request, the choices; the details below.
+    parts = [_header_html(case), _alerts_html(case)]
     if request is not None:
         parts.append(_request_html(request))
     if note:
@@ -671,6 +673,7 @@ def _case_html(
             f'<p><a class="button" href="{html.escape(link)}">Sign in again with MFA</a></p></section>'
         )
     parts += _forms_html(case, request, session, responder=responder, approver=approver, csrf=csrf)
+    parts.append(_facts_html(case))
     how = "with MFA" if "mfa" in session.amr else "with a password only"
     contexts = f", authentication context {', '.join(_e(a, 8) for a in session.acrs)}" if session.acrs else ""
     when = format_time(session.auth_time) if session.auth_time else "unknown"
