@@ -197,7 +197,7 @@ async def run_doctor(settings: Settings) -> DoctorReport:
     tokens = TokenProvider(
         tenant_id=settings.graph_tenant_id,
         client_id=settings.graph_client_id,
-        client_secret=settings.graph_client_secret or None,
+        client_secret=settings.graph_client_secret.get_secret_value() or None,
         certificate_path=settings.graph_certificate_path or None,
         certificate_thumbprint=settings.graph_certificate_thumbprint or None,
         authority_host=settings.graph_authority_host,
@@ -279,15 +279,11 @@ async def _bot_credential_check(settings: Settings) -> Check:
             f"MicrosoftAppType is UserAssignedMSI: the managed identity {settings.microsoft_app_id} "
             "gets its token only on its Azure host",
         )
-    tenant = (
-        settings.microsoft_app_tenant_id
-        if settings.microsoft_app_type == "SingleTenant"
-        else BOT_FRAMEWORK_TENANT
-    )
+    tenant = settings.tenant_id if settings.microsoft_app_type == "SingleTenant" else BOT_FRAMEWORK_TENANT
     provider = TokenProvider(
         tenant_id=tenant,
         client_id=settings.microsoft_app_id,
-        client_secret=settings.microsoft_app_password,
+        client_secret=settings.microsoft_app_password.get_secret_value(),
         authority_host=settings.graph_authority_host,
         ca_bundle=settings.graph_ca_bundle or None,
         scope=BOT_FRAMEWORK_SCOPE,

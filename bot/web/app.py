@@ -84,7 +84,7 @@ def create_app(
                 tokens = TokenProvider(
                     tenant_id=settings.graph_tenant_id,
                     client_id=settings.graph_client_id,
-                    client_secret=settings.graph_client_secret or None,
+                    client_secret=settings.graph_client_secret.get_secret_value() or None,
                     certificate_path=settings.graph_certificate_path or None,
                     certificate_thumbprint=settings.graph_certificate_thumbprint or None,
                     authority_host=settings.graph_authority_host,
@@ -160,7 +160,11 @@ def create_app(
     async def messages(request: web.Request) -> web.Response:
         return await handle_activity(request, adapter, request.app[BOT], authenticate=settings.auth_enabled)
 
-    authenticator = PushAuthenticator(settings.push_shared_secret) if settings.push_shared_secret else None
+    authenticator = (
+        PushAuthenticator(push_secret)
+        if (push_secret := settings.push_shared_secret.get_secret_value())
+        else None
+    )
 
     async def alerts(request: web.Request) -> web.Response:
         return await handle_push(request, request.app[SERVICE], authenticator, clock, request.app[STORE])
