@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test check lint format typecheck demo screenshots browser bench chaos lock clean
+.PHONY: install test check lint format typecheck scan demo screenshots browser bench chaos lock clean
 
 install: $(STAMP)
 
@@ -56,7 +56,23 @@ chaos: install
 screenshots: install browser
 	SCREENSHOTS_DIR=$(CURDIR)/docs REQUIRE_E2E=1 $(BIN)/python -m pytest -q -m e2e
 
-check: install lint typecheck test
+# Deployment checks: hadolint on the Dockerfile, checkov on the Bicep and the Dockerfile (offline:
+# no platform download). Their own virtual environment and lock, so neither the bot's environment
+# nor its image carries them. Findings are fixed, or suppressed inline with the reason beside them.
+SCAN_VENV  := .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed-$(shell cat deploy/scan/requirements.lock | cksum | cut -d' ' -f1)
+
+$(SCAN_STAMP): deploy/scan/requirements.lock
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/scan/requirements.lock
+	rm -f $(SCAN_VENV)/.installed-*
+	touch $@
+
+scan: $(SCAN_STAMP)
+	$(SCAN_VENV)/bin/hadolint deploy/Dockerfile
+	$(SCAN_VENV)/bin/checkov --directory deploy --framework bicep dockerfile --skip-download --compact --quiet
+
+check: install lint typecheck scan test
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -75,6 +91,7 @@ demo: install node_modules/.installed
 lock:
 	$(BIN)/pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile deploy/scan/requirements.in --python-version 3.11 -o deploy/scan/requirements.lock
 
 clean:
 	rm -rf $(VENV) data demo-run node_modules
