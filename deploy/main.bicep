@@ -48,15 +48,33 @@ param botAppId string = ''
 @secure()
 param botAppPassword string = ''
 
-@description('The application (client) id of the Graph app registration (the one holding the Graph application permissions; it may be the bot app registration).')
-param graphClientId string
+@description('secret or certificate: the application (client) id of the Graph app registration (the one holding the Graph application permissions; it may be the bot app registration). Ignored for managedIdentity.')
+param graphClientId string = ''
 
-@description('How the Graph app authenticates: secret (GRAPH-CLIENT-SECRET in Key Vault) or certificate (GRAPH-CERTIFICATE-PEM in Key Vault, a PEM holding the private key, mounted as a file).')
+@description('How the bot authenticates to Graph: managedIdentity (the user-assigned identity deployed here holds the Graph application permissions, granted by this template; no secret anywhere), secret (GRAPH-CLIENT-SECRET in Key Vault) or certificate (GRAPH-CERTIFICATE-PEM in Key Vault, a PEM holding the private key, mounted as a file).')
 @allowed([
+  'managedIdentity'
   'secret'
   'certificate'
 ])
 param graphCredential string = 'secret'
+
+@description('graphCredential=managedIdentity: the Microsoft Graph application permissions granted to the managed identity (the least-privileged set the bot calls; README "Permissions"). The deploying account needs AppRoleAssignment.ReadWrite.All and Application.Read.All in Graph.')
+param graphAppRoles array = [
+  'GroupMember.Read.All'
+  'IdentityRiskEvent.Read.All'
+  'IdentityRiskyUser.Read.All'
+  'IdentityRiskyUser.ReadWrite.All'
+  'RoleManagement.Read.Directory'
+  'SecurityAlert.Read.All'
+  'SecurityAlert.ReadWrite.All'
+  'SecurityIdentitiesAccount.Read.All'
+  'SecurityIdentitiesActions.ReadWrite.All'
+  'User-PasswordProfile.ReadWrite.All'
+  'User.EnableDisableAccount.All'
+  'User.Read.All'
+  'User.RevokeSessions.All'
+]
 
 @description('graphCredential=secret: the Graph app client secret, written to Key Vault as GRAPH-CLIENT-SECRET; empty keeps the stored value.')
 @secure()
@@ -152,6 +170,16 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
   name: names.identity
   location: location
   tags: tags
+}
+
+// graphCredential=managedIdentity: Graph's application permissions granted to the managed identity
+// (what admin consent does for an app registration), through the Microsoft Graph Bicep extension.
+module graphPermissions 'modules/graph-permissions.bicep' = if (graphCredential == 'managedIdentity') {
+  name: 'graph-permissions'
+  params: {
+    principalId: identity.properties.principalId
+    appRoles: graphAppRoles
+  }
 }
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
@@ -352,13 +380,13 @@ var graphCredentialRef = graphCredential == 'secret' ? [
     keyVaultUrl: '${vault.properties.vaultUri}secrets/GRAPH-CLIENT-SECRET'
     identity: identity.id
   }
-] : [
+] : graphCredential == 'certificate' ? [
   {
     name: 'graph-certificate-pem'
     keyVaultUrl: '${vault.properties.vaultUri}secrets/GRAPH-CERTIFICATE-PEM'
     identity: identity.id
   }
-]
+] : []
 var storeUrlRef = [
   {
     name: 'store-url'
@@ -416,7 +444,7 @@ var commonEnv = [
   }
   {
     name: 'GRAPH_CLIENT_ID'
-    value: graphClientId
+    value: graphCredential == 'managedIdentity' ? identity.properties.clientId : graphClientId
   }
   {
     name: 'TEAMS_CHANNEL_ID'
@@ -445,7 +473,14 @@ var botPasswordEnv = botAppType == 'SingleTenant' ? [
     secretRef: 'microsoft-app-password'
   }
 ] : []
-var graphCredentialEnv = graphCredential == 'secret' ? [
+var graphCredentialEnv = graphCredential == 'managedIdentity' ? [
+  {
+    // GRAPH_CLIENT_ID (above) is the identity's client id; Container Apps sets IDENTITY_ENDPOINT
+    // and IDENTITY_HEADER, where msal asks for its tokens.
+    name: 'GRAPH_MANAGED_IDENTITY'
+    value: 'user'
+  }
+] : graphCredential == 'secret' ? [
   {
     name: 'GRAPH_CLIENT_SECRET'
     secretRef: 'graph-client-secret'

@@ -41,6 +41,7 @@ from bot.graph.permissions import (
 )
 from bot.store import open_store, redact_url
 from bot.tenant.identities import USER_FIELDS
+from bot.web.app import graph_tokens
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 # The Bot Framework's token authority for MultiTenant bots (SingleTenant bots use their tenant).
@@ -194,15 +195,7 @@ async def run_doctor(settings: Settings) -> DoctorReport:
     http = build_http_client(
         ca_bundle=settings.graph_ca_bundle or None, timeout=settings.graph_timeout_seconds
     )
-    tokens = TokenProvider(
-        tenant_id=settings.graph_tenant_id,
-        client_id=settings.graph_client_id,
-        client_secret=settings.graph_client_secret.get_secret_value() or None,
-        certificate_path=settings.graph_certificate_path or None,
-        certificate_thumbprint=settings.graph_certificate_thumbprint or None,
-        authority_host=settings.graph_authority_host,
-        ca_bundle=settings.graph_ca_bundle or None,
-    )
+    tokens = graph_tokens(settings)
     try:
         token = await _graph_token_check(settings, tokens, checks)
         graph = GraphClient(
@@ -315,7 +308,13 @@ async def _graph_token_check(settings: Settings, tokens: TokenProvider, checks: 
         if roles is None
         else f"roles: {', '.join(sorted(roles)) or 'none'}"
     )
-    credential = "certificate" if settings.graph_certificate_path else "client secret"
+    credential = (
+        f"{settings.graph_managed_identity}-assigned managed identity"
+        if settings.graph_managed_identity
+        else "certificate"
+        if settings.graph_certificate_path
+        else "client secret"
+    )
     checks.append(
         Check(
             Status.OK,

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     )
     graph_certificate_path: str = Field("", validation_alias=_env("GRAPH_CERTIFICATE_PATH"))
     graph_certificate_thumbprint: str = Field("", validation_alias=_env("GRAPH_CERTIFICATE_THUMBPRINT"))
+    # "system" or "user": Graph tokens come from the host's managed identity (no secret at all);
+    # for "user", GRAPH_CLIENT_ID is the user-assigned identity's client id.
+    graph_managed_identity: Literal["", "system", "user"] = Field(
+        "", validation_alias=_env("GRAPH_MANAGED_IDENTITY")
+    )
     graph_authority_host: str = Field(
         "https://login.microsoftonline.com", validation_alias=_env("GRAPH_AUTHORITY_HOST")
     )
@@ -169,8 +174,19 @@ class Settings(BaseSettings):
                 f"and {graph_tenant}): the bot serves one tenant, so set both to its directory (tenant) "
                 "id, or leave MicrosoftAppTenantId empty"
             )
-        if not self.graph_client_secret.get_secret_value() and not self.graph_certificate_path:
-            raise ValueError("GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set")
+        if self.graph_managed_identity:
+            if self.graph_client_secret.get_secret_value() or self.graph_certificate_path:
+                # One credential only: a secret left beside the managed identity would be a
+                # secret to protect and rotate for nothing, and unclear which one is used.
+                raise ValueError(
+                    "GRAPH_MANAGED_IDENTITY|is set, so GRAPH_CLIENT_SECRET and GRAPH_CERTIFICATE_PATH "
+                    "must be empty: the managed identity is the Graph credential"
+                )
+        elif not self.graph_client_secret.get_secret_value() and not self.graph_certificate_path:
+            raise ValueError(
+                "GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH or "
+                "GRAPH_MANAGED_IDENTITY is set"
+            )
         if self.graph_certificate_path:
             if not self.graph_certificate_thumbprint:
                 raise ValueError("GRAPH_CERTIFICATE_THUMBPRINT|is required with GRAPH_CERTIFICATE_PATH")
