@@ -393,3 +393,28 @@ def test_the_page_needs_https_and_a_session_key(make_settings: Callable[..., Set
     assert plain_http.value.variable == "APPROVAL_PAGE_URL"
     assert no_key.value.variable == "APPROVAL_PAGE_SESSION_KEY"
     assert with_path.value.variable == "APPROVAL_PAGE_URL"
+
+
+@pytest.mark.usefixtures("registered_channel")
+async def test_a_managed_identity_needs_no_secret_and_is_checked_like_one(
+    make_settings: Callable[..., Settings], tenant: SandboxTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in tenant.managed_identity_environment.items():
+        monkeypatch.setenv(name, value)
+
+    report = await run_doctor(make_settings(graph_client_secret="", graph_managed_identity="user"))
+
+    token = only(report, "Graph token")
+    assert token.status is Status.OK, token.line()
+    assert "user-assigned managed identity" in token.detail
+    for permission in READ_PERMISSIONS:
+        assert only(report, permission).status is Status.OK, only(report, permission).line()
+    assert [r.query.get("client_id") for r in tenant.requests if r.path == "/msi/token"] == [tenant.client_id]
+
+
+def test_a_managed_identity_beside_a_secret_is_refused(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(graph_managed_identity="system")  # GRAPH_CLIENT_SECRET is still set
+
+    assert "GRAPH_MANAGED_IDENTITY" in str(caught.value)
+    assert "must be empty" in str(caught.value)
