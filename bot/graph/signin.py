@@ -115,6 +115,11 @@ class EntraSignIn:
         self._keys_read: datetime | None = None
 
     @property
+    def tenant_id(self) -> str:
+        """The one tenant whose people may sign in (lower-case)."""
+        return self._tenant_id.lower()
+
+    @property
     def redirect_uri(self) -> str:
         """Where Entra ID sends the person back (registered on the app)."""
         return self._redirect_uri

@@ -367,7 +367,7 @@ class ApprovalPage:
         except SignInError as exc:
             log.warning("approval page: sign-in refused: %s", exc.message)
             answer = _message("Not signed in", exc.message, exc.status)
-            answer.del_cookie(FLOW_COOKIE, path="/")
+            _forget(answer, FLOW_COOKIE, "None")
             return answer
         session = _session_of(person)
         log.info(
@@ -395,7 +395,7 @@ class ApprovalPage:
             httponly=True,
             samesite="Strict",
         )
-        answer.del_cookie(FLOW_COOKIE, path="/")
+        _forget(answer, FLOW_COOKIE, "None")
         return answer
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
@@ -406,8 +406,14 @@ class ApprovalPage:
         refused = await self._check_post(request, session)
         if refused is not None:
             return refused
+        try:
+            fields = read_form(await self._body(request))
+        except FormProblem as problem:
+            return _message("Refused", problem.message, problem.status)
+        if not hmac.compare_digest(fields.get("csrf", ""), self._sealer.csrf(session.session_id)):
+            return _message("Refused", "This form is not from your session (CSRF); nothing was done.", 403)
         answer = _redirect("/approve/signed-out", 303)
-        answer.del_cookie(SESSION_COOKIE, path="/")
+        _forget(answer, SESSION_COOKIE, "Strict")
         return answer
 
     async def signed_out(self, request: web.Request) -> web.StreamResponse:
@@ -518,7 +524,13 @@ class ApprovalPage:
             answer = _message(
                 "Refused", "Your session cookie is not valid; sign in again. Nothing was done.", 401
             )
-            answer.del_cookie(SESSION_COOKIE, path="/")
+            _forget(answer, SESSION_COOKIE, "Strict")
+            return answer
+        if session.tenant_id != self._sign_in.tenant_id:
+            # Sealed by us, yet naming another tenant: never (a key shared with another bot?).
+            log.warning("approval page: a session of tenant %s refused", session.tenant_id)
+            answer = _message("Refused", "Your session is not of this organisation. Nothing was done.", 401)
+            _forget(answer, SESSION_COOKIE, "Strict")
             return answer
         return session
 
@@ -611,6 +623,11 @@ def _done(verb: str) -> str:
 def _e(value: object, limit: int = 200) -> str:
     """Untrusted text as inert HTML: one line, cut, defanged (cards.text.plain), escaped."""
     return html.escape(plain(value, limit), quote=True)
+
+
+def _forget(response: web.StreamResponse, name: str, samesite: str) -> None:
+    """Delete a cookie; a ``__Host-`` cookie is only replaced by one that is ``Secure`` too."""
+    response.del_cookie(name, path="/", secure=True, httponly=True, samesite=samesite)
 
 
 def _redirect(location: str, status: int = 302) -> web.Response:

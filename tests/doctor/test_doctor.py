@@ -395,6 +395,19 @@ def test_the_page_needs_https_and_a_session_key(make_settings: Callable[..., Set
     assert with_path.value.variable == "APPROVAL_PAGE_URL"
 
 
+def test_the_page_needs_the_app_registrations_own_credential(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(
+            graph_client_secret="",
+            graph_managed_identity="user",
+            approval_page_url=PAGE,
+            approval_page_session_key=PAGE_KEY,
+        )
+
+    assert caught.value.variable == "APPROVAL_PAGE_URL"
+    assert "GRAPH_MANAGED_IDENTITY" in str(caught.value)
+
+
 @pytest.mark.usefixtures("registered_channel")
 async def test_a_managed_identity_needs_no_secret_and_is_checked_like_one(
     make_settings: Callable[..., Settings], tenant: SandboxTenant, monkeypatch: pytest.MonkeyPatch

@@ -4,6 +4,7 @@ decides on the page, the card follows, and every hostile request is refused writ
 from __future__ import annotations
 
 import html as htmllib
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -196,6 +197,27 @@ async def test_every_answer_carries_the_security_headers_and_the_session_cookie_
     assert session.attributes["path"] == "/"
     assert "domain" not in session.attributes
     assert 0 < int(session.attributes["max-age"]) <= 3600
+
+
+@pytest.mark.asyncio
+async def test_signing_out_forgets_the_session(make_page: Callable[..., Any]) -> None:
+    page = await make_page()
+    path = await page.path_of(ADELE)
+    alex = page.browser()
+    shown = await alex.sign_in(path, ALEX_UPN)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+    assert csrf
+
+    without = await alex.post_form("/approve/signout", {"csrf": "0" * 64})
+    out = await alex.post_form("/approve/signout", {"csrf": csrf.group(1)})
+
+    assert without.status_code == 403
+    assert out.status_code == 303 and out.headers["Location"] == "/approve/signed-out"
+    cleared = [c for c in alex.set_cookies if c.name == SESSION][-1]
+    assert cleared.value == "" and "secure" in cleared.flags and cleared.attributes["max-age"] == "0"
+    assert SESSION not in alex.cookies
+    again = await alex.request("GET", f"{page.bot.url}{path}")
+    assert again.status_code == 302
 
 
 @pytest.mark.asyncio
