@@ -315,11 +315,15 @@ class Execution:
             return
         request = finished.request
         log.info("request %s %s: %s", request.id, request.state.value, result.summary)
-        self._metrics.add(
-            "remediation_actions_total",
-            action=request.action.value,
-            outcome="succeeded" if result.succeeded else "failed",
-        )
+        outcome = "succeeded" if result.succeeded else "failed"
+        self._metrics.add("remediation_actions_total", action=request.action.value, outcome=outcome)
+        if request.started_at is not None:
+            self._metrics.observe(
+                "remediation_action_duration_seconds",
+                (self._clock() - request.started_at).total_seconds(),
+                action=request.action.value,
+                outcome=outcome,
+            )
         await self._audit.write(
             kind,
             case=case,
