@@ -7,13 +7,14 @@ replica's id) and exposes their public verbs. It holds no behaviour of its own.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from bot.domain.approval import Event
 from bot.domain.authn import TEAMS_CLICK, Authentication
-from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef
+from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef, ResponseAction
 from bot.domain.policy import ActorRoles
 from bot.services.audit_log import AuditLog
 from bot.services.channel import IncidentChannel
@@ -32,6 +33,11 @@ from bot.services.views import CaseViews
 from bot.tenant.actions import Executor
 from bot.tenant.resolver import IdentityResolver
 from bot.web.metrics import Metrics
+
+# The verbs a card click may carry; any other is labelled "other" (a metric label stays bounded).
+CARD_VERBS = frozenset(
+    {"refresh", "approve", "reject", "cancel", "retry", *(a.value for a in ResponseAction)}
+)
 
 
 class RemediationService:
@@ -144,8 +150,20 @@ class RemediationService:
     async def handle_card_action(
         self, actor: Actor, verb: str, data: Mapping[str, Any], *, via: Authentication = TEAMS_CLICK
     ) -> CardAnswer:
-        """See :meth:`Clicks.handle_card_action`."""
-        return await self.clicks.handle_card_action(actor, verb, data, via=via)
+        """See :meth:`Clicks.handle_card_action`; timed for the invoke histogram."""
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            answer = await self.clicks.handle_card_action(actor, verb, data, via=via)
+            outcome = f"http_{answer.error_status}" if answer.error_status else "answered"
+            return answer
+        finally:
+            self.metrics.observe(
+                "remediation_invoke_duration_seconds",
+                time.perf_counter() - started,
+                verb=verb if verb in CARD_VERBS else "other",
+                outcome=outcome,
+            )
 
     async def transition(self, request_id: str, event: Event) -> Transition:
         """See :meth:`Transitions.apply`."""

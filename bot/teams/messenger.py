@@ -152,6 +152,10 @@ class TeamsMessenger:
         self._now = now or _utc_now
         self._lanes = Lanes()
 
+    def observe_pacing(self, on_wait: Callable[[float], None]) -> None:
+        """Report how long each Bot Connector call waited for Teams' rate limits (for metrics)."""
+        self._pacer.observe(on_wait)
+
     async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
         """Start a new thread in ``channel`` with ``card``; return where it landed."""
         params = ConversationParameters(
