@@ -65,6 +65,7 @@ FLOW_SECONDS = 600
 MAX_FORM_BYTES = 8 * 1024
 CASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DECISIONS = ("approve", "reject", "cancel", "retry")
+DONE_VERBS = frozenset({*DECISIONS, *(a.value for a in ResponseAction)})
 FORM_FIELDS = frozenset({"csrf", "verb", "request", "version", "reason"})
 
 _STYLE = (
@@ -430,8 +431,10 @@ class ApprovalPage:
             return session
         if not CASE_ID.match(case_id):
             return _not_found()
+        done = request.query.get("done", "")
+        note = _done(done) if done in DONE_VERBS else ""
         try:
-            return await self._render(self._service(request), case_id, session)
+            return await self._render(self._service(request), case_id, session, note=note, ok=bool(note))
         except RemediationError as exc:
             log.error("approval page: case %s could not be read: %s", case_id, exc.message)
             return _message("Unavailable", "The bot's store is unavailable; try again.", 503)
@@ -484,17 +487,17 @@ class ApprovalPage:
             answer = await service.handle_card_action(session.actor, verb, data, via=session.authentication)
             if answer.error_status:
                 return _message("Refused", answer.error_message, answer.error_status)
-            status = 409 if answer.stale else 403 if answer.refusal else 200
-            note = answer.refusal or _done(verb)
-            return await self._render(
-                service,
-                case.id,
-                session,
-                note=note,
-                ok=not answer.refusal,
-                status=status,
-                step_up=answer.step_up,
-            )
+            if answer.refusal:
+                return await self._render(
+                    service,
+                    case.id,
+                    session,
+                    note=answer.refusal,
+                    status=409 if answer.stale else 403,
+                    step_up=answer.step_up,
+                )
+            # Done: back to the page by GET, so reloading it never sends the form again.
+            return _redirect(f"/approve/{quote(case.id, safe='')}?done={verb}", 303)
         except RemediationError as exc:
             log.error("approval page: %s on case %s failed: %s", verb, case_id, exc.message)
             return _message(
@@ -669,7 +672,7 @@ def _case_html(
     step_up: StepUp | None,
 ) -> str:
     # Phone first: who and why, the request, the choices; the details below.
-    parts = [_header_html(case), _alerts_html(case)]
+    parts = [_header_html(case), _account_html(case), _alerts_html(case)]
     if request is not None:
         parts.append(_request_html(request))
     if note:
@@ -750,7 +753,7 @@ def _header_html(case: Case) -> str:
     )
 
 
-def _facts_html(case: Case) -> str:
+def _account_html(case: Case) -> str:
     account = case.account
     if account.enabled is None:
         state = "Not read yet"
@@ -758,7 +761,11 @@ def _facts_html(case: Case) -> str:
         where = "synced from on-premises AD" if case.facts.synced else "cloud-only"
         enabled = "Enabled" if account.enabled else "Disabled"
         state = f"{enabled}, {where} (read back {format_time(account.checked_at)})"
-    rows = [("Account", _e(state)), ("Severity", html.escape(case.severity.value.capitalize()))]
+    return f"<section><dl><dt>Account</dt><dd>{_e(state)}</dd></dl></section>"
+
+
+def _facts_html(case: Case) -> str:
+    rows = [("Severity", html.escape(case.severity.value.capitalize()))]
     facts = case.facts
     if facts.risk_state and facts.risk_state != "none":
         level = f" ({_e(facts.risk_level, 40)})" if facts.risk_level and facts.risk_level != "none" else ""

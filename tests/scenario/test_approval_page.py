@@ -110,6 +110,7 @@ async def test_second_approver_approves_on_the_page_and_the_card_follows(
     await page.bot.service.drain()
 
     assert decided.status_code == 200, decided.text
+    assert str(decided.url).endswith("?done=approve")  # a GET: reloading never posts again
     assert "Your approval is recorded." in decided.text
     assert page.tenant.user(ADELE)["accountEnabled"] is False
     card = channel.current_card("Adele Vance")
@@ -209,7 +210,7 @@ async def test_signing_out_forgets_the_session(make_page: Callable[..., Any]) ->
     assert csrf
 
     without = await alex.post_form("/approve/signout", {"csrf": "0" * 64})
-    out = await alex.post_form("/approve/signout", {"csrf": csrf.group(1)})
+    out = await alex.request("POST", f"{page.bot.url}/approve/signout", data={"csrf": csrf.group(1)})
 
     assert without.status_code == 403
     assert out.status_code == 303 and out.headers["Location"] == "/approve/signed-out"

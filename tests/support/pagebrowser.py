@@ -131,8 +131,8 @@ class PageBrowser:
         return await self.open(target.group(1))
 
     async def post_form(self, path: str, fields: dict[str, str], **headers: str) -> httpx.Response:
-        """POST a form to the bot as the page's own form would."""
-        return await self.request("POST", f"{self.bot_url}{path}", data=fields, headers=headers)
+        """POST a form to the bot as the page's own form would, following its redirect."""
+        return await self.follow("POST", f"{self.bot_url}{path}", data=fields, headers=headers)
 
 
 def _flow(html: str) -> str:
