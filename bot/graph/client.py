@@ -20,6 +20,7 @@ from bot.graph.odata import all_of, any_equal, odata_datetime, odata_string
 from bot.graph.pacing import Pacer
 from bot.graph.permissions import operation_template
 from bot.retry import backoff_delay, parse_retry_after
+from bot.tracing import annotate, span
 
 JSONObject = dict[str, Any]
 
@@ -423,24 +424,25 @@ class GraphClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
     ) -> GraphResponse:
-        """:meth:`_send`, timed for the observer (if any)."""
-        if self._observer is None:
-            return await self._send(
-                method, path, params=params, json=json, headers=headers, idempotent=idempotent
-            )
+        """:meth:`_send` in a span of the trace, timed for the observer (if any)."""
+        operation = _operation(method, path, self._base_url)
         started = time.perf_counter()
         status = 0
-        try:
-            response = await self._send(
-                method, path, params=params, json=json, headers=headers, idempotent=idempotent
-            )
-            status = response.status
-            return response
-        except GraphError as exc:
-            status = exc.status
-            raise
-        finally:
-            self._observer(_operation(method, path, self._base_url), status, time.perf_counter() - started)
+        with span(f"graph {operation}", **{"http.request.method": method.upper()}):
+            try:
+                response = await self._send(
+                    method, path, params=params, json=json, headers=headers, idempotent=idempotent
+                )
+                status = response.status
+                annotate(**{"http.response.status_code": status, "graph.request_id": response.request_id})
+                return response
+            except GraphError as exc:
+                status = exc.status
+                annotate(**{"http.response.status_code": status, "graph.request_id": exc.request_id})
+                raise
+            finally:
+                if self._observer is not None:
+                    self._observer(operation, status, time.perf_counter() - started)
 
     async def _send(
         self,
