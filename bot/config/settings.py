@@ -120,6 +120,16 @@ class Settings(BaseSettings):
     # /metrics is unauthenticated, so it is never on the public port unless asked for: a port of
     # its own (METRICS_PORT, on METRICS_HOST) for the scraper, or METRICS_ON_MAIN_PORT=true where
     # the main port is private anyway.
+    # The audit trail streamed to a Log Analytics / Sentinel table (Logs Ingestion API): the data
+    # collection endpoint's logs ingestion URL, the rule's immutable id and its stream. Off when empty.
+    audit_ingestion_endpoint: str = Field("", validation_alias=_env("AUDIT_INGESTION_ENDPOINT"))
+    audit_ingestion_rule_id: str = Field("", validation_alias=_env("AUDIT_INGESTION_RULE_ID"))
+    audit_ingestion_stream: str = Field(
+        "Custom-RemediationBotAudit_CL", validation_alias=_env("AUDIT_INGESTION_STREAM")
+    )
+    audit_ingestion_interval_seconds: float = Field(
+        30.0, gt=0, validation_alias=_env("AUDIT_INGESTION_INTERVAL_SECONDS")
+    )
     metrics_port: int = Field(0, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
     metrics_host: str = Field("127.0.0.1", validation_alias=_env("METRICS_HOST"))
     metrics_on_main_port: bool = Field(False, validation_alias=_env("METRICS_ON_MAIN_PORT"))
@@ -237,6 +247,18 @@ class Settings(BaseSettings):
         push_secret = self.push_shared_secret.get_secret_value()
         if push_secret and len(push_secret) < 32:
             raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
+        if bool(self.audit_ingestion_endpoint) != bool(self.audit_ingestion_rule_id):
+            missing = (
+                "AUDIT_INGESTION_RULE_ID" if self.audit_ingestion_endpoint else "AUDIT_INGESTION_ENDPOINT"
+            )
+            raise ValueError(
+                f"{missing}|is required with the other AUDIT_INGESTION_ setting: the audit stream needs "
+                "the data collection endpoint's URL and the rule's immutable id (dcr-...)"
+            )
+        if self.audit_ingestion_endpoint and not self.audit_ingestion_endpoint.startswith("https://"):
+            raise ValueError(
+                f"AUDIT_INGESTION_ENDPOINT|must be an https:// URL, got {self.audit_ingestion_endpoint!r}"
+            )
         if self.metrics_port and self.metrics_port == self.port:
             raise ValueError(
                 "METRICS_PORT|must differ from PORT: /metrics has no authentication and the bot's "

@@ -25,6 +25,7 @@ from werkzeug.datastructures import Headers
 from devtools.sandbox.contract import Contract, WireRequest, WireResponse
 from devtools.sandbox.graph_api import GraphApi, GraphCall
 from devtools.sandbox.identity import IdentityEndpoints
+from devtools.sandbox.ingestion import IngestionEndpoint
 from devtools.sandbox.managed_identity import ManagedIdentityEndpoint
 from devtools.sandbox.state import Fault, RecordedRequest, TenantState
 from devtools.sandbox.throttling import GraphThrottle
@@ -74,6 +75,7 @@ class SandboxServer:
         self._contract = contract
         self._identity = IdentityEndpoints(state)
         self.managed_identity = ManagedIdentityEndpoint(state)
+        self.ingestion = IngestionEndpoint(state)
         self._graph_api = GraphApi(state, contract)
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
@@ -82,6 +84,7 @@ class SandboxServer:
         app = web.Application(middlewares=[self._middleware])
         app.add_routes(self._identity.routes())
         app.add_routes(self.managed_identity.routes())
+        app.add_routes(self.ingestion.routes())
         app.router.add_route("*", GRAPH_PREFIX + "/{tail:.*}", self._graph)
         return app
 

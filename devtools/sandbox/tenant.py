@@ -19,6 +19,7 @@ from devtools.sandbox import identities
 from devtools.sandbox.assertion import thumbprint_header
 from devtools.sandbox.contract import DEFAULT_EXTENSIONS, Contract, load_contract
 from devtools.sandbox.graph_api import ALERT_SCHEMA, RISKY_USER_SCHEMA, USER_SCHEMA
+from devtools.sandbox.ingestion import IngestionEndpoint
 from devtools.sandbox.managed_identity import PATH as MANAGED_IDENTITY_PATH
 from devtools.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
 from devtools.sandbox.server import GRAPH_PREFIX, SandboxServer
@@ -226,6 +227,13 @@ class SandboxTenant:
             "IDENTITY_ENDPOINT": self._require_origin() + MANAGED_IDENTITY_PATH,
             "IDENTITY_HEADER": self._server.managed_identity.header,
         }
+
+    @property
+    def ingestion(self) -> IngestionEndpoint:
+        """The Logs Ingestion API endpoint (its ``received`` records, in order)."""
+        if self._server is None:
+            raise RuntimeError("the sandbox tenant is not running")
+        return self._server.ingestion
 
     @property
     def ca_pem_path(self) -> Path:
