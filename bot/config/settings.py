@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     poll_lookback_minutes: int = Field(1440, ge=1, le=43200, validation_alias=_env("POLL_LOOKBACK_MINUTES"))
 
     # State and the HTTP listener.
-    store_url: str = Field(
-        "sqlite:///data/remediation-bot.db", validation_alias=_env("STORE_URL"), repr=False
+    # A secret: a PostgreSQL URL holds the database password.
+    store_url: SecretStr = Field(
+        SecretStr("sqlite:///data/remediation-bot.db"), validation_alias=_env("STORE_URL"), repr=False
     )
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("PORT"))
@@ -228,9 +229,10 @@ class Settings(BaseSettings):
         ):
             if not url.startswith("https://"):
                 raise ValueError(f"{variable}|must be an https:// URL, got {url!r}")
-        if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        store_url = self.store_url.get_secret_value()
+        if not store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             # Only the scheme is echoed: the rest of a database URL may hold a password.
-            got = self.store_url.split("://", 1)[0] + "://" if "://" in self.store_url else "no scheme://"
+            got = store_url.split("://", 1)[0] + "://" if "://" in store_url else "no scheme://"
             raise ValueError(
                 "STORE_URL|must look like sqlite:///path/to/file.db or "
                 f"postgresql://user:password@host:5432/dbname, got {got}"
@@ -299,7 +301,7 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path:
         """The SQLite file named by ``STORE_URL``."""
-        return Path(self.store_url.removeprefix("sqlite:///"))
+        return Path(self.store_url.get_secret_value().removeprefix("sqlite:///"))
 
 
 def _env_name(alias: object, field: str) -> str:

@@ -29,7 +29,7 @@ from devtools.sandbox.ingestion import RULE_ID, STREAM
 @pytest.fixture
 async def store(make_settings: Callable[..., Settings]) -> AsyncIterator[Store]:
     settings = make_settings()
-    opened = await open_store(settings.store_url, audit_key=settings.audit_key)
+    opened = await open_store(settings.store_url.get_secret_value(), audit_key=settings.audit_key)
     yield opened
     await opened.close()
 
