@@ -17,6 +17,7 @@ from bot.config.settings import ENV_NAMES
 from bot.domain.audit import AuditEvent
 from bot.graph.permissions import OPERATIONS, USER_PATH, USER_PROPERTY_PERMISSIONS, OperationPermission
 from bot.services.siem import siem_record
+from bot.web.metrics import COUNTERS, GAUGES, HISTOGRAMS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -166,6 +167,22 @@ def test_the_siem_table_has_the_columns_the_bot_sends() -> None:
     )
     assert columns == list(siem_record(event)), "the table and bot/services/siem.py disagree"
     assert "'Custom-RemediationBotAudit_CL'" in text  # the stream the bot sends to by default
+
+
+def test_the_dashboard_plots_only_metrics_the_bot_exposes() -> None:
+    dashboard = json.loads((DEPLOY / "dashboards" / "remediation-bot.json").read_text(encoding="utf-8"))
+    exposed = (
+        set(COUNTERS)
+        | set(GAUGES)
+        | {f"{name}{suffix}" for name in HISTOGRAMS for suffix in ("_bucket", "_count", "_sum")}
+    )
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(remediation_\w+)", target["expr"])
+    }
+    assert used and used <= exposed, sorted(used - exposed)
 
 
 def test_bicep_modules_exist() -> None:
