@@ -278,6 +278,15 @@ class SandboxServer:
             self._state.violations.extend(f"{where} request: {p}" for p in problems)
             problem = _violation(where, "request", problems)
             return _Answer(500, self._error(problem.code, problem.message, call), {}, False)
+        if any("dependsOn" in step for step in steps):
+            raise GraphProblem(
+                501, "SandboxNotImplemented", "The sandbox tenant does not implement dependsOn in $batch."
+            )
+        fault = self._state.take_fault(call.method, call.path)
+        if fault is not None and fault.status is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            return self._fault_answer(fault, fault.status, call)
         responses = []
         for step in steps:
             inner = call.inner(step)
@@ -308,6 +317,8 @@ class SandboxServer:
                     batch_request_id=call.request_id,
                 )
             )
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)  # the batch ran; its answer comes late
         return _Answer(200, {"responses": responses[::-1]}, {}, True)
 
     def _finish(self, call: _Call, where: str, answer: _Answer) -> tuple[int, dict[str, str], bytes, str]:
@@ -490,7 +501,6 @@ def _batch_steps(body: Any) -> list[dict[str, Any]] | str:
             depends = step["dependsOn"]
             if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
                 return f"Invalid batch payload format: {where} dependsOn must be an array of ids."
-            return "The sandbox does not implement dependsOn (Graph's sequencing of batched requests)."
     return [dict(step) for step in steps]
 
 
