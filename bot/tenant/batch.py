@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -39,6 +39,9 @@ from bot.graph import GraphClient, decode
 from bot.graph.client import MAX_BATCH_REQUESTS
 
 log = logging.getLogger(__name__)
+
+# Awaited with the indexes of requests about to be sent for the first time (see GraphBatcher.send).
+BeforeSend = Callable[[list[int]], Awaitable[None]]
 
 # Statuses that say the request was not carried out (429: throttled, 503: not processed).
 _NOT_DONE = frozenset({429, 503})
@@ -150,21 +153,37 @@ class GraphBatcher:
         return self._concurrency
 
     async def send(
-        self, requests: Sequence[BatchRequest], *, deadline: float | None = None
+        self,
+        requests: Sequence[BatchRequest],
+        *,
+        deadline: float | None = None,
+        before_send: BeforeSend | None = None,
     ) -> list[BatchAnswer]:
         """Send every request; one answer per request, in the order given.
 
         ``deadline`` is an instant of the Graph client's monotonic clock: no retry waits past it
-        (a request still throttled then keeps its 429 as the answer).
+        (a request still throttled then keeps its 429 as the answer), and a request whose first
+        turn comes after it is not sent at all. ``before_send`` is awaited with the indexes (in
+        ``requests``) of the requests a batch is about to send for the first time, just before
+        it goes; if it raises, those requests are not sent and their answer says why (the
+        caller records "dispatched" there, so that a takeover knows what may have gone out).
         """
         for request in requests:
             request.url()  # refuses a path Graph would not take, before anything is sent
         items = [_Item(index, request) for index, request in enumerate(requests)]
         if not items:
             return []
-        run = _Run(self, items, deadline)
+        run = _Run(self, items, deadline, before_send)
         workers = min(self._concurrency, -(-len(items) // self._batch_size))
-        await asyncio.gather(*(run.worker() for _ in range(workers)))
+        tasks = [asyncio.create_task(run.worker()) for _ in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One worker failed (or the caller was cancelled): stop the others, then re-raise.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         answers = []
         for item in items:
             assert item.answer is not None, "every request ends with an answer"
@@ -181,8 +200,15 @@ class _Run:
     come back.
     """
 
-    def __init__(self, batcher: GraphBatcher, items: list[_Item], deadline: float | None) -> None:
+    def __init__(
+        self,
+        batcher: GraphBatcher,
+        items: list[_Item],
+        deadline: float | None,
+        before_send: BeforeSend | None,
+    ) -> None:
         self._batcher = batcher
+        self._before_send = before_send
         self._graph = batcher._graph
         self._waiting = list(items)
         self._open = len(items)
@@ -209,6 +235,20 @@ class _Run:
             await self._changed.wait()
 
     async def _send(self, chunk: list[_Item]) -> None:
+        first = [item for item in chunk if item.attempts == 0]
+        if first and self._deadline is not None and self._graph.monotonic() > self._deadline:
+            for item in first:
+                self._not_sent(item, "the deadline passed before its turn came")
+            chunk = [item for item in chunk if item.attempts > 0]
+        elif first and self._before_send is not None:
+            try:
+                await self._before_send([item.index for item in first])
+            except Exception as exc:
+                for item in first:
+                    self._not_sent(item, str(exc) or type(exc).__name__)
+                chunk = [item for item in chunk if item.attempts > 0]
+        if not chunk:
+            return
         ids = {f"{position + 1}": item for position, item in enumerate(chunk)}
         payload = [_wire(batch_id, item.request) for batch_id, item in ids.items()]
         idempotent = all(item.request.idempotent for item in chunk)
@@ -328,6 +368,15 @@ class _Run:
             reason=reason,
         )
         self._finish(item, _error_answer(item, status, headers, content, request_id, error))
+
+    def _not_sent(self, item: _Item, reason: str) -> None:
+        request = item.request
+        error = GraphError(
+            f"{request.describe()} was not sent: {reason}; nothing was done",
+            method=request.method.upper(),
+            path=request.path,
+        )
+        self._finish(item, BatchAnswer(0, None, {}, "", 0, error))
 
     def _finish(self, item: _Item, answer: BatchAnswer) -> None:
         item.answer = answer

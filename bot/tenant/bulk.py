@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -87,6 +89,8 @@ BULK_ACTIONS: tuple[ResponseAction, ...] = (
 )
 
 Outcome = Literal["verified", "failed", "pending"]
+# Awaited with the keys of targets about to be dispatched (see BulkActions.run).
+OnDispatch = Callable[[Sequence[str]], Awaitable[None]]
 # How a step is judged: written in this run, dispatched earlier and interrupted, or re-checked.
 _Mode = Literal["fresh", "interrupted", "recheck"]
 
@@ -104,6 +108,12 @@ _IDENTITY_WRITES = (3000, 150.0)  # writes per 2 minutes 30 seconds per app and 
 _IDENTITY_UNITS = {"S": (3500, 10.0), "M": (5000, 10.0), "L": (8000, 10.0)}
 _IDENTITY_PROTECTION_INTERVAL = 1.0  # one request per second per tenant
 _BATCH = 20
+# An Entra object id: what a case is keyed on once resolved, and what riskyUsers are keyed by.
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+# How many dispatched idempotency keys this process remembers (the oldest are forgotten first).
+_LEDGER_SIZE = 100_000
+# Failed targets logged one by one per run (the rest are counted): a storm must not flood the log.
+_LOGGED_FAILURES = 20
 
 
 @dataclass(frozen=True)
@@ -206,10 +216,15 @@ class BulkActions:
         self._recheck_after = recheck_after
         self._new_password = new_password
         # (action, idempotency key) -> when this process first dispatched it (see the module docstring).
-        self._dispatched: dict[tuple[ResponseAction, str], datetime] = {}
+        self._dispatched: OrderedDict[tuple[ResponseAction, str], datetime] = OrderedDict()
 
     async def run(
-        self, action: str, targets: Sequence[BulkTarget], *, deadline: float | None = None
+        self,
+        action: str,
+        targets: Sequence[BulkTarget],
+        *,
+        deadline: float | None = None,
+        on_dispatch: OnDispatch | None = None,
     ) -> list[BulkResult]:
         """Carry out ``action`` (a :data:`BULK_ACTIONS` verb) on every target; one result each,
         in the order given.
@@ -218,6 +233,11 @@ class BulkActions:
         (:meth:`GraphClient.monotonic`): no retry waits past it, and a write not sent by then
         fails with that reason (nothing was done, so it may be asked for again). A target whose
         idempotency key this process dispatched before is only read back.
+
+        ``on_dispatch`` is awaited with the keys of the targets whose first write is about to
+        go out, batch by batch, just before it goes: the place to record "dispatched" durably
+        (a takeover then reads back exactly those, and may send the others). If it raises,
+        those targets are not sent at all and fail with its message.
         """
         verb = _bulk_action(action)
         _check_unique(targets)
@@ -227,8 +247,15 @@ class BulkActions:
         fresh = [w for w in work if w not in again]
         await self._plan(verb, work, deadline)
         for phase in range(max((len(w.steps) for w in fresh), default=0)):
-            ready = [w for w in fresh if not w.refused and phase < len(w.steps)]
-            await self._write(verb, phase, ready, deadline)
+            # A target whose first write was held back (not dispatched) gets no later step either.
+            ready = [
+                w
+                for w in fresh
+                if not w.refused
+                and phase < len(w.steps)
+                and (phase == 0 or (verb, w.target.idempotency_key) in self._dispatched)
+            ]
+            await self._write(verb, phase, ready, deadline, on_dispatch)
         await self._read(work, deadline)
         results = [self._judge(verb, w, "interrupted" if w in again else "fresh") for w in work]
         _log_tally(verb, results)
@@ -294,22 +321,40 @@ class BulkActions:
     # -- writing --------------------------------------------------------------------------------
 
     async def _write(
-        self, verb: ResponseAction, phase: int, work: list[_Work], deadline: float | None
+        self,
+        verb: ResponseAction,
+        phase: int,
+        work: list[_Work],
+        deadline: float | None,
+        on_dispatch: OnDispatch | None,
     ) -> None:
         """Send step ``phase`` of every target: batched, or paced for Identity Protection."""
         risk = [w for w in work if w.steps[phase].operation is Operation.RISK_CONFIRM_COMPROMISED]
         batched = [w for w in work if w not in risk]
-        for w in work:
-            self._dispatched.setdefault((verb, w.target.idempotency_key), w.started)
+
+        async def dispatching(chosen: Sequence[_Work]) -> None:
+            # Only a target's first write dispatches it; later steps follow a dispatched one.
+            first = [w for w in chosen if (verb, w.target.idempotency_key) not in self._dispatched]
+            if first and on_dispatch is not None:
+                await on_dispatch([w.target.key for w in first])
+            for w in first:
+                self._dispatched[(verb, w.target.idempotency_key)] = w.started
+            while len(self._dispatched) > _LEDGER_SIZE:
+                self._dispatched.popitem(last=False)
+
         if batched:
+
+            async def before_send(indexes: list[int]) -> None:
+                await dispatching([batched[i] for i in indexes])
+
             requests = [self._request(w, phase) for w in batched]
-            answers = await self._batcher.send(requests, deadline=deadline)
+            answers = await self._batcher.send(requests, deadline=deadline, before_send=before_send)
             del requests  # a password reset's body holds the new password
             for w, answer in zip(batched, answers, strict=True):
                 self._record(w, phase, answer)
         for start in range(0, len(risk), RISKY_USERS_BATCH):
             chunk = risk[start : start + RISKY_USERS_BATCH]
-            await self._confirm(chunk, phase, deadline)
+            await self._confirm(chunk, phase, deadline, dispatching)
 
     def _request(self, w: _Work, phase: int) -> BatchRequest:
         step = w.steps[phase]
@@ -383,16 +428,30 @@ class BulkActions:
             update={"message": explain(step, error), "graph_request_id": error.request_id}
         )
 
-    async def _confirm(self, chunk: list[_Work], phase: int, deadline: float | None) -> None:
+    async def _confirm(
+        self,
+        chunk: list[_Work],
+        phase: int,
+        deadline: float | None,
+        dispatching: Callable[[Sequence[_Work]], Awaitable[None]],
+    ) -> None:
         """``confirmCompromised`` for up to 60 users in one paced call (not batchable, see above)."""
+        held = ""
         if deadline is not None and self._graph.monotonic() > deadline:
+            held = "the deadline passed first"
+        else:
+            try:
+                await dispatching(chunk)
+            except Exception as exc:
+                held = str(exc) or type(exc).__name__
+        if held:
             for w in chunk:
                 step = w.steps[phase]
                 w.written[phase] = StepOutcome(
                     step=step.label,
                     provider=step.provider,
                     ok=False,
-                    message=f"{step.label}: not sent, the deadline passed first (nothing was done).",
+                    message=f"{step.label}: not sent: {held}; nothing was done.",
                 )
             return
         try:
@@ -723,7 +782,7 @@ def _check_unique(targets: Iterable[BulkTarget]) -> None:
     keys: set[str] = set()
     users: set[str] = set()
     for target in targets:
-        if not target.user_id or not target.idempotency_key:
+        if not _GUID.match(target.user_id) or not target.idempotency_key:
             raise ValueError(f"target {target.key!r} needs an Entra object id and an idempotency key")
         user = target.user_id.lower()
         if target.key in keys or user in users:
@@ -783,3 +842,17 @@ def _log_tally(verb: ResponseAction, results: Sequence[BulkResult]) -> None:
         len(results),
         ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items())) or "none",
     )
+    failed = [r for r in results if r.outcome == "failed"]
+    for result in failed[:_LOGGED_FAILURES]:
+        log.warning(
+            "bulk %s failed for %s (Graph status %s, request-id %s): %s",
+            verb.value,
+            result.key,
+            result.graph_status,
+            (result.result.graph_request_id if result.result else "") or "none",
+            result.detail,
+        )
+    if len(failed) > _LOGGED_FAILURES:
+        log.warning(
+            "bulk %s: %d more failures not logged one by one", verb.value, len(failed) - _LOGGED_FAILURES
+        )

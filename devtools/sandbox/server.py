@@ -218,7 +218,7 @@ class SandboxServer:
         state = self._state
         try:
             self._authenticate(call.headers)
-            if call.method == "POST" and call.graph_path == "/$batch" and not in_batch:
+            if call.method == "POST" and unquote(call.graph_path) == "/$batch" and not in_batch:
                 return await self._batch(call, where)
             problems = _scrub(self._contract.request_problems(call.wire()), _json_or_none(call.body))
             if problems:
@@ -487,7 +487,7 @@ def _batch_steps(body: Any) -> list[dict[str, Any]] | str:
         url = step["url"]
         if "://" in url or url.startswith("//"):
             return f"Invalid batch payload format: {where} url must be relative to the version root: {url!r}."
-        path = ("/" + url.lstrip("/")).split("?", 1)[0]
+        path = unquote(("/" + url.lstrip("/")).split("?", 1)[0])
         if path.rstrip("/").lower() == "/$batch":
             return f"Invalid batch payload format: {where} cannot be a batch itself."
         headers = step.get("headers")

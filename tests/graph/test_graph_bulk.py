@@ -10,7 +10,7 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -507,6 +507,43 @@ async def test_another_replica_finishes_an_interrupted_run_by_reading_only(start
 
 
 @pytest.mark.asyncio
+async def test_each_batch_is_recorded_as_dispatched_just_before_it_goes(start: Start) -> None:
+    bench = await start()
+    targets = bench.targets("cloud")
+    dispatched: list[list[str]] = []
+
+    async def record(keys: Sequence[str]) -> None:
+        if len(dispatched) == 1:
+            raise RuntimeError("the campaign was cancelled")  # e.g. a lost compare-and-swap
+        dispatched.append(list(keys))
+
+    results = await BulkActions(
+        bench.graph, clock=lambda: datetime.now(UTC), batcher=GraphBatcher(bench.graph, concurrency=1)
+    ).run("disableAccount", targets, on_dispatch=record)
+
+    assert [len(keys) for keys in dispatched] == [20]
+    sent = {r.key for r in results if r.outcome == "verified"}
+    assert sent == set(dispatched[0])
+    held = [r for r in results if r.key not in sent]
+    assert len(held) == 10
+    assert all(r.outcome == "failed" and "the campaign was cancelled" in r.detail for r in held)
+    assert all(r.graph_status is None for r in held)
+    assert len(bench.inside("PATCH")) == 20
+
+
+@pytest.mark.asyncio
+async def test_nothing_is_sent_once_the_deadline_has_passed(start: Start) -> None:
+    bench = await start()
+    targets = bench.targets("cloud")[:3]
+
+    results = await bench.bulk.run("disableAccount", targets, deadline=bench.time.monotonic() - 1)
+
+    assert {r.outcome for r in results} == {"failed"}
+    assert all("deadline" in r.detail and "nothing was done" in r.detail for r in results)
+    assert bench.batches() == []
+
+
+@pytest.mark.asyncio
 async def test_revoke_sessions_is_verified_by_the_sessions_timestamp(start: Start) -> None:
     bench = await start()
     targets = bench.targets()[:25]
@@ -589,6 +626,13 @@ async def test_unknown_verbs_and_repeated_targets_are_refused(start: Start) -> N
             await bench.bulk.run(verb, targets)
     with pytest.raises(ValueError, match="listed twice"):
         await bench.bulk.run("disableAccount", [targets[0], targets[0]])
+    # Only an Entra object id: a UPN or a path could name someone else, or something else.
+    for user_id in ("cloud000@contoso.com", "../me", ""):
+        forged = BulkTarget(
+            key="x", user_id=user_id, upn="", on_premises=False, defender_account_id=None, idempotency_key="k"
+        )
+        with pytest.raises(ValueError, match="Entra object id"):
+            await bench.bulk.run("disableAccount", [forged])
     assert bench.batches() == []
     assert [a.value for a in BULK_ACTIONS] == [
         "disableAccount",
