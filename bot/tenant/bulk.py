@@ -49,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bot.domain.approval import Refused
 from bot.domain.models import (
@@ -114,6 +114,27 @@ _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _LEDGER_SIZE = 100_000
 # Failed targets logged one by one per run (the rest are counted): a storm must not flood the log.
 _LOGGED_FAILURES = 20
+
+
+class TargetFields(Protocol):
+    """What :meth:`BulkActions.run` reads of a target: :class:`BulkTarget`'s six fields.
+
+    Any object with them will do (a port's own dataclass of the same shape); only a
+    :class:`BulkTarget` can also carry the identity's known ``defender_accounts``.
+    """
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def upn(self) -> str: ...
+    @property
+    def on_premises(self) -> bool: ...
+    @property
+    def defender_account_id(self) -> str | None: ...
+    @property
+    def idempotency_key(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -181,7 +202,7 @@ class BulkResult:
 class _Work:
     """One target during a run: its plan, each step's outcome so far, and what was read back."""
 
-    target: BulkTarget
+    target: TargetFields
     started: datetime
     steps: tuple[Step, ...] = ()
     refused: str = ""
@@ -221,7 +242,7 @@ class BulkActions:
     async def run(
         self,
         action: str,
-        targets: Sequence[BulkTarget],
+        targets: Sequence[TargetFields],
         *,
         deadline: float | None = None,
         on_dispatch: OnDispatch | None = None,
@@ -264,7 +285,7 @@ class BulkActions:
     async def verify(
         self,
         action: str,
-        targets: Sequence[BulkTarget],
+        targets: Sequence[TargetFields],
         *,
         since: datetime,
         interrupted: bool = True,
@@ -294,7 +315,7 @@ class BulkActions:
         lookups = [
             w
             for w in work
-            if w.target.on_premises and w.target.defender_account_id and not w.target.defender_accounts
+            if w.target.on_premises and w.target.defender_account_id and not _known_accounts(w.target)
         ]
         if lookups:
             requests = [
@@ -308,7 +329,7 @@ class BulkActions:
             for w, answer in zip(lookups, answers, strict=True):
                 w.accounts = _linked(answer.body, str(w.target.defender_account_id)) if answer.ok else ()
         for w in work:
-            accounts = w.target.defender_accounts or w.accounts
+            accounts = _known_accounts(w.target) or w.accounts
             facts = IdentityFacts(synced=w.target.on_premises, linked=accounts)
             planned = plan_for(verb, facts, w.target.upn or w.target.user_id)
             if isinstance(planned, Refused):
@@ -777,7 +798,7 @@ def _bulk_action(action: str) -> ResponseAction:
     )
 
 
-def _check_unique(targets: Iterable[BulkTarget]) -> None:
+def _check_unique(targets: Iterable[TargetFields]) -> None:
     """One target per person and per key: a repeated one would be acted on twice."""
     keys: set[str] = set()
     users: set[str] = set()
@@ -789,6 +810,10 @@ def _check_unique(targets: Iterable[BulkTarget]) -> None:
             raise ValueError(f"target {target.key!r} ({target.user_id}) is listed twice")
         keys.add(target.key)
         users.add(user)
+
+
+def _known_accounts(target: TargetFields) -> tuple[LinkedAccount, ...]:
+    return target.defender_accounts if isinstance(target, BulkTarget) else ()
 
 
 def _identity_id(w: _Work) -> str:

@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -640,6 +641,32 @@ async def test_unknown_verbs_and_repeated_targets_are_refused(start: Start) -> N
         "forcePasswordChange",
         "confirmCompromised",
     ]
+
+
+@dataclass(frozen=True)
+class PortTarget:
+    """A caller's own target type of the same shape (a service port's dataclass)."""
+
+    key: str
+    user_id: str
+    upn: str
+    on_premises: bool
+    defender_account_id: str | None
+    idempotency_key: str
+
+
+@pytest.mark.asyncio
+async def test_any_target_of_the_same_shape_will_do(start: Start) -> None:
+    bench = await start()
+    targets = [
+        PortTarget(t.key, t.user_id, t.upn, t.on_premises, t.defender_account_id, t.idempotency_key)
+        for t in bench.targets("synced")[:3]
+    ]
+
+    results = await bench.bulk.run("disableAccount", targets)
+
+    assert {r.outcome for r in results} == {"verified"}
+    assert len(bench.inside("POST", "/invokeAction")) == 3
 
 
 def test_a_target_from_a_case_carries_its_accounts() -> None:
