@@ -198,7 +198,7 @@ class BulkResult:
     result: ActionResult | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Work:
     """One target during a run: its plan, each step's outcome so far, and what was read back."""
 
@@ -264,8 +264,8 @@ class BulkActions:
         _check_unique(targets)
         now = self._clock()
         work = [_Work(t, self._dispatched.get((verb, t.idempotency_key), now)) for t in targets]
-        again = [w for w in work if (verb, w.target.idempotency_key) in self._dispatched]
-        fresh = [w for w in work if w not in again]
+        again = {id(w) for w in work if (verb, w.target.idempotency_key) in self._dispatched}
+        fresh = [w for w in work if id(w) not in again]
         await self._plan(verb, work, deadline)
         for phase in range(max((len(w.steps) for w in fresh), default=0)):
             # A target whose first write was held back (not dispatched) gets no later step either.
@@ -278,7 +278,7 @@ class BulkActions:
             ]
             await self._write(verb, phase, ready, deadline, on_dispatch)
         await self._read(work, deadline)
-        results = [self._judge(verb, w, "interrupted" if w in again else "fresh") for w in work]
+        results = [self._judge(verb, w, "interrupted" if id(w) in again else "fresh") for w in work]
         _log_tally(verb, results)
         return results
 
@@ -351,7 +351,7 @@ class BulkActions:
     ) -> None:
         """Send step ``phase`` of every target: batched, or paced for Identity Protection."""
         risk = [w for w in work if w.steps[phase].operation is Operation.RISK_CONFIRM_COMPROMISED]
-        batched = [w for w in work if w not in risk]
+        batched = [w for w in work if w.steps[phase].operation is not Operation.RISK_CONFIRM_COMPROMISED]
 
         async def dispatching(chosen: Sequence[_Work]) -> None:
             # Only a target's first write dispatches it; later steps follow a dispatched one.
@@ -721,6 +721,47 @@ class BulkActions:
 # -- the floor --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a bulk action sends for a set of identities when nothing is throttled or fails."""
+
+    lookups: int  # Defender for Identity identities read to find their AD account
+    phases: tuple[tuple[int, int], ...]  # per step: (identity-and-access writes, Defender writes)
+    user_reads: int
+    defender_reads: int
+    identity_protection_calls: int
+
+
+def _shape(verb: ResponseAction, n: int, on_premises: int, accounts_known: bool) -> _Shape:
+    if n < 0 or not 0 <= on_premises <= n:
+        raise ValueError("need 0 <= on_premises <= n")
+    cloud = n - on_premises
+    lookups = 0 if accounts_known else on_premises
+    if verb is ResponseAction.CONFIRM_COMPROMISED:
+        calls = math.ceil(n / RISKY_USERS_BATCH) + math.ceil(n / RISKY_USERS_PAGE)
+        return _Shape(0, (), 0, 0, calls)
+    if verb is ResponseAction.DISABLE_ACCOUNT:
+        # Step 1: AD (synced) and Entra ID (cloud-only); step 2: Entra ID of the synced.
+        phases = ((cloud, on_premises), (on_premises, 0)) if on_premises else ((n, 0),)
+        return _Shape(lookups, phases, n, on_premises, 0)
+    if verb is ResponseAction.REVOKE_SESSIONS:
+        return _Shape(0, ((n, 0),), n, 0, 0)
+    # Force password change: cloud-only users twice (password, sessions), synced ones in AD.
+    return _Shape(lookups, ((cloud, on_premises), (cloud, 0)), cloud, 0, 0)
+
+
+def requests_floor(action: str, n: int, *, on_premises: int = 0, accounts_known: bool = True) -> int:
+    """How many Graph HTTP requests ``action`` on ``n`` identities takes when nothing is
+    throttled or fails: batches of 20 (each step across all identities, then the reads) and
+    Identity Protection's own calls. ``accounts_known``: the targets carry their Defender for
+    Identity accounts (else the synced ones are looked up first)."""
+    shape = _shape(_bulk_action(action), n, on_premises, accounts_known)
+    batches = math.ceil(shape.lookups / _BATCH)
+    batches += sum(math.ceil((a + b) / _BATCH) for a, b in shape.phases)
+    batches += math.ceil((shape.user_reads + shape.defender_reads) / _BATCH)
+    return batches + shape.identity_protection_calls
+
+
 def floor_seconds(
     action: str,
     n: int,
@@ -729,6 +770,7 @@ def floor_seconds(
     tenant_users: int | None = None,
     round_trip: float = 0.0,
     concurrency: int = 4,
+    accounts_known: bool = True,
 ) -> float:
     """The least time Graph's documented limits allow for ``action`` on ``n`` identities.
 
@@ -743,29 +785,23 @@ def floor_seconds(
     - Identity Protection: one request per second per tenant (``confirmCompromised`` takes 60
       users per call; the read-back lists 500 per page).
 
-    With ``round_trip`` (seconds one batch takes, as measured) it is at least the batches'
-    round trips too: each phase of writes, then the reads, ``concurrency`` batches at a time.
+    Below those quotas the limits allow any speed, so the floor is then the round trips:
+    ``round_trip`` is what one batch takes to be answered (as measured), and ``concurrency``
+    how many batches are answered at once. Each step goes out across all identities before the
+    next, then the reads. (The sandbox tenant answers one batch at a time: give it
+    ``concurrency=1`` and its own time per batch.)
     """
     verb = _bulk_action(action)
-    if n < 0 or not 0 <= on_premises <= n:
-        raise ValueError("need 0 <= on_premises <= n")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    shape = _shape(verb, n, on_premises, accounts_known)
     if n == 0:
         return 0.0
-    cloud = n - on_premises
     if verb is ResponseAction.CONFIRM_COMPROMISED:
-        calls = math.ceil(n / RISKY_USERS_BATCH) + math.ceil(n / RISKY_USERS_PAGE)
+        calls = shape.identity_protection_calls
         return (calls - 1) * _IDENTITY_PROTECTION_INTERVAL + calls * round_trip
-    # (writes to identity-and-access, Defender calls, user reads, Defender reads) per phase.
-    if verb is ResponseAction.DISABLE_ACCOUNT:
-        phases = [(0, on_premises, 0, 0), (n, 0, 0, 0)] if on_premises else [(n, 0, 0, 0)]
-        reads = (n, on_premises)
-    elif verb is ResponseAction.REVOKE_SESSIONS:
-        phases, reads = [(n, 0, 0, 0)], (n, 0)
-    else:  # force password change: cloud users twice (password, sessions), synced ones in AD
-        phases = [(cloud, on_premises, 0, 0), (cloud, 0, 0, 0)]
-        reads = (cloud, 0)
-    writes = sum(p[0] for p in phases)
-    units = writes + sum(reads)
+    writes = sum(a for a, _ in shape.phases)
+    units = writes + shape.user_reads
     size = _tenant_size(tenant_users if tenant_users is not None else n)
     capacity, seconds = _IDENTITY_UNITS[size]
     write_cap, write_seconds = _IDENTITY_WRITES
@@ -774,8 +810,8 @@ def floor_seconds(
         (writes - write_cap) / (write_cap / write_seconds),
         (units - capacity) / (capacity / seconds),
     )
-    trips = sum(math.ceil(math.ceil((p[0] + p[1]) / _BATCH) / concurrency) for p in phases if p[0] + p[1])
-    trips += math.ceil(math.ceil(sum(reads) / _BATCH) / concurrency)
+    rounds = [shape.lookups, *(a + b for a, b in shape.phases), shape.user_reads + shape.defender_reads]
+    trips = sum(math.ceil(math.ceil(items / _BATCH) / concurrency) for items in rounds if items)
     return max(limited, trips * round_trip)
 
 

@@ -25,11 +25,10 @@ from bot.domain.models import (
     IdentityRef,
     LinkedAccount,
     Provider,
-    ResponseAction,
 )
 from bot.graph import GraphClient
 from bot.tenant.batch import BatchRequest, GraphBatcher
-from bot.tenant.bulk import BULK_ACTIONS, BulkActions, BulkTarget, floor_seconds
+from bot.tenant.bulk import BULK_ACTIONS, BulkActions, BulkTarget, floor_seconds, requests_floor
 from devtools.sandbox import RecordedRequest, SandboxTenant
 from tests.support.graph_fixtures import sandbox_http, sandbox_tokens
 from tests.support.timing import VirtualTime
@@ -696,6 +695,11 @@ def test_the_floor_follows_the_documented_limits() -> None:
     assert floor_seconds("disableAccount", 1000, round_trip=0.1, concurrency=4) == pytest.approx(
         (13 + 13) * 0.1
     )
+    # One batch at a time (the sandbox): 800 cloud and 200 synced users whose AD accounts are
+    # looked up: 10 lookups, 50 + 10 writes, 60 reads.
+    assert floor_seconds(
+        "disableAccount", 1000, on_premises=200, round_trip=0.1, concurrency=1, accounts_known=False
+    ) == pytest.approx(130 * 0.1)
     # 5,000 writes: 2,000 beyond the 3,000 quota refill at 20 per second.
     assert floor_seconds("revokeSessions", 5000) == pytest.approx(
         max((5000 - 3000) / 20, (10000 - 8000) / 800)
@@ -704,4 +708,15 @@ def test_the_floor_follows_the_documented_limits() -> None:
     assert floor_seconds("confirmCompromised", 1000) == pytest.approx(18.0)
     with pytest.raises(ValueError):
         floor_seconds("dismissRisk", 10)
-    assert ResponseAction.DISABLE_ACCOUNT.value == "disableAccount"
+
+
+@pytest.mark.asyncio
+async def test_the_requests_floor_is_what_a_run_sends(start: Start) -> None:
+    bench = await start()
+
+    await bench.bulk.run("disableAccount", bench.targets())
+
+    assert len(bench.batches()) == requests_floor(
+        "disableAccount", CLOUD + SYNCED, on_premises=SYNCED, accounts_known=False
+    )
+    assert requests_floor("disableAccount", 1000, on_premises=200) / 1000 <= 0.15
