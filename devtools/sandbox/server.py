@@ -25,6 +25,7 @@ from werkzeug.datastructures import Headers
 from devtools.sandbox.contract import Contract, WireRequest, WireResponse
 from devtools.sandbox.graph_api import GraphApi, GraphCall
 from devtools.sandbox.identity import IdentityEndpoints
+from devtools.sandbox.managed_identity import ManagedIdentityEndpoint
 from devtools.sandbox.state import Fault, RecordedRequest, TenantState
 from devtools.sandbox.throttling import GraphThrottle
 from devtools.sandbox.wire import GRAPH_JSON, GraphProblem, bad_request, graph_error
@@ -121,6 +122,7 @@ class SandboxServer:
         self._throttle = throttle
         self._contract = contract
         self._identity = IdentityEndpoints(state)
+        self.managed_identity = ManagedIdentityEndpoint(state)
         self._graph_api = GraphApi(state, contract)
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
@@ -128,6 +130,7 @@ class SandboxServer:
         """A new aiohttp application for the tenant (identity routes and Graph under /v1.0)."""
         app = web.Application(middlewares=[self._middleware])
         app.add_routes(self._identity.routes())
+        app.add_routes(self.managed_identity.routes())
         app.router.add_route("*", GRAPH_PREFIX + "/{tail:.*}", self._graph)
         return app
 
