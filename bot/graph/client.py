@@ -434,11 +434,6 @@ class GraphClient:
         """The client's jittered backoff before attempt ``attempt + 1``."""
         return self._backoff(attempt)
 
-    @property
-    def max_wait(self) -> float:
-        """The longest single wait the client accepts (a longer ``Retry-After`` ends the retries)."""
-        return self._backoff_cap
-
     # -- the chokepoint ------------------------------------------------------------------
 
     async def _pages(

@@ -18,6 +18,10 @@ longest wait any of them asked for.
   *outcome unknown* (:class:`~bot.errors.GraphOutcomeUnknown`) for the caller to read back;
 - 429 (and 503, which says nothing was done) are retried for every request, and 504 for
   idempotent ones, at most ``max_attempts`` times per request and never past the deadline;
+- a 429 or 503 holds back everything else bound for the same service until its
+  ``Retry-After`` has passed, and the run then slows down (one batch per wait, more again after
+  clean answers), so that a throttled run goes at the pace Graph allows instead of spending
+  requests on 429s;
 - at most ``concurrency`` batches are in flight at once.
 
 Bodies are never logged: a password reset's body holds the new password.
@@ -49,6 +53,9 @@ _NOT_DONE = frozenset({429, 503})
 _RETRY_IF_IDEMPOTENT = frozenset({504})
 # Answers that do not rule out that a non-idempotent request was carried out.
 _OUTCOME_UNKNOWN = frozenset({500, 502, 504})
+
+# The least pace (seconds per round of batches) after a throttled batch without a Retry-After.
+_MIN_PACE = 1.0
 
 # Characters left as they are in a query value: OData's own syntax reads better unescaped.
 _QUERY_SAFE = "$,'()"
@@ -131,8 +138,11 @@ class GraphBatcher:
         concurrency: int = 4,
         max_attempts: int = 5,
         batch_size: int = MAX_BATCH_REQUESTS,
+        max_wait: float = 150.0,
     ) -> None:
-        """``concurrency`` batches in flight at once; ``max_attempts`` sends per request.
+        """``concurrency`` batches in flight at once; ``max_attempts`` sends per request;
+        ``max_wait`` the longest ``Retry-After`` honoured (150 s: the longest window of the
+        documented identity limits; a caller's deadline may end the wait sooner).
 
         Waits and the clock are the Graph client's (tests give it virtual time).
         """
@@ -146,6 +156,7 @@ class GraphBatcher:
         self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._batch_size = batch_size
+        self._max_wait = max_wait
 
     @property
     def concurrency(self) -> int:
@@ -214,27 +225,93 @@ class _Run:
         self._open = len(items)
         self._deadline = deadline
         self._changed = asyncio.Event()
+        # Batches that may be in flight (at most the concurrency; halved while Graph throttles),
+        # those in flight, and per service the instant before which nothing goes to it (the
+        # Retry-After of its last 429 or 503).
+        self._allowed = batcher._concurrency
+        self._in_flight = 0
+        self._gates: dict[str, float] = {}
+        # While recovering from throttling: seconds per round of ``_allowed`` batches (0: not
+        # pacing), when the next batch may start, and clean batches since the last change.
+        self._pace = 0.0
+        self._next_start = 0.0
+        self._clean = 0
 
     async def worker(self) -> None:
         while self._open > 0:
             now = self._graph.monotonic()
-            ready = [item for item in self._waiting if item.ready_at <= now]
-            if ready:
+            if self._deadline is not None:
+                late = [item for item in self._waiting if self._due(item) > self._deadline]
+                if late:
+                    self._expire(late, "Graph asked to wait past the deadline")
+                    continue
+            ready = [item for item in self._waiting if self._due(item) <= now]
+            if ready and self._in_flight < self._allowed:
+                if self._pace and now < self._next_start:
+                    await self._graph.sleep(self._next_start - now)
+                    continue
+                if self._pace:
+                    self._next_start = now + self._pace / self._allowed
                 chunk = sorted(ready, key=lambda item: item.index)[: self._batcher._batch_size]
                 taken = {id(item) for item in chunk}
                 self._waiting = [item for item in self._waiting if id(item) not in taken]
+                self._in_flight += 1
                 try:
-                    await self._send(chunk)
+                    throttled = await self._send(chunk)
                 finally:
+                    self._in_flight -= 1
                     self._changed.set()
+                self._adapt(throttled)
                 continue
-            if self._waiting:
-                await self._graph.sleep(min(item.ready_at for item in self._waiting) - now)
+            if self._waiting and not ready:
+                await self._graph.sleep(min(self._due(item) for item in self._waiting) - now)
                 continue
+            # Everything left is in flight, or as many batches as allowed are: wait for one.
             self._changed.clear()
             await self._changed.wait()
 
-    async def _send(self, chunk: list[_Item]) -> None:
+    def _adapt(self, throttled: float | None) -> None:
+        """Slow down while Graph throttles this run, and speed up again as it stops.
+
+        Graph does not say how fast it will take requests, only how long to wait; sending at
+        full speed again after each wait would meet a 429 for most of each round. After a
+        throttled batch, one batch goes per the wait Graph asked for; after twice as many clean
+        batches as are allowed at once, one more is allowed, until the run is back to full
+        concurrency and unpaced.
+        """
+        if throttled is not None:
+            self._allowed = 1
+            self._clean = 0
+            self._pace = max(self._pace, throttled, _MIN_PACE)
+            return
+        if not self._pace:
+            return
+        self._clean += 1
+        if self._clean < 2 * self._allowed:
+            return
+        self._clean = 0
+        if self._allowed >= self._batcher._concurrency:
+            self._pace = 0.0
+        else:
+            self._allowed += 1
+
+    def _due(self, item: _Item) -> float:
+        """When a request may go: its own retry time, and not before its service's Retry-After."""
+        return max(item.ready_at, self._gates.get(_service(item.request.path), 0.0))
+
+    def _expire(self, late: list[_Item], reason: str) -> None:
+        """End ``late`` requests now: never sent, or given up with their last answer."""
+        gone = {id(item) for item in late}
+        self._waiting = [item for item in self._waiting if id(item) not in gone]
+        for item in late:
+            if item.attempts == 0:
+                self._not_sent(item, reason)
+            else:
+                self._give_up(item, f"and {reason}")
+
+    async def _send(self, chunk: list[_Item]) -> float | None:
+        """Send one batch and sort out its answers; the longest wait Graph asked for if it
+        throttled any of it (None when it did not)."""
         first = [item for item in chunk if item.attempts == 0]
         if first and self._deadline is not None and self._graph.monotonic() > self._deadline:
             for item in first:
@@ -248,7 +325,7 @@ class _Run:
                     self._not_sent(item, str(exc) or type(exc).__name__)
                 chunk = [item for item in chunk if item.attempts > 0]
         if not chunk:
-            return
+            return None
         ids = {f"{position + 1}": item for position, item in enumerate(chunk)}
         payload = [_wire(batch_id, item.request) for batch_id, item in ids.items()]
         idempotent = all(item.request.idempotent for item in chunk)
@@ -264,30 +341,37 @@ class _Run:
                     self._retry(item, self._graph.backoff(item.attempts))
                 else:
                     self._finish(item, _failed(item, exc))
-            return
+            return None
         except GraphError as exc:
             # Refused or throttled as a whole after the client's own retries: nothing was done.
             for item in chunk:
                 self._finish(item, _failed(item, exc))
-            return
+            return _MIN_PACE if exc.status in _NOT_DONE else None
         answered = _responses(response.body)
         statuses: list[int] = []
+        waits: list[float] = []
         for batch_id, item in ids.items():
             entry = answered.get(batch_id.lower())
             if entry is None:
                 self._unanswered(item, response.request_id)
                 continue
             statuses.append(entry.status)
-            self._handle(item, entry, response.request_id)
-        log.info(
+            self._handle(item, entry, response.request_id, waits)
+        throttled = max(waits) if waits else None
+        clean = all(200 <= status < 400 for status in statuses)
+        log.log(
+            logging.DEBUG if clean else logging.INFO,
             "Graph $batch of %d requests answered %d (request-id %s): %s",
             len(chunk),
             response.status,
             response.request_id,
             _tally(statuses),
         )
+        return throttled
 
-    def _handle(self, item: _Item, entry: _Entry, batch_request_id: str) -> None:
+    def _handle(self, item: _Item, entry: _Entry, batch_request_id: str, waits: list[float]) -> None:
+        """Finish one request from its answer, or put it back to be sent again; a throttled
+        one adds the wait Graph asked for to ``waits``."""
         request = item.request
         method, path = request.method.upper(), request.path
         status, headers, content = entry.status, entry.headers, entry.content
@@ -310,15 +394,21 @@ class _Run:
             return
         item.last = (status, headers, content, request_id)
         delay = self._graph.retry_after(headers.get("retry-after"))
-        if delay is not None and delay > self._graph.max_wait:
-            reason = f"and asked to wait {delay:g} s, more than the {self._graph.max_wait:g} s cap"
-            self._give_up(item, reason)
+        max_wait = self._batcher._max_wait
+        if delay is not None and delay > max_wait:
+            self._give_up(item, f"and asked to wait {delay:g} s, more than the {max_wait:g} s cap")
             return
         if item.attempts >= self._batcher._max_attempts:
             self._give_up(item, "")
             return
         # Identity Protection's 429s carry no Retry-After: the client's jittered backoff.
-        self._retry(item, delay if delay is not None else self._graph.backoff(item.attempts))
+        wait = delay if delay is not None else self._graph.backoff(item.attempts)
+        if status in _NOT_DONE:
+            # The service is throttled, not only this request: what else goes to it waits too.
+            waits.append(wait)
+            service = _service(request.path)
+            self._gates[service] = max(self._gates.get(service, 0.0), self._graph.monotonic() + wait)
+        self._retry(item, wait)
 
     def _unanswered(self, item: _Item, batch_request_id: str) -> None:
         """Graph's batch answer names no response for this request: its fate is unknown."""
@@ -388,6 +478,14 @@ class _Entry:
     status: int
     headers: Mapping[str, str]
     content: bytes
+
+
+def _service(path: str) -> str:
+    """Which Graph service a path goes to, as Graph throttles them (users, security, ...)."""
+    segments = path.strip("/").split("/")
+    if segments[0] == "security" and len(segments) > 1:
+        return "/".join(segments[:2])  # alerts and Defender for Identity are limited apart
+    return segments[0]
 
 
 def _wire(batch_id: str, request: BatchRequest) -> dict[str, Any]:

@@ -439,6 +439,30 @@ async def test_throttling_inside_batches_is_honoured_on_virtual_time(start: Star
 
 
 @pytest.mark.asyncio
+async def test_a_spent_write_quota_slows_the_run_down_instead_of_failing_it(start: Start) -> None:
+    bench = await start(bulk_scenario(cloud=200, synced=0), throttling=True)
+    throttle = bench.tenant.throttle
+    assert throttle is not None
+    for _ in range(2990):  # ten writes left; the quota refills at 20 per second
+        throttle.admit("PATCH", "/users/someone", {})
+    targets = bench.targets()
+
+    results = await bench.bulk.run("disableAccount", targets)
+
+    assert {r.outcome for r in results} == {"verified"}
+    sends = Counter(r.path for r in bench.inside("PATCH"))
+    assert max(sends.values()) <= 3
+    # 190 writes beyond the quota at 20 per second: the limit's own pace, not a tight loop.
+    assert floor_seconds("disableAccount", 200) == 0.0  # (the floor assumes a full quota)
+    assert 190 / 20 <= bench.time.now <= 190 / 20 * 1.3
+    # After a 429 one batch goes per Retry-After, and more only after clean answers: few
+    # requests are spent on probing.
+    throttled = sum(sends.values()) - len(targets)
+    assert throttled <= 80
+    assert len(bench.batches()) <= requests_floor("disableAccount", 200) + 8
+
+
+@pytest.mark.asyncio
 async def test_a_deadline_leaves_throttled_targets_failed_with_429(start: Start) -> None:
     bench = await start()
     targets = bench.targets("cloud")[:3]
@@ -720,3 +744,5 @@ async def test_the_requests_floor_is_what_a_run_sends(start: Start) -> None:
         "disableAccount", CLOUD + SYNCED, on_premises=SYNCED, accounts_known=False
     )
     assert requests_floor("disableAccount", 1000, on_premises=200) / 1000 <= 0.15
+
+
