@@ -744,5 +744,3 @@ async def test_the_requests_floor_is_what_a_run_sends(start: Start) -> None:
         "disableAccount", CLOUD + SYNCED, on_premises=SYNCED, accounts_known=False
     )
     assert requests_floor("disableAccount", 1000, on_premises=200) / 1000 <= 0.15
-
-
