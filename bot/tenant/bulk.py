@@ -238,6 +238,8 @@ class BulkActions:
         self._new_password = new_password
         # (action, idempotency key) -> when this process first dispatched it (see the module docstring).
         self._dispatched: OrderedDict[tuple[ResponseAction, str], datetime] = OrderedDict()
+        # (action, idempotency key) of the targets a run of this object is carrying out now.
+        self._running: set[tuple[ResponseAction, str]] = set()
 
     async def run(
         self,
@@ -264,20 +266,32 @@ class BulkActions:
         _check_unique(targets)
         now = self._clock()
         work = [_Work(t, self._dispatched.get((verb, t.idempotency_key), now)) for t in targets]
-        again = {id(w) for w in work if (verb, w.target.idempotency_key) in self._dispatched}
-        fresh = [w for w in work if id(w) not in again]
-        await self._plan(verb, work, deadline)
-        for phase in range(max((len(w.steps) for w in fresh), default=0)):
-            # A target whose first write was held back (not dispatched) gets no later step either.
-            ready = [
-                w
-                for w in fresh
-                if not w.refused
-                and phase < len(w.steps)
-                and (phase == 0 or (verb, w.target.idempotency_key) in self._dispatched)
-            ]
-            await self._write(verb, phase, ready, deadline, on_dispatch)
-        await self._read(work, deadline)
+        # Another run of this process is carrying the same key out right now: not twice.
+        busy = [w for w in work if (verb, w.target.idempotency_key) in self._running]
+        for w in busy:
+            w.refused = (
+                "Already being carried out by another run of this bot for the same request; not sent twice."
+            )
+        work_now = [w for w in work if not w.refused]
+        again = {id(w) for w in work_now if (verb, w.target.idempotency_key) in self._dispatched}
+        fresh = [w for w in work_now if id(w) not in again]
+        claimed = {(verb, w.target.idempotency_key) for w in fresh}
+        self._running |= claimed
+        try:
+            await self._plan(verb, work_now, deadline)
+            for phase in range(max((len(w.steps) for w in fresh), default=0)):
+                # A target whose first write was held back (not dispatched) gets no later step.
+                ready = [
+                    w
+                    for w in fresh
+                    if not w.refused
+                    and phase < len(w.steps)
+                    and (phase == 0 or (verb, w.target.idempotency_key) in self._dispatched)
+                ]
+                await self._write(verb, phase, ready, deadline, on_dispatch)
+            await self._read(work_now, deadline)
+        finally:
+            self._running -= claimed
         results = [self._judge(verb, w, "interrupted" if id(w) in again else "fresh") for w in work]
         _log_tally(verb, results)
         return results

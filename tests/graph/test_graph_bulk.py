@@ -6,6 +6,7 @@ emulation where a test turns it on: honouring a Retry-After takes no real time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import uuid
@@ -512,6 +513,22 @@ async def test_a_retried_run_reads_back_and_sends_nothing_twice(start: Start) ->
     ids = Counter(r.client_request_id for r in bench.inside("PATCH"))
     assert len(ids) == len(targets) and set(ids.values()) == {1}
     assert all(uuid.UUID(i) for i in ids)
+
+
+@pytest.mark.asyncio
+async def test_two_runs_at_once_with_the_same_keys_act_once(start: Start) -> None:
+    bench = await start()
+    targets = bench.targets("cloud")[:5]
+
+    first, second = await asyncio.gather(
+        bench.bulk.run("revokeSessions", targets), bench.bulk.run("revokeSessions", targets)
+    )
+
+    assert len(bench.inside("POST", "/revokeSignInSessions")) == 5
+    outcomes = sorted([{r.outcome for r in first}, {r.outcome for r in second}], key=sorted)
+    assert outcomes == [{"failed"}, {"verified"}]
+    loser = first if {r.outcome for r in first} == {"failed"} else second
+    assert all("not sent twice" in r.detail and r.graph_status is None for r in loser)
 
 
 @pytest.mark.asyncio
