@@ -341,8 +341,18 @@ class BulkActions:
             ]
             answers = await self._batcher.send(requests, deadline=deadline)
             for w, answer in zip(lookups, answers, strict=True):
-                w.accounts = _linked(answer.body, str(w.target.defender_account_id)) if answer.ok else ()
+                if answer.ok:
+                    w.accounts = _linked(answer.body, str(w.target.defender_account_id))
+                elif answer.status != 404:
+                    # Without knowing its AD account, half the action would be done (and undone
+                    # by the next sync): nothing is sent for this identity.
+                    w.refused = (
+                        "Its Defender for Identity account could not be read "
+                        f"({_read_error(answer)}), so nothing was sent; retry."
+                    )
         for w in work:
+            if w.refused:
+                continue
             accounts = _known_accounts(w.target) or w.accounts
             facts = IdentityFacts(synced=w.target.on_premises, linked=accounts)
             planned = plan_for(verb, facts, w.target.upn or w.target.user_id)

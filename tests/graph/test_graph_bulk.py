@@ -385,6 +385,21 @@ async def test_disable_all_routes_synced_users_through_defender_and_verifies_eac
 
 
 @pytest.mark.asyncio
+async def test_a_synced_user_whose_defender_account_cannot_be_read_is_not_half_done(start: Start) -> None:
+    bench = await start()
+    targets = bench.targets("synced")[:2]
+    broken = bench.tenant.identity_account(targets[0].user_id)["id"]
+    bench.tenant.inject_fault("GET", f"/identityAccounts/{broken}$", status=403)
+
+    failed, done = await bench.bulk.run("disableAccount", targets)
+
+    assert failed.outcome == "failed" and "could not be read" in failed.detail
+    assert "nothing was sent" in failed.detail
+    assert bench.tenant.user(targets[0].user_id)["accountEnabled"] is True
+    assert done.outcome == "verified"
+
+
+@pytest.mark.asyncio
 async def test_known_defender_accounts_need_no_lookup(start: Start) -> None:
     bench = await start()
 
