@@ -529,7 +529,7 @@ class BulkActions:
         identities: list[_Work] = []
         risky: list[_Work] = []
         for w in work:
-            needs = {read_back_of(step) for step in w.steps}
+            needs = {read_back_of(step) for step in _to_read(w)}
             properties = sorted(n.split(":", 1)[1] for n in needs if n.startswith("user:"))
             if properties:
                 users.append((w, properties))
@@ -872,12 +872,24 @@ def _check_unique(targets: Iterable[TargetFields]) -> None:
         users.add(user)
 
 
+def _to_read(w: _Work) -> list[Step]:
+    """The steps whose state must be read: all of them when nothing was written in this run
+    (a re-run, a takeover, a re-check), else those Graph accepted or may have carried out."""
+    if all(written is None for written in w.written):
+        return list(w.steps)
+    return [
+        step
+        for index, step in enumerate(w.steps)
+        if index in w.unknown or ((written := w.written[index]) is not None and written.ok)
+    ]
+
+
 def _known_accounts(target: TargetFields) -> tuple[LinkedAccount, ...]:
     return target.defender_accounts if isinstance(target, BulkTarget) else ()
 
 
 def _identity_id(w: _Work) -> str:
-    step = next(s for s in w.steps if read_back_of(s) == "identityAccount")
+    step = next(s for s in _to_read(w) if read_back_of(s) == "identityAccount")
     assert step.account is not None
     return step.account.identity_id
 
