@@ -422,6 +422,12 @@ class GraphClient:
         """The client's monotonic clock (seconds): deadlines given to it are read on this clock."""
         return self._monotonic()
 
+    async def identity_protection_slot(self) -> None:
+        """Wait for the next Identity Protection slot (one request per interval, shared with
+        every call of this client under ``/identityProtection/``); a batch carrying such a
+        request takes one, since Graph counts each request inside a batch on its own."""
+        await self._identity_protection.wait()
+
     async def sleep(self, seconds: float) -> None:
         """Wait as the client waits between retries (tests give it a virtual sleep)."""
         await self._sleep(seconds)

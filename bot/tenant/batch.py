@@ -22,6 +22,8 @@ longest wait any of them asked for.
   ``Retry-After`` has passed, and the run then slows down (one batch per wait, more again after
   clean answers), so that a throttled run goes at the pace Graph allows instead of spending
   requests on 429s;
+- a batch carries at most one Identity Protection request, sent in the client's Identity
+  Protection slot (one request per second per tenant, counted inside a batch too);
 - at most ``concurrency`` batches are in flight at once.
 
 Bodies are never logged: a password reset's body holds the new password.
@@ -53,6 +55,9 @@ _NOT_DONE = frozenset({429, 503})
 _RETRY_IF_IDEMPOTENT = frozenset({504})
 # Answers that do not rule out that a non-idempotent request was carried out.
 _OUTCOME_UNKNOWN = frozenset({500, 502, 504})
+
+# Identity Protection's requests share one request per second per tenant, batched or not.
+_IDENTITY_PROTECTION = "/identityProtection/"
 
 # The least pace (seconds per round of batches) after a throttled batch without a Retry-After.
 _MIN_PACE = 1.0
@@ -252,7 +257,7 @@ class _Run:
                     continue
                 if self._pace:
                     self._next_start = now + self._pace / self._allowed
-                chunk = sorted(ready, key=lambda item: item.index)[: self._batcher._batch_size]
+                chunk = _chunk(sorted(ready, key=lambda item: item.index), self._batcher._batch_size)
                 taken = {id(item) for item in chunk}
                 self._waiting = [item for item in self._waiting if id(item) not in taken]
                 self._in_flight += 1
@@ -328,6 +333,8 @@ class _Run:
             return None
         ids = {f"{position + 1}": item for position, item in enumerate(chunk)}
         payload = [_wire(batch_id, item.request) for batch_id, item in ids.items()]
+        if any(_paced(item.request.path) for item in chunk):
+            await self._graph.identity_protection_slot()
         idempotent = all(item.request.idempotent for item in chunk)
         for item in chunk:
             item.attempts += 1
@@ -478,6 +485,27 @@ class _Entry:
     status: int
     headers: Mapping[str, str]
     content: bytes
+
+
+def _paced(path: str) -> bool:
+    """Whether a request counts against Identity Protection's one request per second per tenant."""
+    return path.startswith(_IDENTITY_PROTECTION)
+
+
+def _chunk(ready: list[_Item], size: int) -> list[_Item]:
+    """The next batch: up to ``size`` requests in order, at most one for Identity Protection
+    (it allows one request per second, counted inside a batch too)."""
+    chunk: list[_Item] = []
+    paced = False
+    for item in ready:
+        if _paced(item.request.path):
+            if paced:
+                continue
+            paced = True
+        chunk.append(item)
+        if len(chunk) == size:
+            break
+    return chunk
 
 
 def _service(path: str) -> str:

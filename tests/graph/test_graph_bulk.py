@@ -234,6 +234,25 @@ async def test_only_the_throttled_request_is_sent_again_after_its_retry_after(st
 
 
 @pytest.mark.asyncio
+async def test_identity_protection_requests_in_batches_keep_to_one_per_second(start: Start) -> None:
+    bench = await start(bulk_scenario(cloud=6, synced=0, risky=6), throttling=True)
+    users = bench.tenant_users()
+    requests = [BatchRequest("GET", f"/identityProtection/riskyUsers/{u['id']}") for u in users]
+    requests += [BatchRequest("GET", f"/users/{u['id']}", params={"$select": "id"}) for u in users]
+
+    answers = await GraphBatcher(bench.graph).send(requests)
+
+    assert all(a.ok for a in answers)
+    assert bench.tenant.throttled == []
+    # One Identity Protection request per batch, each in its own second.
+    assert len(bench.batches()) == 6
+    for batch in bench.batches():
+        urls = [item["url"] for item in batch.json["requests"]]
+        assert sum(url.startswith("/identityProtection/") for url in urls) == 1
+    assert bench.time.now >= 5
+
+
+@pytest.mark.asyncio
 async def test_a_retry_after_past_the_deadline_ends_with_the_429(start: Start) -> None:
     bench = await start()
     [user, *_] = bench.tenant_users()
