@@ -61,6 +61,8 @@ _IDENTITY_PROTECTION = "/identityProtection/"
 
 # The least pace (seconds per round of batches) after a throttled batch without a Retry-After.
 _MIN_PACE = 1.0
+# ... and the most: a longer wait is held by the service's gate, not repeated for every batch.
+_MAX_PACE = 5.0
 
 # Characters left as they are in a query value: OData's own syntax reads better unescaped.
 _QUERY_SAFE = "$,'()"
@@ -287,7 +289,9 @@ class _Run:
         if throttled is not None:
             self._allowed = 1
             self._clean = 0
-            self._pace = max(self._pace, throttled, _MIN_PACE)
+            # A long Retry-After ends a quota's window: the next one is whole again, so the
+            # pace is bounded (the gate has held everything back for the wait itself).
+            self._pace = min(max(throttled, _MIN_PACE), _MAX_PACE)
             return
         if not self._pace:
             return
