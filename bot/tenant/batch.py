@@ -63,6 +63,8 @@ _IDENTITY_PROTECTION = "/identityProtection/"
 _MIN_PACE = 1.0
 # ... and the most: a longer wait is held by the service's gate, not repeated for every batch.
 _MAX_PACE = 5.0
+# The most clean batches a throttled run waits for before it sends faster again.
+_MAX_RAMP = 16
 
 # Characters left as they are in a query value: OData's own syntax reads better unescaped.
 _QUERY_SAFE = "$,'()"
@@ -243,6 +245,7 @@ class _Run:
         self._pace = 0.0
         self._next_start = 0.0
         self._clean = 0
+        self._throttlings = 0
 
     async def worker(self) -> None:
         while self._open > 0:
@@ -282,11 +285,13 @@ class _Run:
 
         Graph does not say how fast it will take requests, only how long to wait; sending at
         full speed again after each wait would meet a 429 for most of each round. After a
-        throttled batch, one batch goes per the wait Graph asked for; after twice as many clean
-        batches as are allowed at once, one more is allowed, until the run is back to full
-        concurrency and unpaced.
+        throttled batch, one batch goes per the wait Graph asked for; after a run of clean
+        batches one more is allowed at once, until the run is back to full concurrency and
+        unpaced. The run of clean batches needed doubles with every throttling of the same run
+        (2, 4, 8, at most 16), so a run at the edge of a quota probes it less and less often.
         """
         if throttled is not None:
+            self._throttlings += 1
             self._allowed = 1
             self._clean = 0
             # A long Retry-After ends a quota's window: the next one is whole again, so the
@@ -296,7 +301,7 @@ class _Run:
         if not self._pace:
             return
         self._clean += 1
-        if self._clean < 2 * self._allowed:
+        if self._clean < min(2**self._throttlings, _MAX_RAMP):
             return
         self._clean = 0
         if self._allowed >= self._batcher._concurrency:

@@ -483,8 +483,13 @@ async def test_a_spent_write_quota_slows_the_run_down_instead_of_failing_it(star
     for _ in range(2990):  # ten writes left; the quota refills at 20 per second
         throttle.admit("PATCH", "/users/someone", {})
     targets = bench.targets()
+    # One batch in flight: virtual time jumps while a worker sleeps, even with HTTP in flight,
+    # so concurrent batches would land in a second the test cannot predict.
+    bulk = BulkActions(
+        bench.graph, clock=lambda: datetime.now(UTC), batcher=GraphBatcher(bench.graph, concurrency=1)
+    )
 
-    results = await bench.bulk.run("disableAccount", targets)
+    results = await bulk.run("disableAccount", targets)
 
     assert {r.outcome for r in results} == {"verified"}
     sends = Counter(r.path for r in bench.inside("PATCH"))
@@ -492,11 +497,11 @@ async def test_a_spent_write_quota_slows_the_run_down_instead_of_failing_it(star
     # 190 writes beyond the quota at 20 per second: the limit's own pace, not a tight loop.
     assert floor_seconds("disableAccount", 200) == 0.0  # (the floor assumes a full quota)
     assert 190 / 20 <= bench.time.now <= 190 / 20 * 1.3
-    # After a 429 one batch goes per Retry-After, and more only after clean answers: few
-    # requests are spent on probing.
+    # After a 429 one batch goes per Retry-After, and faster only after runs of clean answers
+    # that grow with every 429: few requests are spent probing the quota.
     throttled = sum(sends.values()) - len(targets)
-    assert throttled <= 80
-    assert len(bench.batches()) <= requests_floor("disableAccount", 200) + 8
+    assert throttled <= 60
+    assert len(bench.batches()) <= requests_floor("disableAccount", 200) + 4
 
 
 @pytest.mark.asyncio
