@@ -332,7 +332,7 @@ async def test_batches_in_flight_are_bounded(start: Start) -> None:
     bench = await start(bulk_scenario(cloud=100, synced=0))
     users = bench.tenant_users()
     # Every request waits a little inside the sandbox, so batches overlap if the client lets them.
-    bench.tenant.inject_fault("GET", "/users/", status=None, delay=0.01, times=len(users))
+    bench.tenant.inject_fault("GET", "/users/", status=None, delay=0.02, times=len(users))
     requests = [BatchRequest("GET", f"/users/{u['id']}", params={"$select": "id"}) for u in users]
 
     answers = await GraphBatcher(bench.graph, concurrency=2).send(requests)
