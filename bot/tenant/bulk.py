@@ -605,8 +605,10 @@ class BulkActions:
         if w.refused:
             return BulkResult(target.key, "failed", w.refused, None, None)
         outcomes = [self._step(w, index, step, mode) for index, step in enumerate(w.steps)]
+        # As a single action's run (not its re-check or resume): a synced user's cloud-side
+        # change holds only until the next sync unless the on-premises account changed too.
         on_prem_done = any(o.ok and o.provider is Provider.ACTIVE_DIRECTORY for o in outcomes)
-        if target.on_premises and not on_prem_done:
+        if mode == "fresh" and target.on_premises and not on_prem_done:
             outcomes = [await_sync(step, o) for step, o in zip(w.steps, outcomes, strict=True)]
         result = summarize(verb, outcomes, now=self._clock(), recheck_after=self._recheck_after)
         outcome: Outcome = "verified" if result.verified else ("pending" if result.succeeded else "failed")

@@ -344,7 +344,7 @@ async def test_batches_in_flight_are_bounded(start: Start) -> None:
     assert most == 2
 
 
-def test_a_batch_refuses_more_than_twenty_or_an_absolute_url() -> None:
+def test_a_batched_request_needs_a_relative_path_and_encodes_its_query() -> None:
     with pytest.raises(ValueError, match="relative"):
         BatchRequest("GET", "https://graph.microsoft.com/v1.0/users").url()
     assert BatchRequest("GET", "/users/a", params={"$select": "id,accountEnabled"}).url() == (
@@ -697,6 +697,31 @@ async def test_a_synced_user_without_a_defender_account_waits_for_the_sync_or_is
     assert disabled.result is not None and disabled.result.recheck_at is not None
     assert reset.outcome == "failed" and "mastered in on-premises Active Directory" in reset.detail
     assert reset.graph_status is None
+
+
+@pytest.mark.asyncio
+async def test_a_recheck_after_the_sync_reports_what_the_sync_did(start: Start) -> None:
+    bench = await start()
+    [with_ad, without_ad] = bench.targets("synced")[:2]
+    bare = BulkTarget(
+        key=without_ad.key,
+        user_id=without_ad.user_id,
+        upn=without_ad.upn,
+        on_premises=True,
+        defender_account_id=None,
+        idempotency_key="k2",
+    )
+    since = datetime.now(UTC)
+    first = await bench.bulk.run("disableAccount", [with_ad, bare])
+    assert [r.outcome for r in first] == ["verified", "pending"]
+
+    bench.tenant.run_directory_sync()  # AD masters accountEnabled: only the AD-disabled one stays off
+    writes = len(bench.inside("PATCH")) + len(bench.inside("POST"))
+    again = await bench.bulk.verify("disableAccount", [with_ad, bare], since=since, interrupted=False)
+
+    assert [r.outcome for r in again] == ["verified", "failed"]
+    assert "accountEnabled = true" in again[1].detail
+    assert len(bench.inside("PATCH")) + len(bench.inside("POST")) == writes
 
 
 @pytest.mark.asyncio
