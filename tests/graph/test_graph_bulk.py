@@ -300,6 +300,13 @@ async def test_a_whole_batch_503_is_sent_again_and_a_lost_answer_is_not_for_post
     assert [b.status for b in bench.batches()] == [503, 200]
     assert 2 in bench.time.slept
 
+    # A whole batch throttled: sent again after the batch's own Retry-After.
+    bench.tenant.inject_fault("POST", r"/\$batch$", status=429, headers={"Retry-After": "3"})
+    answers = await GraphBatcher(bench.graph).send(reads)
+    assert all(a.ok for a in answers)
+    assert [b.status for b in bench.batches()][2:] == [429, 200]
+    assert 3 in bench.time.slept
+
     # A gateway timeout on a batch holding a POST: the POST may have run, so it is not resent,
     # while the GET in the same batch is.
     bench.tenant.inject_fault("POST", r"/\$batch$", status=504)
