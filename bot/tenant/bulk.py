@@ -9,8 +9,9 @@ every target back, batched the same way, and judges what it read with the single
 rules (:func:`bot.tenant.actions.verdict`). Each target gets one :class:`BulkResult`, carrying
 the :class:`~bot.domain.models.ActionResult` a single action would have produced.
 
-Steps run in the order the plan gives them, as phases across all targets: the on-premises
-disable of every synced target is sent before any Entra ID disable, as for one identity.
+Steps run in the order the plan gives them, as phases across all targets: each synced
+target's on-premises disable is sent before its Entra ID disable, as for one identity. What
+Graph refused is not read back (nothing changed there).
 
 Identity Protection is not batched: its limit is one request per second per tenant for all
 apps, counted per request inside a batch too, and its 429s carry no ``Retry-After``
@@ -30,10 +31,18 @@ does not deduplicate on it. So:
   it twice changes nothing more; a second ``revokeSignInSessions`` or ``confirmCompromised``
   leaves the same state, a second Defender ``invokeAction`` queues a second Action Center entry
   (and, for ``forcePasswordReset``, asks for a new password again);
-- this process remembers every idempotency key it has dispatched: a later :meth:`BulkActions.run`
-  with the same key reads the target back and sends nothing;
-- after a crash, the caller (which records that a target was dispatched before calling
-  :meth:`BulkActions.run`) finishes with :meth:`BulkActions.verify`, which only reads.
+- this process remembers the idempotency keys it has dispatched (the last 100,000): a later
+  :meth:`BulkActions.run` with the same key reads the target back and sends nothing, and a run
+  started while another carries the same key out sends nothing for it;
+- across replicas, the caller records "dispatched" durably where :meth:`BulkActions.run` calls
+  ``on_dispatch`` (just before each batch's first writes go out; if recording fails, they are
+  not sent); a replica taking over after a crash finishes the dispatched targets with
+  :meth:`BulkActions.verify`, which only reads, and may run the others.
+
+Use one :class:`BulkActions` per process (its memory of dispatched keys is the process's), e.g.
+``BulkActions(graph, clock=clock, batcher=GraphBatcher(graph, concurrency=settings.
+graph_batch_concurrency), recheck_after=...)``, and give it whole target sets (or large
+slices): batches of 20 are made across all of them and ``concurrency`` go at once.
 
 A new password set by a forced password change lives only in the batch being sent; it is
 never logged, stored or returned.
