@@ -321,6 +321,22 @@ async def test_a_whole_batch_503_is_sent_again_and_a_lost_answer_is_not_for_post
 
 
 @pytest.mark.asyncio
+async def test_a_whole_batch_wait_past_the_deadline_is_not_waited_for(start: Start) -> None:
+    bench = await start()
+    [user, *_] = bench.tenant_users()
+    bench.tenant.inject_fault("POST", r"/\$batch$", status=503, headers={"Retry-After": "25"})
+
+    [answer] = await GraphBatcher(bench.graph).send(
+        [BatchRequest("GET", f"/users/{user['id']}")], deadline=bench.time.monotonic() + 10
+    )
+
+    assert answer.status == 503 and type(answer.error).__name__ == "GraphUnavailable"
+    assert answer.error is not None and "deadline" in answer.error.message
+    assert len(bench.batches()) == 1
+    assert bench.time.now < 10
+
+
+@pytest.mark.asyncio
 async def test_a_500_for_a_post_inside_a_batch_is_outcome_unknown_and_never_resent(start: Start) -> None:
     bench = await start()
     [user, *_] = bench.tenant_users()
