@@ -18,6 +18,7 @@ from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, 
 from bot.domain.models import ActionRequest, Actor, Case, RequestState, ResponseAction
 from bot.domain.plans import blocked, offered_actions, plan
 from bot.errors import DuplicateError
+from bot.log_context import bind_ids
 from bot.services.audit_log import AuditLog
 from bot.services.execution import EXECUTE_JOB, Execution
 from bot.services.ports import CardAnswer, Ports, ServiceSettings
@@ -25,6 +26,7 @@ from bot.services.publishing import Publisher
 from bot.services.tasks import TaskSupervisor
 from bot.services.transitions import Transitions
 from bot.services.views import CaseViews
+from bot.tracing import traceparent
 from bot.web.metrics import Metrics
 from cards.case import REASON_INPUT_ID
 
@@ -98,6 +100,7 @@ class Clicks:
             return CardAnswer(
                 error_status=404, error_message=f"Case {case_id} does not exist; nothing was done."
             )
+        bind_ids(case_id=case.id, request_id=request.id if request is not None else None)
         if verb == "refresh":
             return CardAnswer(card=await self._views.card_for(case, actor, personal=True))
         if verb in _VERB_EVENTS:
@@ -228,7 +231,9 @@ class Clicks:
             # and a replica that dies mid-run leaves it to another (see run_jobs).
             # The click is answered as soon as the decision is stored: nothing here waits for the
             # action, so a slow Graph call never holds the clicker (or the invoke budget).
-            await self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, {"requestId": request.id})
+            # The job continues the click's trace, whichever replica runs it.
+            payload = {"requestId": request.id, "traceparent": traceparent()}
+            await self._store.enqueue_job(EXECUTE_JOB, request.idempotency_key, payload)
             self._tasks.spawn(self._execution.run_jobs(), name=f"jobs-after-{request.id}")
         else:
             self._tasks.spawn(self._publisher.announce(case.id, request.id), name=f"announce-{request.id}")
