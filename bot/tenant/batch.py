@@ -43,6 +43,7 @@ from urllib.parse import quote, urlencode
 from bot.errors import GraphError, GraphOutcomeUnknown
 from bot.graph import GraphClient, decode
 from bot.graph.client import MAX_BATCH_REQUESTS
+from bot.log_context import ids_bound
 
 log = logging.getLogger(__name__)
 
@@ -375,14 +376,14 @@ class _Run:
             self._handle(item, entry, response.request_id, waits)
         throttled = max(waits) if waits else None
         clean = all(200 <= status < 400 for status in statuses)
-        log.log(
-            logging.DEBUG if clean else logging.INFO,
-            "Graph $batch of %d requests answered %d (request-id %s): %s",
-            len(chunk),
-            response.status,
-            response.request_id,
-            _tally(statuses),
-        )
+        with ids_bound(graph_request_id=response.request_id):
+            log.log(
+                logging.DEBUG if clean else logging.INFO,
+                "Graph $batch of %d requests answered %d: %s",
+                len(chunk),
+                response.status,
+                _tally(statuses),
+            )
         return throttled
 
     def _handle(self, item: _Item, entry: _Entry, batch_request_id: str, waits: list[float]) -> None:

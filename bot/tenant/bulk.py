@@ -76,6 +76,7 @@ from bot.errors import GraphError, GraphOutcomeUnknown
 from bot.graph import GraphClient, invoke_action_correlation_id, odata_datetime, path_segment
 from bot.graph.client import RISKY_USERS_BATCH
 from bot.graph.odata import all_of
+from bot.log_context import ids_bound
 from bot.tenant.actions import (
     CLOCK_SKEW,
     await_sync,
@@ -472,9 +473,8 @@ class BulkActions:
             return
         error = answer.error or GraphError(f"Graph answered {answer.status}", status=answer.status)
         if isinstance(error, GraphOutcomeUnknown):
-            log.warning(
-                "%s for %s: outcome unknown (%s); reading back", step.label, w.target.key, error.message
-            )
+            with ids_bound(case_key=w.target.key, graph_request_id=error.request_id):
+                log.warning("%s: outcome unknown (%s); reading back", step.label, error.message)
             w.unknown.add(phase)
             w.written[phase] = base.model_copy(update={"graph_request_id": error.request_id})
             return
@@ -952,14 +952,13 @@ def _log_tally(verb: ResponseAction, results: Sequence[BulkResult]) -> None:
     )
     failed = [r for r in results if r.outcome == "failed"]
     for result in failed[:_LOGGED_FAILURES]:
-        log.warning(
-            "bulk %s failed for %s (Graph status %s, request-id %s): %s",
-            verb.value,
-            result.key,
-            result.graph_status,
-            (result.result.graph_request_id if result.result else "") or "none",
-            result.detail,
-        )
+        with ids_bound(
+            case_key=result.key,
+            graph_status=result.graph_status,
+            graph_request_id=result.result.graph_request_id if result.result else None,
+            correlation_ids=result.result.correlation_ids if result.result else None,
+        ):
+            log.warning("bulk %s failed for one identity: %s", verb.value, result.detail)
     if len(failed) > _LOGGED_FAILURES:
         log.warning(
             "bulk %s: %d more failures not logged one by one", verb.value, len(failed) - _LOGGED_FAILURES
