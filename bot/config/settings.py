@@ -68,6 +68,8 @@ class Settings(BaseSettings):
         1.0, ge=0, le=10, validation_alias=_env("GRAPH_IDENTITY_PROTECTION_INTERVAL")
     )
     graph_timeout_seconds: float = Field(10.0, gt=0, le=120, validation_alias=_env("GRAPH_TIMEOUT_SECONDS"))
+    # Bulk actions: JSON batches (20 requests each) in flight at once (bot.tenant.batch).
+    graph_batch_concurrency: int = Field(4, ge=1, le=20, validation_alias=_env("GRAPH_BATCH_CONCURRENCY"))
 
     # After an action: re-check eventually consistent state, and write back to the alerts.
     verify_recheck_seconds: float = Field(120.0, gt=0, validation_alias=_env("VERIFY_RECHECK_SECONDS"))
