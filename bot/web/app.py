@@ -101,7 +101,9 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            the_store = store or await open_store(settings.store_url.get_secret_value(), audit_key=settings.audit_key)
+            the_store = store or await open_store(
+                settings.store_url.get_secret_value(), audit_key=settings.audit_key
+            )
             if store is None:
                 stack.push_async_callback(the_store.close)
             the_graph = graph
