@@ -71,6 +71,22 @@ def graph_tokens(settings: Settings, scope: str = GRAPH_DEFAULT_SCOPE) -> TokenP
     )
 
 
+# Azure Database for PostgreSQL's Entra ID resource: its tokens are the connections' passwords.
+POSTGRES_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+
+
+def database_password(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> Callable[[], Awaitable[str]] | None:
+    """With STORE_ENTRA_AUTH, what gives each database connection its password (an Entra ID
+    token of the bot's credential, closed with ``stack``); ``None`` otherwise."""
+    if not settings.store_entra_auth:
+        return None
+    tokens = graph_tokens(settings, POSTGRES_SCOPE)
+    stack.push_async_callback(tokens.aclose)
+    return tokens.token
+
+
 def utc_now() -> datetime:
     """The production clock."""
     return datetime.now(UTC)
@@ -102,7 +118,9 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             the_store = store or await open_store(
-                settings.store_url.get_secret_value(), audit_key=settings.audit_key
+                settings.store_url.get_secret_value(),
+                audit_key=settings.audit_key,
+                password=database_password(settings, stack),
             )
             if store is None:
                 stack.push_async_callback(the_store.close)
