@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from bot import tracing
 from bot.cli.audit import DEFAULT_STORE_URL, add_audit_commands
 from bot.cli.dev import add_dev_commands
 from bot.cli.logs import setup_logging
@@ -29,6 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"remediation-bot: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.effective_log_format)
+    if tracing.configure():
+        logging.getLogger(__name__).info("traces exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)")
     # SIGTERM closes the listener, lets requests being answered finish (briefly), then stops the
     # background work: see create_app's shutdown.
     web.run_app(
@@ -53,13 +58,21 @@ def _migrate(args: argparse.Namespace) -> int:
     from bot.store import open_store, redact_url  # only this command may load the PostgreSQL driver
 
     url = args.store_url or os.environ.get("STORE_URL") or DEFAULT_STORE_URL
+    entra = os.environ.get("STORE_ENTRA_AUTH", "").strip().lower() in ("1", "true", "yes", "on")
 
     async def run() -> int:
-        store = await open_store(url)
-        try:
-            return await store.schema_version()
-        finally:
-            await store.close()
+        async with contextlib.AsyncExitStack() as stack:
+            password = None
+            if entra:
+                # The token comes from the bot's own credential, as configured for serve.
+                from bot.web.app import database_password
+
+                password = database_password(load_settings(_env_file=".env"), stack)
+            store = await open_store(url, password=password)
+            try:
+                return await store.schema_version()
+            finally:
+                await store.close()
 
     try:
         version = asyncio.run(run())

@@ -32,6 +32,7 @@ from bot.services.transitions import Transition, Transitions
 from bot.services.views import CaseViews
 from bot.tenant.actions import Executor
 from bot.tenant.resolver import IdentityResolver
+from bot.tracing import span
 from bot.web.metrics import Metrics
 
 # The verbs a card click may carry; any other is labelled "other" (a metric label stays bounded).
@@ -153,15 +154,17 @@ class RemediationService:
         """See :meth:`Clicks.handle_card_action`; timed for the invoke histogram."""
         started = time.perf_counter()
         outcome = "failed"
+        label = verb if verb in CARD_VERBS else "other"
         try:
-            answer = await self.clicks.handle_card_action(actor, verb, data, via=via)
+            with span("card click", verb=label):
+                answer = await self.clicks.handle_card_action(actor, verb, data, via=via)
             outcome = f"http_{answer.error_status}" if answer.error_status else "answered"
             return answer
         finally:
             self.metrics.observe(
                 "remediation_invoke_duration_seconds",
                 time.perf_counter() - started,
-                verb=verb if verb in CARD_VERBS else "other",
+                verb=label,
                 outcome=outcome,
             )
 
