@@ -583,5 +583,11 @@ class ActionRequest(Frozen):
     done_steps: tuple[StepOutcome, ...] = ()
     version: int = 0
 
+    @property
+    def step_key_base(self) -> str:
+        """The part of every step's idempotency key that names this request, the same in every
+        attempt (the attempt's own key changes with each retry)."""
+        return f"{self.case_id}:{self.action.value}:{self.id}"
+
 
 Case.model_rebuild()

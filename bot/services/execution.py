@@ -239,7 +239,7 @@ class Execution:
         elif await self._dispatch(request):
             fault_point("action.dispatched")
             result = await self._executor.run(
-                request.action, case, steps, key=request.idempotency_key, done=request.done_steps
+                request.action, case, steps, key=request.step_key_base, done=request.done_steps
             )
             fault_point("graph.answered")
         else:
@@ -282,7 +282,7 @@ class Execution:
         else:
             started = request.started_at or self._clock()
             result = await self._executor.resume(
-                request.action, case, steps, started, key=request.idempotency_key
+                request.action, case, steps, started, key=request.step_key_base
             )
         log.warning("request %s resumed after an interruption: %s", request.id, result.summary)
         await self._finish(case, request, result, "action.resumed")
