@@ -330,3 +330,15 @@ def test_write_permissions_are_judged_by_the_token_roles() -> None:
 def test_needed_permissions_are_the_table() -> None:
     assert "User.ReadWrite.All" not in needed_permissions()  # the bot never asks for it
     assert {"SecurityAlert.Read.All", "User-PasswordProfile.ReadWrite.All"} <= needed_permissions()
+
+
+def test_doctor_names_every_response_call_under_its_permission() -> None:
+    """Confirm safe and the Defender for Identity actions are checked with the rest."""
+    granted = needed_permissions() - {"IdentityRiskyUser.ReadWrite.All"}
+    checks = {c.subject: c for c in write_permission_checks(granted)}
+    risk = checks["IdentityRiskyUser.ReadWrite.All"]
+    assert risk.status is Status.MISSING
+    assert "POST /identityProtection/riskyUsers/confirmSafe" in risk.detail
+    assert "POST /identityProtection/riskyUsers/dismiss" in risk.detail
+    defender = checks["SecurityIdentitiesActions.ReadWrite.All"]
+    assert "invokeAction" in defender.detail and defender.status is Status.NOT_CHECKED
