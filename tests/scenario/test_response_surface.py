@@ -169,7 +169,10 @@ async def test_confirm_safe_is_its_own_action_beside_dismiss_and_is_read_back(
     assert tenant.risky_user(LEE)["riskState"] == "confirmedSafe"
     reply = last_result(channel, "Lee Gu")
     assert "**Confirm safe succeeded**" in reply
-    assert "Confirm safe in Entra ID Protection: ok, verified — riskState = confirmedSafe, riskLevel = none" in reply
+    assert (
+        "Confirm safe in Entra ID Protection: ok, verified — riskState = confirmedSafe, riskLevel = none"
+        in reply
+    )
     assert not {"confirmSafe", "dismissRisk"} & verbs(channel.current_card("Lee Gu")), "no longer at risk"
     history = [e.kind for e in await channel.bot.service.history("lee.gu@contoso.com")]
     assert "request.opened" in history and "action.succeeded" in history
@@ -221,7 +224,9 @@ async def test_okta_gets_the_actions_okta_supports_and_no_others(
     assert invoked(tenant) == [("revokeAllSessions", "okta")]
     assert len(calls(tenant, "POST", f"/users/{MEGAN}/revokeSignInSessions")) == 1
     reply = last_result(channel, "Megan Bowen")
-    assert "Revoke all sessions in Okta (Defender for Identity): ok, submitted (no state to read back" in reply
+    assert (
+        "Revoke all sessions in Okta (Defender for Identity): ok, submitted (no state to read back" in reply
+    )
     # Okta has no password reset in Defender for Identity: a cloud user's password is Entra's.
     await act(channel, "Megan Bowen", "forcePasswordChange")
     assert ("forcePasswordReset", "okta") not in invoked(tenant)
@@ -239,9 +244,13 @@ async def test_active_directory_gets_disable_enable_and_password_reset(
     assert tenant.provider_account(ADELE, "activeDirectory").must_change_password is True
     await act(channel, "Adele Vance", "disableAccount")
     await act(channel, "Adele Vance", "enableAccount")
-    assert ("disable", "activeDirectory") in invoked(tenant) and ("enable", "activeDirectory") in invoked(tenant)
+    assert ("disable", "activeDirectory") in invoked(tenant) and ("enable", "activeDirectory") in invoked(
+        tenant
+    )
     assert tenant.provider_account(ADELE, "activeDirectory").enabled is True
-    assert "Enable in Active Directory (Defender for Identity): ok, verified" in last_result(channel, "Adele Vance")
+    assert "Enable in Active Directory (Defender for Identity): ok, verified" in last_result(
+        channel, "Adele Vance"
+    )
 
 
 # -- linked accounts ----------------------------------------------------------------------------
@@ -269,7 +278,11 @@ async def test_one_request_acts_on_every_linked_account_and_one_failing_step_hid
     assert "Disable in Okta (Defender for Identity): ok, submitted" in reply
     # The retry sends only what did not take effect: the Okta step keeps its idempotency key.
     await channel.click("Adele Vance", MEGAN_ADMIN, "retry")
-    assert invoked(tenant) == [("disable", "activeDirectory"), ("disable", "okta"), ("disable", "activeDirectory")]
+    assert invoked(tenant) == [
+        ("disable", "activeDirectory"),
+        ("disable", "okta"),
+        ("disable", "activeDirectory"),
+    ]
     retried = last_result(channel, "Adele Vance")
     assert "Disable in Active Directory (Defender for Identity): ok, verified" in retried
     assert "Done in an earlier attempt (same idempotency key); not sent again" in retried
@@ -338,7 +351,9 @@ async def test_keep_contained_that_finds_the_account_enabled_says_so(
 # -- write-back only where an alert exists ------------------------------------------------------
 
 
-async def test_no_comment_goes_to_an_alert_that_does_not_exist(channel: Channel, tenant: SandboxTenant) -> None:
+async def test_no_comment_goes_to_an_alert_that_does_not_exist(
+    channel: Channel, tenant: SandboxTenant
+) -> None:
     assert "Nestor Wilke" in card_text(channel.current_card("Nestor Wilke"))
     await act(channel, "Nestor Wilke", "disableAccount")
     await act(channel, "Lee Gu", "disableAccount")
