@@ -98,7 +98,7 @@ async def test_identity_accounts_by_sid_by_upn_and_by_id(tenant: SandboxTenant, 
     assert [i["userPrincipalName"] for i in by_sid] == [ADELE]
     assert [i["userPrincipalName"] for i in by_upn] == [PATRICK]
     assert both == []
-    assert len(everyone) == 11
+    assert len(everyone) == 12
     identity = await graph.get_identity_account(str(by_sid[0]["id"]))
     assert identity["onPremisesSecurityIdentifier"] == ADELE_SID
     assert {a["identityProvider"] for a in identity["accounts"]} == {"activeDirectory", "entraID"}

@@ -38,6 +38,7 @@ def test_extension_operations_follow_the_subset_conventions() -> None:
     assert {(t, m) for t, m, _ in operations} == {
         ("/users/{user-id}/checkMemberGroups", "post"),
         ("/users/{user-id}/transitiveMemberOf/microsoft.graph.directoryRole", "get"),
+        ("/identityProtection/riskyUsers/confirmSafe", "post"),
     }
     for template, method, operation in operations:
         assert document["paths"][template][method] == operation  # merged as written
