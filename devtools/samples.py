@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.domain.approval import ROLLBACK_WHY_TWO
 from bot.domain.models import (
     AccountState,
     ActionRequest,
@@ -33,7 +34,6 @@ from bot.domain.models import (
     ResponseAction,
     Severity,
 )
-from bot.domain.approval import ROLLBACK_WHY_TWO
 from cards.case import render_case
 
 Card = dict[str, Any]

@@ -452,7 +452,9 @@ async def test_confirm_compromised_and_dismiss(
 async def test_confirm_safe_clears_the_risk_as_a_false_positive(
     tenant: SandboxTenant, graph: httpx.AsyncClient
 ) -> None:
-    confirmed = await graph.post("/v1.0/identityProtection/riskyUsers/confirmSafe", json={"userIds": [LEE_ID]})
+    confirmed = await graph.post(
+        "/v1.0/identityProtection/riskyUsers/confirmSafe", json={"userIds": [LEE_ID]}
+    )
     empty = await graph.post("/v1.0/identityProtection/riskyUsers/confirmSafe", json={"userIds": []})
 
     assert confirmed.status_code == 204 and confirmed.content == b""
