@@ -58,6 +58,7 @@ from cards.response import (
     containment_banner,
     keep_contained_choices,
     linked_accounts,
+    request_scope_facts,
 )
 from cards.text import DEFAULT, Limits, fit, inert, joined, plain
 
@@ -502,6 +503,7 @@ def _request_block(request: ActionRequest, limits: Limits) -> Container:
         facts.append(_fact("Expires", format_time(request.expires_at), limits.short))
     if request.privileged_reason:
         facts.append(_fact("Why two", request.privileged_reason, limits.short))
+    facts += request_scope_facts(request)
     if request.decision_note:
         facts.append(_fact("Note", request.decision_note, limits.long))
     items.append(FactSet(facts=facts, spacing="Small"))

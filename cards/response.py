@@ -14,7 +14,7 @@ from typing import Any
 
 from microsoft_teams.cards import Choice, ChoiceSetInput, Container, Fact, FactSet, TextBlock, ToggleInput
 
-from bot.domain.models import Case, Provider, ResponseAction
+from bot.domain.models import ActionRequest, Case, Provider, ResponseAction
 from cards.text import Limits, inert, plain
 
 ACCOUNTS_INPUT_ID = "accounts"
@@ -161,3 +161,22 @@ def action_explanations(case: Case, offered: Sequence[ResponseAction]) -> list[A
     if ResponseAction.CONFIRM_SAFE in offered and ResponseAction.DISMISS_RISK in offered:
         lines.append(TextBlock(text=RISK_DIFFERENCE, is_subtle=True, wrap=True, size="Small"))
     return lines
+
+
+def request_scope_lines(request: ActionRequest) -> list[str]:
+    """What a request covers beyond its action: the accounts picked and what Keep contained adds
+    (nothing when it covers every account and adds nothing). Plain text of the bot's own words."""
+    lines = []
+    if request.providers:
+        lines.append("Accounts: " + ", ".join(p.label for p in request.providers))
+    if request.extras:
+        lines.append("Adds: " + ", ".join(a.label for a in request.extras))
+    return lines
+
+
+def request_scope_facts(request: ActionRequest) -> list[Fact]:
+    """:func:`request_scope_lines` as card facts."""
+    return [
+        Fact(title=line.split(": ", 1)[0], value=line.split(": ", 1)[1])
+        for line in request_scope_lines(request)
+    ]

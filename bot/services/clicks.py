@@ -277,6 +277,7 @@ def picked_accounts(
             return Refused("Pick at least one account to act on; nothing was done.")
         if set(providers) == set(case.facts.providers):
             providers = []  # all of them, as without a pick
+        providers.sort(key=list(Provider).index)
     extras: list[ResponseAction] = []
     for input_id, extra in _TOGGLES.items():
         toggle = data.get(input_id)

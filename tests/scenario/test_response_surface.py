@@ -295,6 +295,7 @@ async def test_a_responder_can_pick_the_accounts_to_act_on(channel: Channel, ten
     await act(channel, "Adele Vance", "disableAccount", accounts="activeDirectory,entraID")
     assert invoked(tenant) == [("disable", "activeDirectory")], "Okta was not picked"
     assert tenant.provider_account(ADELE, "okta").enabled is True
+    assert "Entra ID, Active Directory" in card_text(channel.current_card("Adele Vance")), "the card says which"
 
 
 async def test_a_pick_that_names_no_account_of_the_person_is_refused(
