@@ -249,6 +249,16 @@ class Case(Frozen):
             and self.ratified_at is None
         )
 
+    def containment_checked(self) -> Case:
+        """The case after its account was read again: automatic containment not yet kept by a
+        responder lapses when the account reads enabled (someone re-enabled it), so the card
+        offers the actions of an open case again instead of claiming it is contained."""
+        if not self.awaiting_ratification or self.account.enabled is not True:
+            return self
+        return self.model_copy(
+            update={"status": CaseStatus.OPEN, "auto_contained_at": None, "auto_contained_by": ""}
+        )
+
     def reconciled(self) -> Case:
         """The case with automatic containment recognised: an open case whose account reads
         disabled was contained before anyone here acted, by attack disruption when an alert is

@@ -131,7 +131,7 @@ class Reporter:
                     changes.update(status=CaseStatus.OPEN, auto_contained_at=None, auto_contained_by="")
                 elif request.action is ResponseAction.KEEP_CONTAINED:
                     changes["ratified_at"] = result.verified_at or self._clock()
-            return latest.revised(**changes)
+            return latest.revised(**changes).containment_checked()
 
         case = await self._store.update_case(case_id, record)
         channel = await self._store.get_channel()

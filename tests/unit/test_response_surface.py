@@ -293,3 +293,17 @@ def test_only_alerts_in_alerts_v2_are_written_back_to() -> None:
 )
 def test_the_attack_disruption_tag(tags: object, expected: bool) -> None:
     assert is_disrupted({"systemTags": tags}) is expected
+
+
+def test_automatic_containment_lapses_when_the_account_reads_enabled_again() -> None:
+    case = _disrupted().model_copy(update={"account": AccountState(enabled=True, checked_at=NOW)})
+    lapsed = case.containment_checked()
+    assert lapsed.status is CaseStatus.OPEN and lapsed.auto_contained_at is None
+    assert ResponseAction.DISABLE_ACCOUNT in offered_actions(lapsed)
+    kept = _disrupted().model_copy(update={"ratified_at": NOW})
+    assert (
+        kept.model_copy(update={"account": AccountState(enabled=True)})
+        .containment_checked()
+        .auto_contained_at
+    )
+    assert _disrupted().containment_checked() == _disrupted(), "still disabled: unchanged"
