@@ -14,6 +14,8 @@ from bot.config.settings import Settings
 from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
 from tests.scenario.test_approvals import Channel, card_text, verbs
+from tests.scenario.test_intake import SECRET as PUSH_SECRET
+from tests.scenario.test_intake import push
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BotHarness, card_action
 
@@ -23,6 +25,7 @@ LEE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a03"  # cloud-only, at high risk
 MEGAN = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a02"  # cloud-only, also in Okta
 GRADY = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a07"  # synced, disabled by automatic attack disruption
 NESTOR = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a08"  # flagged by Identity Protection only: no alert
+PRADEEP = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a09"  # named only by a pushed alert in the minimal form
 ADELE_SID = "S-1-5-21-2718434511-2385740213-3112547860-1104"
 GRADY_SID = "S-1-5-21-2718434511-2385740213-3112547860-1188"
 
@@ -47,6 +50,7 @@ SCENARIO: dict[str, Any] = {
         {"id": MEGAN, "userPrincipalName": "megan.bowen@contoso.com", "displayName": "Megan Bowen"},
         _synced(GRADY, "grady.archie@contoso.com", "Grady Archie", GRADY_SID, "gradya", accountEnabled=False),
         {"id": NESTOR, "userPrincipalName": "nestor.wilke@contoso.com", "displayName": "Nestor Wilke"},
+        {"id": PRADEEP, "userPrincipalName": "pradeep.gupta@contoso.com", "displayName": "Pradeep Gupta"},
         {"id": ALEX["id"], "userPrincipalName": "alex.wilber@contoso.com", "displayName": "Alex Wilber"},
         {
             "id": MEGAN_ADMIN["id"],
@@ -122,7 +126,7 @@ async def channel(
     tmp_path: Path,
 ) -> AsyncIterator[Channel]:
     policy = write_policy(tmp_path / "policy.yaml", blast_radius_per_hour=50)
-    harness = BotHarness(make_settings(policy_file=str(policy)), clock)
+    harness = BotHarness(make_settings(policy_file=str(policy), push_shared_secret=PUSH_SECRET), clock)
     await harness.start()
     opened = Channel(harness, connector, tenant)
     await opened.open()
@@ -295,7 +299,9 @@ async def test_a_responder_can_pick_the_accounts_to_act_on(channel: Channel, ten
     await act(channel, "Adele Vance", "disableAccount", accounts="activeDirectory,entraID")
     assert invoked(tenant) == [("disable", "activeDirectory")], "Okta was not picked"
     assert tenant.provider_account(ADELE, "okta").enabled is True
-    assert "Entra ID, Active Directory" in card_text(channel.current_card("Adele Vance")), "the card says which"
+    assert "Entra ID, Active Directory" in card_text(channel.current_card("Adele Vance")), (
+        "the card says which"
+    )
 
 
 async def test_a_pick_that_names_no_account_of_the_person_is_refused(
@@ -356,6 +362,20 @@ async def test_no_comment_goes_to_an_alert_that_does_not_exist(
     channel: Channel, tenant: SandboxTenant
 ) -> None:
     assert "Nestor Wilke" in card_text(channel.current_card("Nestor Wilke"))
+    status, _ = await push(
+        channel.bot,
+        {
+            "id": "inc-42",
+            "title": "Impossible travel",
+            "severity": "high",
+            "source": "sentinel",
+            "user": {"userPrincipalName": "pradeep.gupta@contoso.com"},
+        },
+    )
+    assert status == 202
+    await channel.bot.service.drain()
+    await act(channel, "Pradeep Gupta", "disableAccount")
+    assert tenant.user(PRADEEP)["accountEnabled"] is False
     await act(channel, "Nestor Wilke", "disableAccount")
     await act(channel, "Lee Gu", "disableAccount")
     comments = calls(tenant, "POST", "/comments")
