@@ -471,6 +471,24 @@ async def test_identity_protection_requests_are_paced_one_per_second(
 
 
 @pytest.mark.asyncio
+async def test_confirm_safe_is_paced_with_identity_protection_and_nothing_else_is(
+    tenant: SandboxTenant, http: httpx.AsyncClient, tokens: TokenProvider
+) -> None:
+    graph, time = _paced_client(tenant, http, tokens)
+    identity = (await graph.list_identity_accounts(upn="lee.gu@contoso.com"))[0]
+
+    await graph.get_risky_user(LEE_ID)
+    await graph.confirm_safe([LEE_ID])
+    await graph.invoke_identity_action(
+        str(identity["id"]), account_id=LEE_ID, action="requireUserToSignInAgain", identity_provider="entraID"
+    )
+    await graph.get_user(LEE_ID, ["id"])
+
+    assert time.sleeps == [1.0], "only the second Identity Protection call waited"
+    assert tenant.risky_user(LEE_ID)["riskState"] == "confirmedSafe"
+
+
+@pytest.mark.asyncio
 async def test_identity_protection_429_without_retry_after_is_paced_and_backed_off(
     tenant: SandboxTenant, http: httpx.AsyncClient, tokens: TokenProvider
 ) -> None:
