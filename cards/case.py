@@ -48,9 +48,31 @@ from bot.domain.models import (
 )
 from bot.domain.plans import blocked, offered_actions
 from cards.links import DEFAULT_LINKS, PortalLinks
+from cards.response import (
+    ACCOUNTS_INPUT_ID,
+    ADD_PASSWORD_CHANGE_INPUT_ID,
+    ADD_REVOKE_SESSIONS_INPUT_ID,
+    account_picker,
+    action_explanations,
+    action_title,
+    containment_banner,
+    keep_contained_choices,
+    linked_accounts,
+    request_scope_facts,
+)
 from cards.text import DEFAULT, Limits, fit, inert, joined, plain
 
-__all__ = ["DEFAULT_LINKS", "REASON_INPUT_ID", "PortalLinks", "Viewer", "render_case", "request_headline"]
+__all__ = [
+    "ACCOUNTS_INPUT_ID",
+    "ADD_PASSWORD_CHANGE_INPUT_ID",
+    "ADD_REVOKE_SESSIONS_INPUT_ID",
+    "DEFAULT_LINKS",
+    "REASON_INPUT_ID",
+    "PortalLinks",
+    "Viewer",
+    "render_case",
+    "request_headline",
+]
 
 MAX_ALERTS_SHOWN = DEFAULT.alerts
 MAX_SIGNALS_SHOWN = 3
@@ -119,7 +141,13 @@ def _render(
     refresh_user_ids: Sequence[str],
     limits: Limits,
 ) -> dict[str, Any]:
-    body: list[Any] = [_header(case, limits), _facts(case, limits), *_alerts(case, links, limits)]
+    body: list[Any] = [
+        _header(case, limits),
+        *containment_banner(case),
+        _facts(case, limits),
+        *linked_accounts(case, limits),
+        *_alerts(case, links, limits),
+    ]
     if request is not None:
         body.append(_request_block(request, limits))
     if note:
@@ -152,14 +180,18 @@ def _render(
             )
         )
         data = {"caseId": case.id, "cardVersion": case.revision}
+        offered = offered_actions(case)
+        body += account_picker(case, offered)
+        body += keep_contained_choices(case, offered)
         body.append(
             ActionSet(
                 actions=[
-                    ExecuteAction(title=action.label, verb=action.value, data=data)
-                    for action in offered_actions(case)
+                    ExecuteAction(title=action_title(case, action), verb=action.value, data=data)
+                    for action in offered
                 ]
             )
         )
+        body += action_explanations(case, offered)
     latest = case.alerts[-1] if case.alerts else None
     if latest is not None:
         actions.append(
@@ -471,6 +503,7 @@ def _request_block(request: ActionRequest, limits: Limits) -> Container:
         facts.append(_fact("Expires", format_time(request.expires_at), limits.short))
     if request.privileged_reason:
         facts.append(_fact("Why two", request.privileged_reason, limits.short))
+    facts += request_scope_facts(request)
     if request.decision_note:
         facts.append(_fact("Note", request.decision_note, limits.long))
     items.append(FactSet(facts=facts, spacing="Small"))

@@ -267,6 +267,8 @@ def _instructions(stack: DemoStack) -> str:
             "     shows “awaiting second approver”; in Teams Megan Bowen would approve. The Playground has",
             "     one user, so here it waits, and expires after 30 minutes.",
             "  5. Break Glass is a protected account: the card says so and offers no action.",
+            "  6. Grady Archie was disabled by automatic attack disruption: his card says “Already contained",
+            "     automatically” and offers “Keep contained” or a roll-back that needs two approvers.",
         ]
     lines += ["", "Press Ctrl-C to stop."]
     return "\n".join(lines)
