@@ -50,9 +50,31 @@ from bot.domain.models import (
 )
 from bot.domain.plans import blocked, offered_actions
 from cards.links import DEFAULT_LINKS, PortalLinks
+from cards.response import (
+    ACCOUNTS_INPUT_ID,
+    ADD_PASSWORD_CHANGE_INPUT_ID,
+    ADD_REVOKE_SESSIONS_INPUT_ID,
+    account_picker,
+    action_explanations,
+    action_title,
+    containment_banner,
+    keep_contained_choices,
+    linked_accounts,
+    request_scope_facts,
+)
 from cards.text import DEFAULT, Limits, fit, inert, joined, plain
 
-__all__ = ["DEFAULT_LINKS", "REASON_INPUT_ID", "PortalLinks", "Viewer", "render_case", "request_headline"]
+__all__ = [
+    "ACCOUNTS_INPUT_ID",
+    "ADD_PASSWORD_CHANGE_INPUT_ID",
+    "ADD_REVOKE_SESSIONS_INPUT_ID",
+    "DEFAULT_LINKS",
+    "REASON_INPUT_ID",
+    "PortalLinks",
+    "Viewer",
+    "render_case",
+    "request_headline",
+]
 
 MAX_ALERTS_SHOWN = DEFAULT.alerts
 MAX_SIGNALS_SHOWN = 3
@@ -130,8 +152,10 @@ def _render(
     # first screen; every alert, the sign-in risk, times, ids and portal links behind "Show details".
     body: list[Any] = [
         _header(case, limits),
+        *containment_banner(case),
         _why(case, limits),
         _account(case, limits),
+        *linked_accounts(case, limits),
         *_details(case, links, limits),
     ]
     if request is not None:
@@ -168,14 +192,18 @@ def _render(
             )
         )
         data = {"caseId": case.id, "cardVersion": case.revision}
+        offered = offered_actions(case)
+        body += account_picker(case, offered)
+        body += keep_contained_choices(case, offered)
         body.append(
             ActionSet(
                 actions=[
-                    ExecuteAction(title=action.label, verb=action.value, data=data)
-                    for action in offered_actions(case)
+                    ExecuteAction(title=action_title(case, action), verb=action.value, data=data)
+                    for action in offered
                 ]
             )
         )
+        body += action_explanations(case, offered)
     card = AdaptiveCard(
         version="1.5",
         fallback_text=(
@@ -521,6 +549,7 @@ def _request_block(request: ActionRequest, limits: Limits) -> Container:
         facts.append(_fact("Expires", format_time(request.expires_at), limits.short))
     if request.privileged_reason:
         facts.append(_fact("Why two", request.privileged_reason, limits.short))
+    facts += request_scope_facts(request)
     if request.decision_note:
         facts.append(_fact("Note", request.decision_note, limits.long))
     items.append(FactSet(facts=facts, spacing="Small"))

@@ -287,6 +287,8 @@ def _instructions(stack: DemoStack) -> str:
             "     (Your browser warns about the sandbox's own certificate on the sign-in page: it is a",
             "     throwaway CA made for this run; continue.)",
             "  5. Break Glass is a protected account: the card says so and offers no action.",
+            "  6. Grady Archie was disabled by automatic attack disruption: his card says “Already contained",
+            "     automatically” and offers “Keep contained” or a roll-back that needs two approvers.",
         ]
     lines += ["", f"Approval page: {stack.bot_url}/approve/<case id> (linked from every card)"]
     lines += ["", "Press Ctrl-C to stop."]
