@@ -15,7 +15,11 @@ from typing import Any
 import jwt
 from aiohttp import web
 from botbuilder.core import Bot, InvokeResponse, TurnContext
-from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botbuilder.integration.aiohttp import (
+    CloudAdapter,
+    ConfigurationBotFrameworkAuthentication,
+    ConfigurationServiceClientCredentialFactory,
+)
 from botbuilder.schema import Activity
 from botframework.connector.auth import AuthenticationConstants
 
@@ -23,6 +27,7 @@ from bot.config.settings import Settings
 from bot.errors import RemediationError
 from bot.teams.handler import REFUSAL_KEY, Refusal
 from bot.teams.shape import CARD_ACTION_INVOKE, activity_problem
+from bot.teams.tokens import OffLoopCredentialsFactory
 from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
 
 log = logging.getLogger(__name__)
@@ -41,14 +46,16 @@ class _BotFrameworkConfig:
 
 
 def build_adapter(settings: Settings) -> CloudAdapter:
-    """A CloudAdapter validating inbound tokens whenever ``MicrosoftAppId`` is set."""
+    """A CloudAdapter validating inbound tokens whenever ``MicrosoftAppId`` is set, and fetching
+    its outbound token off the event loop (:mod:`bot.teams.tokens`)."""
     config = _BotFrameworkConfig(
         APP_ID=settings.microsoft_app_id,
         APP_PASSWORD=settings.microsoft_app_password,
         APP_TYPE=settings.microsoft_app_type,
         APP_TENANTID=settings.microsoft_app_tenant_id,
     )
-    adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config))
+    credentials = OffLoopCredentialsFactory(ConfigurationServiceClientCredentialFactory(config))
+    adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config, credentials_factory=credentials))
 
     async def on_error(turn_context: Any, error: Exception) -> None:
         activity = turn_context.activity
