@@ -35,6 +35,7 @@ from bot.store.core import (
     Tx,
     drive,
     index_live_rows,
+    index_unresolved_cases,
     merge_duplicate_cases,
     utc_text,
 )
@@ -48,6 +49,7 @@ SQLITE = Dialect(
     order="rowid",
     active="active = 1",
     behind="needs_publishing = 1",
+    unresolved="unresolved = 1 AND active = 1",
     for_update="",  # BEGIN IMMEDIATE: the writer is alone
     time=utc_text,
     audit_time=lambda at: at.isoformat(),
@@ -137,7 +139,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     # index on ``needs_publishing``; sweeps read open requests through an index on ``state`` and
     # results awaiting a re-check through one on ``recheck_at`` (times as in 3).
     lambda tx: _index_live_rows(tx),
+    # 8: the sweep retries only the active cases still waiting for their person's object id,
+    # found through a partial index (closed and resolved cases cost it nothing).
+    lambda tx: _index_unresolved_cases(tx),
 )
+
+
+async def _index_unresolved_cases(tx: Tx) -> None:
+    """Migration 8: the ``unresolved`` flag and its partial index, filled from the data."""
+    await tx.run("ALTER TABLE cases ADD COLUMN unresolved INTEGER NOT NULL DEFAULT 0")
+    await tx.run("CREATE INDEX cases_unresolved ON cases (id) WHERE unresolved = 1 AND active = 1")
+    await index_unresolved_cases(SQLITE, tx)
 
 
 async def _index_live_rows(tx: Tx) -> None:
