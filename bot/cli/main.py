@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -38,7 +39,14 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         shutdown_timeout=SHUTDOWN_REQUEST_SECONDS,
     )
-    return 0
+    # Everything that matters is done: requests answered, jobs finished or released, the store
+    # closed. What may be left are worker threads blocked in a Bot Connector call that botbuilder
+    # makes synchronously (msrest, its own timeout 100 s) for work that was cancelled; the
+    # interpreter would wait for them at exit. Leave now instead, with the logs flushed.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # -- migrate ----------------------------------------------------------------------------------

@@ -8,17 +8,19 @@ after the first exited proves the first released its claim rather than letting i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.domain.models import RequestState
 from devtools.sandbox import SandboxTenant
 from tests.store.test_crash_windows import USERS, Crash, _case_id, _scenario, _until
 from tests.support.connector import RecordingConnector
-from tests.support.harness import install_activity
+from tests.support.harness import card_action, install_activity, invoke_activity
 
 pytestmark = pytest.mark.postgres
 
@@ -74,3 +76,69 @@ async def test_sigterm_with_an_action_in_flight_exits_and_releases_its_job(
     assert crash.patches(user["id"]) <= 1, "never sent twice"
     (reply,) = crash.replies(post)
     assert "not sent again" in reply
+
+
+OUTSIDER = {"id": "aaaaaaaa-0000-4000-8000-0000000000ff", "name": "Someone Else"}
+
+
+async def test_sigterm_with_many_requests_and_calls_in_flight_exits_and_releases_every_job(
+    crash: Crash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.store.test_crash_windows.LEASE_SECONDS", "60")
+    first = await crash.start()
+    await first.post(install_activity(crash.connector.service_url))
+    await _until(lambda: len(crash.connector.of_kind("create")) >= len(USERS), 60, "the cards")
+    posts = crash.connector.of_kind("create")
+    # Every Graph write hangs and the Bot Connector takes a minute to answer anything: actions,
+    # card updates and thread replies are all in flight when the replica is told to stop.
+    for user in USERS:
+        crash.tenant.inject_fault("PATCH", f"/users/{user['id']}$", status=None, delay=30)
+    crash.connector.hold = 60
+    for post in posts:
+        await crash.click_disable(first, post)
+    store = await crash.open_store()
+
+    async def all_in_flight() -> bool:
+        for post in posts:
+            requests = await store.list_requests(_case_id(post))
+            if not any(r.state is RequestState.EXECUTING and r.dispatched for r in requests):
+                return False
+        return True
+
+    deadline = time.monotonic() + 30
+    while not await all_in_flight():
+        assert time.monotonic() - deadline < 0, "the actions never started"
+        await asyncio.sleep(0.1)
+
+    async def click(n: int) -> None:
+        post = posts[n % len(posts)]
+        data = dict(card_action(post.card or {}, "disableAccount")["data"], reason="in flight")
+        activity = invoke_activity(
+            crash.connector.service_url,
+            post.conversation_id,
+            user_object_id=OUTSIDER["id"],
+            user_name=OUTSIDER["name"],
+            verb="disableAccount",
+            data=data,
+        )
+        # Cut off by the shutdown or answered: either is fine, a hang is not.
+        with contextlib.suppress(aiohttp.ClientError):
+            await first.post(activity)
+
+    clicks = [asyncio.create_task(click(n)) for n in range(100)]
+    await asyncio.sleep(0.2)  # the clicks are arriving and being answered
+    first.process.terminate()
+    # A generous bound on the process's own exit (the target is 5 s; the calls it makes take 30 and 60).
+    await _until(lambda: first.process.poll() is not None, 10, "the replica exiting after SIGTERM")
+    assert first.process.returncode == 0
+    await asyncio.wait_for(asyncio.gather(*clicks), 30)
+    log = first.log_path.read_text(errors="replace")
+    assert log.count("released unfinished") >= len(USERS), log[-3000:]
+
+    # Another replica takes every released job at once (their leases had 60 s left) and settles them.
+    crash.connector.hold = 0
+    await crash.start()
+    await _until(lambda: all(crash.replies(post) for post in posts), 60, "the second replica's results")
+    await crash.settled()
+    for user in USERS:
+        assert crash.patches(user["id"]) <= 1, "never sent twice"
