@@ -119,10 +119,10 @@ class Limits:
 
     ``name``: a person's name, a UPN or an id; ``short``: a title, a technique list, a fact;
     ``long``: a reason, a note, a result or an error message; ``alerts``: alerts listed on a
-    card; ``alert_ids``: bytes of JSON the alert ids a case card names may take (all of a case's, as
-    a rule: about 180 ids of Defender's 40 characters); ``items``: other lists (sign-in risks, steps, lines of a chat answer); ``links``:
-    whether alert titles link to the portal; ``refresh``: whether a card carries the user ids
-    of its per-person views.
+    card; ``alert_ids``: bytes of JSON the alert ids a case card names may take (all of a
+    case's, as a rule: about 180 ids of Defender's 40 characters); ``items``: other lists
+    (sign-in risks, steps, lines of a chat answer); ``links``: whether alert titles link to the
+    portal; ``refresh``: whether a card carries the user ids of its per-person views.
     """
 
     name: int = 120
