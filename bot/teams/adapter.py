@@ -22,6 +22,7 @@ from botbuilder.integration.aiohttp import (
 )
 from botbuilder.schema import Activity
 from botframework.connector.auth import AuthenticationConstants
+from msrest.universal_http.requests import ClientRetryPolicy
 
 from bot.config.settings import Settings
 from bot.errors import RemediationError
@@ -33,6 +34,19 @@ from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
 log = logging.getLogger(__name__)
 
 MAX_ACTIVITY_BYTES = 256 * 1024
+
+
+def _faster_client_construction() -> None:
+    """botbuilder builds two msrest clients for every turn (the connector and the user token
+    client), inbound and proactive alike, and each builds a ``ClientRetryPolicy`` that tests 999
+    status codes for membership in a *list* of 501 "safe" codes: 4-5 ms of CPU per client, the
+    largest single cost of a click. The same codes in a frozenset give the same retry codes at a
+    hundredth of the cost. (The messenger switches those transport retries off anyway.)"""
+    if not isinstance(ClientRetryPolicy.safe_codes, frozenset):
+        ClientRetryPolicy.safe_codes = frozenset(ClientRetryPolicy.safe_codes)  # type: ignore[assignment]
+
+
+_faster_client_construction()
 
 
 @dataclass(frozen=True)
