@@ -1,10 +1,15 @@
 """SQLite implementation of the store: the embedded default for one replica.
 
-Writes go through one connection in WAL mode, used from a worker thread (``asyncio.to_thread``)
-under a lock as ``BEGIN IMMEDIATE`` transactions, so the event loop never blocks on disk and
-writers (in this process or another on the file) take turns. Reads use connections of their own
-(one per worker thread at most) without that lock: WAL lets them read the last committed state
-while a write is under way, so a read never waits behind a write.
+Writes go through one connection in WAL mode, used from the store's writer thread under a lock
+as ``BEGIN IMMEDIATE`` transactions, so the event loop never blocks on disk and writers (in this
+process or another on the file) take turns. Reads use connections of their own (one per reader
+thread at most) without that lock: WAL lets them read the last committed state while a write is
+under way, so a read never waits behind a write.
+
+The store's threads are its own, not the event loop's default executor: botbuilder sends every
+Bot Connector request from that executor and blocks a thread until Teams answers, so a slow or
+unreachable Bot Connector would otherwise queue every store call (a click's, a job release at
+shutdown) behind those requests.
 
 The statements and rules are :mod:`bot.store.core`'s, shared with PostgreSQL; this module adds
 the schema, the connections, leadership (a lock file) and the job queue's claims.
@@ -21,6 +26,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -44,6 +50,8 @@ from bot.store.rows import check_finish, check_lease, job_payload_json
 R = TypeVar("R")
 
 _MAX_TRANSACTION_ATTEMPTS = 20
+# Threads (and so read connections) reading at once.
+READER_THREADS = 4
 
 SQLITE = Dialect(
     order="rowid",
@@ -204,6 +212,8 @@ class SqliteStore(SqlStore):
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened_readers: list[sqlite3.Connection] = []
         self._closed = False
+        self._writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._reading = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="store-reader")
         self._migrate()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -251,7 +261,7 @@ class SqliteStore(SqlStore):
             raise ConflictError(f"{what} kept colliding with concurrent writers")
 
         try:
-            return await asyncio.to_thread(locked)
+            return await asyncio.get_running_loop().run_in_executor(self._writing, locked)
         except sqlite3.Error as exc:
             raise StoreError(f"the state store failed: {exc}") from exc
 
@@ -281,7 +291,7 @@ class SqliteStore(SqlStore):
                 self._readers.put(db)
 
         try:
-            return await asyncio.to_thread(read)
+            return await asyncio.get_running_loop().run_in_executor(self._reading, read)
         except sqlite3.Error as exc:
             raise StoreError(f"the state store failed: {exc}") from exc
 
@@ -297,6 +307,8 @@ class SqliteStore(SqlStore):
             for reader in self._opened_readers:
                 reader.close()
             self._db.close()
+        self._writing.shutdown(wait=False)
+        self._reading.shutdown(wait=False)
 
     async def schema_version(self) -> int:
         """The number of the last migration applied to the file."""

@@ -8,12 +8,13 @@ Entra ID over HTTPS.
 
 :class:`OffLoopCredentialsFactory` sits where botbuilder asks for those credentials (its
 ``ServiceClientCredentialsFactory``, which botbuilder awaits). It keeps one long-lived set of
-credentials per app id and audience, asks them for the token in a worker thread
-(``asyncio.to_thread``), and hands botbuilder credentials that carry the token in hand, so that
-``signed_session`` does no I/O. msal answers from its own cache until the token is within five
-minutes of expiry, so a token it gave is good for at least five minutes: it is used for
-:data:`USABLE_SECONDS` at most and refreshed in the background after :data:`REFRESH_SECONDS`,
-so that a turn seldom waits for Entra ID at all and never blocks the loop on it.
+credentials per app id and audience, asks them for the token in a worker thread of its own (not
+the default executor, where botbuilder's requests may all be waiting on Teams), and hands
+botbuilder credentials that carry the token in hand, so that ``signed_session`` does no I/O.
+msal answers from its own cache until the token is within five minutes of expiry, so a token it
+gave is good for at least five minutes: it is used for :data:`USABLE_SECONDS` at most and
+refreshed in the background after :data:`REFRESH_SECONDS`, so that a turn seldom waits for
+Entra ID at all and never blocks the loop on it.
 
 A token that could not be fetched fails the send that needs it, as before (botbuilder's
 ``PermissionError`` or the transport's error, raised from ``signed_session``); a turn that sends
@@ -26,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from botframework.connector.auth import AppCredentials, ServiceClientCredentialsFactory
@@ -57,6 +59,8 @@ class OffLoopCredentialsFactory(ServiceClientCredentialsFactory):
         self._inner = inner
         self._monotonic = monotonic
         self._held: dict[tuple[str, str, str], _Held] = {}
+        # A thread of its own: botbuilder's Bot Connector requests block the default executor's.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bot-connector-token")
 
     async def is_valid_app_id(self, app_id: str) -> bool:
         return bool(await self._inner.is_valid_app_id(app_id))
@@ -96,7 +100,8 @@ class OffLoopCredentialsFactory(ServiceClientCredentialsFactory):
     def _fetch(self, held: _Held) -> asyncio.Task[str]:
         async def fetch() -> str:
             try:
-                token: str = await asyncio.to_thread(held.source.get_access_token)
+                loop = asyncio.get_running_loop()
+                token: str = await loop.run_in_executor(self._thread, held.source.get_access_token)
             finally:
                 held.fetching = None
             held.token, held.fetched_at = token, self._monotonic()
