@@ -26,6 +26,7 @@ from msrest.universal_http.requests import ClientRetryPolicy
 
 from bot.config.settings import Settings
 from bot.errors import RemediationError
+from bot.log_context import bind_ids, fresh_ids
 from bot.teams.handler import REFUSAL_KEY, Refusal
 from bot.teams.shape import CARD_ACTION_INVOKE, activity_problem
 from bot.teams.tokens import OffLoopCredentialsFactory
@@ -64,9 +65,11 @@ def build_adapter(settings: Settings) -> CloudAdapter:
     its outbound token off the event loop (:mod:`bot.teams.tokens`)."""
     config = _BotFrameworkConfig(
         APP_ID=settings.microsoft_app_id,
-        APP_PASSWORD=settings.microsoft_app_password,
-        APP_TYPE=settings.microsoft_app_type,
-        APP_TENANTID=settings.microsoft_app_tenant_id,
+        APP_PASSWORD=settings.microsoft_app_password.get_secret_value(),
+        # With no app id (the sandbox, authentication off) there is no identity to be single-tenant
+        # with: botbuilder's authentication-disabled path is its multi-tenant one.
+        APP_TYPE=settings.microsoft_app_type if settings.microsoft_app_id else "MultiTenant",
+        APP_TENANTID=settings.tenant_id,
     )
     credentials = OffLoopCredentialsFactory(ConfigurationServiceClientCredentialFactory(config))
     adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config, credentials_factory=credentials))
@@ -89,6 +92,7 @@ def _json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+@fresh_ids()
 async def handle_activity(
     request: web.Request, adapter: CloudAdapter, bot: Bot, *, authenticate: bool = True
 ) -> web.Response:
@@ -151,6 +155,7 @@ async def _handle_activity(
         return _unauthorized(activity, type(exc).__name__)
     if auth_header and not _expires(authenticated.claims_identity):
         return _unauthorized(activity, "the token has no expiry")
+    bind_ids(activity_id=activity.id)
     turn = _Turn(bot)
     invoke_response = await adapter.process_activity(authenticated, activity, turn.run)
     return turn.answer(activity, invoke_response)
