@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("PORT"))
+    # /metrics is unauthenticated, so it is never on the public port unless asked for: a port of
+    # its own (METRICS_PORT, on METRICS_HOST) for the scraper, or METRICS_ON_MAIN_PORT=true where
+    # the main port is private anyway.
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
+    metrics_host: str = Field("127.0.0.1", validation_alias=_env("METRICS_HOST"))
+    metrics_on_main_port: bool = Field(False, validation_alias=_env("METRICS_ON_MAIN_PORT"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     # json: one JSON object per line with the bound ids as fields (for a log pipeline); text:
     # key=value lines for a person. Empty: json, except text in SANDBOX_MODE (the local demo).
@@ -231,6 +237,11 @@ class Settings(BaseSettings):
         push_secret = self.push_shared_secret.get_secret_value()
         if push_secret and len(push_secret) < 32:
             raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError(
+                "METRICS_PORT|must differ from PORT: /metrics has no authentication and the bot's "
+                "port is public (set METRICS_ON_MAIN_PORT=true instead if that port is private)"
+            )
         if self.poll_interval_seconds <= 0:
             raise ValueError("POLL_INTERVAL_SECONDS|must be greater than 0")
         return self

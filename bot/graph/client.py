@@ -18,7 +18,9 @@ from bot.errors import GraphError, GraphOutcomeUnknown
 from bot.graph import decode
 from bot.graph.odata import all_of, any_equal, odata_datetime, odata_string
 from bot.graph.pacing import Pacer
+from bot.graph.permissions import operation_template
 from bot.retry import backoff_delay, parse_retry_after
+from bot.tracing import annotate, span
 
 JSONObject = dict[str, Any]
 
@@ -141,6 +143,15 @@ class GraphClient:
         self._rng = rng if rng is not None else random.Random()
         self._now = now or _utc_now
         self._identity_protection = Pacer(identity_protection_interval, sleep=sleep, clock=monotonic)
+        self._observer: Callable[[str, int, float], None] | None = None
+
+    def observe(self, observer: Callable[[str, int, float], None]) -> None:
+        """Call ``observer(operation, status, seconds)`` after every Graph call (for metrics).
+
+        ``operation`` is the method and the contract path template (``PATCH /users/{user-id}``),
+        never a concrete id; ``status`` is the final HTTP status, 0 when no answer came.
+        """
+        self._observer = observer
 
     # -- alerts and users ------------------------------------------------------------------
 
@@ -413,6 +424,36 @@ class GraphClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
     ) -> GraphResponse:
+        """:meth:`_send` in a span of the trace, timed for the observer (if any)."""
+        operation = _operation(method, path, self._base_url)
+        started = time.perf_counter()
+        status = 0
+        with span(f"graph {operation}", **{"http.request.method": method.upper()}):
+            try:
+                response = await self._send(
+                    method, path, params=params, json=json, headers=headers, idempotent=idempotent
+                )
+                status = response.status
+                annotate(**{"http.response.status_code": status, "graph.request_id": response.request_id})
+                return response
+            except GraphError as exc:
+                status = exc.status
+                annotate(**{"http.response.status_code": status, "graph.request_id": exc.request_id})
+                raise
+            finally:
+                if self._observer is not None:
+                    self._observer(operation, status, time.perf_counter() - started)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> GraphResponse:
         """Send one Graph call with auth, retries and error decoding; see the class docstring.
 
         ``path`` is relative to the base URL (``/users/x``) or an absolute ``@odata.nextLink``
@@ -560,3 +601,12 @@ def _risky_user_batch(user_ids: Sequence[str]) -> list[str]:
     if len(ids) > RISKY_USERS_BATCH:
         raise ValueError(f"at most {RISKY_USERS_BATCH} user ids per request, got {len(ids)}")
     return ids
+
+
+def _operation(method: str, path: str, base_url: str) -> str:
+    """``METHOD /template`` of the contract for a metrics label: bounded, never an id."""
+    relative = path.removeprefix(base_url).split("?", 1)[0]
+    try:
+        return f"{method.upper()} {operation_template(method, relative)}"
+    except KeyError:
+        return f"{method.upper()} other"

@@ -7,12 +7,13 @@ replica's id) and exposes their public verbs. It holds no behaviour of its own.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from bot.domain.approval import Event
-from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef
+from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef, ResponseAction
 from bot.domain.policy import ActorRoles
 from bot.services.audit_log import AuditLog
 from bot.services.channel import IncidentChannel
@@ -30,7 +31,13 @@ from bot.services.transitions import Transition, Transitions
 from bot.services.views import CaseViews
 from bot.tenant.actions import Executor
 from bot.tenant.resolver import IdentityResolver
+from bot.tracing import span
 from bot.web.metrics import Metrics
+
+# The verbs a card click may carry; any other is labelled "other" (a metric label stays bounded).
+CARD_VERBS = frozenset(
+    {"refresh", "approve", "reject", "cancel", "retry", *(a.value for a in ResponseAction)}
+)
 
 
 class RemediationService:
@@ -140,8 +147,22 @@ class RemediationService:
         await self.publisher.publish_cards()
 
     async def handle_card_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
-        """See :meth:`Clicks.handle_card_action`."""
-        return await self.clicks.handle_card_action(actor, verb, data)
+        """See :meth:`Clicks.handle_card_action`; timed for the invoke histogram."""
+        started = time.perf_counter()
+        outcome = "failed"
+        label = verb if verb in CARD_VERBS else "other"
+        try:
+            with span("card click", verb=label):
+                answer = await self.clicks.handle_card_action(actor, verb, data)
+            outcome = f"http_{answer.error_status}" if answer.error_status else "answered"
+            return answer
+        finally:
+            self.metrics.observe(
+                "remediation_invoke_duration_seconds",
+                time.perf_counter() - started,
+                verb=label,
+                outcome=outcome,
+            )
 
     async def transition(self, request_id: str, event: Event) -> Transition:
         """See :meth:`Transitions.apply`."""

@@ -61,6 +61,14 @@ class AlertIntake:
 
 
 @dataclass(frozen=True)
+class JobBacklog:
+    """Unfinished jobs (queued or running): how many, and when the oldest was queued."""
+
+    pending: int
+    oldest_enqueued_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Job:
     """One claimed job: what to do (``kind``, ``payload``) and the claim on it.
 
@@ -303,6 +311,9 @@ class Store(Protocol):
         Raises :class:`~bot.errors.ConflictError` when another worker has claimed the job since
         (``worker``'s lease ran out), :class:`~bot.errors.StoreError` for an unknown key.
         """
+
+    async def job_backlog(self) -> JobBacklog:
+        """How many jobs are unfinished and when the oldest of them was queued (for metrics)."""
 
     # -- replay protection (shared by every replica) ------------------------------------------
 

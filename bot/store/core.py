@@ -27,7 +27,7 @@ from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
 from bot.domain.merging import OPEN_REQUEST_STATES, cancelled_for_merge, plan_merges
 from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState, ResponseAction
 from bot.errors import ConflictError, RemediationError, StoreError
-from bot.store.base import AlertIntake, Settlement
+from bot.store.base import AlertIntake, JobBacklog, Settlement
 from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
@@ -144,6 +144,16 @@ class SqlStore(MetaRecords):
 
     async def _first(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Any] | None:
         return await self._read(lambda tx: tx.one(sql, params))
+
+    async def job_backlog(self) -> JobBacklog:
+        """Unfinished jobs: how many, and when the oldest was queued (the partial index serves it)."""
+        row = await self._first("SELECT count(*), min(enqueued_at) FROM jobs WHERE finished_at IS NULL")
+        if row is None:
+            return JobBacklog(0, None)
+        oldest = row[1]
+        if isinstance(oldest, str):
+            oldest = datetime.fromisoformat(oldest)
+        return JobBacklog(int(row[0]), oldest)
 
     async def _models(self, model: type[T], where: str, params: Sequence[Any] = ()) -> list[T]:
         table = "cases" if model is Case else "action_requests"

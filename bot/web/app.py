@@ -22,8 +22,10 @@ from bot.teams.adapter import build_adapter, handle_activity
 from bot.teams.handler import TeamsBot
 from bot.teams.messenger import TeamsMessenger
 from bot.tenant.directory import Directory
-from bot.tenant.intake import AlertPoller
+from bot.tenant.intake import WATERMARK_KEY, AlertPoller
 from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
+from bot.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bot.web.metrics import Metrics
 from bot.web.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
 from bot.web.push import PushAuthenticator, Rejection, parse_push
 from cards.case import PortalLinks
@@ -138,6 +140,10 @@ def create_app(
                 clock=clock,
                 lookback=timedelta(minutes=settings.poll_lookback_minutes),
             )
+            the_graph.observe(service.metrics.graph_call)
+            messenger.observe_pacing(service.metrics.pacing_wait)
+            if settings.metrics_port:
+                await _serve_metrics(stack, service.metrics, settings, the_store, clock)
             app[SERVICE] = service
             app[STORE] = the_store
             app[POLLER] = poller
@@ -214,14 +220,49 @@ def create_app(
         return web.json_response({"status": "ready", "schema": version})
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=request.app[SERVICE].metrics.exposition(), content_type="text/plain")
+        return await _scrape(request.app[SERVICE].metrics, request.app[STORE], clock)
 
     app.router.add_post("/api/messages", messages)
     app.router.add_post("/api/alerts", alerts)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if settings.metrics_on_main_port:
+        app.router.add_get("/metrics", metrics)
     return app
+
+
+async def _scrape(metrics: Metrics, store: Store, clock: Callable[[], datetime]) -> web.Response:
+    """``GET /metrics``: the gauges read from the store now, then every metric."""
+    now = clock()
+    try:
+        backlog = await store.job_backlog()
+        metrics.set_backlog(backlog.pending, backlog.oldest_enqueued_at, now)
+        metrics.set_poll_lag(await store.get_watermark(WATERMARK_KEY), now)
+    except RemediationError as exc:
+        # The counters and histograms still tell something; the gauges keep their last value.
+        log.warning("metrics: the store could not be read for the gauges: %s", exc.message)
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def _serve_metrics(
+    stack: contextlib.AsyncExitStack,
+    metrics: Metrics,
+    settings: Settings,
+    store: Store,
+    clock: Callable[[], datetime],
+) -> None:
+    """``/metrics`` alone on ``METRICS_HOST:METRICS_PORT``, away from the public port."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        return await _scrape(metrics, store, clock)
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
 
 def _push_error(status: int, code: str, message: str, details: Sequence[dict[str, str]] = ()) -> web.Response:

@@ -64,3 +64,11 @@ def test_a_short_push_secret_is_refused_without_echoing_it() -> None:
         load_settings(**REQUIRED, **{**SECRETS, "push_shared_secret": short})
 
     assert "PUSH_SHARED_SECRET" in str(caught.value) and short not in str(caught.value)
+
+
+def test_metrics_never_share_the_public_port() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**REQUIRED, **SECRETS, port=3978, metrics_port=3978)
+
+    assert "METRICS_PORT" in str(caught.value)
+    assert load_settings(**REQUIRED, **SECRETS).metrics_on_main_port is False
