@@ -312,6 +312,16 @@ class Store(Protocol):
         (``worker``'s lease ran out), :class:`~bot.errors.StoreError` for an unknown key.
         """
 
+    async def audit_after(self, sequence: int, *, limit: int) -> list[AuditEvent]:
+        """Up to ``limit`` audit events after ``sequence``, oldest first (for a streaming export)."""
+
+    async def export_cursor(self, name: str) -> int:
+        """The last audit sequence the export ``name`` has delivered (0: none yet)."""
+
+    async def advance_export_cursor(self, name: str, expected: int, to: int) -> bool:
+        """Move the export cursor from ``expected`` to ``to`` (compare-and-swap); ``False`` when
+        another replica moved it first (this one's batch was a duplicate attempt)."""
+
     async def job_backlog(self) -> JobBacklog:
         """How many jobs are unfinished and when the oldest of them was queued (for metrics)."""
 

@@ -15,7 +15,10 @@ from bot.config.policy_file import policy_from_settings
 from bot.config.settings import Settings
 from bot.errors import RemediationError, StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
+from bot.graph.auth import GRAPH_DEFAULT_SCOPE
+from bot.monitor.ingestion import MONITOR_SCOPE, LogsIngestionSink
 from bot.services import Ports, RemediationService, ServiceSettings
+from bot.services.siem import AuditStream
 from bot.store import open_store
 from bot.store.base import Store
 from bot.teams.adapter import build_adapter, handle_activity
@@ -44,8 +47,9 @@ SHUTDOWN_REQUEST_SECONDS = 1.5
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
-def graph_tokens(settings: Settings) -> TokenProvider:
-    """The Graph credential the settings choose: managed identity, certificate or client secret."""
+def graph_tokens(settings: Settings, scope: str = GRAPH_DEFAULT_SCOPE) -> TokenProvider:
+    """The bot's credential the settings choose (managed identity, certificate or client secret),
+    for Graph or, with ``scope``, another Microsoft API (Azure Monitor's ingestion)."""
     if settings.graph_managed_identity:
         return TokenProvider(
             tenant_id=settings.graph_tenant_id,
@@ -53,6 +57,7 @@ def graph_tokens(settings: Settings) -> TokenProvider:
             managed_identity=settings.graph_managed_identity,
             authority_host=settings.graph_authority_host,
             ca_bundle=settings.graph_ca_bundle or None,
+            scope=scope,
         )
     return TokenProvider(
         tenant_id=settings.graph_tenant_id,
@@ -62,7 +67,24 @@ def graph_tokens(settings: Settings) -> TokenProvider:
         certificate_thumbprint=settings.graph_certificate_thumbprint or None,
         authority_host=settings.graph_authority_host,
         ca_bundle=settings.graph_ca_bundle or None,
+        scope=scope,
     )
+
+
+# Azure Database for PostgreSQL's Entra ID resource: its tokens are the connections' passwords.
+POSTGRES_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+
+
+def database_password(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> Callable[[], Awaitable[str]] | None:
+    """With STORE_ENTRA_AUTH, what gives each database connection its password (an Entra ID
+    token of the bot's credential, closed with ``stack``); ``None`` otherwise."""
+    if not settings.store_entra_auth:
+        return None
+    tokens = graph_tokens(settings, POSTGRES_SCOPE)
+    stack.push_async_callback(tokens.aclose)
+    return tokens.token
 
 
 def utc_now() -> datetime:
@@ -95,7 +117,11 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            the_store = store or await open_store(settings.store_url, audit_key=settings.audit_key)
+            the_store = store or await open_store(
+                settings.store_url.get_secret_value(),
+                audit_key=settings.audit_key,
+                password=database_password(settings, stack),
+            )
             if store is None:
                 stack.push_async_callback(the_store.close)
             the_graph = graph
@@ -153,17 +179,8 @@ def create_app(
             # short grace, then is cancelled and its execution job released to another replica.
             stack.push_async_callback(finish_background_work, service)
             if poll:
-
-                async def poll_as_leader() -> int:
-                    # Several replicas may run; only the one holding the store's lock polls.
-                    try:
-                        if not await the_store.try_lead("poller"):
-                            return 0
-                    except StoreError as exc:
-                        log.warning("leadership unknown (%s); not polling this round", exc.message)
-                        return 0
-                    return await poller.poll_once()
-
+                # Several replicas may run; only the one holding the store's lock polls.
+                poll_as_leader = _as_leader(the_store, "poller", poller.poll_once, "polling")
                 polling = asyncio.create_task(_every(settings.poll_interval_seconds, poll_as_leader, "poll"))
                 stack.push_async_callback(_cancel, polling)
                 # The sweep also sends the cards a dead replica left unsent: at least once per
@@ -173,6 +190,9 @@ def create_app(
                 stack.push_async_callback(_cancel, sweeping)
                 working = asyncio.create_task(_every(settings.job_poll_seconds, service.run_jobs, "jobs"))
                 stack.push_async_callback(_cancel, working)
+                if settings.audit_ingestion_endpoint:
+                    streaming = await _stream_audit(stack, settings, the_store)
+                    stack.push_async_callback(_cancel, streaming)
             yield
 
     app.cleanup_ctx.append(resources)
@@ -356,6 +376,43 @@ async def _release(store: Store, key: str) -> None:
     except RemediationError as exc:
         # The claim then expires on its own; until then a retry of the same request is refused.
         log.error("push: the replay claim could not be released: %s", exc.message)
+
+
+async def _stream_audit(
+    stack: contextlib.AsyncExitStack, settings: Settings, store: Store
+) -> asyncio.Task[None]:
+    """Ship the audit trail to the SIEM table every AUDIT_INGESTION_INTERVAL_SECONDS (leader only)."""
+    sink = LogsIngestionSink(
+        settings.audit_ingestion_endpoint,
+        settings.audit_ingestion_rule_id,
+        settings.audit_ingestion_stream,
+        graph_tokens(settings, MONITOR_SCOPE),
+        ca_bundle=settings.graph_ca_bundle or None,
+    )
+    stack.push_async_callback(sink.close)
+    stream = AuditStream(store, sink)
+
+    ship_as_leader = _as_leader(store, "audit-stream", stream.ship, "streaming the audit trail")
+    return asyncio.create_task(
+        _every(settings.audit_ingestion_interval_seconds, ship_as_leader, "audit stream")
+    )
+
+
+def _as_leader(
+    store: Store, role: str, work: Callable[[], Awaitable[int]], doing: str
+) -> Callable[[], Awaitable[int]]:
+    """``work``, run only by the replica holding the store's ``role`` lock (0 on the others)."""
+
+    async def run() -> int:
+        try:
+            if not await store.try_lead(role):
+                return 0
+        except StoreError as exc:
+            log.warning("leadership unknown (%s); not %s this round", exc.message, doing)
+            return 0
+        return await work()
+
+    return run
 
 
 async def _every(interval: float, work: Callable[[], Awaitable[object]], name: str) -> None:

@@ -32,6 +32,7 @@ ALLOWED = {
     "structlog": ("bot/log_context.py", "bot/cli/logs.py"),
     "prometheus_client": ("bot/web/metrics.py",),
     "opentelemetry": ("bot/tracing.py",),
+    "azure": ("bot/monitor/",),
     # The development extras: only the tools in devtools/ (never shipped) use them.
     "trustme": ("devtools/",),
     "openapi_core": ("devtools/",),

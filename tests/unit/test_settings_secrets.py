@@ -16,6 +16,7 @@ SECRETS = {
     "graph_client_secret": "graph secret 91be2d from Key Vault",
     "push_shared_secret": "push secret of at least thirty-two characters 5d1e",
     "audit_hmac_key": "audit key of at least thirty-two characters 0c4b",
+    "store_url": "postgresql://remediationbot:db-password-5a9e@pg.example:5432/bot?sslmode=require",
 }
 REQUIRED: dict[str, Any] = {
     "microsoft_app_id": "00000000-0000-4000-8000-0000000000b0",
