@@ -43,6 +43,7 @@ from bot.domain.approval import MAX_REASON_CHARS
 from bot.domain.models import (
     ActionRequest,
     Actor,
+    Alert,
     Case,
     CaseStatus,
     RequestState,
@@ -62,7 +63,7 @@ from cards.response import (
     linked_accounts,
     request_scope_facts,
 )
-from cards.text import DEFAULT, Limits, fit, inert, joined, plain
+from cards.text import DEFAULT, Limits, fit, inert, joined, json_size, plain
 
 __all__ = [
     "ACCOUNTS_INPUT_ID",
@@ -496,7 +497,26 @@ def _alerts(case: Case, links: PortalLinks, limits: Limits) -> list[Any]:
     hidden = len(case.alerts) - min(len(case.alerts), limits.alerts)
     if hidden > 0:
         blocks.append(TextBlock(text=f"… and {hidden} more in Defender", is_subtle=True, wrap=True))
+    blocks.append(_alert_ids(newest_first, limits))
     return blocks
+
+
+def _alert_ids(newest_first: Sequence[Alert], limits: Limits) -> RichTextBlock:
+    """Every alert id of the case, newest first, so each can be found in the portal and matched
+    to what the sources sent (a case with more than the card can carry ends "and N more")."""
+    named: list[str] = []
+    room = limits.alert_ids
+    for alert in newest_first:
+        shown = plain(alert.id, limits.name)
+        room -= json_size(shown) + 2  # and its ", "
+        if room < 0:
+            break
+        named.append(shown)
+    more = len(newest_first) - len(named)
+    runs: list[str | TextRun] = ["Alert ids: ", TextRun(text=", ".join(named), is_subtle=True)]
+    if more > 0:
+        runs.append(f" and {more} more")
+    return _runs(*runs, spacing="Small", is_subtle=True, size="Small")
 
 
 def request_headline(request: ActionRequest, limits: Limits = DEFAULT) -> str:
