@@ -33,6 +33,8 @@ STEPS = frozenset(
         "graph.answered",
         # reporting: the result report is claimed, the thread reply is not sent yet
         "report.claimed",
+        # bulk execution: a chunk's identities are claimed and marked dispatched, nothing sent yet
+        "bulk.dispatched",
         # reporting: the thread reply was sent, it is not recorded as reported yet
         "report.sent",
     }

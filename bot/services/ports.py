@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.domain.policy import Policy
@@ -37,6 +37,43 @@ class Messenger(Protocol):
         self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
     ) -> str:
         """Reply under the card, @mentioning ``mentions``."""
+
+    async def post_card_in_thread(self, channel: ChannelRef, ref: CardRef, card: dict[str, Any]) -> CardRef:
+        """Post ``card`` as a reply under the card ``ref``; where it landed (it can be updated)."""
+
+
+@dataclass(frozen=True)
+class BulkTarget:
+    """One identity of a bulk action, as the batching layer needs it (``key``: the case id)."""
+
+    key: str
+    user_id: str
+    upn: str
+    on_premises: bool
+    defender_account_id: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What running (and reading back) the action on one :class:`BulkTarget` showed."""
+
+    key: str
+    outcome: Literal["verified", "failed", "pending"]
+    detail: str
+    graph_status: int | None = None
+    correlation_id: str | None = None
+
+
+class BulkActions(Protocol):
+    """Runs one action on many identities, verified by reading back (the Graph batching layer,
+    or :class:`bot.services.bulk.OneByOne` running the single-identity executor per target)."""
+
+    async def run(
+        self, action: str, targets: Sequence[BulkTarget], *, deadline: float | None = None
+    ) -> list[BulkResult]:
+        """One result per target, in any order (matched by ``key``); targets never sent are
+        ``failed`` with the reason."""
 
 
 def _new_id() -> str:

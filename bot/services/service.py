@@ -15,12 +15,14 @@ from bot.domain.approval import Event
 from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef
 from bot.domain.policy import ActorRoles
 from bot.services.audit_log import AuditLog
+from bot.services.bulk import BulkExecution, OneByOne
+from bot.services.campaigns import CAMPAIGN_VERBS, CampaignDesk
 from bot.services.channel import IncidentChannel
 from bot.services.clicks import Clicks
 from bot.services.enrichment import Enricher
 from bot.services.execution import Execution
 from bot.services.intake import Intake
-from bot.services.ports import CardAnswer, Ports, ServiceSettings
+from bot.services.ports import BulkActions, CardAnswer, Ports, ServiceSettings
 from bot.services.publishing import Publisher
 from bot.services.queries import Queries
 from bot.services.reporting import Reporter
@@ -36,7 +38,9 @@ from bot.web.metrics import Metrics
 class RemediationService:
     """The bot's behaviour, wired to its ports by :func:`bot.web.app.create_app`."""
 
-    def __init__(self, ports: Ports, settings: ServiceSettings) -> None:
+    def __init__(
+        self, ports: Ports, settings: ServiceSettings, *, bulk_actions: BulkActions | None = None
+    ) -> None:
         replica = uuid.uuid4().hex[:8]
         self.metrics = Metrics()
         self.tasks = TaskSupervisor()
@@ -91,6 +95,31 @@ class RemediationService:
             reporter=reporter,
             executor=executor,
         )
+        self.campaigns = CampaignDesk(
+            ports,
+            settings,
+            audit=audit,
+            publisher=self.publisher,
+            enricher=enricher,
+            transitions=self.transitions,
+            tasks=self.tasks,
+            metrics=self.metrics,
+            replica=replica,
+        )
+        self.publisher.campaign_cards = self.campaigns.publish_campaigns
+        self.bulk = BulkExecution(
+            ports,
+            settings,
+            audit=audit,
+            desk=self.campaigns,
+            transitions=self.transitions,
+            enricher=enricher,
+            executor=executor,
+            actions=bulk_actions or OneByOne(ports.store, executor),
+            metrics=self.metrics,
+            replica=replica,
+        )
+        self.campaigns.on_approved = self.bulk.run_jobs
         self.channel_registry = IncidentChannel(ports, settings, audit=audit, metrics=self.metrics)
         self.queries = Queries(ports)
 
@@ -107,6 +136,7 @@ class RemediationService:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work, give what runs ``grace`` seconds, then cancel it (releasing its jobs)."""
         self.execution.stop()
+        self.bulk.stop()
         await self.tasks.drain(grace)
 
     # -- the verbs of each use case -----------------------------------------------------------
@@ -140,7 +170,9 @@ class RemediationService:
         await self.publisher.publish_cards()
 
     async def handle_card_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
-        """See :meth:`Clicks.handle_card_action`."""
+        """See :meth:`Clicks.handle_card_action` (case cards) and :meth:`CampaignDesk.handle`."""
+        if verb in CAMPAIGN_VERBS:
+            return await self.campaigns.handle(actor, verb, data)
         return await self.clicks.handle_card_action(actor, verb, data)
 
     async def transition(self, request_id: str, event: Event) -> Transition:
@@ -148,12 +180,13 @@ class RemediationService:
         return await self.transitions.apply(request_id, event)
 
     async def run_jobs(self) -> int:
-        """See :meth:`Execution.run_jobs`."""
-        return await self.execution.run_jobs()
+        """See :meth:`Execution.run_jobs` and :meth:`BulkExecution.run_jobs`."""
+        return await self.execution.run_jobs() + await self.bulk.run_jobs()
 
     async def sweep(self) -> None:
-        """See :meth:`Sweeper.sweep`."""
+        """See :meth:`Sweeper.sweep` and :meth:`CampaignDesk.sweep`."""
         await self.sweeper.sweep()
+        await self.campaigns.sweep()
 
     async def roles_of(self, object_id: str) -> ActorRoles:
         """See :meth:`Queries.roles_of`."""

@@ -177,6 +177,34 @@ MIGRATIONS: tuple[Migration, ...] = (
     # index on ``needs_publishing``; results awaiting a re-check through one on ``recheck_at``
     # (open requests already have the index on ``state``).
     lambda connection: _index_live_rows(connection),
+    # 8: storm mode. A case records when it opened (the storm window counts recent cases through
+    # an index) and the campaign it joined; one campaign at a time accepts new cases (a unique
+    # index, so replicas racing through one storm open one); bulk requests on a campaign.
+    """
+    ALTER TABLE cases ADD COLUMN opened_at timestamptz, ADD COLUMN campaign_id text;
+    CREATE INDEX cases_by_opened ON cases (opened_at) WHERE active AND opened_at IS NOT NULL;
+    CREATE INDEX cases_by_campaign ON cases (campaign_id, seq) WHERE campaign_id IS NOT NULL;
+    CREATE TABLE campaigns (
+        id text PRIMARY KEY,
+        seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        accepting boolean NOT NULL,
+        needs_publishing boolean NOT NULL DEFAULT true,
+        data text NOT NULL,
+        version integer NOT NULL
+    );
+    CREATE UNIQUE INDEX campaigns_one_accepting ON campaigns (accepting) WHERE accepting;
+    CREATE INDEX campaigns_needing_publishing ON campaigns (seq) WHERE needs_publishing;
+    CREATE TABLE bulk_requests (
+        id text PRIMARY KEY,
+        seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        campaign_id text NOT NULL REFERENCES campaigns (id),
+        state text NOT NULL,
+        data text NOT NULL,
+        version integer NOT NULL
+    );
+    CREATE INDEX bulk_requests_by_campaign ON bulk_requests (campaign_id, seq);
+    CREATE INDEX bulk_requests_by_state ON bulk_requests (state, seq);
+    """,
 )
 
 

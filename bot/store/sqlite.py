@@ -137,6 +137,33 @@ MIGRATIONS: tuple[Migration, ...] = (
     # index on ``needs_publishing``; sweeps read open requests through an index on ``state`` and
     # results awaiting a re-check through one on ``recheck_at`` (times as in 3).
     lambda tx: _index_live_rows(tx),
+    # 8: storm mode. A case records when it opened (the storm window counts recent cases through
+    # an index) and the campaign it joined; one campaign at a time accepts new cases (a unique
+    # index, so replicas racing through one storm open one); bulk requests on a campaign.
+    """
+    ALTER TABLE cases ADD COLUMN opened_at TEXT;
+    ALTER TABLE cases ADD COLUMN campaign_id TEXT;
+    CREATE INDEX cases_by_opened ON cases (opened_at) WHERE active = 1 AND opened_at IS NOT NULL;
+    CREATE INDEX cases_by_campaign ON cases (campaign_id) WHERE campaign_id IS NOT NULL;
+    CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY,
+        accepting INTEGER NOT NULL,
+        needs_publishing INTEGER NOT NULL DEFAULT 1,
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX campaigns_one_accepting ON campaigns (accepting) WHERE accepting = 1;
+    CREATE INDEX campaigns_needing_publishing ON campaigns (needs_publishing) WHERE needs_publishing = 1;
+    CREATE TABLE bulk_requests (
+        id TEXT PRIMARY KEY,
+        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
+        state TEXT NOT NULL,
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE INDEX bulk_requests_by_campaign ON bulk_requests (campaign_id);
+    CREATE INDEX bulk_requests_by_state ON bulk_requests (state);
+    """,
 )
 
 
