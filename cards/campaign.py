@@ -106,9 +106,12 @@ def _render(
     body: list[Any] = [_header(campaign, members), _counts(members, policy, limits)]
     body += _clusters(members, limits)
     body += _page(campaign, members, policy, page, limits)
-    shown = list(bulks)[-MAX_BULKS_SHOWN:]
+    shown = list(bulks)[-min(MAX_BULKS_SHOWN, limits.items) :]
     for bulk in reversed(shown):
         body += _bulk_block(bulk, policy, limits)
+    if len(bulks) > len(shown):
+        earlier = len(bulks) - len(shown)
+        body.append(TextBlock(text=f"… and {earlier} earlier bulk requests (see the thread)", is_subtle=True))
     if note:
         body.append(_runs(plain(note, limits.long), color="Attention", weight="Bolder", separator=True))
     body += _bulk_form(campaign, members, policy, limits)
@@ -395,7 +398,7 @@ def _bulk_block(bulk: BulkRequest, policy: Policy, limits: Limits) -> list[Any]:
 
 def _bulk_form(campaign: Campaign, members: Sequence[Case], policy: Policy, limits: Limits) -> list[Any]:
     scopes: list[Choice] = []
-    for cluster in clusters(members)[:MAX_CLUSTERS_SHOWN]:
+    for cluster in clusters(members)[: min(MAX_CLUSTERS_SHOWN, limits.items)]:
         scopes.append(
             Choice(title=f"{plain(cluster.label, limits.name)} ({len(cluster.case_ids)})", value=cluster.key)
         )

@@ -201,7 +201,7 @@ async def test_a_storm_becomes_one_campaign_card(storm_factory: Callable[..., An
     assert "26 compromised identities" in text
     assert "storm.threshold 20" in text and "storm.window 10 minutes" in text
     assert "Alert: Password spray" in text and "26 identities" in text
-    assert f"Source IP: {SPRAY_IP.replace('.', '[.]')}" in text or "Source IP" in text
+    assert f"Source IP: {SPRAY_IP}" in text
     assert "Identities 1–10 of 26 (page 1 of 3)" in text
     assert "PROTECTED" in text  # break glass is marked
     store = storm.bot.app[STORE]
