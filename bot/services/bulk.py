@@ -371,6 +371,7 @@ class BulkExecution:
         if sending:
             fault_point("bulk.dispatched")
             results = {r.key: r for r in await self._actions.run(bulk.action.value, [s[0] for s in sending])}
+            fault_point("bulk.answered")
             for port, child, case in sending:
                 answer = results.get(port.key) or BulkResult(
                     port.key, "failed", "No result came back for it."
