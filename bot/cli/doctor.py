@@ -41,6 +41,7 @@ from bot.graph.permissions import (
 )
 from bot.store import open_store, redact_url
 from bot.tenant.identities import USER_FIELDS
+from bot.web.app import graph_tokens
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 # The Bot Framework's token authority for MultiTenant bots (SingleTenant bots use their tenant).
@@ -194,15 +195,7 @@ async def run_doctor(settings: Settings) -> DoctorReport:
     http = build_http_client(
         ca_bundle=settings.graph_ca_bundle or None, timeout=settings.graph_timeout_seconds
     )
-    tokens = TokenProvider(
-        tenant_id=settings.graph_tenant_id,
-        client_id=settings.graph_client_id,
-        client_secret=settings.graph_client_secret or None,
-        certificate_path=settings.graph_certificate_path or None,
-        certificate_thumbprint=settings.graph_certificate_thumbprint or None,
-        authority_host=settings.graph_authority_host,
-        ca_bundle=settings.graph_ca_bundle or None,
-    )
+    tokens = graph_tokens(settings)
     try:
         token = await _graph_token_check(settings, tokens, checks)
         graph = GraphClient(
@@ -279,15 +272,11 @@ async def _bot_credential_check(settings: Settings) -> Check:
             f"MicrosoftAppType is UserAssignedMSI: the managed identity {settings.microsoft_app_id} "
             "gets its token only on its Azure host",
         )
-    tenant = (
-        settings.microsoft_app_tenant_id
-        if settings.microsoft_app_type == "SingleTenant"
-        else BOT_FRAMEWORK_TENANT
-    )
+    tenant = settings.tenant_id if settings.microsoft_app_type == "SingleTenant" else BOT_FRAMEWORK_TENANT
     provider = TokenProvider(
         tenant_id=tenant,
         client_id=settings.microsoft_app_id,
-        client_secret=settings.microsoft_app_password,
+        client_secret=settings.microsoft_app_password.get_secret_value(),
         authority_host=settings.graph_authority_host,
         ca_bundle=settings.graph_ca_bundle or None,
         scope=BOT_FRAMEWORK_SCOPE,
@@ -319,7 +308,13 @@ async def _graph_token_check(settings: Settings, tokens: TokenProvider, checks: 
         if roles is None
         else f"roles: {', '.join(sorted(roles)) or 'none'}"
     )
-    credential = "certificate" if settings.graph_certificate_path else "client secret"
+    credential = (
+        f"{settings.graph_managed_identity}-assigned managed identity"
+        if settings.graph_managed_identity
+        else "certificate"
+        if settings.graph_certificate_path
+        else "client secret"
+    )
     checks.append(
         Check(
             Status.OK,

@@ -38,17 +38,26 @@ class Settings(BaseSettings):
 
     # Bot Framework (the names Azure Bot Service and the botbuilder samples use).
     microsoft_app_id: str = Field("", validation_alias=_env("MicrosoftAppId"))
-    microsoft_app_password: str = Field("", validation_alias=_env("MicrosoftAppPassword"), repr=False)
+    microsoft_app_password: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("MicrosoftAppPassword"), repr=False
+    )
     microsoft_app_tenant_id: str = Field("", validation_alias=_env("MicrosoftAppTenantId"))
-    microsoft_app_type: AppType = Field("MultiTenant", validation_alias=_env("MicrosoftAppType"))
+    microsoft_app_type: AppType = Field("SingleTenant", validation_alias=_env("MicrosoftAppType"))
     sandbox_mode: bool = Field(False, validation_alias=_env("SANDBOX_MODE"))
 
     # Microsoft Graph (app-only: client secret or certificate).
     graph_tenant_id: str = Field("", validation_alias=_env("GRAPH_TENANT_ID"))
     graph_client_id: str = Field("", validation_alias=_env("GRAPH_CLIENT_ID"))
-    graph_client_secret: str = Field("", validation_alias=_env("GRAPH_CLIENT_SECRET"), repr=False)
+    graph_client_secret: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("GRAPH_CLIENT_SECRET"), repr=False
+    )
     graph_certificate_path: str = Field("", validation_alias=_env("GRAPH_CERTIFICATE_PATH"))
     graph_certificate_thumbprint: str = Field("", validation_alias=_env("GRAPH_CERTIFICATE_THUMBPRINT"))
+    # "system" or "user": Graph tokens come from the host's managed identity (no secret at all);
+    # for "user", GRAPH_CLIENT_ID is the user-assigned identity's client id.
+    graph_managed_identity: Literal["", "system", "user"] = Field(
+        "", validation_alias=_env("GRAPH_MANAGED_IDENTITY")
+    )
     graph_authority_host: str = Field(
         "https://login.microsoftonline.com", validation_alias=_env("GRAPH_AUTHORITY_HOST")
     )
@@ -75,7 +84,9 @@ class Settings(BaseSettings):
     policy_file: str = Field("", validation_alias=_env("POLICY_FILE"))
 
     # Push intake (POST /api/alerts): HMAC-SHA256 shared secret; empty turns the endpoint off.
-    push_shared_secret: str = Field("", validation_alias=_env("PUSH_SHARED_SECRET"), repr=False)
+    push_shared_secret: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("PUSH_SHARED_SECRET"), repr=False
+    )
 
     # The audit chain's HMAC key (from Key Vault); never stored with the events. Required unless
     # SANDBOX_MODE, which then uses the public sandbox key (bot.domain.audit.SANDBOX_AUDIT_SECRET).
@@ -129,12 +140,21 @@ class Settings(BaseSettings):
                 "(or set SANDBOX_MODE=true to run the local demo with authentication off)"
             )
         if self.microsoft_app_id:
-            if self.microsoft_app_type != "UserAssignedMSI" and not self.microsoft_app_password:
+            if (
+                self.microsoft_app_type != "UserAssignedMSI"
+                and not self.microsoft_app_password.get_secret_value()
+            ):
                 raise ValueError(
                     "MicrosoftAppPassword|is required when MicrosoftAppId is set "
                     f"and MicrosoftAppType is {self.microsoft_app_type}"
                 )
-            if self.microsoft_app_type != "MultiTenant" and not self.microsoft_app_tenant_id:
+            # A single-tenant bot lives in the tenant it serves (the two must name the same
+            # directory anyway), so an empty MicrosoftAppTenantId takes GRAPH_TENANT_ID's.
+            if (
+                self.microsoft_app_type != "MultiTenant"
+                and not self.microsoft_app_tenant_id.strip()
+                and not self.graph_tenant_id.strip()
+            ):
                 raise ValueError(
                     f"MicrosoftAppTenantId|is required when MicrosoftAppType is {self.microsoft_app_type}"
                 )
@@ -154,8 +174,19 @@ class Settings(BaseSettings):
                 f"and {graph_tenant}): the bot serves one tenant, so set both to its directory (tenant) "
                 "id, or leave MicrosoftAppTenantId empty"
             )
-        if not self.graph_client_secret and not self.graph_certificate_path:
-            raise ValueError("GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH is set")
+        if self.graph_managed_identity:
+            if self.graph_client_secret.get_secret_value() or self.graph_certificate_path:
+                # One credential only: a secret left beside the managed identity would be a
+                # secret to protect and rotate for nothing, and unclear which one is used.
+                raise ValueError(
+                    "GRAPH_MANAGED_IDENTITY|is set, so GRAPH_CLIENT_SECRET and GRAPH_CERTIFICATE_PATH "
+                    "must be empty: the managed identity is the Graph credential"
+                )
+        elif not self.graph_client_secret.get_secret_value() and not self.graph_certificate_path:
+            raise ValueError(
+                "GRAPH_CLIENT_SECRET|is required unless GRAPH_CERTIFICATE_PATH or "
+                "GRAPH_MANAGED_IDENTITY is set"
+            )
         if self.graph_certificate_path:
             if not self.graph_certificate_thumbprint:
                 raise ValueError("GRAPH_CERTIFICATE_THUMBPRINT|is required with GRAPH_CERTIFICATE_PATH")
@@ -194,7 +225,8 @@ class Settings(BaseSettings):
             )
         if audit_key and len(audit_key) < 32:
             raise ValueError("AUDIT_HMAC_KEY|must be at least 32 characters (use a random value)")
-        if self.push_shared_secret and len(self.push_shared_secret) < 32:
+        push_secret = self.push_shared_secret.get_secret_value()
+        if push_secret and len(push_secret) < 32:
             raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
         if self.poll_interval_seconds <= 0:
             raise ValueError("POLL_INTERVAL_SECONDS|must be greater than 0")

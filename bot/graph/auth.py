@@ -1,10 +1,10 @@
-"""App-only tokens for Microsoft Graph through msal (client secret or certificate)."""
+"""App-only tokens for Microsoft Graph through msal: client secret, certificate or managed identity."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msal
 import requests
@@ -14,9 +14,12 @@ from bot.errors import GraphAuthError
 GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 PUBLIC_CLOUD_AUTHORITY_HOST = "https://login.microsoftonline.com"
 
+ManagedIdentityKind = Literal["system", "user"]
+
 
 class TokenProvider:
-    """Acquires app-only access tokens with msal's ``ConfidentialClientApplication``.
+    """Acquires app-only access tokens with msal's ``ConfidentialClientApplication``, or with its
+    ``ManagedIdentityClient`` when the bot runs as an Azure managed identity (no secret at all).
 
     msal keeps the token in its in-memory cache and renews it shortly before expiry, so calling
     :meth:`token` before every request is cheap. msal is synchronous; it runs in a worker thread.
@@ -33,18 +36,24 @@ class TokenProvider:
         ca_bundle: str | None = None,
         *,
         scope: str = GRAPH_DEFAULT_SCOPE,
+        managed_identity: ManagedIdentityKind | None = None,
     ) -> None:
         """Describe the app registration; nothing is fetched until the first :meth:`token`.
 
-        Give either ``client_secret`` or both ``certificate_path`` (a PEM private key) and
-        ``certificate_thumbprint`` (the SHA-1 thumbprint shown in the app registration).
+        Give either ``client_secret``, or both ``certificate_path`` (a PEM private key) and
+        ``certificate_thumbprint`` (the SHA-1 thumbprint shown in the app registration), or
+        ``managed_identity``: ``"system"`` (the host's system-assigned identity) or ``"user"``
+        (the user-assigned identity whose client id is ``client_id``). A managed identity's token
+        comes from the host's identity endpoint (``IDENTITY_ENDPOINT``/``IDENTITY_HEADER`` on
+        Container Apps and App Service, else the instance metadata service), never from a secret.
         ``ca_bundle`` is for a private authority such as the sandbox tenant.
         """
         has_certificate = certificate_path is not None or certificate_thumbprint is not None
-        if (client_secret is None) == (not has_certificate):
+        credentials = (client_secret is not None) + has_certificate + (managed_identity is not None)
+        if credentials != 1:
             raise ValueError(
-                "TokenProvider needs exactly one credential: a client secret, or a certificate "
-                "(certificate_path and certificate_thumbprint)"
+                "TokenProvider needs exactly one credential: a client secret, a certificate "
+                "(certificate_path and certificate_thumbprint), or a managed identity"
             )
         if has_certificate and (certificate_path is None or not certificate_thumbprint):
             raise ValueError(
@@ -58,6 +67,7 @@ class TokenProvider:
         self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self._ca_bundle = ca_bundle
         self._scope = scope
+        self._managed_identity = managed_identity
         self._app: Any = None
         self._app_lock = asyncio.Lock()
         # Our own session, so that aclose() can release its pooled connections.
@@ -76,7 +86,12 @@ class TokenProvider:
         """An access token for the scope; raises :class:`GraphAuthError` when msal fails."""
         app = await self._application()
         try:
-            result = await asyncio.to_thread(app.acquire_token_for_client, scopes=[self._scope])
+            if self._managed_identity is not None:
+                # The identity endpoint speaks of resources, not scopes.
+                resource = self._scope.removesuffix("/.default")
+                result = await asyncio.to_thread(app.acquire_token_for_client, resource=resource)
+            else:
+                result = await asyncio.to_thread(app.acquire_token_for_client, scopes=[self._scope])
         except Exception as exc:
             # msal raises requests' errors and its own; all mean "no token" to the caller.
             raise self._failure(f"{type(exc).__name__}: {exc}") from exc
@@ -101,6 +116,13 @@ class TokenProvider:
             return self._app
 
     def _build_application(self) -> Any:
+        if self._managed_identity is not None:
+            identity: Any = (
+                msal.UserAssignedManagedIdentity(client_id=self._client_id)
+                if self._managed_identity == "user"
+                else msal.SystemAssignedManagedIdentity()
+            )
+            return msal.ManagedIdentityClient(identity, http_client=self._session)
         credential: str | dict[str, str]
         if self._certificate_path is not None and self._certificate_thumbprint:
             try:
@@ -127,8 +149,12 @@ class TokenProvider:
             # Defence in depth: msal and the authority never echo the secret, but a message that
             # reaches a card or a log must not carry it even if one day they do.
             detail = detail.replace(self._client_secret, "***")
+        source = (
+            f"the {self._managed_identity}-assigned managed identity"
+            if self._managed_identity is not None
+            else f"authority {self._authority}"
+        )
         return GraphAuthError(
-            f"No Graph token for app {self._client_id} in tenant {self._tenant_id} "
-            f"(authority {self._authority}): {detail}",
+            f"No Graph token for app {self._client_id} in tenant {self._tenant_id} ({source}): {detail}",
             code=code,
         )

@@ -44,9 +44,11 @@ def build_adapter(settings: Settings) -> CloudAdapter:
     """A CloudAdapter validating inbound tokens whenever ``MicrosoftAppId`` is set."""
     config = _BotFrameworkConfig(
         APP_ID=settings.microsoft_app_id,
-        APP_PASSWORD=settings.microsoft_app_password,
-        APP_TYPE=settings.microsoft_app_type,
-        APP_TENANTID=settings.microsoft_app_tenant_id,
+        APP_PASSWORD=settings.microsoft_app_password.get_secret_value(),
+        # With no app id (the sandbox, authentication off) there is no identity to be single-tenant
+        # with: botbuilder's authentication-disabled path is its multi-tenant one.
+        APP_TYPE=settings.microsoft_app_type if settings.microsoft_app_id else "MultiTenant",
+        APP_TENANTID=settings.tenant_id,
     )
     adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config))
 

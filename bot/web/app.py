@@ -42,6 +42,27 @@ SHUTDOWN_REQUEST_SECONDS = 1.5
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
+def graph_tokens(settings: Settings) -> TokenProvider:
+    """The Graph credential the settings choose: managed identity, certificate or client secret."""
+    if settings.graph_managed_identity:
+        return TokenProvider(
+            tenant_id=settings.graph_tenant_id,
+            client_id=settings.graph_client_id,
+            managed_identity=settings.graph_managed_identity,
+            authority_host=settings.graph_authority_host,
+            ca_bundle=settings.graph_ca_bundle or None,
+        )
+    return TokenProvider(
+        tenant_id=settings.graph_tenant_id,
+        client_id=settings.graph_client_id,
+        client_secret=settings.graph_client_secret.get_secret_value() or None,
+        certificate_path=settings.graph_certificate_path or None,
+        certificate_thumbprint=settings.graph_certificate_thumbprint or None,
+        authority_host=settings.graph_authority_host,
+        ca_bundle=settings.graph_ca_bundle or None,
+    )
+
+
 def utc_now() -> datetime:
     """The production clock."""
     return datetime.now(UTC)
@@ -81,15 +102,7 @@ def create_app(
                     ca_bundle=settings.graph_ca_bundle or None, timeout=settings.graph_timeout_seconds
                 )
                 stack.push_async_callback(http.aclose)
-                tokens = TokenProvider(
-                    tenant_id=settings.graph_tenant_id,
-                    client_id=settings.graph_client_id,
-                    client_secret=settings.graph_client_secret or None,
-                    certificate_path=settings.graph_certificate_path or None,
-                    certificate_thumbprint=settings.graph_certificate_thumbprint or None,
-                    authority_host=settings.graph_authority_host,
-                    ca_bundle=settings.graph_ca_bundle or None,
-                )
+                tokens = graph_tokens(settings)
                 stack.push_async_callback(tokens.aclose)
                 the_graph = GraphClient(
                     http,
@@ -160,7 +173,11 @@ def create_app(
     async def messages(request: web.Request) -> web.Response:
         return await handle_activity(request, adapter, request.app[BOT], authenticate=settings.auth_enabled)
 
-    authenticator = PushAuthenticator(settings.push_shared_secret) if settings.push_shared_secret else None
+    authenticator = (
+        PushAuthenticator(push_secret)
+        if (push_secret := settings.push_shared_secret.get_secret_value())
+        else None
+    )
 
     async def alerts(request: web.Request) -> web.Response:
         return await handle_push(request, request.app[SERVICE], authenticator, clock, request.app[STORE])

@@ -25,6 +25,9 @@ param administratorPassword string
 @description('The Key Vault (in this resource group) that receives STORE-URL.')
 param keyVaultName string
 
+@description('When STORE-URL must be rotated by (Unix time, Key Vault\'s `exp`).')
+param secretsExpireAt int
+
 @description('Compute: Burstable B1ms is plenty for one bot (a few writes per alert and per click).')
 param skuName string = 'Standard_B1ms'
 
@@ -89,6 +92,9 @@ resource storeUrl 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: {
     value: 'postgresql://${administratorLogin}:${uriComponent(administratorPassword)}@${server.properties.fullyQualifiedDomainName}:5432/${database.name}?sslmode=require'
     contentType: 'PostgreSQL connection URL'
+    attributes: {
+      exp: secretsExpireAt
+    }
   }
 }
 

@@ -25,6 +25,7 @@ from werkzeug.datastructures import Headers
 from devtools.sandbox.contract import Contract, WireRequest, WireResponse
 from devtools.sandbox.graph_api import GraphApi, GraphCall
 from devtools.sandbox.identity import IdentityEndpoints
+from devtools.sandbox.managed_identity import ManagedIdentityEndpoint
 from devtools.sandbox.state import Fault, RecordedRequest, TenantState
 from devtools.sandbox.throttling import GraphThrottle
 from devtools.sandbox.wire import GRAPH_JSON, GraphProblem, graph_error
@@ -72,6 +73,7 @@ class SandboxServer:
         self._throttle = throttle
         self._contract = contract
         self._identity = IdentityEndpoints(state)
+        self.managed_identity = ManagedIdentityEndpoint(state)
         self._graph_api = GraphApi(state, contract)
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
@@ -79,6 +81,7 @@ class SandboxServer:
         """A new aiohttp application for the tenant (identity routes and Graph under /v1.0)."""
         app = web.Application(middlewares=[self._middleware])
         app.add_routes(self._identity.routes())
+        app.add_routes(self.managed_identity.routes())
         app.router.add_route("*", GRAPH_PREFIX + "/{tail:.*}", self._graph)
         return app
 

@@ -19,6 +19,7 @@ from devtools.sandbox import identities
 from devtools.sandbox.assertion import thumbprint_header
 from devtools.sandbox.contract import DEFAULT_EXTENSIONS, Contract, load_contract
 from devtools.sandbox.graph_api import ALERT_SCHEMA, RISKY_USER_SCHEMA, USER_SCHEMA
+from devtools.sandbox.managed_identity import PATH as MANAGED_IDENTITY_PATH
 from devtools.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
 from devtools.sandbox.server import GRAPH_PREFIX, SandboxServer
 from devtools.sandbox.state import Fault, JSONObject, ProviderAccount, RecordedRequest, TenantState
@@ -215,6 +216,16 @@ class SandboxTenant:
     def graph_base_url(self) -> str:
         """``https://127.0.0.1:PORT/v1.0``."""
         return self._require_origin() + GRAPH_PREFIX
+
+    @property
+    def managed_identity_environment(self) -> dict[str, str]:
+        """``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` as a Container Apps host sets them."""
+        if self._server is None:
+            raise RuntimeError("the sandbox tenant is not running")
+        return {
+            "IDENTITY_ENDPOINT": self._require_origin() + MANAGED_IDENTITY_PATH,
+            "IDENTITY_HEADER": self._server.managed_identity.header,
+        }
 
     @property
     def ca_pem_path(self) -> Path:

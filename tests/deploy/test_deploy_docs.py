@@ -127,6 +127,22 @@ def test_the_parameters_file_fits_main_bicep() -> None:
     assert required <= set(given), f"main.parameters.json lacks {sorted(required - set(given))}"
 
 
+def test_the_managed_identity_is_granted_exactly_the_permissions_the_code_calls_for() -> None:
+    text = BICEP.read_text(encoding="utf-8")
+    block = re.search(r"^param graphAppRoles array = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+    assert block is not None, "main.bicep declares no graphAppRoles list"
+    granted = re.findall(r"^\s+'([\w.-]+)'$", block.group(1), re.MULTILINE)
+    needed = {
+        permission
+        for requirement in [*OPERATIONS.values(), *USER_PROPERTY_PERMISSIONS.values()]
+        for permission in requirement.permissions
+    }
+    assert len(granted) == len(set(granted)), "a permission is listed twice"
+    assert set(granted) == needed, (
+        f"missing: {sorted(needed - set(granted))}; not called for: {sorted(set(granted) - needed)}"
+    )
+
+
 def test_bicep_modules_exist() -> None:
     for path in re.findall(r"^module \w+ '([^']+)'", BICEP.read_text(encoding="utf-8"), re.MULTILINE):
         assert (DEPLOY / path).is_file(), path

@@ -23,6 +23,7 @@ from bot.cli.doctor import (
 from bot.cli.main import main
 from bot.config.settings import Settings
 from bot.domain.models import ChannelRef
+from bot.errors import ConfigError
 from bot.graph.permissions import OPERATIONS, USER_PROPERTY_PERMISSIONS
 from bot.store.sqlite import SqliteStore
 from devtools.sandbox import SandboxTenant
@@ -330,3 +331,28 @@ def test_write_permissions_are_judged_by_the_token_roles() -> None:
 def test_needed_permissions_are_the_table() -> None:
     assert "User.ReadWrite.All" not in needed_permissions()  # the bot never asks for it
     assert {"SecurityAlert.Read.All", "User-PasswordProfile.ReadWrite.All"} <= needed_permissions()
+
+
+@pytest.mark.usefixtures("registered_channel")
+async def test_a_managed_identity_needs_no_secret_and_is_checked_like_one(
+    make_settings: Callable[..., Settings], tenant: SandboxTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in tenant.managed_identity_environment.items():
+        monkeypatch.setenv(name, value)
+
+    report = await run_doctor(make_settings(graph_client_secret="", graph_managed_identity="user"))
+
+    token = only(report, "Graph token")
+    assert token.status is Status.OK, token.line()
+    assert "user-assigned managed identity" in token.detail
+    for permission in READ_PERMISSIONS:
+        assert only(report, permission).status is Status.OK, only(report, permission).line()
+    assert [r.query.get("client_id") for r in tenant.requests if r.path == "/msi/token"] == [tenant.client_id]
+
+
+def test_a_managed_identity_beside_a_secret_is_refused(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(graph_managed_identity="system")  # GRAPH_CLIENT_SECRET is still set
+
+    assert "GRAPH_MANAGED_IDENTITY" in str(caught.value)
+    assert "must be empty" in str(caught.value)
