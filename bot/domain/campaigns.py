@@ -55,8 +55,9 @@ CLUSTER_LABELS: dict[str, str] = {
 class Campaign(Frozen):
     """One mass compromise: the cases that joined it are listed on its one card.
 
-    A campaign accepts new members while identities keep arriving within the storm window of
-    its last join (``accepting``); after that a new storm opens a new campaign. Its card is
+    A campaign accepts new members while identities keep being first seen within the storm
+    window of its latest member (``last_joined_at``, alert time); after that a new storm opens a
+    new campaign. Its card is
     published like a case's (revision, publishing lease, posting claims).
     """
 
@@ -90,9 +91,10 @@ def opens_campaign(recent_cases: int, rule: StormRule) -> bool:
     return recent_cases > rule.threshold
 
 
-def joinable(campaign: Campaign, now: datetime) -> bool:
-    """Whether a new case at ``now`` still joins ``campaign`` (within the window of its last join)."""
-    return campaign.accepting and (now - campaign.last_joined_at).total_seconds() <= campaign.window_seconds
+def joinable(campaign: Campaign, seen: datetime) -> bool:
+    """Whether a new case first seen at ``seen`` still joins ``campaign``: within the window of
+    its latest member (a late alert about an earlier time joins too)."""
+    return campaign.accepting and (seen - campaign.last_joined_at).total_seconds() <= campaign.window_seconds
 
 
 @dataclass(frozen=True)

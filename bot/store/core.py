@@ -684,9 +684,14 @@ class SqlStore(MetaRecords):
                 settled = await self._settle(tx, stray, target, now)
         current = await self._lock_case(tx, active, target.key)
         campaign: tuple[str, bool] = ("", False)
+        # When the person's trouble began: a backlog ingested at once (after an outage) is not a
+        # storm unless its alerts were created close together.
+        seen = min(alert.created_at, now)
         if current is None:
             if storm is not None:
-                campaign = await self._campaign_for_new_case(tx, storm, now, new_campaign_id or new_case_id)
+                campaign = await self._campaign_for_new_case(
+                    tx, storm, seen, now, new_campaign_id or new_case_id
+                )
             case = Case(
                 id=new_case_id(),
                 identity=target,
@@ -698,7 +703,7 @@ class SqlStore(MetaRecords):
             # A concurrent insert of the identity's case makes this do nothing: run again, and join it.
             inserted = await tx.run(
                 "INSERT INTO cases "
-                "(id, identity_key, data, version, needs_publishing, opened_at, campaign_id) "
+                "(id, identity_key, data, version, needs_publishing, first_seen_at, campaign_id) "
                 "VALUES (?, ?, ?, 1, ?, ?, ?) "
                 f"ON CONFLICT (identity_key) WHERE {self.dialect.active} DO NOTHING",
                 (
@@ -706,7 +711,7 @@ class SqlStore(MetaRecords):
                     target.key,
                     case.model_dump_json(),
                     case.needs_publishing,
-                    self.dialect.time(now),
+                    self.dialect.time(seen),
                     case.campaign_id or None,
                 ),
             )
@@ -730,9 +735,13 @@ class SqlStore(MetaRecords):
         )
 
     async def _campaign_for_new_case(
-        self, tx: Tx, storm: StormRule, now: datetime, new_campaign_id: Callable[[], str]
+        self, tx: Tx, storm: StormRule, seen: datetime, now: datetime, new_campaign_id: Callable[[], str]
     ) -> tuple[str, bool]:
         """The campaign a case opened now joins, and whether this call opened it (``""`` for none).
+
+        Time is when each case's first alert was created (``seen``), not when the bot stored it:
+        the identities of a storm are compromised close together, while a backlog read after an
+        outage is not a storm.
 
         Every caller takes turns here (the ``campaign`` lock, or SQLite's one writer), and the
         store allows one accepting campaign (a unique index), so replicas racing through the
@@ -747,15 +756,16 @@ class SqlStore(MetaRecords):
         )
         if row is not None:
             campaign = decode(Campaign, row)
-            if joinable(campaign, now):
-                joined = campaign.revised(last_joined_at=now, members=campaign.members + 1)
+            if joinable(campaign, seen):
+                last = max(campaign.last_joined_at, seen)
+                joined = campaign.revised(last_joined_at=last, members=campaign.members + 1)
                 await self._save_campaign(tx, joined, campaign.version)
                 return campaign.id, False
             closed = campaign.model_copy(update={"accepting": False})
             await self._save_campaign(tx, closed, campaign.version)
-        since = self.dialect.time(now - storm.window)
+        since = self.dialect.time(seen - storm.window)
         recent = await tx.all(
-            f"SELECT data, version FROM cases WHERE {self.dialect.active} AND opened_at >= ? "
+            f"SELECT data, version FROM cases WHERE {self.dialect.active} AND first_seen_at >= ? "
             f"ORDER BY {self.dialect.order}{self.dialect.for_update}",
             (since,),
         )
@@ -764,7 +774,7 @@ class SqlStore(MetaRecords):
         opened = Campaign(
             id=new_campaign_id(),
             opened_at=now,
-            last_joined_at=now,
+            last_joined_at=seen,
             threshold=storm.threshold,
             window_seconds=int(storm.window.total_seconds()),
             members=len(recent) + 1,

@@ -177,12 +177,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     # index on ``needs_publishing``; results awaiting a re-check through one on ``recheck_at``
     # (open requests already have the index on ``state``).
     lambda connection: _index_live_rows(connection),
-    # 8: storm mode. A case records when it opened (the storm window counts recent cases through
-    # an index) and the campaign it joined; one campaign at a time accepts new cases (a unique
-    # index, so replicas racing through one storm open one); bulk requests on a campaign.
+    # 8: storm mode. A case records when its first alert was created (the storm window counts
+    # recent cases through an index) and the campaign it joined; one campaign at a time accepts
+    # new cases (a unique index, so replicas racing through one storm open one); bulk requests.
     """
-    ALTER TABLE cases ADD COLUMN opened_at timestamptz, ADD COLUMN campaign_id text;
-    CREATE INDEX cases_by_opened ON cases (opened_at) WHERE active AND opened_at IS NOT NULL;
+    ALTER TABLE cases ADD COLUMN first_seen_at timestamptz, ADD COLUMN campaign_id text;
+    CREATE INDEX cases_by_first_seen ON cases (first_seen_at) WHERE active AND first_seen_at IS NOT NULL;
     CREATE INDEX cases_by_campaign ON cases (campaign_id, seq) WHERE campaign_id IS NOT NULL;
     CREATE TABLE campaigns (
         id text PRIMARY KEY,

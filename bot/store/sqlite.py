@@ -137,13 +137,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     # index on ``needs_publishing``; sweeps read open requests through an index on ``state`` and
     # results awaiting a re-check through one on ``recheck_at`` (times as in 3).
     lambda tx: _index_live_rows(tx),
-    # 8: storm mode. A case records when it opened (the storm window counts recent cases through
-    # an index) and the campaign it joined; one campaign at a time accepts new cases (a unique
-    # index, so replicas racing through one storm open one); bulk requests on a campaign.
+    # 8: storm mode. A case records when its first alert was created (the storm window counts
+    # recent cases through an index) and the campaign it joined; one campaign at a time accepts
+    # new cases (a unique index, so replicas racing through one storm open one); bulk requests.
     """
-    ALTER TABLE cases ADD COLUMN opened_at TEXT;
+    ALTER TABLE cases ADD COLUMN first_seen_at TEXT;
     ALTER TABLE cases ADD COLUMN campaign_id TEXT;
-    CREATE INDEX cases_by_opened ON cases (opened_at) WHERE active = 1 AND opened_at IS NOT NULL;
+    CREATE INDEX cases_by_first_seen ON cases (first_seen_at) WHERE active = 1 AND first_seen_at IS NOT NULL;
     CREATE INDEX cases_by_campaign ON cases (campaign_id) WHERE campaign_id IS NOT NULL;
     CREATE TABLE campaigns (
         id TEXT PRIMARY KEY,

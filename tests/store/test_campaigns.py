@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 from bot.domain.campaigns import BulkRequest, Campaign
-from bot.domain.models import IdentityRef, RequestState
+from bot.domain.models import Alert, IdentityRef, RequestState
 from bot.domain.policy import StormRule
 from bot.store.base import Store
 from devtools.samples import bulk_request
@@ -17,6 +17,11 @@ from tests.store.conftest import OpenStore
 from tests.store.test_contract import T0, alert
 
 RULE = StormRule(threshold=20, window=timedelta(minutes=10))
+
+
+def seen(alert_id: str, who: IdentityRef, at: timedelta) -> Alert:
+    """An alert first created ``at`` after T0."""
+    return alert(alert_id, who, created_at=T0 + at, updated_at=T0 + at)
 
 
 def person(i: int) -> IdentityRef:
@@ -29,9 +34,9 @@ async def test_replicas_racing_through_one_storm_open_exactly_one_campaign(open_
     async def record(i: int) -> None:
         store = replicas[i % len(replicas)]
         await store.record_alerts(
-            [alert(f"spray-{i}", person(i))],
+            [seen(f"spray-{i}", person(i), timedelta(seconds=i % 7))],
             new_case_id=lambda: f"case-{uuid.uuid4().hex[:12]}",
-            now=T0 + timedelta(seconds=i % 7),
+            now=T0 + timedelta(minutes=1),
             storm=RULE,
             new_campaign_id=lambda: f"camp-{uuid.uuid4().hex[:8]}",
         )
@@ -58,35 +63,46 @@ async def test_below_the_threshold_no_campaign_opens(store: Store) -> None:
     assert len(await store.list_cases_needing_publishing()) == 20
 
 
-async def test_cases_outside_the_window_do_not_count(store: Store) -> None:
+async def test_cases_first_seen_outside_the_window_do_not_count(store: Store) -> None:
+    later = T0 + timedelta(hours=1)
     for i in range(15):
-        await store.record_alert(alert(f"old{i}", person(i)), new_case_id=f"old-{i}", now=T0, storm=RULE)
-    later = T0 + timedelta(minutes=11)
+        await store.record_alert(
+            seen(f"old{i}", person(i), timedelta(0)), new_case_id=f"old-{i}", now=later, storm=RULE
+        )
+    # Stored at the same moment, but first seen 11 minutes apart: a backlog, not one storm.
     for i in range(15, 30):
-        await store.record_alert(alert(f"new{i}", person(i)), new_case_id=f"new-{i}", now=later, storm=RULE)
+        await store.record_alert(
+            seen(f"new{i}", person(i), timedelta(minutes=11)), new_case_id=f"new-{i}", now=later, storm=RULE
+        )
     assert await store.list_campaigns() == []
 
 
 async def test_a_campaign_stops_accepting_after_its_window_and_a_new_storm_opens_another(
     store: Store,
 ) -> None:
+    now = T0 + timedelta(days=1)
     for i in range(21):
-        await store.record_alert(alert(f"a{i}", person(i)), new_case_id=f"a-{i}", now=T0, storm=RULE)
+        await store.record_alert(
+            seen(f"a{i}", person(i), timedelta(0)), new_case_id=f"a-{i}", now=now, storm=RULE
+        )
     [first] = await store.list_campaigns()
     assert first.accepting and first.members == 21
-    # Nine minutes later a straggler still joins (within the window of the last join).
+    # Nine minutes later a straggler still joins (within the window of the latest member).
     straggler = await store.record_alert(
-        alert("s", person(99)), new_case_id="s-1", now=T0 + timedelta(minutes=9), storm=RULE
+        seen("s", person(99), timedelta(minutes=9)), new_case_id="s-1", now=now, storm=RULE
     )
     assert straggler.case.campaign_id == first.id
     # Long after, a lone case does not join the old campaign; the old one stops accepting.
-    lone_at = T0 + timedelta(hours=2)
-    lone = await store.record_alert(alert("l", person(200)), new_case_id="l-1", now=lone_at, storm=RULE)
+    lone = await store.record_alert(
+        seen("l", person(200), timedelta(hours=2)), new_case_id="l-1", now=now, storm=RULE
+    )
     assert lone.case.campaign_id == "" and lone.case.needs_publishing
     reread = await store.get_campaign(first.id)
     assert reread is not None and not reread.accepting
     for i in range(300, 321):
-        await store.record_alert(alert(f"b{i}", person(i)), new_case_id=f"b-{i}", now=lone_at, storm=RULE)
+        await store.record_alert(
+            seen(f"b{i}", person(i), timedelta(hours=2)), new_case_id=f"b-{i}", now=now, storm=RULE
+        )
     campaigns = await store.list_campaigns()
     assert len(campaigns) == 2 and campaigns[1].accepting and campaigns[1].members == 22
 
