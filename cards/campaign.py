@@ -273,6 +273,7 @@ def _page(
                                     title="Show card",
                                     verb="showCard",
                                     data={"campaignId": campaign.id, "caseId": case.id},
+                                    associated_inputs="none",
                                 )
                             ]
                         )
@@ -287,12 +288,16 @@ def _page(
                 title="Previous page",
                 verb="campaignPage",
                 data={"campaignId": campaign.id, "page": shown - 1},
+                associated_inputs="none",
             )
         )
     if shown + 1 < pages:
         paging.append(
             ExecuteAction(
-                title="Next page", verb="campaignPage", data={"campaignId": campaign.id, "page": shown + 1}
+                title="Next page",
+                verb="campaignPage",
+                data={"campaignId": campaign.id, "page": shown + 1},
+                associated_inputs="none",
             )
         )
     if paging:
@@ -353,7 +358,9 @@ def _bulk_block(bulk: BulkRequest, policy: Policy, limits: Limits) -> list[Any]:
             )
         )
     if bulk.state in (RequestState.PENDING, RequestState.APPROVED):
-        facts.append(_fact("Who can approve", "two approvers other than the requester", limits.short))
+        missing = max(approval.required_approvals - len(approval.approvals), 0)
+        who = f"{missing} more approver{'s' if missing != 1 else ''} other than {approval.requester.label}"
+        facts.append(_fact("Who can approve", who if missing else "signed off", limits.short))
         facts.append(_fact("Expires", format_time(approval.expires_at), limits.short))
     if bulk.outcomes or bulk.state in (RequestState.EXECUTING, RequestState.SUCCEEDED, RequestState.FAILED):
         done, failed, pending = bulk.tally()
@@ -424,23 +431,19 @@ def _bulk_form(campaign: Campaign, members: Sequence[Case], policy: Policy, limi
             label="Who",
             choices=scopes,
             value=scopes[0].value,
-            is_required=True,
-            error_message="Choose who the action is for.",
         ),
         ChoiceSetInput(
             id=BULK_ACTION_INPUT,
             label="Action",
             choices=[Choice(title=action.label, value=action.value) for action in BULK_ACTIONS],
             value=BULK_ACTIONS[0].value,
-            is_required=True,
-            error_message="Choose an action.",
         ),
+        # Not marked required: the card's other buttons (paging, decisions) must not be held up
+        # by an empty form; the bot refuses a bulk request without a reason in words.
         TextInput(
             id=REASON_INPUT_ID,
             label="Reason (recorded in the audit log)",
             placeholder="e.g. Password spray from one IP; containing every account it reached",
-            is_required=True,
-            error_message="Say why before you act.",
             is_multiline=True,
             max_length=MAX_REASON_CHARS,
         ),

@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import Field
@@ -63,7 +63,8 @@ class Campaign(Frozen):
 
     id: str
     opened_at: datetime
-    last_joined_at: datetime
+    last_joined_at: datetime  # the latest first-seen time of a member
+    first_joined_at: datetime | None = None  # the earliest first-seen time of a member
     threshold: int
     window_seconds: int
     members: int = 0
@@ -93,8 +94,12 @@ def opens_campaign(recent_cases: int, rule: StormRule) -> bool:
 
 def joinable(campaign: Campaign, seen: datetime) -> bool:
     """Whether a new case first seen at ``seen`` still joins ``campaign``: within the window of
-    its latest member (a late alert about an earlier time joins too)."""
-    return campaign.accepting and (seen - campaign.last_joined_at).total_seconds() <= campaign.window_seconds
+    its members' first-seen times (a late alert about an earlier time joins too)."""
+    if not campaign.accepting:
+        return False
+    window = timedelta(seconds=campaign.window_seconds)
+    earliest = campaign.first_joined_at or campaign.last_joined_at
+    return earliest - window <= seen <= campaign.last_joined_at + window
 
 
 @dataclass(frozen=True)

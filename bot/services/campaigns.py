@@ -95,6 +95,7 @@ class CampaignDesk:
         self._locks: dict[str, asyncio.Lock] = {}
         self._last_update: dict[str, float] = {}
         self._deferred: set[str] = set()
+        self._reading: set[str] = set()
         self.on_approved: Any = None  # set by the service: runs bulk jobs after an approval
 
     # -- the card in the channel ------------------------------------------------------------
@@ -138,7 +139,7 @@ class CampaignDesk:
                 f"campaign card {campaign_id}",
             ):
                 try:
-                    members = await self._enrich_some(await self._store.list_campaign_cases(campaign_id))
+                    members = await self._store.list_campaign_cases(campaign_id)
                     card = render_campaign(
                         campaign, members, await self._store.list_bulks(campaign_id), self._policy
                     )
@@ -175,6 +176,8 @@ class CampaignDesk:
                 )
 
             campaign, _ = await self._store.swap_campaign(campaign_id, mark)
+            if any(not case.target_checked and case.resolved for case in members):
+                self._read_facts_later(campaign_id)
         if campaign.needs_publishing and urgent:
             return await self.publish(campaign_id, channel, urgent=True)
         return campaign
@@ -191,12 +194,30 @@ class CampaignDesk:
 
         self._tasks.spawn(later(), name=f"campaign-coalesce-{campaign_id}")
 
-    async def _enrich_some(self, members: list[Case]) -> list[Case]:
+    def _read_facts_later(self, campaign_id: str) -> None:
+        """Read members' facts in the background, after the card is out (the card never waits
+        for them); the card is updated once they are read."""
+        if campaign_id in self._reading:
+            return
+        self._reading.add(campaign_id)
+
+        async def read() -> None:
+            try:
+                members = await self._store.list_campaign_cases(campaign_id)
+                if await self._enrich_some(members):
+                    await self.touch(campaign_id, urgent=False)
+            finally:
+                self._reading.discard(campaign_id)
+
+        self._tasks.spawn(read(), name=f"campaign-facts-{campaign_id}")
+
+    async def _enrich_some(self, members: list[Case]) -> int:
         """Read the facts of up to :data:`ENRICH_PER_PASS` members not read yet (protected,
-        privileged, on-premises): the card marks them, and bulk requests route by them."""
+        privileged, on-premises): the card marks them, and bulk requests route by them.
+        Returns how many were read."""
         unread = [case for case in members if not case.target_checked and case.resolved][:ENRICH_PER_PASS]
         if not unread:
-            return members
+            return 0
         gate = asyncio.Semaphore(ENRICH_CONCURRENCY)
 
         async def enrich(case: Case) -> Case:
@@ -207,8 +228,8 @@ class CampaignDesk:
                     log.warning("case %s: facts could not be read yet: %s", case.id, exc.message)
                     return case
 
-        read = {case.id: case for case in await asyncio.gather(*(enrich(c) for c in unread))}
-        return [read.get(case.id, case) for case in members]
+        read = await asyncio.gather(*(enrich(c) for c in unread))
+        return sum(1 for case in read if case.target_checked)
 
     async def touch(self, campaign_id: str, *, urgent: bool) -> None:
         """The campaign changed (a bulk request, progress): bump its card and send it."""

@@ -78,8 +78,8 @@ class Publisher:
         self._last_update: dict[str, float] = {}
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
-        # Brings the campaign cards up to date (storm mode); set by the service. Run before the
-        # case cards, so a member's card asked for on demand finds its campaign card's thread.
+        # Brings the campaign cards up to date (storm mode); set by the service. Run after the
+        # case cards: a member's card asked for before its campaign card is out waits a pass.
         self.campaign_cards: Callable[[], Awaitable[None]] | None = None
 
     def queue_escalation(self, case_id: str, note: str) -> None:
@@ -114,8 +114,6 @@ class Publisher:
                 self._settings.channel_id,
             )
             return
-        if self.campaign_cards is not None:
-            await self.campaign_cards()
         for case in await self._store.list_cases_needing_publishing():
             if case.needs_publishing:
                 try:
@@ -123,6 +121,8 @@ class Publisher:
                 except RemediationError as exc:
                     # This card is retried at the next publish; the others must not wait on it.
                     log.error("case %s: card could not be sent: %s", case.id, exc.message)
+        if self.campaign_cards is not None:
+            await self.campaign_cards()
         self._forget_idle()
 
     async def publish(self, case_id: str, channel: ChannelRef, *, urgent: bool = False) -> Case:

@@ -757,24 +757,28 @@ class SqlStore(MetaRecords):
         if row is not None:
             campaign = decode(Campaign, row)
             if joinable(campaign, seen):
-                last = max(campaign.last_joined_at, seen)
-                joined = campaign.revised(last_joined_at=last, members=campaign.members + 1)
+                joined = campaign.revised(
+                    last_joined_at=max(campaign.last_joined_at, seen),
+                    first_joined_at=min(campaign.first_joined_at or seen, seen),
+                    members=campaign.members + 1,
+                )
                 await self._save_campaign(tx, joined, campaign.version)
                 return campaign.id, False
             closed = campaign.model_copy(update={"accepting": False})
             await self._save_campaign(tx, closed, campaign.version)
-        since = self.dialect.time(seen - storm.window)
         recent = await tx.all(
-            f"SELECT data, version FROM cases WHERE {self.dialect.active} AND first_seen_at >= ? "
+            f"SELECT data, version FROM cases WHERE {self.dialect.active} "
+            "AND first_seen_at >= ? AND first_seen_at <= ? "
             f"ORDER BY {self.dialect.order}{self.dialect.for_update}",
-            (since,),
+            (self.dialect.time(seen - storm.window), self.dialect.time(seen + storm.window)),
         )
         if not opens_campaign(len(recent) + 1, storm):
             return "", False
         opened = Campaign(
             id=new_campaign_id(),
             opened_at=now,
-            last_joined_at=seen,
+            last_joined_at=max([seen, *(decode(Case, row).first_seen for row in recent)]),
+            first_joined_at=min([seen, *(decode(Case, row).first_seen for row in recent)]),
             threshold=storm.threshold,
             window_seconds=int(storm.window.total_seconds()),
             members=len(recent) + 1,
