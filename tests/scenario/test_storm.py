@@ -6,6 +6,7 @@ once per identity with partial failures reported."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -352,3 +353,97 @@ async def test_partial_failures_are_listed_and_retry_failed_asks_two_approvers_a
     await storm.bot.service.drain()
     assert len(storm.patches()) == patches_before + 2
     assert storm.tenant.user(_user(3)["id"])["accountEnabled"] is False
+
+
+async def test_contain_on_a_member_posts_its_card_in_the_campaign_thread(
+    storm_factory: Callable[..., Any],
+) -> None:
+    from tests.scenario.test_chat import say
+
+    storm: Storm = await storm_factory(**ROOMY)
+    reply = await say(storm.bot, storm.connector, "contain spray05@contoso.com")
+    assert "it is in a campaign, so its card is in the campaign card's thread" in reply
+    cards = [c for c in storm.thread() if c.card]
+    assert len(cards) == 1 and "spray05@contoso.com" in cards[0].text
+    assert len(storm.connector.of_kind("create")) == 1
+
+
+async def test_hostile_campaign_clicks_get_a_precise_answer_and_change_nothing(
+    storm_factory: Callable[..., Any],
+) -> None:
+    storm: Storm = await storm_factory(**ROOMY)
+    store = storm.bot.app[STORE]
+    [campaign] = await store.list_campaigns()
+
+    async def raw(verb: str, data: dict[str, Any]) -> Any:
+        status, answer = await storm.bot.post(
+            invoke_activity(
+                storm.connector.service_url,
+                storm.campaign_post.conversation_id,
+                user_object_id=ALEX["id"],
+                user_name=ALEX["name"],
+                verb=verb,
+                data=data,
+            )
+        )
+        await storm.bot.service.drain()
+        assert status == 200
+        return answer
+
+    assert (await raw("campaignPage", {"page": 1}))["statusCode"] == 400
+    assert (await raw("campaignPage", {"campaignId": {"$ne": 1}, "page": 1}))["statusCode"] == 400
+    assert (await raw("campaignPage", {"campaignId": "nope", "page": 1}))["statusCode"] == 404
+    assert (await raw("bulkApprove", {"bulkId": "nope"}))["statusCode"] == 404
+    refusals = {
+        "bulkApprove": ({"campaignId": campaign.id}, "must name a bulk request"),
+        "showCard": ({"campaignId": campaign.id, "caseId": "someone-else"}, "not in this campaign"),
+    }
+    for verb, (data, words) in refusals.items():
+        assert words in card_text((await raw(verb, data))["value"])
+    base = dict(card_action(storm.campaign_card(), "bulkRequest")["data"])
+    scope = choices(storm.campaign_card(), "bulkScope")[0]["value"]
+    forged = [
+        ({"bulkScope": scope, "bulkAction": "deleteTenant", "reason": "x"}, "Unknown action"),
+        ({"bulkScope": scope, "bulkAction": "enableAccount", "reason": "x"}, "not offered as a bulk action"),
+        (
+            {"bulkScope": "cluster:0000", "bulkAction": "disableAccount", "reason": "x"},
+            "not on the campaign card",
+        ),
+        ({"bulkScope": ["x"], "bulkAction": "disableAccount", "reason": "x"}, "not on the campaign card"),
+        ({"bulkScope": scope, "bulkAction": "disableAccount", "reason": ""}, "Type a reason"),
+        ({"bulkScope": scope, "bulkAction": "disableAccount", "reason": "x" * 600}, "characters long"),
+    ]
+    for extra, words in forged:
+        assert words in card_text((await raw("bulkRequest", {**base, **extra}))["value"])
+    outsider = await storm.bot.post(
+        invoke_activity(
+            storm.connector.service_url,
+            storm.campaign_post.conversation_id,
+            user_object_id=OUTSIDER["id"],
+            user_name=OUTSIDER["name"],
+            verb="bulkRequest",
+            data={**base, "bulkScope": scope, "bulkAction": "disableAccount", "reason": "x"},
+        )
+    )
+    assert "Eve Outsider is not an authorized responder" in card_text(outsider[1]["value"])
+    assert await store.list_bulks(campaign.id) == []
+    assert storm.patches() == []
+
+
+async def test_a_bulk_request_nobody_approves_expires(
+    storm_factory: Callable[..., Any], clock: Clock
+) -> None:
+    storm: Storm = await storm_factory(**ROOMY)
+    await storm.request_bulk(ALEX)
+    bulk_id = await storm.latest_bulk_id()
+    clock.now += timedelta(minutes=31)
+    await storm.bot.service.sweep()
+    await storm.bot.service.drain()
+    store = storm.bot.app[STORE]
+    bulk = await store.get_bulk(bulk_id)
+    assert bulk is not None and bulk.state is RequestState.EXPIRED
+    assert [e.kind for e in await store.list_audit()].count("bulk.expired") == 1
+    late = await storm.click(MEGAN, "bulkApprove", {"bulkId": bulk_id})
+    assert "already expired" in card_text(late["value"])
+    assert storm.patches() == []
+    assert "Bulk: Disable account: expired without a decision" in card_text(storm.campaign_card())
