@@ -8,8 +8,8 @@ keeps the same guarantees and history as a single action: one active request per
 blast-radius count, the result on the case and an audit event per identity. Exactly once per
 identity, across every replica:
 
-- a child is claimed (``approved`` → ``executing``, marked dispatched) by compare-and-swap
-  before anything is sent; only the worker whose write won sends it, with the child's
+- a child is made already executing and marked dispatched before anything is sent; its id is
+  the same on every worker, so only the worker whose insert won sends it, with the child's
   idempotency key;
 - a worker that takes the job over after a crash never sends a dispatched child again: it
   reads the account back (:meth:`bot.tenant.actions.Executor.resume`) and records that;
@@ -271,51 +271,46 @@ class BulkExecution:
         stored, _ = await self._store.swap_bulk(bulk_id, add)
         return stored
 
-    async def _child(self, bulk: BulkRequest, target: BulkTarget) -> ActionRequest | str:
-        """The identity's own request for this bulk request (made once), or why there is none."""
+    async def _claim_child(self, bulk: BulkRequest, target: BulkTarget) -> tuple[ActionRequest, bool] | str:
+        """The identity's own request for this bulk request, and whether this worker just made
+        it (and so sends it); or why there is none.
+
+        The request is made already executing and marked dispatched: making it is the claim.
+        Its id is the same on every worker, so of two workers only the one whose insert wins
+        sends anything; the other finds it executing and reads the account back instead. It is
+        never left approved, so nothing else (the sweep's queueing of approved requests) runs it.
+        """
         child_id = child_request_id(bulk.id, target.case_id)
         existing = await self._store.get_request(child_id)
         if existing is not None:
-            return existing
+            return existing, False
         approval = bulk.approval
+        now = self._clock()
         child = ActionRequest(
             id=child_id,
             case_id=target.case_id,
             action=approval.action,
             requester=approval.requester,
             reason=approval.reason,
-            state=RequestState.APPROVED,
-            created_at=self._clock(),
+            state=RequestState.EXECUTING,
+            created_at=now,
             expires_at=approval.expires_at,
             approvals=approval.approvals,
             required_approvals=approval.required_approvals,
             privileged_reason=target.privileged_reason,
             idempotency_key=f"{target.case_id}:{approval.action.value}:{child_id}",
+            started_at=now,
+            dispatched=True,
         )
         try:
-            return await self._store.add_request(child)
+            return await self._store.add_request(child), True
         except DuplicateError:
             existing = await self._store.get_request(child_id)
             if existing is not None:
-                return existing  # made by another worker meanwhile
+                return existing, False  # made by another worker meanwhile: it sends, not this one
             return (
                 "Another request for this identity's case was in progress, so the bulk action left it alone."
             )
-
-    async def _claim(self, child: ActionRequest) -> bool:
-        """Mark the child executing and dispatched before anything is sent: of every worker,
-        only the one whose write wins sends it."""
-        now = self._clock()
-
-        def claim(current: ActionRequest) -> ActionRequest | None:
-            if current.state is not RequestState.APPROVED:
-                return None
-            return current.model_copy(
-                update={"state": RequestState.EXECUTING, "started_at": now, "dispatched": True}
-            )
-
-        _, claimed = await self._store.swap_request(child.id, claim)
-        return claimed is not None
 
     async def _run_chunk(self, bulk: BulkRequest, chunk: Sequence[BulkTarget]) -> dict[str, ItemOutcome]:
         outcomes: dict[str, ItemOutcome] = {}
@@ -342,11 +337,12 @@ class BulkExecution:
                     outcome="failed", detail="Protected account: the bot never acts on it."
                 )
                 continue
-            child = await self._child(bulk, target)
-            if isinstance(child, str):
-                outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=child)
+            claimed = await self._claim_child(bulk, target)
+            if isinstance(claimed, str):
+                outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=claimed)
                 continue
-            if child.state is RequestState.APPROVED and await self._claim(child):
+            child, mine = claimed
+            if mine:
                 port = PortTarget(
                     key=case.id,
                     user_id=case.identity.object_id or "",
@@ -356,17 +352,13 @@ class BulkExecution:
                     idempotency_key=child.idempotency_key,
                 )
                 sending.append((port, child, case))
-                continue
-            latest = await self._store.get_request(child.id)
-            if latest is None:
-                continue
-            if latest.state is RequestState.EXECUTING:
-                reading.append((latest, case))  # dispatched by a worker that stopped: read back
-            elif latest.result is not None:
-                outcomes[target.case_id] = _outcome(latest.result)
+            elif child.state is RequestState.EXECUTING:
+                reading.append((child, case))  # dispatched by a worker that stopped: read back
+            elif child.result is not None:
+                outcomes[target.case_id] = _outcome(child.result)
             else:
                 outcomes[target.case_id] = ItemOutcome(
-                    outcome="failed", detail=f"Not run ({latest.state.value})."
+                    outcome="failed", detail=f"Not run ({child.state.value})."
                 )
         if sending:
             fault_point("bulk.dispatched")

@@ -7,6 +7,7 @@ replica's id) and exposes their public verbs. It holds no behaviour of its own.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
@@ -120,6 +121,7 @@ class RemediationService:
             replica=replica,
         )
         self.campaigns.on_approved = self.bulk.run_jobs
+        self._bulk_runner: asyncio.Task[Any] | None = None
         self.channel_registry = IncidentChannel(ports, settings, audit=audit, metrics=self.metrics)
         self.queries = Queries(ports)
 
@@ -180,8 +182,11 @@ class RemediationService:
         return await self.transitions.apply(request_id, event)
 
     async def run_jobs(self) -> int:
-        """See :meth:`Execution.run_jobs` and :meth:`BulkExecution.run_jobs`."""
-        return await self.execution.run_jobs() + await self.bulk.run_jobs()
+        """See :meth:`Execution.run_jobs`; bulk jobs (:meth:`BulkExecution.run_jobs`) run in a
+        task of their own, so a long bulk action never holds up single executions."""
+        if self._bulk_runner is None or self._bulk_runner.done():
+            self._bulk_runner = self.tasks.spawn(self.bulk.run_jobs(), name="bulk-jobs")
+        return await self.execution.run_jobs()
 
     async def sweep(self) -> None:
         """See :meth:`Sweeper.sweep` and :meth:`CampaignDesk.sweep`."""
