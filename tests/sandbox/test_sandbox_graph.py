@@ -276,3 +276,26 @@ async def test_a_scenario_can_be_a_dict_and_typos_are_refused() -> None:
     finally:
         await tenant.stop()
     assert tenant.violations == []
+
+
+@pytest.mark.asyncio
+async def test_the_demo_tenant_has_a_password_spray_of_25_people(tenant: SandboxTenant) -> None:
+    sprayed = [
+        alert
+        for alert in tenant.alerts()
+        if alert["title"] == "Password spray"
+        and any(
+            e.get("userAccount", {}).get("userPrincipalName", "").startswith("spray.target")
+            for e in alert["evidence"]
+        )
+    ]
+    assert len(sprayed) == 25
+    assert all(any(e.get("ipAddress") == "198.51.100.23" for e in alert["evidence"]) for alert in sprayed)
+    assert tenant.user("spray.target01@contoso.com")["displayName"] == "Spray Target 01"
+
+
+def test_a_campaign_entry_with_an_unknown_key_is_refused() -> None:
+    from devtools.sandbox.scenario import load_scenario
+
+    with pytest.raises(ValueError, match="unknown"):
+        load_scenario({"campaigns": [{"title": "x", "count": 2, "upn": "u{n}@c.com", "colour": "red"}]})
