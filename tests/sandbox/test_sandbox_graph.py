@@ -278,20 +278,16 @@ async def test_a_scenario_can_be_a_dict_and_typos_are_refused() -> None:
     assert tenant.violations == []
 
 
-@pytest.mark.asyncio
-async def test_the_demo_tenant_has_a_password_spray_of_25_people(tenant: SandboxTenant) -> None:
-    sprayed = [
-        alert
-        for alert in tenant.alerts()
-        if alert["title"] == "Password spray"
-        and any(
-            e.get("userAccount", {}).get("userPrincipalName", "").startswith("spray.target")
-            for e in alert["evidence"]
-        )
-    ]
-    assert len(sprayed) == 25
-    assert all(any(e.get("ipAddress") == "198.51.100.23" for e in alert["evidence"]) for alert in sprayed)
-    assert tenant.user("spray.target01@contoso.com")["displayName"] == "Spray Target 01"
+def test_make_demo_adds_a_password_spray_of_25_people() -> None:
+    from devtools.demo import demo_scenario
+
+    scenario = demo_scenario()
+    sprayed = [a for a in scenario["alerts"] if a["user"].startswith("spray.target")]
+    assert len(sprayed) == 25 and {a["title"] for a in sprayed} == {"Password spray"}
+    assert all(a["ip"]["address"] == "198.51.100.23" for a in sprayed)
+    users = {u["userPrincipalName"]: u for u in scenario["users"]}
+    assert users["spray.target01@contoso.com"]["displayName"] == "Spray Target 01"
+    assert "adele.vance@contoso.com" in users  # beside the individual cases
 
 
 def test_a_campaign_entry_with_an_unknown_key_is_refused() -> None:
