@@ -417,7 +417,8 @@ def _bulk_form(campaign: Campaign, members: Sequence[Case], policy: Policy, limi
         TextBlock(text="Bulk action", weight="Bolder", separator=True),
         _runs(
             "The identities are frozen when you ask; protected accounts are left out; "
-            f"{policy.storm.required_approvals} approvers other than you must approve. "
+            f"{policy.storm.required_approvals} distinct approvers must sign off (you count once if you "
+            "are one). "
             f"Blast radius: {policy.blast_radius_per_hour} destructive actions per hour"
             + (
                 f"; past it only up to storm.max_bulk ({policy.storm.max_bulk}) targets."

@@ -226,7 +226,7 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     campaign = posts.filter(has_text="STORM · Campaign")
     await expect(campaign).to_have_count(1)
     campaign_card = campaign.locator(".ac-adaptiveCard")
-    await campaign.scroll_into_view_if_needed()
+    await campaign.evaluate("post => post.scrollIntoView({block: 'start'})")
     await expect(campaign_card).to_contain_text("25 compromised identities")
     await expect(campaign_card).to_contain_text("storm.threshold 20, storm.window 10 minutes")
     await expect(campaign_card).to_contain_text("Alert: Password spray")
