@@ -764,7 +764,7 @@ class SqlStore(MetaRecords):
                 )
                 await self._save_campaign(tx, joined, campaign.version)
                 return campaign.id, False
-            closed = campaign.model_copy(update={"accepting": False})
+            closed = campaign.revised(accepting=False)  # its card then says so
             await self._save_campaign(tx, closed, campaign.version)
         recent = await tx.all(
             f"SELECT data, version FROM cases WHERE {self.dialect.active} "
