@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"remediation-bot: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.effective_log_format)
     # SIGTERM closes the listener, lets requests being answered finish (briefly), then stops the
     # background work: see create_app's shutdown.
     web.run_app(

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("PORT"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    # json: one JSON object per line with the bound ids as fields (for a log pipeline); text:
+    # key=value lines for a person. Empty: json, except text in SANDBOX_MODE (the local demo).
+    log_format: Literal["", "json", "text"] = Field("", validation_alias=_env("LOG_FORMAT"))
 
     # Links shown on cards and in thread replies.
     defender_portal_url: str = Field(
@@ -236,6 +239,13 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         """Inbound Bot Framework JWT validation is on whenever an app id is configured."""
         return bool(self.microsoft_app_id)
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        """``LOG_FORMAT``, else JSON outside the local demo."""
+        if self.log_format:
+            return self.log_format
+        return "text" if self.sandbox_mode else "json"
 
     @property
     def tenant_id(self) -> str:

@@ -18,6 +18,7 @@ from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, 
 from bot.domain.models import ActionRequest, Actor, Case, RequestState, ResponseAction
 from bot.domain.plans import blocked, offered_actions, plan
 from bot.errors import DuplicateError
+from bot.log_context import bind_ids
 from bot.services.audit_log import AuditLog
 from bot.services.execution import EXECUTE_JOB, Execution
 from bot.services.ports import CardAnswer, Ports, ServiceSettings
@@ -98,6 +99,7 @@ class Clicks:
             return CardAnswer(
                 error_status=404, error_message=f"Case {case_id} does not exist; nothing was done."
             )
+        bind_ids(case_id=case.id, request_id=request.id if request is not None else None)
         if verb == "refresh":
             return CardAnswer(card=await self._views.card_for(case, actor, personal=True))
         if verb in _VERB_EVENTS:

@@ -19,6 +19,7 @@ from bot.domain.models import ActionRequest, ActionResult, Case, RequestState
 from bot.domain.plans import plan
 from bot.errors import ConflictError, RemediationError
 from bot.faults import fault_point
+from bot.log_context import bind_ids, fresh_ids
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
 from bot.services.reporting import Reporter
@@ -142,6 +143,7 @@ class Execution:
         """Renew this worker's claim on ``job``; ``False`` once another worker has taken it over."""
         return await self._store.renew_job(job.key, job.worker, self._settings.job_lease)
 
+    @fresh_ids(lambda self, job: {"job": job.key, "request_id": job.payload.get("requestId")})
     async def _execute(self, job: Job) -> None:
         """Carry one execution job on from wherever its request stands.
 
@@ -155,6 +157,7 @@ class Execution:
         request = await self._store.get_request(str(job.payload.get("requestId", "")))
         if request is None or request.idempotency_key != job.key:
             return  # gone, or a job of an earlier attempt (a retry queued the next one)
+        bind_ids(case_id=request.case_id)
         if request.state is RequestState.APPROVED:
             await self._start(request, job)
         elif request.state is RequestState.EXECUTING:
@@ -285,6 +288,7 @@ class Execution:
 
     async def _finish(self, case: Case, request: ActionRequest, result: ActionResult, kind: str) -> None:
         """Record the attempt's result (once: the first worker to record it wins) and report it."""
+        bind_ids(correlation_ids=result.correlation_ids, graph_request_id=result.graph_request_id)
         finished = await self._transitions.apply(request.id, Finish(result))
         if not finished.won:
             # This worker was taken over while it ran, and the new one recorded a result first.

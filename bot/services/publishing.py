@@ -135,6 +135,9 @@ class Publisher:
         async with self._case_lock(case_id):
             case = await self._views.require_case(case_id)
             if not case.needs_publishing:
+                # A deferred update that finds the card already current (a click's update sent
+                # it first) is the last word on a closed case: forget it here too.
+                self._forget_if_closed(case)
                 return case
             if case.card is not None and not urgent:
                 wait = self._settings.coalesce_seconds - (
@@ -218,8 +221,7 @@ class Publisher:
         if case.needs_publishing and urgent:
             # The case changed while its card was being sent: send the newer state too.
             return await self.publish(case_id, channel, urgent=True)
-        if (case.merged_into or case.status is CaseStatus.CONTAINED) and not case.needs_publishing:
-            self._forget(case_id)
+        self._forget_if_closed(case)
         return case
 
     async def _campaign_thread(self, case: Case) -> CardRef | None:
@@ -271,6 +273,10 @@ class Publisher:
         await self._sleep(wait)
         self._deferred.discard(case_id)
         await self.publish(case_id, channel)
+
+    def _forget_if_closed(self, case: Case) -> None:
+        if (case.merged_into or case.status is CaseStatus.CONTAINED) and not case.needs_publishing:
+            self._forget(case.id)
 
     def _forget(self, case_id: str) -> None:
         """Drop what is kept about a closed case (contained, or merged into the person's other

@@ -13,6 +13,7 @@ from typing import Any
 from bot.domain.models import ActionRequest, AlertSource, Case, CaseStatus, RequestState, ResponseAction
 from bot.errors import RemediationError
 from bot.faults import fault_point
+from bot.log_context import fresh_ids
 from bot.services.audit_log import AuditLog
 from bot.services.ports import Ports, ServiceSettings
 from bot.services.publishing import Publisher
@@ -64,6 +65,7 @@ class Reporter:
         self._views = views
         self._publisher = publisher
 
+    @fresh_ids(lambda self, request: {"request_id": request.id, "case_id": request.case_id})
     async def report(self, request: ActionRequest) -> None:
         """Tell the thread how the attempt ended: at least once, a re-send marked as such.
 

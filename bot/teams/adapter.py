@@ -21,6 +21,7 @@ from botframework.connector.auth import AuthenticationConstants
 
 from bot.config.settings import Settings
 from bot.errors import RemediationError
+from bot.log_context import bind_ids, fresh_ids
 from bot.teams.handler import REFUSAL_KEY, Refusal
 from bot.teams.shape import CARD_ACTION_INVOKE, activity_problem
 from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
@@ -70,6 +71,7 @@ def _json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+@fresh_ids()
 async def handle_activity(
     request: web.Request, adapter: CloudAdapter, bot: Bot, *, authenticate: bool = True
 ) -> web.Response:
@@ -132,6 +134,7 @@ async def _handle_activity(
         return _unauthorized(activity, type(exc).__name__)
     if auth_header and not _expires(authenticated.claims_identity):
         return _unauthorized(activity, "the token has no expiry")
+    bind_ids(activity_id=activity.id)
     turn = _Turn(bot)
     invoke_response = await adapter.process_activity(authenticated, activity, turn.run)
     return turn.answer(activity, invoke_response)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from bot.domain.models import Alert, AlertSource, IdentityRef, Severity
 from bot.errors import GraphError
 from bot.graph import GraphClient
+from bot.log_context import fresh_ids
 from bot.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,7 @@ class AlertPoller:
         self._lookback = lookback
         self._overlap = overlap
 
+    @fresh_ids(lambda self: {"poll": uuid.uuid4().hex[:12]})
     async def poll_once(self) -> int:
         """Fetch and ingest every identity alert updated since the watermark.
 
