@@ -12,7 +12,7 @@ identity, across every replica:
   the same on every worker, so only the worker whose insert won sends it, with the child's
   idempotency key;
 - a worker that takes the job over after a crash never sends a dispatched child again: it
-  reads the account back (:meth:`bot.tenant.actions.Executor.resume`) and records that;
+  reads the account back (the port's ``verify``) and records that;
 - a result is recorded by the first worker to finish the child (the approval state machine's
   ``Finish``); the bulk request keeps each identity's outcome for its progress and summary.
 
@@ -32,11 +32,20 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from functools import partial
 
 from bot.domain.approval import Abort, Finish, Refused, Start
 from bot.domain.campaigns import BulkRequest, BulkTarget, ItemOutcome, bulk_blast_radius, child_request_id
-from bot.domain.models import ActionRequest, ActionResult, Case, CaseStatus, RequestState, ResponseAction
+from bot.domain.models import (
+    ActionRequest,
+    ActionResult,
+    Case,
+    CaseStatus,
+    Provider,
+    RequestState,
+    ResponseAction,
+)
 from bot.domain.plans import blocked, plan
 from bot.errors import ConflictError, DuplicateError, RemediationError
 from bot.faults import fault_point
@@ -84,6 +93,24 @@ class OneByOne:
             results.append(bulk_result(target.key, result))
         return results
 
+    async def verify(
+        self, action: str, targets: Sequence[PortTarget], *, since: datetime, deadline: float | None = None
+    ) -> list[BulkResult]:
+        """Read each target's case back as a single action's takeover does; nothing is sent."""
+        wanted = ResponseAction(action)
+        results: list[BulkResult] = []
+        for target in targets:
+            case = await self._store.get_case(target.key)
+            if case is None:
+                results.append(BulkResult(target.key, "failed", "The case no longer exists."))
+                continue
+            steps = plan(wanted, case)
+            if isinstance(steps, Refused):
+                results.append(BulkResult(target.key, "failed", steps.reason))
+                continue
+            results.append(bulk_result(target.key, await self._executor.resume(wanted, case, steps, since)))
+        return results
+
 
 def bulk_result(key: str, result: ActionResult) -> BulkResult:
     """A single action's result as one bulk outcome."""
@@ -94,11 +121,14 @@ def bulk_result(key: str, result: ActionResult) -> BulkResult:
     else:
         outcome = "pending"
     correlation = result.correlation_ids[0] if result.correlation_ids else None
-    return BulkResult(key, outcome, result.summary, correlation_id=correlation)  # type: ignore[arg-type]
+    return BulkResult(key, outcome, result.summary, correlation_id=correlation, result=result)  # type: ignore[arg-type]
 
 
 def action_result(result: BulkResult) -> ActionResult:
-    """One bulk outcome as the result recorded on the identity's own (child) request."""
+    """One bulk outcome as the result recorded on the identity's own (child) request: the single
+    action's own result where the bulk layer kept it (its steps, read-back and correlation ids)."""
+    if result.result is not None:
+        return result.result
     return ActionResult(
         succeeded=result.outcome != "failed",
         verified=result.outcome == "verified",
@@ -343,15 +373,7 @@ class BulkExecution:
                 continue
             child, mine = claimed
             if mine:
-                port = PortTarget(
-                    key=case.id,
-                    user_id=case.identity.object_id or "",
-                    upn=case.identity.upn or "",
-                    on_premises=case.facts.synced,
-                    defender_account_id=next((a.identity_id for a in case.facts.linked), None),
-                    idempotency_key=child.idempotency_key,
-                )
-                sending.append((port, child, case))
+                sending.append((_port_target(case, child), child, case))
             elif child.state is RequestState.EXECUTING:
                 reading.append((child, case))  # dispatched by a worker that stopped: read back
             elif child.result is not None:
@@ -371,15 +393,18 @@ class BulkExecution:
                 outcomes[case.id] = await self._finish_child(
                     bulk, child, case, action_result(answer), "action"
                 )
-        for child, case in reading:
-            steps = plan(child.action, case)
-            if isinstance(steps, Refused):
-                result = ActionResult(succeeded=False, summary=steps.reason)
-            else:
-                result = await self._executor.resume(
-                    child.action, case, steps, child.started_at or self._clock()
+        if reading:
+            # Dispatched by a worker that stopped: read back together, never sent again.
+            since = min(child.started_at or self._clock() for child, _ in reading)
+            targets = [_port_target(case, child) for child, case in reading]
+            found = {r.key: r for r in await self._actions.verify(bulk.action.value, targets, since=since)}
+            for child, case in reading:
+                answer = found.get(case.id) or BulkResult(
+                    case.id, "failed", "Reading it back gave no answer."
                 )
-            outcomes[case.id] = await self._finish_child(bulk, child, case, result, "action.resumed")
+                outcomes[case.id] = await self._finish_child(
+                    bulk, child, case, action_result(answer), "action.resumed"
+                )
         return outcomes
 
     async def _finish_child(
@@ -474,6 +499,22 @@ class BulkExecution:
                 None if current.summary_sent else current.model_copy(update={"summary_sent": True})
             ),
         )
+
+
+def _port_target(case: Case, child: ActionRequest) -> PortTarget:
+    """What the bulk layer needs of one identity (its Defender account: the on-premises one first)."""
+    linked = case.facts.linked
+    owner = next(
+        (a for a in linked if a.provider is Provider.ACTIVE_DIRECTORY), linked[0] if linked else None
+    )
+    return PortTarget(
+        key=case.id,
+        user_id=case.identity.object_id or "",
+        upn=case.identity.upn or "",
+        on_premises=case.facts.synced,
+        defender_account_id=owner.identity_id if owner else None,
+        idempotency_key=child.idempotency_key,
+    )
 
 
 def _outcome(result: ActionResult) -> ItemOutcome:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from bot.domain.models import Actor, CardRef, ChannelRef
+from bot.domain.models import ActionResult, Actor, CardRef, ChannelRef
 from bot.domain.policy import Policy
 from bot.graph import GraphClient
 from bot.store.base import Store
@@ -63,6 +63,7 @@ class BulkResult:
     detail: str
     graph_status: int | None = None
     correlation_id: str | None = None
+    result: ActionResult | None = None  # the result a single action would have recorded, if known
 
 
 class BulkActions(Protocol):
@@ -74,6 +75,12 @@ class BulkActions(Protocol):
     ) -> list[BulkResult]:
         """One result per target, in any order (matched by ``key``); targets never sent are
         ``failed`` with the reason."""
+
+    async def verify(
+        self, action: str, targets: Sequence[BulkTarget], *, since: datetime, deadline: float | None = None
+    ) -> list[BulkResult]:
+        """Finish targets a stopped worker dispatched at ``since``: read back only, nothing is
+        sent again; what does not show is ``failed`` ("not sent again")."""
 
 
 def _new_id() -> str:
