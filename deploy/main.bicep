@@ -139,6 +139,12 @@ param botSku string = 'F0'
 @maxValue(730)
 param logRetentionDays int = 90
 
+@description('Stream the audit trail to the custom table RemediationBotAudit_CL of the Log Analytics workspace (and so to Microsoft Sentinel when Sentinel is enabled on it) through the Azure Monitor Logs Ingestion API: a data collection endpoint and rule are created, and the bot\'s identity may publish to the rule only.')
+param auditToSiem bool = true
+
+@description('auditToSiem with graphCredential secret or certificate: the object id of the Graph app\'s service principal (Enterprise applications), which gets Monitoring Metrics Publisher on the rule (the bot sends with its Graph credential). With managedIdentity the managed identity gets it; empty otherwise: assign the role yourself.')
+param graphAppPrincipalId string = ''
+
 @description('When the secrets this deployment writes must be rotated by (Unix time, Key Vault\'s `exp`): Defender for Cloud and Azure Policy flag a secret near or past it. Default: one year from the deployment. Rotate in Key Vault (or redeploy with new values), then restart the revision.')
 param secretsExpireAt int = dateTimeToEpoch(dateTimeAdd(utcNow(), 'P1Y'))
 
@@ -155,11 +161,33 @@ var names = {
   app: take('${prefix}-app-${suffix}', 32)
   bot: '${prefix}-bot-${suffix}'
   postgres: '${prefix}-pg-${suffix}'
+  ingestionEndpoint: '${prefix}-dce-${suffix}'
+  ingestionRule: '${prefix}-dcr-audit-${suffix}'
 }
 var databaseName = 'remediationbot'
 
 // Built-in role: Key Vault Secrets User (read secret values).
 var keyVaultSecretsUserRole = '4633458b-17de-408a-b874-0445c86b69e6'
+// Built-in role: Monitoring Metrics Publisher (send to a data collection rule).
+var monitoringMetricsPublisherRole = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+// The audit table's columns: one row per audit event, as bot/services/siem.py sends it (a test
+// keeps the two in step). Sequence and Hash let a query drop a re-sent row and check the chain.
+var auditColumns = [
+  { name: 'TimeGenerated', type: 'datetime' }
+  { name: 'Sequence', type: 'long' }
+  { name: 'Kind', type: 'string' }
+  { name: 'ActorId', type: 'string' }
+  { name: 'ActorName', type: 'string' }
+  { name: 'CaseId', type: 'string' }
+  { name: 'RequestId', type: 'string' }
+  { name: 'Identity', type: 'string' }
+  { name: 'Payload', type: 'dynamic' }
+  { name: 'PreviousHash', type: 'string' }
+  { name: 'Hash', type: 'string' }
+  { name: 'KeyId', type: 'string' }
+]
+var auditStream = 'Custom-RemediationBotAudit_CL'
 
 var secretsMountPath = '/mnt/secrets'
 var botMsaAppId = botAppType == 'UserAssignedMSI' ? identity.properties.clientId : botAppId
@@ -191,6 +219,80 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: logRetentionDays
+  }
+}
+
+// -- the audit trail to the SIEM (Logs Ingestion API) ------------------------------------------
+
+resource auditTable 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = if (auditToSiem) {
+  parent: logs
+  name: 'RemediationBotAudit_CL'
+  properties: {
+    plan: 'Analytics'
+    schema: {
+      name: 'RemediationBotAudit_CL'
+      columns: auditColumns
+    }
+  }
+}
+
+resource ingestionEndpoint 'Microsoft.Insights/dataCollectionEndpoints@2023-03-11' = if (auditToSiem) {
+  name: names.ingestionEndpoint
+  location: location
+  tags: tags
+  properties: {
+    networkAcls: {
+      publicNetworkAccess: 'Enabled'
+    }
+  }
+}
+
+resource ingestionRule 'Microsoft.Insights/dataCollectionRules@2023-03-11' = if (auditToSiem) {
+  name: names.ingestionRule
+  location: location
+  tags: tags
+  properties: {
+    dataCollectionEndpointId: ingestionEndpoint.id
+    streamDeclarations: {
+      '${auditStream}': {
+        columns: auditColumns
+      }
+    }
+    destinations: {
+      logAnalytics: [
+        {
+          name: 'workspace'
+          workspaceResourceId: logs.id
+        }
+      ]
+    }
+    dataFlows: [
+      {
+        streams: [
+          auditStream
+        ]
+        destinations: [
+          'workspace'
+        ]
+        transformKql: 'source'
+        outputStream: auditStream
+      }
+    ]
+  }
+  dependsOn: [
+    auditTable
+  ]
+}
+
+var auditPublisherId = graphCredential == 'managedIdentity' ? identity.properties.principalId : graphAppPrincipalId
+
+resource auditPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (auditToSiem && !empty(auditPublisherId)) {
+  name: guid(ingestionRule.id, auditPublisherId, monitoringMetricsPublisherRole)
+  scope: ingestionRule
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisherRole)
+    principalId: auditPublisherId
+    principalType: 'ServicePrincipal'
   }
 }
 
@@ -506,7 +608,21 @@ var whoMayActEnv = empty(policyYaml) ? [
     value: '${secretsMountPath}/policy.yaml'
   }
 ]
-var environmentVariables = concat(commonEnv, botPasswordEnv, graphCredentialEnv, whoMayActEnv)
+var auditStreamEnv = auditToSiem ? [
+  {
+    name: 'AUDIT_INGESTION_ENDPOINT'
+    value: ingestionEndpoint.properties.logsIngestion.endpoint
+  }
+  {
+    name: 'AUDIT_INGESTION_RULE_ID'
+    value: ingestionRule.properties.immutableId
+  }
+  {
+    name: 'AUDIT_INGESTION_STREAM'
+    value: auditStream
+  }
+] : []
+var environmentVariables = concat(commonEnv, botPasswordEnv, graphCredentialEnv, whoMayActEnv, auditStreamEnv)
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
   name: names.app

@@ -26,7 +26,7 @@ T = TypeVar("T")
 # -- audit ------------------------------------------------------------------------------------
 
 # The bot's own default, read from its settings model so the two cannot drift apart.
-DEFAULT_STORE_URL = str(Settings.model_fields["store_url"].default)
+DEFAULT_STORE_URL = Settings.model_fields["store_url"].default.get_secret_value()
 
 
 def _audit_database(store_url: str | None) -> str | None:

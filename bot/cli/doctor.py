@@ -512,7 +512,7 @@ async def _first(items: AsyncIterator[JSONObject]) -> JSONObject | None:
 
 async def _channel_check(settings: Settings) -> Check:
     subject = "incident channel"
-    url = settings.store_url
+    url = settings.store_url.get_secret_value()
     wanted = settings.teams_channel_id
     # Opening a missing SQLite file would create an empty database: say what is missing instead.
     if url.startswith("sqlite:///") and not settings.sqlite_path.is_file():

@@ -16,6 +16,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from bot.errors import GraphError, TeamsError
+from bot.tracing import trace_id
 
 LogFormat = Literal["json", "text"]
 
@@ -32,6 +33,14 @@ def _error_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return {name: value for name, value in event.items() if value is not None}
 
 
+def _trace_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """The OpenTelemetry trace the line was logged in, if any."""
+    current = trace_id()
+    if current is not None:
+        event.setdefault("trace_id", current)
+    return event
+
+
 def formatter(fmt: LogFormat) -> logging.Formatter:
     """The formatter of the bot's log handler: ``json`` lines or ``text`` with ``key=value`` ids."""
     shared: list[Any] = [
@@ -40,6 +49,7 @@ def formatter(fmt: LogFormat) -> logging.Formatter:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _error_ids,
+        _trace_id,
     ]
     renderer: Any
     if fmt == "json":

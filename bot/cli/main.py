@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from bot import tracing
 from bot.cli.audit import DEFAULT_STORE_URL, add_audit_commands
 from bot.cli.dev import add_dev_commands
 from bot.cli.logs import setup_logging
@@ -29,6 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"remediation-bot: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.effective_log_format)
+    if tracing.configure():
+        logging.getLogger(__name__).info("traces exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)")
     # SIGTERM closes the listener, lets requests being answered finish (briefly), then stops the
     # background work: see create_app's shutdown.
     web.run_app(

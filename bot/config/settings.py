@@ -68,6 +68,8 @@ class Settings(BaseSettings):
         1.0, ge=0, le=10, validation_alias=_env("GRAPH_IDENTITY_PROTECTION_INTERVAL")
     )
     graph_timeout_seconds: float = Field(10.0, gt=0, le=120, validation_alias=_env("GRAPH_TIMEOUT_SECONDS"))
+    # Bulk actions: JSON batches (20 requests each) in flight at once (bot.tenant.batch).
+    graph_batch_concurrency: int = Field(4, ge=1, le=20, validation_alias=_env("GRAPH_BATCH_CONCURRENCY"))
 
     # After an action: re-check eventually consistent state, and write back to the alerts.
     verify_recheck_seconds: float = Field(120.0, gt=0, validation_alias=_env("VERIFY_RECHECK_SECONDS"))
@@ -112,11 +114,28 @@ class Settings(BaseSettings):
     poll_lookback_minutes: int = Field(1440, ge=1, le=43200, validation_alias=_env("POLL_LOOKBACK_MINUTES"))
 
     # State and the HTTP listener.
-    store_url: str = Field(
-        "sqlite:///data/remediation-bot.db", validation_alias=_env("STORE_URL"), repr=False
+    # A secret: a PostgreSQL URL holds the database password.
+    store_url: SecretStr = Field(
+        SecretStr("sqlite:///data/remediation-bot.db"), validation_alias=_env("STORE_URL"), repr=False
     )
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("PORT"))
+    # /metrics is unauthenticated, so it is never on the public port unless asked for: a port of
+    # its own (METRICS_PORT, on METRICS_HOST) for the scraper, or METRICS_ON_MAIN_PORT=true where
+    # the main port is private anyway.
+    # The audit trail streamed to a Log Analytics / Sentinel table (Logs Ingestion API): the data
+    # collection endpoint's logs ingestion URL, the rule's immutable id and its stream. Off when empty.
+    audit_ingestion_endpoint: str = Field("", validation_alias=_env("AUDIT_INGESTION_ENDPOINT"))
+    audit_ingestion_rule_id: str = Field("", validation_alias=_env("AUDIT_INGESTION_RULE_ID"))
+    audit_ingestion_stream: str = Field(
+        "Custom-RemediationBotAudit_CL", validation_alias=_env("AUDIT_INGESTION_STREAM")
+    )
+    audit_ingestion_interval_seconds: float = Field(
+        30.0, gt=0, validation_alias=_env("AUDIT_INGESTION_INTERVAL_SECONDS")
+    )
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
+    metrics_host: str = Field("127.0.0.1", validation_alias=_env("METRICS_HOST"))
+    metrics_on_main_port: bool = Field(False, validation_alias=_env("METRICS_ON_MAIN_PORT"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     # json: one JSON object per line with the bound ids as fields (for a log pipeline); text:
     # key=value lines for a person. Empty: json, except text in SANDBOX_MODE (the local demo).
@@ -212,9 +231,10 @@ class Settings(BaseSettings):
         ):
             if not url.startswith("https://"):
                 raise ValueError(f"{variable}|must be an https:// URL, got {url!r}")
-        if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        store_url = self.store_url.get_secret_value()
+        if not store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             # Only the scheme is echoed: the rest of a database URL may hold a password.
-            got = self.store_url.split("://", 1)[0] + "://" if "://" in self.store_url else "no scheme://"
+            got = store_url.split("://", 1)[0] + "://" if "://" in store_url else "no scheme://"
             raise ValueError(
                 "STORE_URL|must look like sqlite:///path/to/file.db or "
                 f"postgresql://user:password@host:5432/dbname, got {got}"
@@ -231,6 +251,23 @@ class Settings(BaseSettings):
         push_secret = self.push_shared_secret.get_secret_value()
         if push_secret and len(push_secret) < 32:
             raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
+        if bool(self.audit_ingestion_endpoint) != bool(self.audit_ingestion_rule_id):
+            missing = (
+                "AUDIT_INGESTION_RULE_ID" if self.audit_ingestion_endpoint else "AUDIT_INGESTION_ENDPOINT"
+            )
+            raise ValueError(
+                f"{missing}|is required with the other AUDIT_INGESTION_ setting: the audit stream needs "
+                "the data collection endpoint's URL and the rule's immutable id (dcr-...)"
+            )
+        if self.audit_ingestion_endpoint and not self.audit_ingestion_endpoint.startswith("https://"):
+            raise ValueError(
+                f"AUDIT_INGESTION_ENDPOINT|must be an https:// URL, got {self.audit_ingestion_endpoint!r}"
+            )
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError(
+                "METRICS_PORT|must differ from PORT: /metrics has no authentication and the bot's "
+                "port is public (set METRICS_ON_MAIN_PORT=true instead if that port is private)"
+            )
         if self.poll_interval_seconds <= 0:
             raise ValueError("POLL_INTERVAL_SECONDS|must be greater than 0")
         return self
@@ -266,7 +303,7 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path:
         """The SQLite file named by ``STORE_URL``."""
-        return Path(self.store_url.removeprefix("sqlite:///"))
+        return Path(self.store_url.get_secret_value().removeprefix("sqlite:///"))
 
 
 def _env_name(alias: object, field: str) -> str:

@@ -101,9 +101,16 @@ def blocked(case: Case) -> str:
 
 def plan(action: ResponseAction, case: Case) -> tuple[Step, ...] | Refused:
     """The steps that carry out ``action`` on ``case``'s identity, or why it cannot be done."""
-    facts = case.facts
     if not case.resolved:
         return Refused(UNRESOLVED)
+    return plan_for(action, case.facts, case.identity.label)
+
+
+def plan_for(action: ResponseAction, facts: IdentityFacts, who: str) -> tuple[Step, ...] | Refused:
+    """The steps for an identity known by its ``facts`` (``who`` names it in a refusal).
+
+    The routing of :func:`plan` for a resolved identity; bulk execution plans each target with it.
+    """
     if action is ResponseAction.DISABLE_ACCOUNT:
         return _switch(facts, enable=False)
     if action is ResponseAction.ENABLE_ACCOUNT:
@@ -118,7 +125,7 @@ def plan(action: ResponseAction, case: Case) -> tuple[Step, ...] | Refused:
             on_prem = _defender(facts, Provider.ACTIVE_DIRECTORY, "forcePasswordReset")
             if not on_prem:
                 return Refused(
-                    f"{case.identity.label}'s password is mastered in on-premises Active Directory, and "
+                    f"{who}'s password is mastered in on-premises Active Directory, and "
                     "Defender for Identity has no account for it that supports a password reset. Reset it "
                     "on-premises (a cloud-side password would be overwritten by the next sync)."
                 )

@@ -13,6 +13,7 @@ from bot.graph.client import (
     TokenSource,
     find_account,
     invoke_action_correlation_id,
+    path_segment,
 )
 from bot.graph.http import build_http_client
 from bot.graph.odata import odata_datetime, odata_string
@@ -31,5 +32,6 @@ __all__ = [
     "invoke_action_correlation_id",
     "odata_datetime",
     "odata_string",
+    "path_segment",
     "required_permission",
 ]

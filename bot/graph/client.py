@@ -18,7 +18,9 @@ from bot.errors import GraphError, GraphOutcomeUnknown
 from bot.graph import decode
 from bot.graph.odata import all_of, any_equal, odata_datetime, odata_string
 from bot.graph.pacing import Pacer
+from bot.graph.permissions import operation_template
 from bot.retry import backoff_delay, parse_retry_after
+from bot.tracing import annotate, span
 
 JSONObject = dict[str, Any]
 
@@ -30,6 +32,9 @@ CHECK_MEMBER_GROUPS_BATCH = 20
 
 # An OData cast on transitiveMemberOf is an "advanced query": Graph refuses it without these.
 _ADVANCED_QUERY = {"ConsistencyLevel": "eventual"}
+
+# JSON batching: at most 20 requests in one POST /$batch.
+MAX_BATCH_REQUESTS = 20
 
 # confirmCompromised and dismiss take at most 60 user ids per request.
 RISKY_USERS_BATCH = 60
@@ -140,7 +145,17 @@ class GraphClient:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._now = now or _utc_now
+        self._monotonic = monotonic
         self._identity_protection = Pacer(identity_protection_interval, sleep=sleep, clock=monotonic)
+        self._observer: Callable[[str, int, float], None] | None = None
+
+    def observe(self, observer: Callable[[str, int, float], None]) -> None:
+        """Call ``observer(operation, status, seconds)`` after every Graph call (for metrics).
+
+        ``operation`` is the method and the contract path template (``PATCH /users/{user-id}``),
+        never a concrete id; ``status`` is the final HTTP status, 0 when no answer came.
+        """
+        self._observer = observer
 
     # -- alerts and users ------------------------------------------------------------------
 
@@ -256,7 +271,11 @@ class GraphClient:
     # -- Entra ID Protection (paced: one request per second) -------------------------------
 
     async def list_risky_users(
-        self, *, filter: str | None = None, top: int | None = None
+        self,
+        *,
+        filter: str | None = None,
+        top: int | None = None,
+        select: Sequence[str] | None = None,
     ) -> AsyncIterator[JSONObject]:
         """Risky users from Entra ID Protection, following every page.
 
@@ -267,6 +286,8 @@ class GraphClient:
             params["$filter"] = filter
         if top is not None:
             params["$top"] = str(top)
+        if select:
+            params["$select"] = ",".join(select)
         async for item in self._pages("/identityProtection/riskyUsers", params):
             yield item
 
@@ -385,6 +406,51 @@ class GraphClient:
         path = f"/users/{_segment(user_id)}/transitiveMemberOf/microsoft.graph.directoryRole"
         return [role async for role in self._pages(path, params, headers=_ADVANCED_QUERY)]
 
+    # -- JSON batching ---------------------------------------------------------------------
+
+    async def post_batch(
+        self, requests: Sequence[Mapping[str, Any]], *, idempotent: bool, deadline: float | None = None
+    ) -> GraphResponse:
+        """Send one JSON batch (``POST /$batch``) of at most 20 requests; the answer's body holds
+        ``responses``, one per request id, in any order.
+
+        The batch itself needs no permission: Graph authorizes each request inside it as if it
+        came alone. The chokepoint's policy applies to the batch as a whole (a whole-batch 429 or
+        503 is sent again; ``idempotent=False`` when any request inside must not run twice, so
+        that a batch whose fate is unknown raises :class:`~bot.errors.GraphOutcomeUnknown`).
+        Requests inside are neither checked nor retried here: :mod:`bot.tenant.batch` builds
+        them and reads each answer. ``deadline`` (on the client's monotonic clock) stops retries
+        that would wait past it.
+        """
+        if not requests:
+            raise ValueError("a batch needs at least one request")
+        if len(requests) > MAX_BATCH_REQUESTS:
+            raise ValueError(f"at most {MAX_BATCH_REQUESTS} requests per batch, got {len(requests)}")
+        body = {"requests": [dict(request) for request in requests]}
+        return await self._request("POST", "/$batch", json=body, idempotent=idempotent, deadline=deadline)
+
+    def monotonic(self) -> float:
+        """The client's monotonic clock (seconds): deadlines given to it are read on this clock."""
+        return self._monotonic()
+
+    async def identity_protection_slot(self) -> None:
+        """Wait for the next Identity Protection slot (one request per interval, shared with
+        every call of this client under ``/identityProtection/``); a batch carrying such a
+        request takes one, since Graph counts each request inside a batch on its own."""
+        await self._identity_protection.wait()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait as the client waits between retries (tests give it a virtual sleep)."""
+        await self._sleep(seconds)
+
+    def retry_after(self, value: str | None) -> float | None:
+        """Seconds a ``Retry-After`` value asks for (seconds or an HTTP-date), None if absent."""
+        return parse_retry_after(value, now=self._now())
+
+    def backoff(self, attempt: int) -> float:
+        """The client's jittered backoff before attempt ``attempt + 1``."""
+        return self._backoff(attempt)
+
     # -- the chokepoint ------------------------------------------------------------------
 
     async def _pages(
@@ -412,6 +478,44 @@ class GraphClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
+        deadline: float | None = None,
+    ) -> GraphResponse:
+        """:meth:`_send` in a span of the trace, timed for the observer (if any)."""
+        operation = _operation(method, path, self._base_url)
+        started = time.perf_counter()
+        status = 0
+        with span(f"graph {operation}", **{"http.request.method": method.upper()}):
+            try:
+                response = await self._send(
+                    method,
+                    path,
+                    params=params,
+                    json=json,
+                    headers=headers,
+                    idempotent=idempotent,
+                    deadline=deadline,
+                )
+                status = response.status
+                annotate(**{"http.response.status_code": status, "graph.request_id": response.request_id})
+                return response
+            except GraphError as exc:
+                status = exc.status
+                annotate(**{"http.response.status_code": status, "graph.request_id": exc.request_id})
+                raise
+            finally:
+                if self._observer is not None:
+                    self._observer(operation, status, time.perf_counter() - started)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+        deadline: float | None = None,
     ) -> GraphResponse:
         """Send one Graph call with auth, retries and error decoding; see the class docstring.
 
@@ -419,7 +523,8 @@ class GraphClient:
         that must point under the same base URL (the bearer token never leaves for other hosts).
         ``headers`` are extra request headers (e.g. ``ConsistencyLevel``); they cannot replace
         the ones the chokepoint sets. ``idempotent=False`` marks a call that must not run twice:
-        it is sent again only when Graph surely did not act on it.
+        it is sent again only when Graph surely did not act on it. ``deadline`` (monotonic
+        seconds) ends the retries whose wait would pass it.
         """
         url, shown_path = self._resolve(path)
         paced = shown_path.startswith(_IDENTITY_PROTECTION)
@@ -442,7 +547,10 @@ class GraphClient:
                     raise decode.outcome_unknown(method, shown_path, exc) from exc
                 if last:
                     raise decode.unreachable(method, shown_path, exc, attempts=attempt) from exc
-                await self._sleep(self._backoff(attempt))
+                wait = self._backoff(attempt)
+                if self._past(deadline, wait):
+                    raise decode.unreachable(method, shown_path, exc, attempts=attempt) from exc
+                await self._sleep(wait)
                 continue
             status = answer.status_code
             if status < 400:
@@ -475,7 +583,21 @@ class GraphClient:
                     method, shown_path, status, answer.headers, answer.content, attempts=attempt
                 )
             # Identity Protection's 429s (and most 503s) carry no Retry-After: jittered backoff.
-            await self._sleep(delay if delay is not None else self._backoff(attempt))
+            wait = delay if delay is not None else self._backoff(attempt)
+            if self._past(deadline, wait):
+                raise decode.exhausted(
+                    method,
+                    shown_path,
+                    status,
+                    answer.headers,
+                    answer.content,
+                    attempts=attempt,
+                    reason=f"and waiting {wait:g} s more would pass the deadline",
+                )
+            await self._sleep(wait)
+
+    def _past(self, deadline: float | None, wait: float) -> bool:
+        return deadline is not None and self._monotonic() + wait > deadline
 
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
@@ -503,6 +625,11 @@ def _utc_now() -> datetime:
 def _segment(value: str) -> str:
     # A UPN may carry '#', '/', '?' or '%' (guests: name_contoso.com#EXT#@...); '@' stays readable.
     return quote(value, safe="@")
+
+
+def path_segment(value: str) -> str:
+    """``value`` (an id or a UPN) percent-encoded as one segment of a Graph path."""
+    return _segment(value)
 
 
 def _object(response: GraphResponse, method: str, path: str) -> JSONObject:
@@ -560,3 +687,14 @@ def _risky_user_batch(user_ids: Sequence[str]) -> list[str]:
     if len(ids) > RISKY_USERS_BATCH:
         raise ValueError(f"at most {RISKY_USERS_BATCH} user ids per request, got {len(ids)}")
     return ids
+
+
+def _operation(method: str, path: str, base_url: str) -> str:
+    """``METHOD /template`` of the contract for a metrics label: bounded, never an id."""
+    relative = path.removeprefix(base_url).split("?", 1)[0]
+    if relative == "/$batch":
+        return f"{method.upper()} /$batch"  # needs no permission of its own, so not in the table
+    try:
+        return f"{method.upper()} {operation_template(method, relative)}"
+    except KeyError:
+        return f"{method.upper()} other"

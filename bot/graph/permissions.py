@@ -37,6 +37,10 @@ USER_PATH = "/users/{user-id}"
 
 # (METHOD, contract path template) -> what the operation needs. The least privileged entry of
 # the contract, except where the least one cannot do what the bot does (see GET USER_PATH).
+# Bulk actions (bot.tenant.bulk) make these same calls inside POST /$batch, which needs no
+# permission of its own: Graph authorizes each request inside a batch as if it came alone, so a
+# 403 names the inner operation's permission here, and a bulk action needs exactly what the
+# single action needs. /$batch is therefore not in this table.
 OPERATIONS: Mapping[tuple[str, str], OperationPermission] = MappingProxyType(
     {
         ("GET", "/security/alerts_v2"): _needs("SecurityAlert.Read.All"),

@@ -32,8 +32,10 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
+from typing import Literal
 
 from bot.domain.approval import Abort, Finish, Refused, Start
 from bot.domain.campaigns import BulkRequest, BulkTarget, ItemOutcome, bulk_blast_radius, child_request_id
@@ -42,7 +44,6 @@ from bot.domain.models import (
     ActionResult,
     Case,
     CaseStatus,
-    Provider,
     RequestState,
     ResponseAction,
 )
@@ -53,11 +54,12 @@ from bot.services.audit_log import AuditLog
 from bot.services.campaigns import BULK_JOB, CampaignDesk
 from bot.services.enrichment import Enricher
 from bot.services.ports import BulkActions, BulkResult, Ports, ServiceSettings
-from bot.services.ports import BulkTarget as PortTarget
 from bot.services.tasks import renewing
 from bot.services.transitions import Transitions
 from bot.store.base import Job, Store
 from bot.tenant.actions import Executor
+from bot.tenant.bulk import BulkTarget as PortTarget
+from bot.tenant.bulk import TargetFields
 from bot.web.metrics import Metrics
 from cards.text import inert
 
@@ -75,7 +77,7 @@ class OneByOne:
         self._executor = executor
 
     async def run(
-        self, action: str, targets: Sequence[PortTarget], *, deadline: float | None = None
+        self, action: str, targets: Sequence[TargetFields], *, deadline: float | None = None
     ) -> list[BulkResult]:
         """Run ``action`` on each target's case and read it back, as a single action would."""
         wanted = ResponseAction(action)
@@ -83,18 +85,18 @@ class OneByOne:
         for target in targets:
             case = await self._store.get_case(target.key)
             if case is None:
-                results.append(BulkResult(target.key, "failed", "The case no longer exists."))
+                results.append(BulkResult(target.key, "failed", "The case no longer exists.", None, None))
                 continue
             steps = plan(wanted, case)
             if isinstance(steps, Refused):
-                results.append(BulkResult(target.key, "failed", steps.reason))
+                results.append(BulkResult(target.key, "failed", steps.reason, None, None))
                 continue
             result = await self._executor.run(wanted, case, steps)
             results.append(bulk_result(target.key, result))
         return results
 
     async def verify(
-        self, action: str, targets: Sequence[PortTarget], *, since: datetime, deadline: float | None = None
+        self, action: str, targets: Sequence[TargetFields], *, since: datetime, deadline: float | None = None
     ) -> list[BulkResult]:
         """Read each target's case back as a single action's takeover does; nothing is sent."""
         wanted = ResponseAction(action)
@@ -102,11 +104,11 @@ class OneByOne:
         for target in targets:
             case = await self._store.get_case(target.key)
             if case is None:
-                results.append(BulkResult(target.key, "failed", "The case no longer exists."))
+                results.append(BulkResult(target.key, "failed", "The case no longer exists.", None, None))
                 continue
             steps = plan(wanted, case)
             if isinstance(steps, Refused):
-                results.append(BulkResult(target.key, "failed", steps.reason))
+                results.append(BulkResult(target.key, "failed", steps.reason, None, None))
                 continue
             results.append(bulk_result(target.key, await self._executor.resume(wanted, case, steps, since)))
         return results
@@ -114,6 +116,7 @@ class OneByOne:
 
 def bulk_result(key: str, result: ActionResult) -> BulkResult:
     """A single action's result as one bulk outcome."""
+    outcome: Literal["verified", "failed", "pending"]
     if not result.succeeded:
         outcome = "failed"
     elif result.verified:
@@ -121,7 +124,7 @@ def bulk_result(key: str, result: ActionResult) -> BulkResult:
     else:
         outcome = "pending"
     correlation = result.correlation_ids[0] if result.correlation_ids else None
-    return BulkResult(key, outcome, result.summary, correlation_id=correlation, result=result)  # type: ignore[arg-type]
+    return BulkResult(key, outcome, result.summary, None, correlation, result)
 
 
 def action_result(result: BulkResult) -> ActionResult:
@@ -388,7 +391,7 @@ class BulkExecution:
             fault_point("bulk.answered")
             for port, child, case in sending:
                 answer = results.get(port.key) or BulkResult(
-                    port.key, "failed", "No result came back for it."
+                    port.key, "failed", "No result came back for it.", None, None
                 )
                 outcomes[case.id] = await self._finish_child(
                     bulk, child, case, action_result(answer), "action"
@@ -400,7 +403,7 @@ class BulkExecution:
             found = {r.key: r for r in await self._actions.verify(bulk.action.value, targets, since=since)}
             for child, case in reading:
                 answer = found.get(case.id) or BulkResult(
-                    case.id, "failed", "Reading it back gave no answer."
+                    case.id, "failed", "Reading it back gave no answer.", None, None
                 )
                 outcomes[case.id] = await self._finish_child(
                     bulk, child, case, action_result(answer), "action.resumed"
@@ -502,19 +505,9 @@ class BulkExecution:
 
 
 def _port_target(case: Case, child: ActionRequest) -> PortTarget:
-    """What the bulk layer needs of one identity (its Defender account: the on-premises one first)."""
-    linked = case.facts.linked
-    owner = next(
-        (a for a in linked if a.provider is Provider.ACTIVE_DIRECTORY), linked[0] if linked else None
-    )
-    return PortTarget(
-        key=case.id,
-        user_id=case.identity.object_id or "",
-        upn=case.identity.upn or "",
-        on_premises=case.facts.synced,
-        defender_account_id=owner.identity_id if owner else None,
-        idempotency_key=child.idempotency_key,
-    )
+    """What the bulk layer needs of one identity (its Defender accounts as the case knows them),
+    keyed on the case id, with the identity's own request's idempotency key."""
+    return replace(PortTarget.from_case(case, child.idempotency_key), key=case.id)
 
 
 def _outcome(result: ActionResult) -> ItemOutcome:

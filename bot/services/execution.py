@@ -28,6 +28,7 @@ from bot.services.transitions import Transitions
 from bot.services.views import CaseViews
 from bot.store.base import Job
 from bot.tenant.actions import Executor
+from bot.tracing import continuing
 from bot.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Execution:
         return await self._store.renew_job(job.key, job.worker, self._settings.job_lease)
 
     @fresh_ids(lambda self, job: {"job": job.key, "request_id": job.payload.get("requestId")})
+    @continuing("execute action", lambda self, job: job.payload.get("traceparent"))
     async def _execute(self, job: Job) -> None:
         """Carry one execution job on from wherever its request stands.
 
@@ -315,11 +317,15 @@ class Execution:
             return
         request = finished.request
         log.info("request %s %s: %s", request.id, request.state.value, result.summary)
-        self._metrics.add(
-            "remediation_actions_total",
-            action=request.action.value,
-            outcome="succeeded" if result.succeeded else "failed",
-        )
+        outcome = "succeeded" if result.succeeded else "failed"
+        self._metrics.add("remediation_actions_total", action=request.action.value, outcome=outcome)
+        if request.started_at is not None:
+            self._metrics.observe(
+                "remediation_action_duration_seconds",
+                (self._clock() - request.started_at).total_seconds(),
+                action=request.action.value,
+                outcome=outcome,
+            )
         await self._audit.write(
             kind,
             case=case,

@@ -14,12 +14,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from bot.domain.models import ActionResult, Actor, CardRef, ChannelRef
+from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.domain.policy import Policy
 from bot.graph import GraphClient
 from bot.store.base import Store
+from bot.tenant.bulk import BulkResult, BulkTarget, TargetFields
 from bot.tenant.directory import Directory
 from cards.case import DEFAULT_LINKS, PortalLinks
 
@@ -42,45 +43,26 @@ class Messenger(Protocol):
         """Post ``card`` as a reply under the card ``ref``; where it landed (it can be updated)."""
 
 
-@dataclass(frozen=True)
-class BulkTarget:
-    """One identity of a bulk action, as the batching layer needs it (``key``: the case id)."""
-
-    key: str
-    user_id: str
-    upn: str
-    on_premises: bool
-    defender_account_id: str | None
-    idempotency_key: str
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    """What running (and reading back) the action on one :class:`BulkTarget` showed."""
-
-    key: str
-    outcome: Literal["verified", "failed", "pending"]
-    detail: str
-    graph_status: int | None = None
-    correlation_id: str | None = None
-    result: ActionResult | None = None  # the result a single action would have recorded, if known
-
-
 class BulkActions(Protocol):
-    """Runs one action on many identities, verified by reading back (the Graph batching layer,
-    or :class:`bot.services.bulk.OneByOne` running the single-identity executor per target)."""
+    """Runs one action on many identities, verified by reading back: the Graph JSON batching
+    layer (:class:`bot.tenant.bulk.BulkActions`), or :class:`bot.services.bulk.OneByOne`
+    running the single-identity executor per target. Targets and results are
+    :class:`bot.tenant.bulk.BulkTarget` and :class:`bot.tenant.bulk.BulkResult`."""
 
     async def run(
-        self, action: str, targets: Sequence[BulkTarget], *, deadline: float | None = None
+        self, action: str, targets: Sequence[TargetFields], *, deadline: float | None = None
     ) -> list[BulkResult]:
         """One result per target, in any order (matched by ``key``); targets never sent are
         ``failed`` with the reason."""
 
     async def verify(
-        self, action: str, targets: Sequence[BulkTarget], *, since: datetime, deadline: float | None = None
+        self, action: str, targets: Sequence[TargetFields], *, since: datetime, deadline: float | None = None
     ) -> list[BulkResult]:
         """Finish targets a stopped worker dispatched at ``since``: read back only, nothing is
         sent again; what does not show is ``failed`` ("not sent again")."""
+
+
+__all__ = ["BulkActions", "BulkResult", "BulkTarget", "CardAnswer", "Messenger", "Ports", "ServiceSettings"]
 
 
 def _new_id() -> str:

@@ -8,15 +8,16 @@ replica's id) and exposes their public verbs. It holds no behaviour of its own.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from bot.domain.approval import Event
-from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef
+from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef, ResponseAction
 from bot.domain.policy import ActorRoles
 from bot.services.audit_log import AuditLog
-from bot.services.bulk import BulkExecution, OneByOne
+from bot.services.bulk import BulkExecution
 from bot.services.campaigns import CAMPAIGN_VERBS, CampaignDesk
 from bot.services.channel import IncidentChannel
 from bot.services.clicks import Clicks
@@ -32,8 +33,15 @@ from bot.services.tasks import TaskSupervisor
 from bot.services.transitions import Transition, Transitions
 from bot.services.views import CaseViews
 from bot.tenant.actions import Executor
+from bot.tenant.bulk import BulkActions as GraphBulkActions
 from bot.tenant.resolver import IdentityResolver
+from bot.tracing import span
 from bot.web.metrics import Metrics
+
+# The verbs a card click may carry; any other is labelled "other" (a metric label stays bounded).
+CARD_VERBS = frozenset(
+    {"refresh", "approve", "reject", "cancel", "retry", *(a.value for a in ResponseAction), *CAMPAIGN_VERBS}
+)
 
 
 class RemediationService:
@@ -116,7 +124,9 @@ class RemediationService:
             transitions=self.transitions,
             enricher=enricher,
             executor=executor,
-            actions=bulk_actions or OneByOne(ports.store, executor),
+            # Graph JSON batching (bot.tenant.bulk); OneByOne runs the single executor per identity.
+            actions=bulk_actions
+            or GraphBulkActions(ports.graph, clock=ports.clock, recheck_after=settings.recheck_after),
             metrics=self.metrics,
             replica=replica,
         )
@@ -172,10 +182,26 @@ class RemediationService:
         await self.publisher.publish_cards()
 
     async def handle_card_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
-        """See :meth:`Clicks.handle_card_action` (case cards) and :meth:`CampaignDesk.handle`."""
-        if verb in CAMPAIGN_VERBS:
-            return await self.campaigns.handle(actor, verb, data)
-        return await self.clicks.handle_card_action(actor, verb, data)
+        """See :meth:`Clicks.handle_card_action` (case cards) and :meth:`CampaignDesk.handle`
+        (campaign cards); timed for the invoke histogram."""
+        started = time.perf_counter()
+        outcome = "failed"
+        label = verb if verb in CARD_VERBS else "other"
+        try:
+            with span("card click", verb=label):
+                if verb in CAMPAIGN_VERBS:
+                    answer = await self.campaigns.handle(actor, verb, data)
+                else:
+                    answer = await self.clicks.handle_card_action(actor, verb, data)
+            outcome = f"http_{answer.error_status}" if answer.error_status else "answered"
+            return answer
+        finally:
+            self.metrics.observe(
+                "remediation_invoke_duration_seconds",
+                time.perf_counter() - started,
+                verb=label,
+                outcome=outcome,
+            )
 
     async def transition(self, request_id: str, event: Event) -> Transition:
         """See :meth:`Transitions.apply`."""

@@ -64,6 +64,14 @@ class AlertIntake:
 
 
 @dataclass(frozen=True)
+class JobBacklog:
+    """Unfinished jobs (queued or running): how many, and when the oldest was queued."""
+
+    pending: int
+    oldest_enqueued_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Job:
     """One claimed job: what to do (``kind``, ``payload``) and the claim on it.
 
@@ -349,6 +357,19 @@ class Store(Protocol):
         Raises :class:`~bot.errors.ConflictError` when another worker has claimed the job since
         (``worker``'s lease ran out), :class:`~bot.errors.StoreError` for an unknown key.
         """
+
+    async def audit_after(self, sequence: int, *, limit: int) -> list[AuditEvent]:
+        """Up to ``limit`` audit events after ``sequence``, oldest first (for a streaming export)."""
+
+    async def export_cursor(self, name: str) -> int:
+        """The last audit sequence the export ``name`` has delivered (0: none yet)."""
+
+    async def advance_export_cursor(self, name: str, expected: int, to: int) -> bool:
+        """Move the export cursor from ``expected`` to ``to`` (compare-and-swap); ``False`` when
+        another replica moved it first (this one's batch was a duplicate attempt)."""
+
+    async def job_backlog(self) -> JobBacklog:
+        """How many jobs are unfinished and when the oldest of them was queued (for metrics)."""
 
     # -- replay protection (shared by every replica) ------------------------------------------
 

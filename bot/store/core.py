@@ -29,7 +29,7 @@ from bot.domain.merging import OPEN_REQUEST_STATES, cancelled_for_merge, plan_me
 from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState, ResponseAction
 from bot.domain.policy import StormRule
 from bot.errors import ConflictError, RemediationError, StoreError
-from bot.store.base import AlertIntake, Settlement
+from bot.store.base import AlertIntake, JobBacklog, Settlement
 from bot.store.meta import MetaRecords
 from bot.store.rows import (
     AUDIT_COLUMNS,
@@ -146,6 +146,45 @@ class SqlStore(MetaRecords):
 
     async def _first(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Any] | None:
         return await self._read(lambda tx: tx.one(sql, params))
+
+    async def audit_after(self, sequence: int, *, limit: int) -> list[AuditEvent]:
+        """Up to ``limit`` audit events after ``sequence``, oldest first (the primary key serves it)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        rows = await self._rows(
+            "SELECT sequence, data FROM audit_events WHERE sequence > ? ORDER BY sequence LIMIT ?",
+            (sequence, limit),
+        )
+        return [decode_audit(row[0], row[1]) for row in rows]
+
+    async def export_cursor(self, name: str) -> int:
+        """The last audit sequence the export ``name`` has delivered (0: none yet)."""
+        value = await self._get_meta(f"export:{name}")
+        return 0 if value is None else int(value)
+
+    async def advance_export_cursor(self, name: str, expected: int, to: int) -> bool:
+        """Compare-and-swap the export cursor from ``expected`` to ``to``; ``False`` if it had moved."""
+        key = f"export:{name}"
+
+        async def work(tx: Tx) -> bool:
+            await tx.run("INSERT INTO meta (key, value) VALUES (?, '0') ON CONFLICT (key) DO NOTHING", (key,))
+            row = await tx.one(f"SELECT value FROM meta WHERE key = ?{self.dialect.for_update}", (key,))
+            if row is None or int(row[0]) != expected:
+                return False
+            await tx.run("UPDATE meta SET value = ? WHERE key = ?", (str(to), key))
+            return True
+
+        return await self._write(work, what=f"advancing the {name} export cursor")
+
+    async def job_backlog(self) -> JobBacklog:
+        """Unfinished jobs: how many, and when the oldest was queued (the partial index serves it)."""
+        row = await self._first("SELECT count(*), min(enqueued_at) FROM jobs WHERE finished_at IS NULL")
+        if row is None:
+            return JobBacklog(0, None)
+        oldest = row[1]
+        if isinstance(oldest, str):
+            oldest = datetime.fromisoformat(oldest)
+        return JobBacklog(int(row[0]), oldest)
 
     async def _models(self, model: type[T], where: str, params: Sequence[Any] = ()) -> list[T]:
         table = "cases" if model is Case else "action_requests"

@@ -24,6 +24,7 @@ from bot.errors import RemediationError
 from bot.log_context import bind_ids, fresh_ids
 from bot.teams.handler import REFUSAL_KEY, Refusal
 from bot.teams.shape import CARD_ACTION_INVOKE, activity_problem
+from bot.tracing import annotate, traced
 from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def _json_error(status: int, code: str, message: str) -> web.Response:
 
 
 @fresh_ids()
+@traced("teams activity")
 async def handle_activity(
     request: web.Request, adapter: CloudAdapter, bot: Bot, *, authenticate: bool = True
 ) -> web.Response:
@@ -135,6 +137,7 @@ async def _handle_activity(
     if auth_header and not _expires(authenticated.claims_identity):
         return _unauthorized(activity, "the token has no expiry")
     bind_ids(activity_id=activity.id)
+    annotate(**{"activity.type": str(activity.type or ""), "activity.name": str(activity.name or "")})
     turn = _Turn(bot)
     invoke_response = await adapter.process_activity(authenticated, activity, turn.run)
     return turn.answer(activity, invoke_response)

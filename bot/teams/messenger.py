@@ -70,6 +70,7 @@ from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
 from bot.retry import backoff_delay, parse_retry_after
 from bot.teams.pacing import Lanes, Pacer
+from bot.tracing import span
 from cards.text import inert, plain
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,10 @@ class TeamsMessenger:
         self._rng = rng or random.Random()
         self._now = now or _utc_now
         self._lanes = Lanes()
+
+    def observe_pacing(self, on_wait: Callable[[float], None]) -> None:
+        """Report how long each Bot Connector call waited for Teams' rate limits (for metrics)."""
+        self._pacer.observe(on_wait)
 
     async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
         """Start a new thread in ``channel`` with ``card``; return where it landed."""
@@ -239,6 +244,11 @@ class TeamsMessenger:
     # -- the chokepoint -------------------------------------------------------------------------
 
     async def _call(self, channel: ChannelRef, call: _Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
+        """Send ``work`` (one Bot Connector request) in a span of the trace; see :meth:`_send`."""
+        with span(f"teams {call.what}"):
+            return await self._send(channel, call, work)
+
+    async def _send(self, channel: ChannelRef, call: _Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
         """Send ``work`` (one Bot Connector request) until it lands or a TeamsError says why not."""
         # No await before the lane: the order of calls is the order the service made them.
         async with self._lanes.hold(call.conversation_id):

@@ -160,6 +160,12 @@ class Pacer:
         # Set (and replaced) whenever a call finishes: wakes callers waiting for calls in flight.
         self._finished = asyncio.Event()
         self._forgotten_at = clock()
+        # Called with the seconds each call waited for room (for metrics); see observe().
+        self._on_wait: Callable[[float], None] | None = None
+
+    def observe(self, on_wait: Callable[[float], None]) -> None:
+        """Call ``on_wait(seconds)`` with how long each admitted call waited for Teams' limits."""
+        self._on_wait = on_wait
 
     @asynccontextmanager
     async def slot(self, key: str) -> AsyncIterator[None]:
@@ -168,7 +174,10 @@ class Pacer:
         The call counts as under way until the block exits (by return or exception), and is then
         stamped with the time it finished.
         """
+        asked = self._clock()
         windows = await self._admit(key)
+        if self._on_wait is not None:
+            self._on_wait(self._clock() - asked)
         try:
             yield
         finally:

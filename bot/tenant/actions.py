@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,7 +85,7 @@ class Executor:
         # on-premises account was changed too: then the Entra step is read again after the sync.
         on_prem_done = any(o.ok and o.provider is Provider.ACTIVE_DIRECTORY for o in outcomes)
         if case.facts.synced and not on_prem_done:
-            outcomes = [_await_sync(step, o) for step, o in zip(steps, outcomes, strict=True)]
+            outcomes = [await_sync(step, o) for step, o in zip(steps, outcomes, strict=True)]
         return self._result(action, outcomes)
 
     async def recheck(
@@ -145,36 +145,7 @@ class Executor:
         return self._result(action, outcomes)
 
     def _result(self, action: ResponseAction, outcomes: list[StepOutcome]) -> ActionResult:
-        succeeded = bool(outcomes) and all(o.ok for o in outcomes)
-        verified = succeeded and all(o.verification is Verification.VERIFIED for o in outcomes)
-        contradicted = [o for o in outcomes if o.verification is Verification.CONTRADICTED]
-        pending = any(o.verification is Verification.PENDING for o in outcomes)
-        if contradicted:
-            summary = f"{action.label} did not take effect: " + "; ".join(o.message for o in contradicted)
-            succeeded = False
-        elif not succeeded:
-            summary = f"{action.label} failed: " + "; ".join(o.message for o in outcomes if not o.ok)
-        elif verified:
-            summary = f"{action.label} done and verified by reading the state back."
-        elif pending:
-            summary = f"{action.label} submitted; pending verification (read again at the next check)."
-        else:
-            summary = (
-                f"{action.label} submitted; the Defender Action Center has the record "
-                "(Graph shows no state to read back)."
-            )
-        states = "; ".join(o.verified_state for o in outcomes if o.verified_state)
-        times = [o.verified_at for o in outcomes if o.verified_at]
-        return ActionResult(
-            succeeded=succeeded,
-            summary=summary,
-            verified=verified,
-            verified_state=states,
-            verified_at=max(times) if times else None,
-            graph_request_id=next((o.graph_request_id for o in outcomes if o.graph_request_id), ""),
-            steps=tuple(outcomes),
-            recheck_at=(self.clock() + self.recheck_after) if pending else None,
-        )
+        return summarize(action, outcomes, now=self.clock(), recheck_after=self.recheck_after)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -293,55 +264,130 @@ class Executor:
     ) -> tuple[Verification, str]:
         user = _user_id(identity)
         op = step.operation
-        if op in (Operation.ENTRA_DISABLE, Operation.ENTRA_ENABLE):
-            read = await self.graph.get_user(user, select=["id", "accountEnabled"])
-            want = op is Operation.ENTRA_ENABLE
-            state = f"accountEnabled = {str(read.get('accountEnabled')).lower()}"
-            return (
-                Verification.VERIFIED if read.get("accountEnabled") is want else Verification.PENDING
-            ), state
-        if op is Operation.ENTRA_REVOKE_SESSIONS:
-            read = await self.graph.get_user(user, select=["id", "signInSessionsValidFromDateTime"])
-            value = _time(read.get("signInSessionsValidFromDateTime"))
-            state = f"signInSessionsValidFromDateTime = {read.get('signInSessionsValidFromDateTime')}"
-            return (
-                Verification.VERIFIED if value and value >= started - CLOCK_SKEW else Verification.PENDING
-            ), state
-        if op is Operation.ENTRA_RESET_PASSWORD:
-            read = await self.graph.get_user(user, select=["id", "lastPasswordChangeDateTime"])
-            value = _time(read.get("lastPasswordChangeDateTime"))
-            state = f"lastPasswordChangeDateTime = {read.get('lastPasswordChangeDateTime')}"
-            return (
-                Verification.VERIFIED if value and value >= started - CLOCK_SKEW else Verification.PENDING
-            ), state
-        if op in (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS):
+        if op in _USER_READS:
+            read = await self.graph.get_user(user, select=["id", _USER_READS[op]])
+        elif op in (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS):
             read = await self.graph.get_risky_user(user)
-            wanted = "confirmedCompromised" if op is Operation.RISK_CONFIRM_COMPROMISED else "dismissed"
-            state = f"riskState = {read.get('riskState')}, riskDetail = {read.get('riskDetail')}"
-            return (Verification.VERIFIED if read.get("riskState") == wanted else Verification.PENDING), state
-        assert step.account is not None
-        if step.defender_action in ("disable", "enable"):
+        elif step.account is not None and step.defender_action in ("disable", "enable"):
             read = await self.graph.get_identity_account(step.account.identity_id)
-            want = step.defender_action == "enable"
-            state = f"Defender for Identity isEnabled = {str(read.get('isEnabled')).lower()}"
-            return (Verification.VERIFIED if read.get("isEnabled") is want else Verification.PENDING), state
-        return Verification.UNVERIFIABLE, "no state to read back through Graph; see the Action Center"
+        else:
+            read = {}
+        return verdict(step, read, started)
 
     def _explain(self, step: Step, exc: GraphError) -> str:
-        """A failure a person can act on."""
-        if isinstance(exc, GraphForbidden):
-            method, template, properties = _OPERATION_CALLS[step.operation]
-            needed = required_permission(method, template, properties=properties)
-            return (
-                f"{step.label}: Graph refused it ({exc.status} {exc.code}). The app registration needs the "
-                f"application permission {needed} with admin consent."
-            )
-        if isinstance(exc, GraphNotFound):
-            return f"{step.label}: the account no longer exists (404)."
-        return f"{step.label}: {exc.message}"
+        return explain(step, exc)
 
 
-def _await_sync(step: Step, outcome: StepOutcome) -> StepOutcome:
+def summarize(
+    action: ResponseAction, outcomes: Sequence[StepOutcome], *, now: datetime, recheck_after: timedelta
+) -> ActionResult:
+    """The action's result from its steps' outcomes: what the thread and the card report.
+
+    Shared by single and bulk execution, so that one identity's result reads the same however
+    the action was carried out.
+    """
+    succeeded = bool(outcomes) and all(o.ok for o in outcomes)
+    verified = succeeded and all(o.verification is Verification.VERIFIED for o in outcomes)
+    contradicted = [o for o in outcomes if o.verification is Verification.CONTRADICTED]
+    pending = any(o.verification is Verification.PENDING for o in outcomes)
+    if contradicted:
+        summary = f"{action.label} did not take effect: " + "; ".join(o.message for o in contradicted)
+        succeeded = False
+    elif not succeeded:
+        summary = f"{action.label} failed: " + "; ".join(o.message for o in outcomes if not o.ok)
+    elif verified:
+        summary = f"{action.label} done and verified by reading the state back."
+    elif pending:
+        summary = f"{action.label} submitted; pending verification (read again at the next check)."
+    else:
+        summary = (
+            f"{action.label} submitted; the Defender Action Center has the record "
+            "(Graph shows no state to read back)."
+        )
+    states = "; ".join(o.verified_state for o in outcomes if o.verified_state)
+    times = [o.verified_at for o in outcomes if o.verified_at]
+    return ActionResult(
+        succeeded=succeeded,
+        summary=summary,
+        verified=verified,
+        verified_state=states,
+        verified_at=max(times) if times else None,
+        graph_request_id=next((o.graph_request_id for o in outcomes if o.graph_request_id), ""),
+        steps=tuple(outcomes),
+        recheck_at=(now + recheck_after) if pending else None,
+    )
+
+
+# What each user-changing operation is verified by: the user property read back.
+_USER_READS: dict[Operation, str] = {
+    Operation.ENTRA_DISABLE: "accountEnabled",
+    Operation.ENTRA_ENABLE: "accountEnabled",
+    Operation.ENTRA_REVOKE_SESSIONS: "signInSessionsValidFromDateTime",
+    Operation.ENTRA_RESET_PASSWORD: "lastPasswordChangeDateTime",
+}
+
+
+def read_back_of(step: Step) -> str:
+    """What verifies ``step``: ``user:<property>``, ``riskyUser``, ``identityAccount`` or ``""``
+    (nothing Graph shows, e.g. an on-premises password reset)."""
+    if step.operation in _USER_READS:
+        return f"user:{_USER_READS[step.operation]}"
+    if step.operation in (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS):
+        return "riskyUser"
+    if step.account is not None and step.defender_action in ("disable", "enable"):
+        return "identityAccount"
+    return ""
+
+
+def verdict(step: Step, read: Mapping[str, Any], started: datetime) -> tuple[Verification, str]:
+    """Whether ``read`` (the object :func:`read_back_of` names) shows ``step`` done after ``started``.
+
+    Pure: single and bulk execution read the state their own way and judge it here.
+    """
+    op = step.operation
+    if op in (Operation.ENTRA_DISABLE, Operation.ENTRA_ENABLE):
+        want = op is Operation.ENTRA_ENABLE
+        state = f"accountEnabled = {str(read.get('accountEnabled')).lower()}"
+        return (Verification.VERIFIED if read.get("accountEnabled") is want else Verification.PENDING), state
+    if op is Operation.ENTRA_REVOKE_SESSIONS:
+        value = _time(read.get("signInSessionsValidFromDateTime"))
+        state = f"signInSessionsValidFromDateTime = {read.get('signInSessionsValidFromDateTime')}"
+        return (
+            Verification.VERIFIED if value and value >= started - CLOCK_SKEW else Verification.PENDING
+        ), state
+    if op is Operation.ENTRA_RESET_PASSWORD:
+        value = _time(read.get("lastPasswordChangeDateTime"))
+        state = f"lastPasswordChangeDateTime = {read.get('lastPasswordChangeDateTime')}"
+        return (
+            Verification.VERIFIED if value and value >= started - CLOCK_SKEW else Verification.PENDING
+        ), state
+    if op in (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS):
+        wanted = "confirmedCompromised" if op is Operation.RISK_CONFIRM_COMPROMISED else "dismissed"
+        state = f"riskState = {read.get('riskState')}, riskDetail = {read.get('riskDetail')}"
+        return (Verification.VERIFIED if read.get("riskState") == wanted else Verification.PENDING), state
+    if step.account is not None and step.defender_action in ("disable", "enable"):
+        want = step.defender_action == "enable"
+        state = f"Defender for Identity isEnabled = {str(read.get('isEnabled')).lower()}"
+        return (Verification.VERIFIED if read.get("isEnabled") is want else Verification.PENDING), state
+    return Verification.UNVERIFIABLE, "no state to read back through Graph; see the Action Center"
+
+
+def explain(step: Step, exc: GraphError) -> str:
+    """A failure of ``step`` a person can act on (a 403 names the permission to grant)."""
+    if isinstance(exc, GraphForbidden):
+        method, template, properties = _OPERATION_CALLS[step.operation]
+        needed = required_permission(method, template, properties=properties)
+        return (
+            f"{step.label}: Graph refused it ({exc.status} {exc.code}). The app registration needs the "
+            f"application permission {needed} with admin consent."
+        )
+    if isinstance(exc, GraphNotFound):
+        return f"{step.label}: the account no longer exists (404)."
+    return f"{step.label}: {exc.message}"
+
+
+def await_sync(step: Step, outcome: StepOutcome) -> StepOutcome:
+    """A synced user's verified Entra-side switch, pending until the next directory sync."""
     if step.operation not in (Operation.ENTRA_DISABLE, Operation.ENTRA_ENABLE):
         return outcome
     if outcome.verification is not Verification.VERIFIED:

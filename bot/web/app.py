@@ -15,15 +15,20 @@ from bot.config.policy_file import policy_from_settings
 from bot.config.settings import Settings
 from bot.errors import RemediationError, StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
+from bot.graph.auth import GRAPH_DEFAULT_SCOPE
+from bot.monitor.ingestion import MONITOR_SCOPE, LogsIngestionSink
 from bot.services import Ports, RemediationService, ServiceSettings
+from bot.services.siem import AuditStream
 from bot.store import open_store
 from bot.store.base import Store
 from bot.teams.adapter import build_adapter, handle_activity
 from bot.teams.handler import TeamsBot
 from bot.teams.messenger import TeamsMessenger
 from bot.tenant.directory import Directory
-from bot.tenant.intake import AlertPoller
+from bot.tenant.intake import WATERMARK_KEY, AlertPoller
 from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
+from bot.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bot.web.metrics import Metrics
 from bot.web.push import MAX_BODY_BYTES as MAX_PUSH_BYTES
 from bot.web.push import PushAuthenticator, Rejection, parse_push
 from cards.case import PortalLinks
@@ -42,8 +47,9 @@ SHUTDOWN_REQUEST_SECONDS = 1.5
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
-def graph_tokens(settings: Settings) -> TokenProvider:
-    """The Graph credential the settings choose: managed identity, certificate or client secret."""
+def graph_tokens(settings: Settings, scope: str = GRAPH_DEFAULT_SCOPE) -> TokenProvider:
+    """The bot's credential the settings choose (managed identity, certificate or client secret),
+    for Graph or, with ``scope``, another Microsoft API (Azure Monitor's ingestion)."""
     if settings.graph_managed_identity:
         return TokenProvider(
             tenant_id=settings.graph_tenant_id,
@@ -51,6 +57,7 @@ def graph_tokens(settings: Settings) -> TokenProvider:
             managed_identity=settings.graph_managed_identity,
             authority_host=settings.graph_authority_host,
             ca_bundle=settings.graph_ca_bundle or None,
+            scope=scope,
         )
     return TokenProvider(
         tenant_id=settings.graph_tenant_id,
@@ -60,6 +67,7 @@ def graph_tokens(settings: Settings) -> TokenProvider:
         certificate_thumbprint=settings.graph_certificate_thumbprint or None,
         authority_host=settings.graph_authority_host,
         ca_bundle=settings.graph_ca_bundle or None,
+        scope=scope,
     )
 
 
@@ -93,7 +101,9 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            the_store = store or await open_store(settings.store_url, audit_key=settings.audit_key)
+            the_store = store or await open_store(
+                settings.store_url.get_secret_value(), audit_key=settings.audit_key
+            )
             if store is None:
                 stack.push_async_callback(the_store.close)
             the_graph = graph
@@ -138,6 +148,10 @@ def create_app(
                 clock=clock,
                 lookback=timedelta(minutes=settings.poll_lookback_minutes),
             )
+            the_graph.observe(service.metrics.graph_call)
+            messenger.observe_pacing(service.metrics.pacing_wait)
+            if settings.metrics_port:
+                await _serve_metrics(stack, service.metrics, settings, the_store, clock)
             app[SERVICE] = service
             app[STORE] = the_store
             app[POLLER] = poller
@@ -166,6 +180,9 @@ def create_app(
                 stack.push_async_callback(_cancel, sweeping)
                 working = asyncio.create_task(_every(settings.job_poll_seconds, service.run_jobs, "jobs"))
                 stack.push_async_callback(_cancel, working)
+                if settings.audit_ingestion_endpoint:
+                    streaming = await _stream_audit(stack, settings, the_store)
+                    stack.push_async_callback(_cancel, streaming)
             yield
 
     app.cleanup_ctx.append(resources)
@@ -198,14 +215,49 @@ def create_app(
         return web.json_response({"status": "ready", "schema": version})
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=request.app[SERVICE].metrics.exposition(), content_type="text/plain")
+        return await _scrape(request.app[SERVICE].metrics, request.app[STORE], clock)
 
     app.router.add_post("/api/messages", messages)
     app.router.add_post("/api/alerts", alerts)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if settings.metrics_on_main_port:
+        app.router.add_get("/metrics", metrics)
     return app
+
+
+async def _scrape(metrics: Metrics, store: Store, clock: Callable[[], datetime]) -> web.Response:
+    """``GET /metrics``: the gauges read from the store now, then every metric."""
+    now = clock()
+    try:
+        backlog = await store.job_backlog()
+        metrics.set_backlog(backlog.pending, backlog.oldest_enqueued_at, now)
+        metrics.set_poll_lag(await store.get_watermark(WATERMARK_KEY), now)
+    except RemediationError as exc:
+        # The counters and histograms still tell something; the gauges keep their last value.
+        log.warning("metrics: the store could not be read for the gauges: %s", exc.message)
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def _serve_metrics(
+    stack: contextlib.AsyncExitStack,
+    metrics: Metrics,
+    settings: Settings,
+    store: Store,
+    clock: Callable[[], datetime],
+) -> None:
+    """``/metrics`` alone on ``METRICS_HOST:METRICS_PORT``, away from the public port."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        return await _scrape(metrics, store, clock)
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
 
 def _push_error(status: int, code: str, message: str, details: Sequence[dict[str, str]] = ()) -> web.Response:
@@ -299,6 +351,34 @@ async def _release(store: Store, key: str) -> None:
     except RemediationError as exc:
         # The claim then expires on its own; until then a retry of the same request is refused.
         log.error("push: the replay claim could not be released: %s", exc.message)
+
+
+async def _stream_audit(
+    stack: contextlib.AsyncExitStack, settings: Settings, store: Store
+) -> asyncio.Task[None]:
+    """Ship the audit trail to the SIEM table every AUDIT_INGESTION_INTERVAL_SECONDS (leader only)."""
+    sink = LogsIngestionSink(
+        settings.audit_ingestion_endpoint,
+        settings.audit_ingestion_rule_id,
+        settings.audit_ingestion_stream,
+        graph_tokens(settings, MONITOR_SCOPE),
+        ca_bundle=settings.graph_ca_bundle or None,
+    )
+    stack.push_async_callback(sink.close)
+    stream = AuditStream(store, sink)
+
+    async def ship_as_leader() -> int:
+        try:
+            if not await store.try_lead("audit-stream"):
+                return 0
+        except StoreError as exc:
+            log.warning("leadership unknown (%s); not streaming the audit trail this round", exc.message)
+            return 0
+        return await stream.ship()
+
+    return asyncio.create_task(
+        _every(settings.audit_ingestion_interval_seconds, ship_as_leader, "audit stream")
+    )
 
 
 async def _every(interval: float, work: Callable[[], Awaitable[object]], name: str) -> None:

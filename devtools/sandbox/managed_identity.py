@@ -24,7 +24,13 @@ from aiohttp import web
 from devtools.sandbox.state import TenantState
 
 API_VERSION = "2019-08-01"
-GRAPH_RESOURCES = ("https://graph.microsoft.com", "https://graph.microsoft.com/")
+# Graph, and Azure Monitor for the audit stream to the SIEM (the identity's only other role).
+RESOURCES = (
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.com/",
+    "https://monitor.azure.com",
+    "https://monitor.azure.com/",
+)
 TOKEN_LIFETIME_SECONDS = 86399  # managed-identity tokens live about a day
 PATH = "/msi/token"
 
@@ -49,10 +55,8 @@ class ManagedIdentityEndpoint:
         if request.query.get("api-version") != API_VERSION:
             return _error(400, f"api-version must be {API_VERSION}.")
         resource = request.query.get("resource", "")
-        if resource not in GRAPH_RESOURCES:
-            return _error(
-                400, f"No token for resource {resource!r}: this host's identity has Graph roles only."
-            )
+        if resource not in RESOURCES:
+            return _error(400, f"No token for resource {resource!r}: this identity has no role there.")
         for other in ("mi_res_id", "object_id"):
             if other in request.query:
                 return _error(400, f"No managed identity matches {other}={request.query[other]!r}.")

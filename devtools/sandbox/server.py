@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from werkzeug.datastructures import Headers
@@ -25,12 +25,16 @@ from werkzeug.datastructures import Headers
 from devtools.sandbox.contract import Contract, WireRequest, WireResponse
 from devtools.sandbox.graph_api import GraphApi, GraphCall
 from devtools.sandbox.identity import IdentityEndpoints
+from devtools.sandbox.ingestion import IngestionEndpoint
 from devtools.sandbox.managed_identity import ManagedIdentityEndpoint
 from devtools.sandbox.state import Fault, RecordedRequest, TenantState
 from devtools.sandbox.throttling import GraphThrottle
-from devtools.sandbox.wire import GRAPH_JSON, GraphProblem, graph_error
+from devtools.sandbox.wire import GRAPH_JSON, GraphProblem, bad_request, graph_error
 
 GRAPH_PREFIX = "/v1.0"
+# At most this many requests in one JSON batch (https://learn.microsoft.com/graph/json-batching).
+MAX_BATCH_REQUESTS = 20
+_HTML = "text/html; charset=utf-8"
 
 # The error a fault answers when the test gives no body: Graph's usual code and message.
 _DEFAULT_FAULTS: Mapping[int, tuple[str, str]] = MappingProxyType(
@@ -56,6 +60,52 @@ _IDS = web.RequestKey("sandbox_ids", tuple[str, str])
 
 
 @dataclass(frozen=True)
+class _Call:
+    """One Graph request as the sandbox handles it: sent alone, or one request of a ``$batch``."""
+
+    method: str
+    graph_path: str  # the raw path after /v1.0, as sent (percent-encoded), without the query
+    path: str  # the decoded full path (/v1.0/...), what faults are matched against and recorded
+    query: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]
+    body: bytes
+    request_id: str
+    client_request_id: str
+    base_url: str
+
+    def wire(self) -> WireRequest:
+        """The request as the contract validator sees it (without any password)."""
+        content_type = next((v for k, v in self.headers.items() if k.lower() == "content-type"), "")
+        return Contract.wire_request(
+            self.method, self.graph_path, self.query, self.headers, content_type, _without_password(self.body)
+        )
+
+    def inner(self, step: Mapping[str, Any]) -> _Call:
+        """A request of this batch, carrying the batch's token as Graph authorizes it."""
+        url = str(step["url"])
+        relative = url if url.startswith("/") else "/" + url
+        raw_path, _, raw_query = relative.partition("?")
+        headers = {str(k): str(v) for k, v in (step.get("headers") or {}).items()}
+        authorization = next((v for k, v in self.headers.items() if k.lower() == "authorization"), "")
+        client_request_id = next(
+            (v for k, v in headers.items() if k.lower() == "client-request-id"), self.client_request_id
+        )
+        headers["Authorization"] = authorization
+        body = step.get("body")
+        return _Call(
+            method=str(step["method"]).upper(),
+            graph_path=raw_path,
+            path=GRAPH_PREFIX + unquote(raw_path),
+            query=tuple(parse_qsl(raw_query, keep_blank_values=True)),
+            headers=headers,
+            body=b"" if body is None else json.dumps(body).encode("utf-8"),
+            request_id=str(uuid.uuid4()),
+            client_request_id=client_request_id,
+            base_url=self.base_url,
+        )
+
+
+@dataclass(frozen=True)
 class _Answer:
     status: int
     payload: Any  # a JSON body, a text body (gateway page) or None
@@ -74,6 +124,7 @@ class SandboxServer:
         self._contract = contract
         self._identity = IdentityEndpoints(state)
         self.managed_identity = ManagedIdentityEndpoint(state)
+        self.ingestion = IngestionEndpoint(state)
         self._graph_api = GraphApi(state, contract)
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
@@ -82,6 +133,7 @@ class SandboxServer:
         app = web.Application(middlewares=[self._middleware])
         app.add_routes(self._identity.routes())
         app.add_routes(self.managed_identity.routes())
+        app.add_routes(self.ingestion.routes())
         app.router.add_route("*", GRAPH_PREFIX + "/{tail:.*}", self._graph)
         return app
 
@@ -148,55 +200,58 @@ class SandboxServer:
 
     async def _graph(self, request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
-        graph_path = raw_path[len(GRAPH_PREFIX) :]
-        body = await request.read()
-        wire = Contract.wire_request(
-            request.method,
-            graph_path,
-            request.query.items(),
-            request.headers,
-            request.headers.get("Content-Type", ""),
-            _without_password(body),
+        request_id, client_request_id = request[_IDS]
+        call = _Call(
+            method=request.method,
+            graph_path=raw_path[len(GRAPH_PREFIX) :],
+            path=request.path,
+            query=tuple(request.query.items()),
+            headers=dict(request.headers),
+            body=await request.read(),
+            request_id=request_id,
+            client_request_id=client_request_id,
+            base_url=f"{request.scheme}://{request.host}{GRAPH_PREFIX}",
         )
         where = f"{request.method} {raw_path}"
-        answer = await self._answer(request, wire, where, graph_path, body)
-        return self._respond(request, wire, where, answer)
+        answer = await self._answer(call, where)
+        status, headers, data, content_type = self._finish(call, where, answer)
+        if content_type:
+            headers["Content-Type"] = content_type
+        return web.Response(status=status, body=data or None, headers=headers)
 
-    async def _answer(
-        self, request: web.Request, wire: WireRequest, where: str, graph_path: str, body: bytes
-    ) -> _Answer:
+    async def _answer(self, call: _Call, where: str, *, in_batch: bool = False) -> _Answer:
         """Authenticate, validate the request, then apply a fault or run the handler."""
         state = self._state
         try:
-            self._authenticate(request)
-            # A validator quotes the body it rejects: it sees none of a password (see
-            # _without_password), and a non-string one is scrubbed from what it says.
-            problems = _scrub(self._contract.request_problems(wire), _json_or_none(body))
+            self._authenticate(call.headers)
+            if call.method == "POST" and unquote(call.graph_path) == "/$batch" and not in_batch:
+                return await self._batch(call, where)
+            problems = _scrub(self._contract.request_problems(call.wire()), _json_or_none(call.body))
             if problems:
                 state.violations.extend(f"{where} request: {p}" for p in problems)
                 problem = _violation(where, "request", problems)
                 # The answer is ours, not Graph's; the path may not even be in the contract.
-                return _Answer(500, self._error(problem.code, problem.message, request), {}, False)
+                return _Answer(500, self._error(problem.code, problem.message, call), {}, False)
             if self._throttle is not None:
-                refused = self._throttle.admit(request.method, graph_path, request.query)
+                refused = self._throttle.admit(call.method, call.graph_path, dict(call.query))
                 if refused is not None:
                     code, message = _DEFAULT_FAULTS[429]
                     retry = {} if refused.retry_after is None else {"Retry-After": str(refused.retry_after)}
-                    return _Answer(429, self._error(code, message, request), retry, True)
-            fault = state.take_fault(request.method, request.path)
+                    return _Answer(429, self._error(code, message, call), retry, True)
+            fault = state.take_fault(call.method, call.path)
             if fault is not None and fault.status is not None:
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
-                return self._fault_answer(fault, fault.status, request)
+                return self._fault_answer(fault, fault.status, call)
             # The directory syncs on the tenant clock; a request is when the sandbox looks at it.
             state.sync_if_due()
             reply = self._graph_api.handle(
                 GraphCall(
-                    method=request.method,
-                    segments=tuple(unquote(s) for s in graph_path.strip("/").split("/")),
-                    query=dict(request.query),
-                    body=_json_or_none(body),
-                    base_url=f"{request.scheme}://{request.host}{GRAPH_PREFIX}",
+                    method=call.method,
+                    segments=tuple(unquote(s) for s in call.graph_path.strip("/").split("/")),
+                    query=dict(call.query),
+                    body=_json_or_none(call.body),
+                    base_url=call.base_url,
                 )
             )
             if fault is not None and fault.delay:
@@ -205,20 +260,79 @@ class SandboxServer:
                 await asyncio.sleep(fault.delay)
             return _Answer(reply.status, reply.body, {}, True)
         except GraphProblem as problem:
-            error = self._error(problem.code, problem.message, request)
+            error = self._error(problem.code, problem.message, call)
             return _Answer(problem.status, error, dict(problem.headers), True)
         except Exception as exc:  # a sandbox bug must fail the test that met it
             state.violations.append(f"{where}: the sandbox crashed: {type(exc).__name__}: {exc}")
-            error = self._error("SandboxError", f"{type(exc).__name__}: {exc}", request)
+            error = self._error("SandboxError", f"{type(exc).__name__}: {exc}", call)
             return _Answer(500, error, {}, False)
 
-    def _respond(self, request: web.Request, wire: WireRequest, where: str, answer: _Answer) -> web.Response:
-        """Add Graph's headers, validate the response, and build it."""
-        request_id, client_request_id = request[_IDS]
+    async def _batch(self, call: _Call, where: str) -> _Answer:
+        """``POST /$batch``: check the envelope as Graph does, then run each request through
+        :meth:`_answer` as if it came alone (validation, throttling, faults, handlers).
+
+        A malformed batch is answered 400 as Graph answers it, and recorded as a violation:
+        a client that sends one has a bug. The responses come in reverse order of the requests
+        (Graph promises no order), so a client must match them by id.
+        """
+        steps = _batch_steps(_json_or_none(call.body))
+        if isinstance(steps, str):
+            self._state.violations.append(f"{where} request: {steps} (Graph answers 400)")
+            raise bad_request(steps)
+        problems = _scrub(self._contract.request_problems(call.wire()), _json_or_none(call.body))
+        if problems:
+            self._state.violations.extend(f"{where} request: {p}" for p in problems)
+            problem = _violation(where, "request", problems)
+            return _Answer(500, self._error(problem.code, problem.message, call), {}, False)
+        if any("dependsOn" in step for step in steps):
+            raise GraphProblem(
+                501, "SandboxNotImplemented", "The sandbox tenant does not implement dependsOn in $batch."
+            )
+        fault = self._state.take_fault(call.method, call.path)
+        if fault is not None and fault.status is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            return self._fault_answer(fault, fault.status, call)
+        responses = []
+        for step in steps:
+            inner = call.inner(step)
+            inner_where = f"{inner.method} {GRAPH_PREFIX}{inner.graph_path} (in $batch)"
+            arrived = time.monotonic()
+            answer = await self._answer(inner, inner_where, in_batch=True)
+            status, headers, data, content_type = self._finish(inner, inner_where, answer)
+            item_headers = {"Cache-Control": "no-cache"}
+            if "Retry-After" in headers:
+                item_headers["Retry-After"] = headers["Retry-After"]
+            item: dict[str, Any] = {"id": step["id"], "status": status, "headers": item_headers}
+            if data:
+                item_headers["Content-Type"] = content_type
+                item["body"] = _json_or_none(data) if content_type != _HTML else data.decode("utf-8")
+            responses.append(item)
+            self._state.batched_requests.append(
+                RecordedRequest(
+                    method=inner.method,
+                    path=inner.path,
+                    query=dict(inner.query),
+                    json=redact(_json_or_none(inner.body)),
+                    form=None,
+                    status=status,
+                    request_id=inner.request_id,
+                    client_request_id=inner.client_request_id,
+                    arrived=arrived,
+                    answered=time.monotonic(),
+                    batch_request_id=call.request_id,
+                )
+            )
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)  # the batch ran; its answer comes late
+        return _Answer(200, {"responses": responses[::-1]}, {}, True)
+
+    def _finish(self, call: _Call, where: str, answer: _Answer) -> tuple[int, dict[str, str], bytes, str]:
+        """Add Graph's headers and validate the response: (status, headers, body, content type)."""
         headers = {
             **answer.headers,
-            "request-id": request_id,
-            "client-request-id": client_request_id,
+            "request-id": call.request_id,
+            "client-request-id": call.client_request_id,
             "x-ms-ags-diagnostic": json.dumps(
                 {"ServerInfo": {"DataCenter": "Sandbox", "Slice": "E", "Ring": "0"}}
             ),
@@ -227,20 +341,19 @@ class SandboxServer:
         data, content_type = _encode(answer.payload)
         if answer.validate:
             problems = self._contract.response_problems(
-                wire, WireResponse(status, content_type.lower(), Headers(headers), data or None)
+                call.wire(), WireResponse(status, content_type.lower(), Headers(headers), data or None)
             )
             if problems:
                 self._state.violations.extend(f"{where} response {status}: {p}" for p in problems)
                 violation = _violation(where, f"response {status}", problems)
                 status = violation.status
-                data, content_type = _encode(self._error(violation.code, violation.message, request))
+                data, content_type = _encode(self._error(violation.code, violation.message, call))
                 headers.pop("Retry-After", None)
-        if content_type:
-            headers["Content-Type"] = content_type
-        return web.Response(status=status, body=data or None, headers=headers)
+        return status, headers, data, content_type
 
-    def _authenticate(self, request: web.Request) -> None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    def _authenticate(self, headers: Mapping[str, str]) -> None:
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise GraphProblem(401, "InvalidAuthenticationToken", "Access token is empty.")
         expiry = self._state.tokens.get(token.strip())
@@ -255,7 +368,7 @@ class SandboxServer:
                 "Lifetime validation failed, the token is expired.",
             )
 
-    def _fault_answer(self, fault: Fault, status: int, request: web.Request) -> _Answer:
+    def _fault_answer(self, fault: Fault, status: int, call: _Call) -> _Answer:
         """The injected answer; a text body is a gateway page, not Graph, so it is not validated."""
         headers = dict(fault.headers)
         if isinstance(fault.body, str):
@@ -265,50 +378,136 @@ class SandboxServer:
         if status < 400:
             return _Answer(status, None, headers, True)
         code, message = _DEFAULT_FAULTS.get(status, ("UnknownError", "Injected fault."))
-        return _Answer(status, self._error(code, message, request), headers, True)
+        return _Answer(status, self._error(code, message, call), headers, True)
 
-    def _error(self, code: str, message: str, request: web.Request) -> dict[str, Any]:
-        request_id, client_request_id = request[_IDS]
+    def _error(self, code: str, message: str, call: _Call) -> dict[str, Any]:
         return graph_error(
             code,
             message,
-            request_id=request_id,
-            client_request_id=client_request_id,
+            request_id=call.request_id,
+            client_request_id=call.client_request_id,
             now=self._state.clock(),
         )
 
 
 def redact(body: Any) -> Any:
-    """``body`` with ``passwordProfile.password`` replaced by ``***`` (a copy when it had one)."""
+    """``body`` with every ``passwordProfile.password`` replaced by ``***`` (a copy when it had one).
+
+    Batches are searched too: a password reset inside ``/$batch`` carries its password in the
+    request's ``body``.
+    """
+    if isinstance(body, list):
+        return [redact(item) for item in body]
     if not isinstance(body, dict):
         return body
-    profile = body.get("passwordProfile")
-    if not isinstance(profile, dict) or profile.get("password") is None:
-        return body
-    return {**body, "passwordProfile": {**profile, "password": "***"}}
+    copied: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "passwordProfile" and isinstance(value, dict) and value.get("password") is not None:
+            copied[key] = {**value, "password": "***"}
+        else:
+            copied[key] = redact(value)
+    return copied
 
 
 def _without_password(body: bytes) -> bytes:
-    """The body the contract validator sees: a string password replaced by ``***``.
+    """The body the contract validator sees: every string password replaced by ``***``.
 
     Another string validates the same (the contract puts no constraint on it), and validator
     messages quote bodies inside nested reprs where no search could find the password again.
     """
     parsed = _json_or_none(body)
-    profile = parsed.get("passwordProfile") if isinstance(parsed, dict) else None
-    if not isinstance(profile, dict) or not isinstance(profile.get("password"), str):
+    if not _has_string_password(parsed):
         return body
-    return json.dumps(redact(parsed)).encode("utf-8")
+    return json.dumps(_redact_strings(parsed)).encode("utf-8")
+
+
+def _redact_strings(body: Any) -> Any:
+    if isinstance(body, list):
+        return [_redact_strings(item) for item in body]
+    if not isinstance(body, dict):
+        return body
+    copied: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "passwordProfile" and isinstance(value, dict) and isinstance(value.get("password"), str):
+            copied[key] = {**value, "password": "***"}
+        else:
+            copied[key] = _redact_strings(value)
+    return copied
+
+
+def _has_string_password(body: Any) -> bool:
+    if isinstance(body, list):
+        return any(_has_string_password(item) for item in body)
+    if not isinstance(body, dict):
+        return False
+    profile = body.get("passwordProfile")
+    if isinstance(profile, dict) and isinstance(profile.get("password"), str):
+        return True
+    return any(_has_string_password(value) for value in body.values())
 
 
 def _scrub(problems: list[str], body: Any) -> list[str]:
-    """``problems`` without a non-string password (a string one never reaches the validator)."""
-    password = None
-    if isinstance(body, dict) and isinstance(body.get("passwordProfile"), dict):
-        password = body["passwordProfile"].get("password")
-    if password is None or isinstance(password, str) or str(password) == "":
-        return problems
-    return [problem.replace(str(password), "***") for problem in problems]
+    """``problems`` without any non-string password (a string one never reaches the validator)."""
+    for password in _non_string_passwords(body):
+        problems = [problem.replace(password, "***") for problem in problems]
+    return problems
+
+
+def _non_string_passwords(body: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(body, list):
+        for item in body:
+            found += _non_string_passwords(item)
+    elif isinstance(body, dict):
+        profile = body.get("passwordProfile")
+        if isinstance(profile, dict):
+            password = profile.get("password")
+            if password is not None and not isinstance(password, str) and str(password) != "":
+                found.append(str(password))
+        for value in body.values():
+            found += _non_string_passwords(value)
+    return found
+
+
+def _batch_steps(body: Any) -> list[dict[str, Any]] | str:
+    """The requests of a batch body, or what makes it malformed (Graph answers that 400)."""
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+        return "Invalid batch payload format: the body must be a JSON object with a 'requests' array."
+    steps = body["requests"]
+    if not steps:
+        return "Invalid batch payload format: the 'requests' array is empty."
+    if len(steps) > MAX_BATCH_REQUESTS:
+        return f"Too many requests in the batch: {len(steps)}; at most {MAX_BATCH_REQUESTS} are allowed."
+    seen: set[str] = set()
+    for position, step in enumerate(steps):
+        where = f"requests[{position}]"
+        if not isinstance(step, dict):
+            return f"Invalid batch payload format: {where} is not an object."
+        for name in ("id", "method", "url"):
+            if not isinstance(step.get(name), str) or not step[name].strip():
+                return f"Invalid batch payload format: {where} has no '{name}'."
+        batch_id = step["id"].lower()
+        if batch_id in seen:
+            return f"Batch request ids must be unique; '{step['id']}' is used more than once."
+        seen.add(batch_id)
+        url = step["url"]
+        if "://" in url or url.startswith("//"):
+            return f"Invalid batch payload format: {where} url must be relative to the version root: {url!r}."
+        path = unquote(("/" + url.lstrip("/")).split("?", 1)[0])
+        if path.rstrip("/").lower() == "/$batch":
+            return f"Invalid batch payload format: {where} cannot be a batch itself."
+        headers = step.get("headers")
+        if headers is not None and (
+            not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())
+        ):
+            return f"Invalid batch payload format: {where} headers must be an object of strings."
+        if "body" in step and not any(k.lower() == "content-type" for k in (headers or {})):
+            return f"Invalid batch payload format: {where} has a body but no Content-Type header."
+        if "dependsOn" in step:
+            depends = step["dependsOn"]
+            if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+                return f"Invalid batch payload format: {where} dependsOn must be an array of ids."
+    return [dict(step) for step in steps]
 
 
 def _violation(where: str, part: str, problems: list[str]) -> GraphProblem:

@@ -29,6 +29,8 @@ class RecordedRequest:
     # time the bot against the time the sandbox itself took.
     arrived: float = 0.0
     answered: float = 0.0
+    # For a request inside a JSON batch: the request-id of the POST /$batch that carried it.
+    batch_request_id: str = ""
 
 
 @dataclass
@@ -128,6 +130,8 @@ class TenantState:
     certificates: dict[str, bytes] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # The requests carried inside JSON batches (each batch itself is one of ``requests``).
+    batched_requests: list[RecordedRequest] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     # The app's name as Defender shows it on what the app writes (alert comments).
     app_display_name: str = "remediation-bot"

@@ -8,6 +8,7 @@ import dataclasses
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from devtools.sandbox import identities
 from devtools.sandbox.assertion import thumbprint_header
 from devtools.sandbox.contract import DEFAULT_EXTENSIONS, Contract, load_contract
 from devtools.sandbox.graph_api import ALERT_SCHEMA, RISKY_USER_SCHEMA, USER_SCHEMA
+from devtools.sandbox.ingestion import IngestionEndpoint
 from devtools.sandbox.managed_identity import PATH as MANAGED_IDENTITY_PATH
 from devtools.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
 from devtools.sandbox.server import GRAPH_PREFIX, SandboxServer
@@ -55,6 +57,7 @@ class SandboxTenant:
         sync_interval: float | None = None,
         app_display_name: str = "remediation-bot",
         throttling: bool = False,
+        throttle_clock: Callable[[], float] | None = None,
     ) -> None:
         """Load the scenario (a dict or a YAML/JSON path); nothing listens until :meth:`start`.
 
@@ -65,6 +68,9 @@ class SandboxTenant:
         the test. ``app_display_name`` is the name Defender shows on the app's alert comments.
         ``throttling`` answers 429 where Microsoft documents that Graph throttles (Identity
         Protection, security alerts, identity and access; see :mod:`devtools.sandbox.throttling`).
+        ``throttle_clock`` (monotonic seconds) is the throttling's clock, ``time.monotonic`` by
+        default: a test on virtual time gives its own, so that honouring a ``Retry-After``
+        takes no real time.
         """
         if sync_interval is not None and sync_interval <= 0:
             raise ValueError("sync_interval must be a positive number of seconds")
@@ -77,7 +83,11 @@ class SandboxTenant:
             app_display_name=app_display_name,
             sync_interval=sync_interval,
         )
-        self._throttle = GraphThrottle(users=lambda: len(self._state.users)) if throttling else None
+        self._throttle = (
+            GraphThrottle(users=lambda: len(self._state.users), clock=throttle_clock or time.monotonic)
+            if throttling
+            else None
+        )
         self._cert_dir = cert_dir
         self._own_cert_dir: Path | None = None
         self._extensions = tuple(contract_extensions)
@@ -228,6 +238,13 @@ class SandboxTenant:
         }
 
     @property
+    def ingestion(self) -> IngestionEndpoint:
+        """The Logs Ingestion API endpoint (its ``received`` records, in order)."""
+        if self._server is None:
+            raise RuntimeError("the sandbox tenant is not running")
+        return self._server.ingestion
+
+    @property
     def ca_pem_path(self) -> Path:
         """The PEM file of the CA that signed the server certificate."""
         if self._tls is None:
@@ -245,6 +262,17 @@ class SandboxTenant:
     def requests(self) -> list[RecordedRequest]:
         """Every request answered so far, oldest first (identity and Graph)."""
         return self._state.requests
+
+    @property
+    def batched_requests(self) -> list[RecordedRequest]:
+        """Every request answered inside a ``POST /$batch``, oldest first (not in :attr:`requests`,
+        which lists HTTP exchanges: the batch itself is one)."""
+        return self._state.batched_requests
+
+    @property
+    def throttle(self) -> GraphThrottle | None:
+        """The throttling emulation (None unless ``throttling=True``); tests may spend its quotas."""
+        return self._throttle
 
     @property
     def throttled(self) -> list[Throttled]:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.config.settings import ENV_NAMES
+from bot.domain.audit import AuditEvent
 from bot.graph.permissions import OPERATIONS, USER_PATH, USER_PROPERTY_PERMISSIONS, OperationPermission
+from bot.services.siem import siem_record
+from bot.web.metrics import COUNTERS, GAUGES, HISTOGRAMS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -141,6 +145,44 @@ def test_the_managed_identity_is_granted_exactly_the_permissions_the_code_calls_
     assert set(granted) == needed, (
         f"missing: {sorted(needed - set(granted))}; not called for: {sorted(set(granted) - needed)}"
     )
+
+
+def test_the_siem_table_has_the_columns_the_bot_sends() -> None:
+    text = BICEP.read_text(encoding="utf-8")
+    block = re.search(r"^var auditColumns = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+    assert block is not None, "main.bicep declares no auditColumns"
+    columns = re.findall(r"name: '(\w+)'", block.group(1))
+    event = AuditEvent(
+        sequence=1,
+        at=datetime(2026, 12, 1, tzinfo=UTC),
+        actor_id="a",
+        actor_name="b",
+        kind="case.opened",
+        case_id=None,
+        request_id=None,
+        identity=None,
+        payload={},
+        previous_hash="0" * 64,
+        hash="1" * 64,
+    )
+    assert columns == list(siem_record(event)), "the table and bot/services/siem.py disagree"
+    assert "'Custom-RemediationBotAudit_CL'" in text  # the stream the bot sends to by default
+
+
+def test_the_dashboard_plots_only_metrics_the_bot_exposes() -> None:
+    dashboard = json.loads((DEPLOY / "dashboards" / "remediation-bot.json").read_text(encoding="utf-8"))
+    exposed = (
+        set(COUNTERS)
+        | set(GAUGES)
+        | {f"{name}{suffix}" for name in HISTOGRAMS for suffix in ("_bucket", "_count", "_sum")}
+    )
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(remediation_\w+)", target["expr"])
+    }
+    assert used and used <= exposed, sorted(used - exposed)
 
 
 def test_bicep_modules_exist() -> None:

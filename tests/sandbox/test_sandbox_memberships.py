@@ -38,12 +38,18 @@ def test_extension_operations_follow_the_subset_conventions() -> None:
     assert {(t, m) for t, m, _ in operations} == {
         ("/users/{user-id}/checkMemberGroups", "post"),
         ("/users/{user-id}/transitiveMemberOf/microsoft.graph.directoryRole", "get"),
+        ("/$batch", "post"),
     }
     for template, method, operation in operations:
         assert document["paths"][template][method] == operation  # merged as written
         assert operation["operationId"]
-        assert operation["externalDocs"]["url"].startswith("https://learn.microsoft.com/graph/api/")
-        assert operation["x-ms-permissions"]["application"]["least"]
+        if template == "/$batch":
+            # A concept page, not an API reference; the batch needs no permission of its own.
+            assert operation["externalDocs"]["url"] == "https://learn.microsoft.com/graph/json-batching"
+            assert operation["x-ms-permissions"]["application"]["least"] == []
+        else:
+            assert operation["externalDocs"]["url"].startswith("https://learn.microsoft.com/graph/api/")
+            assert operation["x-ms-permissions"]["application"]["least"]
         for status in ("4XX", "5XX"):
             assert operation["responses"][status] == {"$ref": "#/components/responses/error"}
         assert operation["responses"]["429"] == {"$ref": "#/components/responses/throttled"}

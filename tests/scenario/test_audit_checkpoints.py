@@ -90,7 +90,7 @@ async def test_the_result_reply_carries_a_checkpoint_an_auditor_verifies_against
     lines = tmp_path / "checkpoints.txt"
     lines.write_text(found.group(0) + "\n", encoding="utf-8")
     monkeypatch.setenv("AUDIT_HMAC_KEY", KEY_SECRET)
-    url = channel.bot.settings.store_url
+    url = channel.bot.settings.store_url.get_secret_value()
     capsys.readouterr()
     assert await _cli("audit", "verify", "--store-url", url, "--checkpoints", str(lines)) == 0
     assert "1 checkpoint matched" in capsys.readouterr().out

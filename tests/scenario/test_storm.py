@@ -155,7 +155,9 @@ class Storm:
         return (await store.list_bulks(campaign.id))[-1].id
 
     def patches(self) -> list[Any]:
-        return [r for r in self.tenant.requests if r.method == "PATCH" and "/users/" in r.path]
+        """Every PATCH of a user, sent alone or inside a JSON batch."""
+        sent = [*self.tenant.requests, *self.tenant.batched_requests]
+        return [r for r in sent if r.method == "PATCH" and "/users/" in r.path]
 
 
 @pytest.fixture

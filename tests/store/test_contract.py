@@ -433,6 +433,24 @@ def _audit_args(n: int) -> dict[str, Any]:
 LEASE = timedelta(seconds=30)
 
 
+async def test_the_backlog_counts_unfinished_jobs_and_dates_the_oldest(store: Store) -> None:
+    empty = await store.job_backlog()
+    assert (empty.pending, empty.oldest_enqueued_at) == (0, None)
+    before = datetime.now(UTC)
+    await store.enqueue_job("execute", "req-1:1", {})
+    await store.enqueue_job("report", "req-2:1", {})
+    job = await store.claim_job("execute", "w1", LEASE)
+    assert job is not None
+
+    backlog = await store.job_backlog()
+    assert backlog.pending == 2  # queued and running alike
+    assert backlog.oldest_enqueued_at is not None
+    assert before - timedelta(seconds=5) <= backlog.oldest_enqueued_at <= datetime.now(UTC)
+
+    await store.finish_job("req-1:1", "w1")
+    assert (await store.job_backlog()).pending == 1
+
+
 async def test_a_job_is_claimed_once_and_finished(store: Store) -> None:
     await store.enqueue_job("execute", "req-1:1", {"request_id": "req-1", "attempt": 1})
     # Enqueueing the same key again keeps the first job and its payload.

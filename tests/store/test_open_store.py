@@ -60,7 +60,7 @@ async def test_an_unusable_sqlite_path_is_a_store_error(tmp_path: Path) -> None:
     ["sqlite:///data/bot.db", "postgresql://bot:pw@db:5432/rb?sslmode=require", "postgres://bot@db/rb"],
 )
 def test_settings_accept_both_backends(url: str) -> None:
-    assert load_settings(**REQUIRED, store_url=url).store_url == url
+    assert load_settings(**REQUIRED, store_url=url).store_url.get_secret_value() == url
 
 
 def test_settings_refuse_another_scheme_without_echoing_the_password() -> None:

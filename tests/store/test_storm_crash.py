@@ -137,7 +137,7 @@ class StormCrash:
     def patches(self, user_id: str | None = None) -> int:
         return sum(
             1
-            for r in self.tenant.requests
+            for r in [*self.tenant.requests, *self.tenant.batched_requests]
             if r.method == "PATCH" and "/users/" in r.path and (user_id is None or r.path.endswith(user_id))
         )
 

@@ -30,6 +30,9 @@ ALLOWED = {
     "microsoft_teams": ("cards/",),
     # Log rendering is set up by the commands; everything else binds ids through bot/log_context.py.
     "structlog": ("bot/log_context.py", "bot/cli/logs.py"),
+    "prometheus_client": ("bot/web/metrics.py",),
+    "opentelemetry": ("bot/tracing.py",),
+    "azure": ("bot/monitor/",),
     # The development extras: only the tools in devtools/ (never shipped) use them.
     "trustme": ("devtools/",),
     "openapi_core": ("devtools/",),

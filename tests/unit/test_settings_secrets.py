@@ -16,6 +16,7 @@ SECRETS = {
     "graph_client_secret": "graph secret 91be2d from Key Vault",
     "push_shared_secret": "push secret of at least thirty-two characters 5d1e",
     "audit_hmac_key": "audit key of at least thirty-two characters 0c4b",
+    "store_url": "postgresql://remediationbot:db-password-5a9e@pg.example:5432/bot?sslmode=require",
 }
 REQUIRED: dict[str, Any] = {
     "microsoft_app_id": "00000000-0000-4000-8000-0000000000b0",
@@ -64,3 +65,11 @@ def test_a_short_push_secret_is_refused_without_echoing_it() -> None:
         load_settings(**REQUIRED, **{**SECRETS, "push_shared_secret": short})
 
     assert "PUSH_SHARED_SECRET" in str(caught.value) and short not in str(caught.value)
+
+
+def test_metrics_never_share_the_public_port() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**REQUIRED, **SECRETS, port=3978, metrics_port=3978)
+
+    assert "METRICS_PORT" in str(caught.value)
+    assert load_settings(**REQUIRED, **SECRETS).metrics_on_main_port is False
