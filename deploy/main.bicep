@@ -111,6 +111,9 @@ param alertStatusAfterAction string = ''
 @description('Deploy an Azure Database for PostgreSQL flexible server and point STORE_URL at it. false: give storeUrl (or put STORE-URL in Key Vault yourself).')
 param deployPostgres bool = true
 
+@description('deployPostgres with graphCredential=managedIdentity: Entra ID authentication only (the bot signs in to PostgreSQL with tokens of its managed identity; no database password exists). Otherwise the administrator password below.')
+param postgresEntraAuth bool = false
+
 @description('deployPostgres: the server administrator login (the bot connects as this role).')
 param postgresAdminLogin string = 'remediationbot'
 
@@ -438,6 +441,9 @@ module postgres 'modules/postgres.bicep' = if (deployPostgres) {
     databaseName: databaseName
     administratorLogin: postgresAdminLogin
     administratorPassword: postgresAdminPassword
+    entraAuth: postgresEntraAuth
+    entraIdentityName: identity.name
+    entraPrincipalId: identity.properties.principalId
     keyVaultName: vault.name
     secretsExpireAt: secretsExpireAt
   }
@@ -622,7 +628,13 @@ var auditStreamEnv = auditToSiem ? [
     value: auditStream
   }
 ] : []
-var environmentVariables = concat(commonEnv, botPasswordEnv, graphCredentialEnv, whoMayActEnv, auditStreamEnv)
+var storeAuthEnv = deployPostgres && postgresEntraAuth ? [
+  {
+    name: 'STORE_ENTRA_AUTH'
+    value: 'true'
+  }
+] : []
+var environmentVariables = concat(commonEnv, botPasswordEnv, graphCredentialEnv, whoMayActEnv, auditStreamEnv, storeAuthEnv)
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
   name: names.app

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import enum
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,7 +42,7 @@ from bot.graph.permissions import (
 )
 from bot.store import open_store, redact_url
 from bot.tenant.identities import USER_FIELDS
-from bot.web.app import graph_tokens
+from bot.web.app import database_password, graph_tokens
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 # The Bot Framework's token authority for MultiTenant bots (SingleTenant bots use their tenant).
@@ -523,16 +524,17 @@ async def _channel_check(settings: Settings) -> Check:
             f"serve), then add the app to the team of TEAMS_CHANNEL_ID {wanted}; the bot learns the "
             "channel at install",
         )
-    try:
-        store = await open_store(url)
-    except RemediationError as exc:
-        return Check(Status.ERROR, subject, f"cannot open the store {redact_url(url)}: {exc.message}")
-    try:
-        channel = await store.get_channel()
-    except RemediationError as exc:
-        return Check(Status.ERROR, subject, f"cannot read the store {redact_url(url)}: {exc.message}")
-    finally:
-        await store.close()
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            store = await open_store(url, password=database_password(settings, stack))
+        except RemediationError as exc:
+            return Check(Status.ERROR, subject, f"cannot open the store {redact_url(url)}: {exc.message}")
+        try:
+            channel = await store.get_channel()
+        except RemediationError as exc:
+            return Check(Status.ERROR, subject, f"cannot read the store {redact_url(url)}: {exc.message}")
+        finally:
+            await store.close()
     if channel is None:
         return Check(
             Status.MISSING,

@@ -11,6 +11,7 @@ import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -118,6 +119,9 @@ class Settings(BaseSettings):
     store_url: SecretStr = Field(
         SecretStr("sqlite:///data/remediation-bot.db"), validation_alias=_env("STORE_URL"), repr=False
     )
+    # Azure Database for PostgreSQL with Entra ID authentication: each connection's password is an
+    # access token of the bot's own credential (the managed identity); STORE_URL holds no password.
+    store_entra_auth: bool = Field(False, validation_alias=_env("STORE_ENTRA_AUTH"))
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("PORT"))
     # /metrics is unauthenticated, so it is never on the public port unless asked for: a port of
@@ -251,6 +255,14 @@ class Settings(BaseSettings):
         push_secret = self.push_shared_secret.get_secret_value()
         if push_secret and len(push_secret) < 32:
             raise ValueError("PUSH_SHARED_SECRET|must be at least 32 characters (use a random value)")
+        if self.store_entra_auth:
+            if not store_url.startswith(("postgresql://", "postgres://")):
+                raise ValueError("STORE_ENTRA_AUTH|is for a PostgreSQL STORE_URL only")
+            if urlsplit(store_url).password:
+                raise ValueError(
+                    "STORE_URL|must hold no password when STORE_ENTRA_AUTH is true: the password of "
+                    "each connection is an Entra ID token (postgresql://<identity name>@host:5432/db)"
+                )
         if bool(self.audit_ingestion_endpoint) != bool(self.audit_ingestion_rule_id):
             missing = (
                 "AUDIT_INGESTION_RULE_ID" if self.audit_ingestion_endpoint else "AUDIT_INGESTION_ENDPOINT"

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.domain.audit import AuditKey
@@ -20,12 +21,16 @@ _SQLITE = "sqlite:///"
 _POSTGRES = ("postgresql://", "postgres://")
 
 
-async def open_store(url: str, *, audit_key: AuditKey | None = None) -> Store:
+async def open_store(
+    url: str, *, audit_key: AuditKey | None = None, password: Callable[[], Awaitable[str]] | None = None
+) -> Store:
     """The store ``url`` names, opened and migrated to the current schema.
 
     ``audit_key`` keys the audit events it appends and authenticates its checkpoints (see
     :mod:`bot.domain.audit`); without one, events are chained with the unkeyed scheme, and
     appending to a keyed trail is refused.
+
+    ``password`` (PostgreSQL only) gives each new connection its password, an Entra ID token.
 
     Raises :class:`~bot.errors.ConfigError` (naming ``STORE_URL``) for a URL of another kind,
     and :class:`~bot.errors.StoreError` when the store cannot be opened.
@@ -49,7 +54,7 @@ async def open_store(url: str, *, audit_key: AuditKey | None = None) -> Store:
                 "pip install 'remediation-bot[postgres]'",
             ) from exc
 
-        store = PostgresStore(url, audit_key=audit_key)
+        store = PostgresStore(url, audit_key=audit_key, password=password)
         await store.open()
         return store
     # Only the scheme is echoed: the rest of a URL may hold a password.

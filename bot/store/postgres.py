@@ -260,19 +260,24 @@ class PostgresStore(SqlStore):
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         audit_key: AuditKey | None = None,
+        password: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
+        """``password``, when given, is asked for each new connection's password: an Entra ID
+        access token for Azure Database for PostgreSQL (the URL then carries none)."""
         self._url = url
+        self._password = password
         # The key new audit events are chained with (None: the unkeyed scheme; see bot.domain.audit).
         self._audit_key = audit_key
         self._safe_url = redact_url(url)
         try:
             self._conninfo = conninfo_to_dict(url)
-            password = urlsplit(url).password
+            url_password = urlsplit(url).password
         except (psycopg.Error, ValueError):
             # libpq's complaint may quote the URL, password and all: name only the redacted form.
             raise StoreError(f"not a valid PostgreSQL URL: {self._safe_url}") from None
         # Any password, wherever the URL carries it, is scrubbed from the messages we build.
-        self._secrets = [str(s) for s in (password, self._conninfo.get("password")) if s]
+        self._secrets = [str(s) for s in (url_password, self._conninfo.get("password")) if s]
+        self._tokens: list[str] = []
         self._min_connections = min_connections
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
@@ -294,7 +299,7 @@ class PostgresStore(SqlStore):
         await self._migrate()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             self._url,
-            kwargs={"autocommit": True, **self._connect_options()},
+            kwargs=self._pool_options,
             min_size=self._min_connections,
             max_size=self._max_connections,
             open=False,
@@ -318,6 +323,21 @@ class PostgresStore(SqlStore):
         if pool is not None:
             await pool.close()
 
+    async def _pool_options(self) -> dict[str, Any]:
+        """The pool's options for each new connection: a fresh token as its password, if any."""
+        return {"autocommit": True, **self._connect_options(), **await self._credentials()}
+
+    async def _credentials(self) -> dict[str, Any]:
+        if self._password is None:
+            return {}
+        try:
+            token = await self._password()
+        except RemediationError as exc:
+            raise StoreError(f"no Entra ID token for the database {self._safe_url}: {exc.message}") from exc
+        # A token is a secret like a password: scrubbed from every message we build (the two newest).
+        self._tokens = [*self._tokens[-1:], token]
+        return {"password": token}
+
     def _connect_options(self, application_name: str = "remediation-bot") -> dict[str, Any]:
         """libpq parameters we add unless the URL sets them itself (the URL always wins)."""
         defaults: dict[str, Any] = {
@@ -330,7 +350,7 @@ class PostgresStore(SqlStore):
 
     async def _connect(self, application_name: str = "remediation-bot") -> Connection:
         """A dedicated connection outside the pool (migrations, leadership)."""
-        options = self._connect_options(application_name)
+        options = {**self._connect_options(application_name), **await self._credentials()}
         try:
             return await AsyncConnection.connect(self._url, autocommit=True, **options)
         except psycopg.Error as exc:
@@ -339,7 +359,7 @@ class PostgresStore(SqlStore):
     def _detail(self, exc: BaseException) -> str:
         """A driver error's text on one line (one log line), with any password scrubbed."""
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in self._secrets:
+        for secret in [*self._secrets, *self._tokens]:
             detail = detail.replace(secret, "***")
         return detail
 

@@ -71,6 +71,22 @@ def graph_tokens(settings: Settings, scope: str = GRAPH_DEFAULT_SCOPE) -> TokenP
     )
 
 
+# Azure Database for PostgreSQL's Entra ID resource: its tokens are the connections' passwords.
+POSTGRES_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+
+
+def database_password(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> Callable[[], Awaitable[str]] | None:
+    """With STORE_ENTRA_AUTH, what gives each database connection its password (an Entra ID
+    token of the bot's credential, closed with ``stack``); ``None`` otherwise."""
+    if not settings.store_entra_auth:
+        return None
+    tokens = graph_tokens(settings, POSTGRES_SCOPE)
+    stack.push_async_callback(tokens.aclose)
+    return tokens.token
+
+
 def utc_now() -> datetime:
     """The production clock."""
     return datetime.now(UTC)
@@ -102,7 +118,9 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             the_store = store or await open_store(
-                settings.store_url.get_secret_value(), audit_key=settings.audit_key
+                settings.store_url.get_secret_value(),
+                audit_key=settings.audit_key,
+                password=database_password(settings, stack),
             )
             if store is None:
                 stack.push_async_callback(the_store.close)
@@ -160,17 +178,8 @@ def create_app(
             # gets a short grace, then is cancelled and its execution job released to another replica.
             stack.push_async_callback(service.shutdown, SHUTDOWN_GRACE_SECONDS)
             if poll:
-
-                async def poll_as_leader() -> int:
-                    # Several replicas may run; only the one holding the store's lock polls.
-                    try:
-                        if not await the_store.try_lead("poller"):
-                            return 0
-                    except StoreError as exc:
-                        log.warning("leadership unknown (%s); not polling this round", exc.message)
-                        return 0
-                    return await poller.poll_once()
-
+                # Several replicas may run; only the one holding the store's lock polls.
+                poll_as_leader = _as_leader(the_store, "poller", poller.poll_once, "polling")
                 polling = asyncio.create_task(_every(settings.poll_interval_seconds, poll_as_leader, "poll"))
                 stack.push_async_callback(_cancel, polling)
                 # The sweep also sends the cards a dead replica left unsent: at least once per
@@ -367,18 +376,27 @@ async def _stream_audit(
     stack.push_async_callback(sink.close)
     stream = AuditStream(store, sink)
 
-    async def ship_as_leader() -> int:
-        try:
-            if not await store.try_lead("audit-stream"):
-                return 0
-        except StoreError as exc:
-            log.warning("leadership unknown (%s); not streaming the audit trail this round", exc.message)
-            return 0
-        return await stream.ship()
-
+    ship_as_leader = _as_leader(store, "audit-stream", stream.ship, "streaming the audit trail")
     return asyncio.create_task(
         _every(settings.audit_ingestion_interval_seconds, ship_as_leader, "audit stream")
     )
+
+
+def _as_leader(
+    store: Store, role: str, work: Callable[[], Awaitable[int]], doing: str
+) -> Callable[[], Awaitable[int]]:
+    """``work``, run only by the replica holding the store's ``role`` lock (0 on the others)."""
+
+    async def run() -> int:
+        try:
+            if not await store.try_lead(role):
+                return 0
+        except StoreError as exc:
+            log.warning("leadership unknown (%s); not %s this round", exc.message, doing)
+            return 0
+        return await work()
+
+    return run
 
 
 async def _every(interval: float, work: Callable[[], Awaitable[object]], name: str) -> None:

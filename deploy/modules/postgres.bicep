@@ -28,6 +28,15 @@ param keyVaultName string
 @description('When STORE-URL must be rotated by (Unix time, Key Vault\'s `exp`).')
 param secretsExpireAt int
 
+@description('Entra ID authentication only: the bot signs in as entraIdentityName with tokens of its managed identity (no password is used or stored); password authentication is switched off.')
+param entraAuth bool = false
+
+@description('entraAuth: the managed identity\'s name (the database role the bot connects as).')
+param entraIdentityName string = ''
+
+@description('entraAuth: the managed identity\'s principal (object) id, made the server\'s Entra administrator.')
+param entraPrincipalId string = ''
+
 @description('Compute: Burstable B1ms is plenty for one bot (a few writes per alert and per click).')
 param skuName string = 'Standard_B1ms'
 
@@ -56,8 +65,9 @@ resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
     administratorLogin: administratorLogin
     administratorLoginPassword: administratorPassword
     authConfig: {
-      activeDirectoryAuth: 'Disabled'
-      passwordAuth: 'Enabled'
+      activeDirectoryAuth: entraAuth ? 'Enabled' : 'Disabled'
+      passwordAuth: entraAuth ? 'Disabled' : 'Enabled'
+      tenantId: entraAuth ? tenant().tenantId : null
     }
     storage: {
       storageSizeGB: 32
@@ -70,6 +80,17 @@ resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
     highAvailability: {
       mode: 'Disabled'
     }
+  }
+}
+
+// The managed identity as the server's Entra administrator: the role the bot connects as.
+resource entraAdministrator 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = if (entraAuth) {
+  parent: server
+  name: entraPrincipalId
+  properties: {
+    principalType: 'ServicePrincipal'
+    principalName: entraIdentityName
+    tenantId: tenant().tenantId
   }
 }
 
@@ -86,11 +107,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
+var host = server.properties.fullyQualifiedDomainName
+var entraUrl = 'postgresql://${uriComponent(entraIdentityName)}@${host}:5432/${database.name}?sslmode=require'
+var passwordUrl = 'postgresql://${administratorLogin}:${uriComponent(administratorPassword)}@${host}:5432/${database.name}?sslmode=require'
+
 resource storeUrl 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: 'STORE-URL'
   properties: {
-    value: 'postgresql://${administratorLogin}:${uriComponent(administratorPassword)}@${server.properties.fullyQualifiedDomainName}:5432/${database.name}?sslmode=require'
+    value: entraAuth ? entraUrl : passwordUrl
     contentType: 'PostgreSQL connection URL'
     attributes: {
       exp: secretsExpireAt

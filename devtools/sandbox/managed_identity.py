@@ -24,12 +24,15 @@ from aiohttp import web
 from devtools.sandbox.state import TenantState
 
 API_VERSION = "2019-08-01"
-# Graph, and Azure Monitor for the audit stream to the SIEM (the identity's only other role).
+# Graph, Azure Monitor (the audit stream to the SIEM) and the database: the identity's roles.
 RESOURCES = (
     "https://graph.microsoft.com",
     "https://graph.microsoft.com/",
     "https://monitor.azure.com",
     "https://monitor.azure.com/",
+    # Azure Database for PostgreSQL with Entra ID authentication: the token is the password.
+    "https://ossrdbms-aad.database.windows.net",
+    "https://ossrdbms-aad.database.windows.net/",
 )
 TOKEN_LIFETIME_SECONDS = 86399  # managed-identity tokens live about a day
 PATH = "/msi/token"

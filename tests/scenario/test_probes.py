@@ -11,7 +11,7 @@ from bot.config.settings import Settings
 from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, Clock
 from tests.support.connector import RecordingConnector
-from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity
+from tests.support.harness import BotHarness, click_on_card, install_activity
 
 
 async def _get(url: str) -> tuple[int, str, str]:
@@ -58,17 +58,13 @@ async def test_metrics_count_and_time_what_happened(
         await bot.service.drain()
         await bot.poller.poll_once()
         await bot.service.drain()
-        adele = next(p for p in connector.of_kind("create") if "Adele Vance" in p.text)
-        disable = card_action(adele.card, "disableAccount")
-        await bot.post(
-            invoke_activity(
-                connector.service_url,
-                adele.conversation_id,
-                user_object_id=RESPONDER["id"],
-                user_name=RESPONDER["name"],
-                verb="disableAccount",
-                data={**disable["data"], "reason": "Pass-the-ticket from FIN-SRV-07"},
-            )
+        await click_on_card(
+            bot,
+            connector,
+            "Adele Vance",
+            "disableAccount",
+            user=RESPONDER,
+            reason="Pass-the-ticket from FIN-SRV-07",
         )
         await bot.service.drain()
         status, text, content_type = await _get(f"{bot.url}/metrics")

@@ -18,7 +18,7 @@ from bot.cli.logs import formatter
 from devtools.sandbox import SandboxTenant
 from tests.conftest import OUTSIDER, RESPONDER
 from tests.support.connector import RecordingConnector
-from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity
+from tests.support.harness import BotHarness, click_on_card, install_activity
 
 ADELE = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a01"
 
@@ -49,26 +49,16 @@ async def test_click_job_and_poll_lines_carry_their_ids(
     await bot.service.drain()
     await bot.poller.poll_once()
     await bot.service.drain()
-    adele = next(p for p in connector.of_kind("create") if "Adele Vance" in p.text)
-    disable = card_action(adele.card, "disableAccount")
-    refused = invoke_activity(
-        connector.service_url,
-        adele.conversation_id,
-        user_object_id=OUTSIDER["id"],
-        user_name=OUTSIDER["name"],
-        verb="disableAccount",
-        data={**disable["data"], "reason": "I think so"},
+    refused = await click_on_card(
+        bot, connector, "Adele Vance", "disableAccount", user=OUTSIDER, reason="I think so"
     )
-    await bot.post(refused)
-    await bot.post(
-        invoke_activity(
-            connector.service_url,
-            adele.conversation_id,
-            user_object_id=RESPONDER["id"],
-            user_name=RESPONDER["name"],
-            verb="disableAccount",
-            data={**disable["data"], "reason": "Pass-the-ticket from FIN-SRV-07"},
-        )
+    await click_on_card(
+        bot,
+        connector,
+        "Adele Vance",
+        "disableAccount",
+        user=RESPONDER,
+        reason="Pass-the-ticket from FIN-SRV-07",
     )
     await bot.service.drain()
     assert tenant.user(ADELE)["accountEnabled"] is False

@@ -13,7 +13,7 @@ from bot.cli.logs import formatter
 from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER
 from tests.support.connector import RecordingConnector
-from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity
+from tests.support.harness import BotHarness, click_on_card, install_activity
 from tests.support.traces import recorded_spans
 
 __all__ = ["recorded_spans"]  # the fixture
@@ -31,8 +31,6 @@ async def test_one_trace_spans_click_graph_and_reply(
     await bot.service.drain()
     await bot.poller.poll_once()
     await bot.service.drain()
-    adele = next(p for p in connector.of_kind("create") if "Adele Vance" in p.text)
-    disable = card_action(adele.card, "disableAccount")
     recorded_spans.clear()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -42,15 +40,13 @@ async def test_one_trace_spans_click_graph_and_reply(
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        await bot.post(
-            invoke_activity(
-                connector.service_url,
-                adele.conversation_id,
-                user_object_id=RESPONDER["id"],
-                user_name=RESPONDER["name"],
-                verb="disableAccount",
-                data={**disable["data"], "reason": "Pass-the-ticket from FIN-SRV-07"},
-            )
+        await click_on_card(
+            bot,
+            connector,
+            "Adele Vance",
+            "disableAccount",
+            user=RESPONDER,
+            reason="Pass-the-ticket from FIN-SRV-07",
         )
         await bot.service.drain()
     finally:

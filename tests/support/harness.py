@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from bot.services import RemediationService
 from bot.tenant.intake import AlertPoller
 from bot.web.app import POLLER, SERVICE, STORE, create_app
 from devtools.sandbox import DEMO_TENANT_ID
+from tests.support.connector import RecordingConnector
 
 CHANNEL_ID = "19:incident-response@thread.tacv2"
 TEAM_ID = "19:incident-response@thread.tacv2"
@@ -191,3 +192,28 @@ def card_action(card: dict[str, Any], verb: str) -> dict[str, Any]:
     walk(card)
     assert found, f"no Action.Execute with verb {verb!r} on the card"
     return found[0]
+
+
+async def click_on_card(
+    bot: BotHarness,
+    connector: RecordingConnector,
+    name: str,
+    verb: str,
+    *,
+    user: Mapping[str, str],
+    reason: str,
+) -> dict[str, Any]:
+    """``user`` (``id``, ``name``) clicks ``verb`` on the card posted for ``name``, with ``reason``;
+    returns the activity sent (its ``id`` is what the bot's lines bind as ``activity_id``)."""
+    post = next(p for p in connector.of_kind("create") if name in p.text)
+    assert post.card is not None
+    activity = invoke_activity(
+        connector.service_url,
+        post.conversation_id,
+        user_object_id=user["id"],
+        user_name=user["name"],
+        verb=verb,
+        data={**card_action(post.card, verb)["data"], "reason": reason},
+    )
+    await bot.post(activity)
+    return activity
