@@ -53,6 +53,14 @@ def install(processor: SpanProcessor) -> None:
     provider.add_span_processor(processor)
 
 
+def flush(timeout: float = 1.0) -> None:
+    """Export the spans still queued, waiting at most ``timeout`` seconds (before a process
+    leaves without running exit handlers)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush(int(timeout * 1000))
+
+
 @contextmanager
 def span(name: str, **attributes: str | int | bool) -> Iterator[Span]:
     """A span named ``name`` around the block; an exception marks it failed and propagates."""

@@ -41,6 +41,7 @@ from bot.domain.approval import MAX_REASON_CHARS
 from bot.domain.models import (
     ActionRequest,
     Actor,
+    Alert,
     Case,
     CaseStatus,
     RequestState,
@@ -48,9 +49,31 @@ from bot.domain.models import (
 )
 from bot.domain.plans import blocked, offered_actions
 from cards.links import DEFAULT_LINKS, PortalLinks
-from cards.text import DEFAULT, Limits, fit, inert, joined, plain
+from cards.response import (
+    ACCOUNTS_INPUT_ID,
+    ADD_PASSWORD_CHANGE_INPUT_ID,
+    ADD_REVOKE_SESSIONS_INPUT_ID,
+    account_picker,
+    action_explanations,
+    action_title,
+    containment_banner,
+    keep_contained_choices,
+    linked_accounts,
+    request_scope_facts,
+)
+from cards.text import DEFAULT, Limits, fit, inert, joined, json_size, plain
 
-__all__ = ["DEFAULT_LINKS", "REASON_INPUT_ID", "PortalLinks", "Viewer", "render_case", "request_headline"]
+__all__ = [
+    "ACCOUNTS_INPUT_ID",
+    "ADD_PASSWORD_CHANGE_INPUT_ID",
+    "ADD_REVOKE_SESSIONS_INPUT_ID",
+    "DEFAULT_LINKS",
+    "REASON_INPUT_ID",
+    "PortalLinks",
+    "Viewer",
+    "render_case",
+    "request_headline",
+]
 
 MAX_ALERTS_SHOWN = DEFAULT.alerts
 MAX_SIGNALS_SHOWN = 3
@@ -119,7 +142,13 @@ def _render(
     refresh_user_ids: Sequence[str],
     limits: Limits,
 ) -> dict[str, Any]:
-    body: list[Any] = [_header(case, limits), _facts(case, limits), *_alerts(case, links, limits)]
+    body: list[Any] = [
+        _header(case, limits),
+        *containment_banner(case),
+        _facts(case, limits),
+        *linked_accounts(case, limits),
+        *_alerts(case, links, limits),
+    ]
     if request is not None:
         body.append(_request_block(request, limits))
     if note:
@@ -152,14 +181,18 @@ def _render(
             )
         )
         data = {"caseId": case.id, "cardVersion": case.revision}
+        offered = offered_actions(case)
+        body += account_picker(case, offered)
+        body += keep_contained_choices(case, offered)
         body.append(
             ActionSet(
                 actions=[
-                    ExecuteAction(title=action.label, verb=action.value, data=data)
-                    for action in offered_actions(case)
+                    ExecuteAction(title=action_title(case, action), verb=action.value, data=data)
+                    for action in offered
                 ]
             )
         )
+        body += action_explanations(case, offered)
     latest = case.alerts[-1] if case.alerts else None
     if latest is not None:
         actions.append(
@@ -418,7 +451,26 @@ def _alerts(case: Case, links: PortalLinks, limits: Limits) -> list[Any]:
     hidden = len(case.alerts) - min(len(case.alerts), limits.alerts)
     if hidden > 0:
         blocks.append(TextBlock(text=f"… and {hidden} more in Defender", is_subtle=True, wrap=True))
+    blocks.append(_alert_ids(newest_first, limits))
     return blocks
+
+
+def _alert_ids(newest_first: Sequence[Alert], limits: Limits) -> RichTextBlock:
+    """Every alert id of the case, newest first, so each can be found in the portal and matched
+    to what the sources sent (a case with more than the card can carry ends "and N more")."""
+    named: list[str] = []
+    room = limits.alert_ids
+    for alert in newest_first:
+        shown = plain(alert.id, limits.name)
+        room -= json_size(shown) + 2  # and its ", "
+        if room < 0:
+            break
+        named.append(shown)
+    more = len(newest_first) - len(named)
+    runs: list[str | TextRun] = ["Alert ids: ", TextRun(text=", ".join(named), is_subtle=True)]
+    if more > 0:
+        runs.append(f" and {more} more")
+    return _runs(*runs, spacing="Small", is_subtle=True, size="Small")
 
 
 def request_headline(request: ActionRequest, limits: Limits = DEFAULT) -> str:
@@ -471,6 +523,7 @@ def _request_block(request: ActionRequest, limits: Limits) -> Container:
         facts.append(_fact("Expires", format_time(request.expires_at), limits.short))
     if request.privileged_reason:
         facts.append(_fact("Why two", request.privileged_reason, limits.short))
+    facts += request_scope_facts(request)
     if request.decision_note:
         facts.append(_fact("Note", request.decision_note, limits.long))
     items.append(FactSet(facts=facts, spacing="Small"))

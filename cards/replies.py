@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from bot.domain.approval import ROLLBACK_WHY_TWO
 from bot.domain.models import ActionRequest, Alert, Case, RequestState, Verification
 from cards.case import DEFAULT_LINKS, PortalLinks, format_time, request_headline
+from cards.response import request_scope_lines
 from cards.text import Limits, fit, inert, joined, plain
 
 ACTION_CENTER_HISTORY = "https://security.microsoft.com/action-center/history"
@@ -142,11 +144,14 @@ def _request_note(case: Case, request: ActionRequest, now: datetime, limits: Lim
             f"Who can approve: an approver other than {requester}. "
             f"Expires {format_time(request.expires_at)}."
         )
-        if request.privileged_reason:
+        if request.privileged_reason == ROLLBACK_WHY_TWO:
+            lines.append(f"Two approvers: {ROLLBACK_WHY_TWO}.")
+        elif request.privileged_reason:
             lines.append(
                 "Two approvers because the account is privileged: "
                 f"{inert(request.privileged_reason, limits.short)}."
             )
+        lines += [inert(line, limits.short) for line in request_scope_lines(request)]
         if request.reminded_at is not None:
             lines.insert(0, f"Reminder: this request has waited {waited} minutes for approval.")
     elif request.state is RequestState.REJECTED:

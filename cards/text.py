@@ -119,15 +119,17 @@ class Limits:
 
     ``name``: a person's name, a UPN or an id; ``short``: a title, a technique list, a fact;
     ``long``: a reason, a note, a result or an error message; ``alerts``: alerts listed on a
-    card; ``items``: other lists (sign-in risks, steps, lines of a chat answer); ``links``:
-    whether alert titles link to the portal; ``refresh``: whether a card carries the user ids
-    of its per-person views.
+    card; ``alert_ids``: bytes of JSON the alert ids a case card names may take (all of a
+    case's, as a rule: about 180 ids of Defender's 40 characters); ``items``: other lists
+    (sign-in risks, steps, lines of a chat answer); ``links``: whether alert titles link to the
+    portal; ``refresh``: whether a card carries the user ids of its per-person views.
     """
 
     name: int = 120
     short: int = 200
     long: int = 500
     alerts: int = 5
+    alert_ids: int = 8000
     items: int = 30
     links: bool = True
     refresh: bool = True
@@ -137,9 +139,9 @@ class Limits:
 # value at its limit in characters that cost 12 bytes of JSON each, a card stays under 10 KB.
 LEVELS = (
     Limits(),
-    Limits(name=64, short=100, long=250, alerts=3, items=10),
-    Limits(name=32, short=48, long=100, alerts=1, items=3, links=False),
-    Limits(name=16, short=24, long=40, alerts=1, items=1, links=False, refresh=False),
+    Limits(name=64, short=100, long=250, alerts=3, alert_ids=3000, items=10),
+    Limits(name=32, short=48, long=100, alerts=1, alert_ids=600, items=3, links=False),
+    Limits(name=16, short=24, long=40, alerts=1, alert_ids=100, items=1, links=False, refresh=False),
 )
 DEFAULT = LEVELS[0]
 

@@ -276,7 +276,9 @@ def _instructions(stack: DemoStack) -> str:
             "     shows “awaiting second approver”; in Teams Megan Bowen would approve. The Playground has",
             "     one user, so here it waits, and expires after 30 minutes.",
             "  5. Break Glass is a protected account: the card says so and offers no action.",
-            "  6. A password spray reached 25 people at once: they are one campaign card (storm mode), not",
+            "  6. Grady Archie was disabled by automatic attack disruption: his card says “Already contained",
+            "     automatically” and offers “Keep contained” or a roll-back that needs two approvers.",
+            "  7. A password spray reached 25 people at once: they are one campaign card (storm mode), not",
             "     25 cards. Page through them, click “Show card” for one person's own card (in its thread),",
             "     or request a bulk action for a cluster: it waits for two approvers other than you.",
         ]

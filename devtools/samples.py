@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.domain.approval import ROLLBACK_WHY_TWO
 from bot.domain.campaigns import BulkRequest, Campaign, ItemOutcome, open_bulk
 from bot.domain.models import (
     AccountState,
@@ -26,7 +27,10 @@ from bot.domain.models import (
     AlertSource,
     Case,
     CaseStatus,
+    IdentityFacts,
     IdentityRef,
+    LinkedAccount,
+    Provider,
     RequestState,
     ResponseAction,
     Severity,
@@ -347,6 +351,69 @@ def _campaign_card(*bulks: BulkRequest, page: int = 0, note: str | None = None) 
     )
 
 
+def linked_accounts_case() -> Case:
+    """Adele at risk, with the accounts Defender for Identity links: AD (synced), Entra ID, Okta."""
+    identity_id = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+    linked = (
+        LinkedAccount(
+            identity_id=identity_id,
+            identifier="1f2e3d4c-5b6a-4798-8a7b-6c5d4e3f2a10",
+            provider=Provider.ACTIVE_DIRECTORY,
+            actions=frozenset({"disable", "enable", "forcePasswordReset"}),
+            enabled=True,
+        ),
+        LinkedAccount(
+            identity_id=identity_id,
+            identifier=ADELE.object_id or "",
+            provider=Provider.ENTRA,
+            actions=frozenset({"disable", "enable", "revokeAllSessions", "requireUserToSignInAgain"}),
+            enabled=True,
+        ),
+        LinkedAccount(
+            identity_id=identity_id,
+            identifier="00u1adeleOkta9",
+            provider=Provider.OKTA,
+            actions=frozenset({"disable", "enable", "revokeAllSessions"}),
+        ),
+    )
+    facts = IdentityFacts(
+        synced=True, on_prem_sid=ADELE.on_prem_sid, risk_state="atRisk", risk_level="high", linked=linked
+    )
+    return open_case().model_copy(update={"facts": facts, "target_checked": True})
+
+
+def disrupted_case() -> Case:
+    """Adele's account disabled by Defender XDR's automatic attack disruption before anyone acted."""
+    alert = pass_the_ticket_alert().model_copy(update={"disrupted": True})
+    case = linked_accounts_case()
+    facts = case.facts.model_copy(
+        update={
+            "linked": tuple(
+                a.model_copy(update={"enabled": False}) if a.enabled else a for a in case.facts.linked
+            )
+        }
+    )
+    return case.model_copy(
+        update={
+            "alerts": (alert, unfamiliar_sign_in_alert()),
+            "account": AccountState(enabled=False, checked_at=_at(-1)),
+            "facts": facts,
+        }
+    ).reconciled()
+
+
+def roll_back_request() -> ActionRequest:
+    """Alex asks to re-enable the disrupted account: always two approvers."""
+    return request(
+        RequestState.PENDING,
+        action=ResponseAction.ENABLE_ACCOUNT,
+        reason="The user confirmed the sign-ins; Defender's incident is a false positive",
+        required_approvals=2,
+        privileged_reason=ROLLBACK_WHY_TWO,
+        idempotency_key=f"{CASE_ID}:{ResponseAction.ENABLE_ACCOUNT.value}:{REQUEST_ID}",
+    )
+
+
 # One line per state: its name (also the golden file's name) and how to render it.
 _STATES: dict[str, Callable[[], Card]] = {
     "new-case": lambda: render_case(open_case()),
@@ -372,6 +439,9 @@ _STATES: dict[str, Callable[[], Card]] = {
     "campaign-bulk-awaiting-second-approver": _campaign_card(bulk_request(RequestState.PENDING)),
     "campaign-bulk-running": _campaign_card(bulk_request(RequestState.EXECUTING)),
     "campaign-bulk-partly-failed": _campaign_card(bulk_request(RequestState.FAILED)),
+    "linked-accounts": lambda: render_case(linked_accounts_case()),
+    "contained-automatically": lambda: render_case(disrupted_case()),
+    "roll-back-awaiting-second-approver": lambda: render_case(disrupted_case(), roll_back_request()),
 }
 
 

@@ -43,7 +43,15 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         shutdown_timeout=SHUTDOWN_REQUEST_SECONDS,
     )
-    return 0
+    # Everything that matters is done: requests answered, jobs finished or released, the store
+    # closed. What may be left are worker threads blocked in a Bot Connector call that botbuilder
+    # makes synchronously (msrest, its own timeout 100 s) for work that was cancelled; the
+    # interpreter would wait for them at exit. Leave now instead, with spans and logs flushed.
+    tracing.flush()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # -- migrate ----------------------------------------------------------------------------------

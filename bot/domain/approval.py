@@ -15,6 +15,7 @@ already resolved) and the facts about the target are passed in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,10 +25,16 @@ from bot.domain.models import (
     Actor,
     Case,
     CaseStatus,
+    Provider,
     RequestState,
     ResponseAction,
 )
 from bot.domain.policy import ActorRoles, Policy, TargetFacts
+
+ROLLBACK_WHY_TWO = (
+    "rolling back automatic containment always needs two approvers (Defender raises a "
+    "'suspicious account enablement after disruption' alert)"
+)
 
 MAX_REASON_CHARS = 500
 """The longest reason or decision note the bot keeps (characters); the card's input says the same,
@@ -151,11 +158,15 @@ def open_request(
     target: TargetFacts,
     destructive_last_hour: int,
     request_id: str,
+    providers: Sequence[Provider] = (),
+    extras: Sequence[ResponseAction] = (),
 ) -> Outcome:
     """A new request for ``action`` on ``case``'s identity.
 
     A requester who is also an approver counts as the first sign-off; when that is enough the
-    request is approved at once, otherwise it waits as pending.
+    request is approved at once, otherwise it waits as pending. ``providers`` narrows the
+    request to the accounts the responder picked (empty: all of them); ``extras`` are what a
+    Keep contained request adds. Rolling back automatic containment always needs two approvers.
     """
     if policy.responders.empty:
         return Refused(
@@ -173,6 +184,10 @@ def open_request(
         return Refused(f"{case.identity.label} is already disabled; nothing to do.")
     if action is ResponseAction.ENABLE_ACCOUNT and case.status is not CaseStatus.CONTAINED:
         return Refused(f"{case.identity.label} was not disabled by a response here; nothing to re-enable.")
+    if action is ResponseAction.KEEP_CONTAINED and not case.awaiting_ratification:
+        return Refused(
+            f"{case.identity.label} is not awaiting a decision on automatic containment; nothing to keep."
+        )
     if not _has_visible_text(reason):
         return Refused("Type a reason before you act; nothing was done.")
     too_long = _too_long("reason", reason)
@@ -181,6 +196,12 @@ def open_request(
     if action in policy.destructive_actions and destructive_last_hour >= policy.blast_radius_per_hour:
         return blast_radius_reached(policy)
     required = policy.approvals_for(action, privileged_target=target.privileged)
+    why_two = target.privileged_reason if target.privileged else ""
+    if action is ResponseAction.ENABLE_ACCOUNT and case.auto_contained_at is not None:
+        # Undoing automatic attack disruption (or a disable nobody here asked for) is never one
+        # person's call: Defender raises an alert for it, and the attacker may still be active.
+        required = max(required, 2)
+        why_two = why_two or ROLLBACK_WHY_TWO
     approvals = (actor,) if roles.approver else ()
     request = ActionRequest(
         id=request_id,
@@ -192,7 +213,9 @@ def open_request(
         expires_at=now + policy.expiry,
         approvals=approvals,
         required_approvals=required,
-        privileged_reason=target.privileged_reason if target.privileged else "",
+        privileged_reason=why_two,
+        providers=tuple(providers),
+        extras=tuple(extras),
         idempotency_key=f"{case.id}:{action.value}:{request_id}",
     )
     if len(approvals) >= required:
@@ -310,8 +333,14 @@ def _retry(request: ActionRequest, event: Retry, now: datetime) -> Outcome:
     if not (event.actor.same_person(request.requester) or event.roles.approver):
         return not_an_approver(event.actor)
     attempt = request.attempt + 1
+    # Steps of the failed attempt that took effect are kept by their idempotency keys: the next
+    # attempt carries them over and sends only what did not take effect.
+    done = {s.key: s for s in request.done_steps if s.key}
+    if request.result is not None:
+        done.update({s.key: s for s in request.result.steps if s.key and s.done})
     return request.model_copy(
         update={
+            "done_steps": tuple(done.values()),
             "state": RequestState.APPROVED,
             "attempt": attempt,
             "idempotency_key": f"{request.case_id}:{request.action.value}:{request.id}:{attempt}",

@@ -99,8 +99,23 @@ class IdentityRef(Frozen):
         )
 
 
+# Ids the bot makes up for alerts that are not in Graph's ``alerts_v2``: a user Identity
+# Protection flags at high risk, and an alert pushed in the minimal form. Nothing is ever written
+# back to them (a comment there could only be a 404).
+RISKY_USER_ALERT_PREFIX = "riskyUser:"
+PUSHED_ALERT_PREFIX = "push:"
+
+# The system tag Defender XDR puts on incidents and alerts where automatic attack disruption
+# contained something (learn.microsoft.com/defender-xdr/autoad-results).
+ATTACK_DISRUPTION_TAG = "attack disruption"
+
+
 class Alert(Frozen):
-    """One security alert about one identity, normalised from Graph ``alerts_v2``."""
+    """One security alert about one identity, normalised from Graph ``alerts_v2``.
+
+    ``disrupted`` says the alert carries Defender XDR's *Attack Disruption* system tag: automatic
+    attack disruption contained its assets (for an identity, disabled the account).
+    """
 
     id: str
     source: AlertSource
@@ -117,6 +132,18 @@ class Alert(Frozen):
     incident_id: str | None = None  # the Defender incident the alert belongs to
     source_ips: tuple[str, ...] = ()  # IP addresses in the alert's evidence
     target: IdentityRef
+    disrupted: bool = False
+
+    @property
+    def in_alerts_v2(self) -> bool:
+        """Whether this is an alert of Graph's ``alerts_v2`` the bot may comment on.
+
+        Cases opened by a responder, from Identity Protection's risky-user list or from a push
+        in the minimal form have no such alert; a Graph alert pushed as such keeps its Graph id.
+        """
+        if self.source in (AlertSource.MANUAL, AlertSource.PUSHED):
+            return False
+        return not self.id.startswith((RISKY_USER_ALERT_PREFIX, PUSHED_ALERT_PREFIX))
 
 
 class CardRef(Frozen):
@@ -181,6 +208,12 @@ class Case(Frozen):
     # own until a responder asks for one (``card_requested``): the campaign card lists it.
     campaign_id: str = ""
     card_requested: bool = False
+    # Contained before any responder acted: by Defender XDR's automatic attack disruption (an
+    # alert of the case says so) or found disabled when the case opened. The card then asks to
+    # keep it contained (ratify) or roll it back; ``ratified_at`` is when Keep contained ran.
+    auto_contained_at: datetime | None = None
+    auto_contained_by: str = ""
+    ratified_at: datetime | None = None
     version: int = 0
 
     @property
@@ -202,7 +235,56 @@ class Case(Frozen):
         """The case with ``alert`` added, or replaced when an alert with its id is present."""
         alerts = (*(a for a in self.alerts if a.id != alert.id), alert)
         alerts = tuple(sorted(alerts, key=lambda a: (a.created_at, a.id)))
-        return self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
+        revised = self.revised(alerts=alerts, identity=self.identity.merged(alert.target))
+        # A disruption-tagged alert says the account was contained automatically; the state
+        # last read decides whether it still is.
+        return revised.reconciled() if alert.disrupted else revised
+
+    @property
+    def disrupted_at(self) -> datetime | None:
+        """When automatic attack disruption acted, as its earliest tagged alert tells (or None)."""
+        times = [a.updated_at for a in self.alerts if a.disrupted]
+        return min(times) if times else None
+
+    @property
+    def awaiting_ratification(self) -> bool:
+        """Contained automatically and not yet kept contained or rolled back by a responder."""
+        return (
+            self.status is CaseStatus.CONTAINED
+            and self.auto_contained_at is not None
+            and self.ratified_at is None
+        )
+
+    def containment_checked(self) -> Case:
+        """The case after its account was read again: automatic containment not yet kept by a
+        responder lapses when the account reads enabled (someone re-enabled it), so the card
+        offers the actions of an open case again instead of claiming it is contained."""
+        if not self.awaiting_ratification or self.account.enabled is not True:
+            return self
+        return self.model_copy(
+            update={"status": CaseStatus.OPEN, "auto_contained_at": None, "auto_contained_by": ""}
+        )
+
+    def reconciled(self) -> Case:
+        """The case with automatic containment recognised: an open case whose account reads
+        disabled was contained before anyone here acted, by attack disruption when an alert is
+        tagged so, else by whoever disabled it. Nothing is re-enabled or changed in the tenant;
+        the card then asks a responder to keep it contained or roll it back."""
+        if self.status is not CaseStatus.OPEN or self.account.enabled is not False:
+            return self
+        disrupted = self.disrupted_at
+        return self.model_copy(
+            update={
+                "status": CaseStatus.CONTAINED,
+                "auto_contained_at": disrupted or self.account.checked_at or self.opened_at,
+                "auto_contained_by": (
+                    "Microsoft Defender XDR automatic attack disruption"
+                    if disrupted
+                    else "found disabled when the case opened"
+                ),
+                "ratified_at": None,
+            }
+        )
 
     def changed_by(self, alert: Alert) -> bool:
         """Whether recording ``alert`` changes this case: it is new to the case, or a newer
@@ -266,6 +348,10 @@ class ResponseAction(StrEnum):
     CONFIRM_COMPROMISED = "confirmCompromised"
     DISMISS_RISK = "dismissRisk"
     ENABLE_ACCOUNT = "enableAccount"
+    CONFIRM_SAFE = "confirmSafe"
+    REQUIRE_SIGN_IN_AGAIN = "requireSignInAgain"
+    MARK_COMPROMISED = "markCompromised"
+    KEEP_CONTAINED = "keepContained"
 
     @property
     def label(self) -> str:
@@ -280,6 +366,10 @@ _ACTION_LABELS = {
     ResponseAction.CONFIRM_COMPROMISED: "Confirm compromised",
     ResponseAction.DISMISS_RISK: "Dismiss risk",
     ResponseAction.ENABLE_ACCOUNT: "Re-enable account",
+    ResponseAction.CONFIRM_SAFE: "Confirm safe",
+    ResponseAction.REQUIRE_SIGN_IN_AGAIN: "Require sign-in again",
+    ResponseAction.MARK_COMPROMISED: "Mark compromised in Defender",
+    ResponseAction.KEEP_CONTAINED: "Keep contained",
 }
 
 
@@ -296,13 +386,37 @@ class Provider(StrEnum):
         return {"entraID": "Entra ID", "activeDirectory": "Active Directory", "okta": "Okta"}[self.value]
 
 
+# What Defender for Identity's invokeAction supports per identity provider, as the
+# ``security.account`` resource documents it
+# (learn.microsoft.com/graph/api/resources/security-account?view=graph-rest-1.0).
+DEFENDER_PROVIDER_ACTIONS: dict[str, frozenset[str]] = {
+    "activeDirectory": frozenset({"disable", "enable", "forcePasswordReset"}),
+    "entraID": frozenset(
+        {"disable", "enable", "revokeAllSessions", "requireUserToSignInAgain", "markUserAsCompromised"}
+    ),
+    "okta": frozenset({"disable", "enable", "revokeAllSessions"}),
+}
+
+
 class LinkedAccount(Frozen):
-    """One account of the identity as Defender for Identity knows it (``identityAccounts``)."""
+    """One account of the identity as Defender for Identity knows it (``identityAccounts``).
+
+    Defender for Identity links a person's accounts in Active Directory, Entra ID and Okta into
+    one identity. ``enabled`` is the account's state where Graph shows it (the Entra user's
+    ``accountEnabled``; the identity's ``isEnabled`` for an Active Directory account), else None.
+    """
 
     identity_id: str  # the identityAccounts object id (the invokeAction path)
     identifier: str  # accounts[].identifier: the accountId invokeAction wants
     provider: Provider
     actions: frozenset[str] = frozenset()  # the actions Defender for Identity supports on it
+    enabled: bool | None = None
+
+    def supports(self, action: str) -> bool:
+        """Whether Defender for Identity can run ``action`` on this account: its provider
+        supports it (the docs) and the account lists it (when Graph listed any)."""
+        documented = action in DEFENDER_PROVIDER_ACTIONS.get(self.provider.value, frozenset())
+        return documented and (not self.actions or action in self.actions)
 
 
 class RiskSignal(Frozen):
@@ -329,9 +443,16 @@ class IdentityFacts(Frozen):
     def linked_for(self, provider: Provider, action: str) -> LinkedAccount | None:
         """The Defender for Identity account of ``provider`` that supports ``action``, if any."""
         for account in self.linked:
-            if account.provider is provider and (not account.actions or action in account.actions):
+            if account.provider is provider and account.supports(action):
                 return account
         return None
+
+    @property
+    def providers(self) -> tuple[Provider, ...]:
+        """The providers the person has accounts in: Entra ID always (the case is keyed on the
+        Entra object id), then those Defender for Identity links, in a stable order."""
+        found = {Provider.ENTRA, *(a.provider for a in self.linked)}
+        return tuple(p for p in Provider if p in found)
 
 
 class Verification(StrEnum):
@@ -357,6 +478,14 @@ class StepOutcome(Frozen):
     graph_request_id: str = ""
     correlation_id: str = ""
     note: str = ""  # something a responder should know even when the step worked
+    # The step's idempotency key: the request's key and what the step does to which account. A
+    # step done in an earlier attempt is carried over by it and never sent again on a retry.
+    key: str = ""
+
+    @property
+    def done(self) -> bool:
+        """Sent and accepted, and not contradicted by reading back: never to be sent again."""
+        return self.ok and self.verification in (Verification.VERIFIED, Verification.UNVERIFIABLE)
 
 
 class Actor(Frozen):
@@ -443,6 +572,10 @@ class ActionRequest(Frozen):
     action: ResponseAction
     requester: Actor
     reason: str = ""
+    # The providers whose accounts the request acts on (empty: every account of the person),
+    # and what a Keep contained request adds (revoke sessions, force password change).
+    providers: tuple[Provider, ...] = ()
+    extras: tuple[ResponseAction, ...] = ()
     state: RequestState = RequestState.PENDING
     created_at: datetime
     expires_at: datetime
@@ -464,7 +597,15 @@ class ActionRequest(Frozen):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: ActionResult | None = None
+    # Steps done in earlier attempts (by idempotency key): a retry carries them over unsent.
+    done_steps: tuple[StepOutcome, ...] = ()
     version: int = 0
+
+    @property
+    def step_key_base(self) -> str:
+        """The part of every step's idempotency key that names this request, the same in every
+        attempt (the attempt's own key changes with each retry)."""
+        return f"{self.case_id}:{self.action.value}:{self.id}"
 
 
 Case.model_rebuild()

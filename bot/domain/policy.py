@@ -75,6 +75,9 @@ class Policy(Frozen):
             ResponseAction.FORCE_PASSWORD_CHANGE,
             ResponseAction.REVOKE_SESSIONS,
             ResponseAction.CONFIRM_COMPROMISED,
+            # Their Defender for Identity counterparts on the Entra ID account.
+            ResponseAction.REQUIRE_SIGN_IN_AGAIN,
+            ResponseAction.MARK_COMPROMISED,
         }
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +72,9 @@ class TokenProvider:
         self._managed_identity = managed_identity
         self._app: Any = None
         self._app_lock = asyncio.Lock()
+        # msal blocks: it runs in threads of its own, never queued behind botbuilder's Bot
+        # Connector requests in the event loop's default executor.
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graph-token")
         # Our own session, so that aclose() can release its pooled connections.
         self._session = requests.Session()
         if ca_bundle is not None:
@@ -80,18 +85,26 @@ class TokenProvider:
 
     async def aclose(self) -> None:
         """Release the HTTP connections msal holds open; call once at shutdown."""
-        await asyncio.to_thread(self._session.close)
+        # Closing pooled sockets does not wait on the network: done here, not in a worker thread
+        # (at shutdown every worker of the default executor may be busy with a slow Bot Connector).
+        self._session.close()
+        self._threads.shutdown(wait=False)
 
     async def token(self) -> str:
         """An access token for the scope; raises :class:`GraphAuthError` when msal fails."""
         app = await self._application()
         try:
+            loop = asyncio.get_running_loop()
             if self._managed_identity is not None:
                 # The identity endpoint speaks of resources, not scopes.
                 resource = self._scope.removesuffix("/.default")
-                result = await asyncio.to_thread(app.acquire_token_for_client, resource=resource)
+                result = await loop.run_in_executor(
+                    self._threads, partial(app.acquire_token_for_client, resource=resource)
+                )
             else:
-                result = await asyncio.to_thread(app.acquire_token_for_client, scopes=[self._scope])
+                result = await loop.run_in_executor(
+                    self._threads, partial(app.acquire_token_for_client, scopes=[self._scope])
+                )
         except Exception as exc:
             # msal raises requests' errors and its own; all mean "no token" to the caller.
             raise self._failure(f"{type(exc).__name__}: {exc}") from exc
@@ -108,7 +121,9 @@ class TokenProvider:
         async with self._app_lock:
             if self._app is None:
                 try:
-                    self._app = await asyncio.to_thread(self._build_application)
+                    self._app = await asyncio.get_running_loop().run_in_executor(
+                        self._threads, self._build_application
+                    )
                 except GraphAuthError:
                     raise
                 except Exception as exc:

@@ -321,6 +321,17 @@ class GraphClient:
         path = "/identityProtection/riskyUsers/dismiss"
         return await self._request("POST", path, json=body, idempotent=False)
 
+    async def confirm_safe(self, user_ids: Sequence[str]) -> GraphResponse:
+        """Confirm users safe: their risk level becomes none (204), and Identity Protection learns
+        from it (a false positive), where dismiss only clears the risk.
+
+        At most 60 ids per call; read the risky users back as for :meth:`confirm_compromised`.
+        Not retried once possibly sent. Permission: IdentityRiskyUser.ReadWrite.All.
+        """
+        body = {"userIds": _risky_user_batch(user_ids)}
+        path = "/identityProtection/riskyUsers/confirmSafe"
+        return await self._request("POST", path, json=body, idempotent=False)
+
     async def list_risk_detections(self, user_id: str, top: int = 20) -> list[JSONObject]:
         """The user's newest ``top`` risk detections (IP, location, riskEventType), newest first.
 

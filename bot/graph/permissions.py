@@ -67,6 +67,7 @@ OPERATIONS: Mapping[tuple[str, str], OperationPermission] = MappingProxyType(
             "IdentityRiskyUser.ReadWrite.All"
         ),
         ("POST", "/identityProtection/riskyUsers/dismiss"): _needs("IdentityRiskyUser.ReadWrite.All"),
+        ("POST", "/identityProtection/riskyUsers/confirmSafe"): _needs("IdentityRiskyUser.ReadWrite.All"),
         ("GET", "/identityProtection/riskDetections"): _needs("IdentityRiskEvent.Read.All"),
     }
 )

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, open_request
-from bot.domain.models import ActionRequest, Actor, Case, RequestState, ResponseAction
+from bot.domain.models import ActionRequest, Actor, Case, Provider, RequestState, ResponseAction
 from bot.domain.plans import blocked, offered_actions, plan
 from bot.errors import DuplicateError
 from bot.log_context import bind_ids
@@ -28,7 +28,12 @@ from bot.services.transitions import Transitions
 from bot.services.views import CaseViews
 from bot.tracing import traceparent
 from bot.web.metrics import Metrics
-from cards.case import REASON_INPUT_ID
+from cards.case import (
+    ACCOUNTS_INPUT_ID,
+    ADD_PASSWORD_CHANGE_INPUT_ID,
+    ADD_REVOKE_SESSIONS_INPUT_ID,
+    REASON_INPUT_ID,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +141,11 @@ class Clicks:
         why_not = blocked(case)
         if why_not:
             return await self._refuse(case, actor, why_not)
-        routed = plan(action, case)
+        choices = picked_accounts(case, action, data)
+        if isinstance(choices, Refused):
+            return await self._refuse(case, actor, choices.reason)
+        providers, extras = choices
+        routed = plan(action, case, providers, extras)
         if isinstance(routed, Refused):
             return await self._refuse(case, actor, routed.reason)
         if action not in offered_actions(case) and not case.protected:
@@ -159,6 +168,8 @@ class Clicks:
             target=target,
             destructive_last_hour=await self._transitions.destructive_last_hour(action),
             request_id=self._new_id(),
+            providers=providers,
+            extras=extras,
         )
         if isinstance(outcome, Refused):
             return await self._refuse(case, actor, outcome.reason)
@@ -184,6 +195,8 @@ class Clicks:
             request=request,
             action=action.value,
             reason=request.reason,
+            providers=[p.value for p in request.providers],
+            extras=[a.value for a in request.extras],
             required_approvals=request.required_approvals,
             signed_off=[a.object_id for a in request.approvals],
             privileged_reason=request.privileged_reason,
@@ -239,3 +252,44 @@ class Clicks:
             self._tasks.spawn(self._publisher.announce(case.id, request.id), name=f"announce-{request.id}")
         case = await self._views.require_case(case.id)
         return CardAnswer(card=await self._views.card_for(case, actor))
+
+
+_TOGGLES = {
+    ADD_REVOKE_SESSIONS_INPUT_ID: ResponseAction.REVOKE_SESSIONS,
+    ADD_PASSWORD_CHANGE_INPUT_ID: ResponseAction.FORCE_PASSWORD_CHANGE,
+}
+
+
+def picked_accounts(
+    case: Case, action: ResponseAction, data: Mapping[str, Any]
+) -> tuple[tuple[Provider, ...], tuple[ResponseAction, ...]] | Refused:
+    """The accounts a responder picked on the card (empty: all of them) and what they added to
+    Keep contained, checked against the case: a value the card did not offer is refused."""
+    providers: list[Provider] = []
+    raw = data.get(ACCOUNTS_INPUT_ID)
+    if raw is not None:
+        if not isinstance(raw, str):
+            return Refused("The accounts picked are not readable; nothing was done.")
+        known = {p.value: p for p in case.facts.providers}
+        for value in (v.strip() for v in raw.split(",")):
+            if not value:
+                continue
+            if value not in known:
+                return Refused("An account picked is not an account of this person; nothing was done.")
+            if known[value] not in providers:
+                providers.append(known[value])
+        if not providers:
+            return Refused("Pick at least one account to act on; nothing was done.")
+        if set(providers) == set(case.facts.providers):
+            providers = []  # all of them, as without a pick
+        providers.sort(key=list(Provider).index)
+    extras: list[ResponseAction] = []
+    for input_id, extra in _TOGGLES.items():
+        toggle = data.get(input_id)
+        if toggle is None or toggle == "false":
+            continue
+        if toggle != "true":
+            return Refused("A choice on the card is not readable; nothing was done.")
+        if action is ResponseAction.KEEP_CONTAINED:
+            extras.append(extra)
+    return tuple(providers), tuple(extras)

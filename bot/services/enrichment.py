@@ -46,6 +46,8 @@ class Enricher:
         target = await self._directory.target_facts(identity)
 
         def learn(latest: Case) -> Case:
+            # An account found disabled (attack disruption, or someone else) is recognised as
+            # contained automatically: the card asks to keep it so or to roll it back.
             return latest.model_copy(
                 update={
                     "identity": latest.identity.merged(identity),
@@ -55,7 +57,7 @@ class Enricher:
                     "account": account if latest.account.checked_at is None else latest.account,
                     "facts": facts,
                 }
-            )
+            ).reconciled()
 
         return await self._store.update_case(case.id, learn)
 

@@ -233,7 +233,7 @@ class Execution:
 
     async def _run(self, case: Case, request: ActionRequest, job: Job) -> None:
         """Send the attempt's action (at most once across every worker), verify, record, report."""
-        steps = plan(request.action, case)
+        steps = plan(request.action, case, request.providers, request.extras)
         if isinstance(steps, Refused):
             result = ActionResult(succeeded=False, summary=steps.reason)
         elif not await self._holds(job):
@@ -243,7 +243,9 @@ class Execution:
             return
         elif await self._dispatch(request):
             fault_point("action.dispatched")
-            result = await self._executor.run(request.action, case, steps)
+            result = await self._executor.run(
+                request.action, case, steps, key=request.step_key_base, done=request.done_steps
+            )
             fault_point("graph.answered")
         else:
             # Another worker dispatched this attempt first (one that had lost this job and woke
@@ -279,12 +281,14 @@ class Execution:
 
     async def _resume(self, case: Case, request: ActionRequest) -> None:
         """Finish a dispatched attempt by reading the state back; nothing is sent again."""
-        steps = plan(request.action, case)
+        steps = plan(request.action, case, request.providers, request.extras)
         if isinstance(steps, Refused):
             result = ActionResult(succeeded=False, summary=steps.reason)
         else:
             started = request.started_at or self._clock()
-            result = await self._executor.resume(request.action, case, steps, started)
+            result = await self._executor.resume(
+                request.action, case, steps, started, key=request.step_key_base
+            )
         log.warning("request %s resumed after an interruption: %s", request.id, result.summary)
         await self._finish(case, request, result, "action.resumed")
 

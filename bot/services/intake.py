@@ -135,7 +135,7 @@ class Intake:
         Returns how many were settled; their cards are brought up to date.
         """
         settled = 0
-        for case in await self._store.list_cases():
+        for case in await self._store.list_unresolved_cases():
             if case.resolved or case.merged_into:
                 continue
             resolution = await self._resolver.resolve(case.identity)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.domain.models import ActionRequest, AlertSource, Case, CaseStatus, RequestState, ResponseAction
+from bot.domain.models import ActionRequest, Case, CaseStatus, RequestState, ResponseAction
 from bot.errors import RemediationError
 from bot.faults import fault_point
 from bot.log_context import fresh_ids
@@ -27,14 +27,21 @@ log = logging.getLogger(__name__)
 # report reads it again. Identity Protection is paced to one call per second per tenant, so a
 # read there would hold every other action's thread reply behind the pacer for nothing.
 RISK_ACTIONS = frozenset(
-    {ResponseAction.CONFIRM_COMPROMISED, ResponseAction.DISMISS_RISK, ResponseAction.FORCE_PASSWORD_CHANGE}
+    {
+        ResponseAction.CONFIRM_COMPROMISED,
+        ResponseAction.DISMISS_RISK,
+        ResponseAction.CONFIRM_SAFE,
+        ResponseAction.MARK_COMPROMISED,
+        ResponseAction.FORCE_PASSWORD_CHANGE,
+    }
 )
 
 
 def _risk_unchanged(case: Case, request: ActionRequest) -> RiskMap | None:
     """The case's known risk state, for a report whose action does not touch risk; else ``None``
     (read it again). Unknown is kept unknown rather than read through the pacer."""
-    if request.action in RISK_ACTIONS or not case.identity.object_id:
+    touches_risk = request.action in RISK_ACTIONS or any(a in RISK_ACTIONS for a in request.extras)
+    if touches_risk or not case.identity.object_id:
         return None
     return {case.identity.object_id.lower(): (case.facts.risk_state, case.facts.risk_level)}
 
@@ -122,8 +129,11 @@ class Reporter:
                 if request.action is ResponseAction.DISABLE_ACCOUNT:
                     changes["status"] = CaseStatus.CONTAINED
                 elif request.action is ResponseAction.ENABLE_ACCOUNT:
-                    changes["status"] = CaseStatus.OPEN
-            return latest.revised(**changes)
+                    # Rolled back: automatic containment is undone, on the record in the thread.
+                    changes.update(status=CaseStatus.OPEN, auto_contained_at=None, auto_contained_by="")
+                elif request.action is ResponseAction.KEEP_CONTAINED:
+                    changes["ratified_at"] = result.verified_at or self._clock()
+            return latest.revised(**changes).containment_checked()
 
         case = await self._store.update_case(case_id, record)
         channel = await self._store.get_channel()
@@ -154,8 +164,11 @@ class Reporter:
         """Comment on each alert of the case, and set its status when configured to."""
         comment = render_alert_comment(case, request)
         for alert in case.alerts:
-            if alert.source in (AlertSource.MANUAL, AlertSource.PUSHED):
-                continue  # opened from chat or pushed in the minimal form: not an alert in Graph
+            if not alert.in_alerts_v2:
+                # Opened from chat, from Identity Protection's risky users or pushed in the
+                # minimal form: there is no alert in Graph to comment on. A pusher's callback
+                # would be the place to write back to; none is offered yet.
+                continue
             try:
                 await self._graph.add_alert_comment(alert.id, comment)
                 alert_status = self._settings.alert_status

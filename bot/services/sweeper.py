@@ -105,7 +105,7 @@ class Sweeper:
         if request is None or request.result is None or request.result.recheck_at is None:
             return
         case = await self._views.require_case(request.case_id)
-        steps = plan(request.action, case)
+        steps = plan(request.action, case, request.providers, request.extras)
         if isinstance(steps, Refused):
             return
         rechecked = await self._executor.recheck(request.action, case, steps, request.result)

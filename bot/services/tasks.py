@@ -18,6 +18,9 @@ from bot.errors import RemediationError
 
 log = logging.getLogger(__name__)
 
+# At shutdown, how long cancelled work may take to end (an execution releasing its job).
+CANCELLED_ENDING_SECONDS = 1.0
+
 
 class TaskSupervisor:
     """The background tasks of one service; awaited at shutdown."""
@@ -37,21 +40,33 @@ class TaskSupervisor:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
-    async def drain(self, grace: float | None = None) -> None:
+    async def drain(self, grace: float | None = None, *, ending: float = CANCELLED_ENDING_SECONDS) -> None:
         """Wait for background work (executions, card updates, replies) to finish.
 
         With ``grace``, work still running after that many seconds is cancelled (an execution
-        job then releases its lease for another replica) and its end awaited.
+        job then releases its lease for another replica), and so is work it starts while it
+        ends; the cancelled work gets ``ending`` seconds to end. What is still running then (a
+        task that does not end when cancelled) is left behind and named in the log: shutdown
+        never waits on it.
         """
-        if grace is not None:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace
-            while self._tasks and (left := deadline - loop.time()) > 0:
-                await asyncio.wait(list(self._tasks), timeout=left)
-            for task in list(self._tasks):
+        if grace is None:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._tasks), timeout=left)
+        cancelled: set[asyncio.Task[Any]] = set()
+        deadline = loop.time() + ending
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            for task in self._tasks - cancelled:
                 task.cancel()
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                cancelled.add(task)
+            await asyncio.wait(list(self._tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        if self._tasks:
+            names = ", ".join(sorted(task.get_name() for task in self._tasks))
+            log.warning("shutting down with %d background task(s) still ending: %s", len(self._tasks), names)
 
 
 @contextlib.asynccontextmanager

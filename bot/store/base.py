@@ -200,6 +200,10 @@ class Store(Protocol):
     async def list_cases(self) -> list[Case]:
         """Every case, oldest first."""
 
+    async def list_unresolved_cases(self) -> list[Case]:
+        """The active cases still keyed on a UPN, waiting for their person's Entra object id,
+        oldest first: an indexed query, so closed and resolved cases cost it nothing."""
+
     async def list_cases_needing_publishing(self) -> list[Case]:
         """The cases whose card is missing or behind (:attr:`Case.needs_publishing`), oldest first.
 

@@ -74,6 +74,7 @@ class Dialect:
     order: str  # the column that keeps insertion order ("oldest first")
     active: str  # the test for an active case (matches the partial unique index)
     behind: str  # the test for a case whose card is behind (matches the partial index)
+    unresolved: str  # the test for an active case awaiting its object id (matches the partial index)
     for_update: str  # how a read locks the rows it will change ("" where the writer is alone)
     time: Callable[[datetime], Any]  # a time as the database stores it
     audit_time: Callable[[datetime], Any]  # an audit event's time as its ``at`` column holds it
@@ -300,6 +301,11 @@ class SqlStore(MetaRecords):
     async def list_cases_needing_publishing(self) -> list[Case]:
         """The cases whose card is missing or behind, oldest first (through a partial index)."""
         return await self._models(Case, self.dialect.behind)
+
+    async def list_unresolved_cases(self) -> list[Case]:
+        """The active cases still waiting for their person's object id, oldest first (through a
+        partial index)."""
+        return await self._models(Case, self.dialect.unresolved)
 
     async def update_case(self, case_id: str, mutate: Callable[[Case], Case | None]) -> Case:
         """Compare-and-swap update of one case."""
@@ -741,15 +747,16 @@ class SqlStore(MetaRecords):
             )
             # A concurrent insert of the identity's case makes this do nothing: run again, and join it.
             inserted = await tx.run(
-                "INSERT INTO cases "
-                "(id, identity_key, data, version, needs_publishing, first_seen_at, campaign_id) "
-                "VALUES (?, ?, ?, 1, ?, ?, ?) "
+                "INSERT INTO cases (id, identity_key, data, version, needs_publishing, unresolved, "
+                "first_seen_at, campaign_id) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?, ?) "
                 f"ON CONFLICT (identity_key) WHERE {self.dialect.active} DO NOTHING",
                 (
                     case.id,
                     target.key,
                     case.model_dump_json(),
                     case.needs_publishing,
+                    not case.resolved,
                     self.dialect.time(seen),
                     case.campaign_id or None,
                 ),
@@ -866,13 +873,14 @@ class SqlStore(MetaRecords):
             rekeyed = stray.rekeyed(identity).model_copy(update={"version": stray.version + 1})
             try:
                 written = await tx.run(
-                    "UPDATE cases SET identity_key = ?, data = ?, version = ?, needs_publishing = ? "
-                    "WHERE id = ? AND version = ?",
+                    "UPDATE cases SET identity_key = ?, data = ?, version = ?, needs_publishing = ?, "
+                    "unresolved = ? WHERE id = ? AND version = ?",
                     (
                         key,
                         rekeyed.model_dump_json(),
                         rekeyed.version,
                         rekeyed.needs_publishing,
+                        False,  # keyed on the object id now
                         stray.id,
                         stray.version,
                     ),
@@ -981,6 +989,14 @@ async def merge_duplicate_cases(dialect: Dialect, tx: Tx) -> None:
             "UPDATE cases SET identity_key = ?, data = ?, version = ? WHERE id = ? AND version = ?",
             (key, stored.model_dump_json(), stored.version, case.id, before.version),
         )
+
+
+async def index_unresolved_cases(dialect: Dialect, tx: Tx) -> None:
+    """Migration 8 (after its DDL): flag the active cases still keyed on a UPN."""
+    for row in await tx.all(f"SELECT data, version FROM cases WHERE {dialect.active}"):
+        case = decode(Case, row)
+        if not case.resolved:
+            await tx.run("UPDATE cases SET unresolved = ? WHERE id = ?", (True, case.id))
 
 
 async def index_live_rows(dialect: Dialect, tx: Tx) -> None:

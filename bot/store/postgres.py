@@ -56,7 +56,15 @@ from psycopg_pool import AsyncConnectionPool
 from bot.domain.audit import AuditKey
 from bot.errors import ConflictError, DuplicateError, RemediationError, StoreError
 from bot.store.base import Job
-from bot.store.core import Collision, Dialect, SqlStore, Tx, index_live_rows, merge_duplicate_cases
+from bot.store.core import (
+    Collision,
+    Dialect,
+    SqlStore,
+    Tx,
+    index_live_rows,
+    index_unresolved_cases,
+    merge_duplicate_cases,
+)
 from bot.store.rows import check_finish, check_lease, job_payload_json, redact_url
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,7 @@ POSTGRES = Dialect(
     order="seq",
     active="active",
     behind="needs_publishing",
+    unresolved="unresolved AND active",
     for_update=" FOR UPDATE",
     time=lambda value: value,
     audit_time=lambda value: value,
@@ -177,7 +186,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     # index on ``needs_publishing``; results awaiting a re-check through one on ``recheck_at``
     # (open requests already have the index on ``state``).
     lambda connection: _index_live_rows(connection),
-    # 8: storm mode. A case records when its first alert was created (the storm window counts
+    # 8: the sweep retries only the active cases still waiting for their person's object id,
+    # found through a partial index (closed and resolved cases cost it nothing).
+    lambda connection: _index_unresolved_cases(connection),
+    # 9: storm mode. A case records when its first alert was created (the storm window counts
     # recent cases through an index) and the campaign it joined; one campaign at a time accepts
     # new cases (a unique index, so replicas racing through one storm open one); bulk requests.
     """
@@ -206,6 +218,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX bulk_requests_by_state ON bulk_requests (state, seq);
     """,
 )
+
+
+async def _index_unresolved_cases(connection: Connection) -> None:
+    """Migration 8: the ``unresolved`` flag and its partial index, filled from the data."""
+    await connection.execute(
+        "ALTER TABLE cases ADD COLUMN unresolved boolean NOT NULL DEFAULT false;"
+        "CREATE INDEX cases_unresolved ON cases (seq) WHERE unresolved AND active"
+    )
+    await index_unresolved_cases(POSTGRES, _Tx(connection))
 
 
 async def _index_live_rows(connection: Connection) -> None:

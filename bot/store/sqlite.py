@@ -1,10 +1,15 @@
 """SQLite implementation of the store: the embedded default for one replica.
 
-Writes go through one connection in WAL mode, used from a worker thread (``asyncio.to_thread``)
-under a lock as ``BEGIN IMMEDIATE`` transactions, so the event loop never blocks on disk and
-writers (in this process or another on the file) take turns. Reads use connections of their own
-(one per worker thread at most) without that lock: WAL lets them read the last committed state
-while a write is under way, so a read never waits behind a write.
+Writes go through one connection in WAL mode, used from the store's writer thread under a lock
+as ``BEGIN IMMEDIATE`` transactions, so the event loop never blocks on disk and writers (in this
+process or another on the file) take turns. Reads use connections of their own (one per reader
+thread at most) without that lock: WAL lets them read the last committed state while a write is
+under way, so a read never waits behind a write.
+
+The store's threads are its own, not the event loop's default executor: botbuilder sends every
+Bot Connector request from that executor and blocks a thread until Teams answers, so a slow or
+unreachable Bot Connector would otherwise queue every store call (a click's, a job release at
+shutdown) behind those requests.
 
 The statements and rules are :mod:`bot.store.core`'s, shared with PostgreSQL; this module adds
 the schema, the connections, leadership (a lock file) and the job queue's claims.
@@ -21,6 +26,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -35,6 +41,7 @@ from bot.store.core import (
     Tx,
     drive,
     index_live_rows,
+    index_unresolved_cases,
     merge_duplicate_cases,
     utc_text,
 )
@@ -43,11 +50,14 @@ from bot.store.rows import check_finish, check_lease, job_payload_json
 R = TypeVar("R")
 
 _MAX_TRANSACTION_ATTEMPTS = 20
+# Threads (and so read connections) reading at once.
+READER_THREADS = 4
 
 SQLITE = Dialect(
     order="rowid",
     active="active = 1",
     behind="needs_publishing = 1",
+    unresolved="unresolved = 1 AND active = 1",
     for_update="",  # BEGIN IMMEDIATE: the writer is alone
     time=utc_text,
     audit_time=lambda at: at.isoformat(),
@@ -137,7 +147,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     # index on ``needs_publishing``; sweeps read open requests through an index on ``state`` and
     # results awaiting a re-check through one on ``recheck_at`` (times as in 3).
     lambda tx: _index_live_rows(tx),
-    # 8: storm mode. A case records when its first alert was created (the storm window counts
+    # 8: the sweep retries only the active cases still waiting for their person's object id,
+    # found through a partial index (closed and resolved cases cost it nothing).
+    lambda tx: _index_unresolved_cases(tx),
+    # 9: storm mode. A case records when its first alert was created (the storm window counts
     # recent cases through an index) and the campaign it joined; one campaign at a time accepts
     # new cases (a unique index, so replicas racing through one storm open one); bulk requests.
     """
@@ -165,6 +178,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX bulk_requests_by_state ON bulk_requests (state);
     """,
 )
+
+
+async def _index_unresolved_cases(tx: Tx) -> None:
+    """Migration 8: the ``unresolved`` flag and its partial index, filled from the data."""
+    await tx.run("ALTER TABLE cases ADD COLUMN unresolved INTEGER NOT NULL DEFAULT 0")
+    await tx.run("CREATE INDEX cases_unresolved ON cases (id) WHERE unresolved = 1 AND active = 1")
+    await index_unresolved_cases(SQLITE, tx)
 
 
 async def _index_live_rows(tx: Tx) -> None:
@@ -219,6 +239,8 @@ class SqliteStore(SqlStore):
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened_readers: list[sqlite3.Connection] = []
         self._closed = False
+        self._writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._reading = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="store-reader")
         self._migrate()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -266,7 +288,7 @@ class SqliteStore(SqlStore):
             raise ConflictError(f"{what} kept colliding with concurrent writers")
 
         try:
-            return await asyncio.to_thread(locked)
+            return await asyncio.get_running_loop().run_in_executor(self._writing, locked)
         except sqlite3.Error as exc:
             raise StoreError(f"the state store failed: {exc}") from exc
 
@@ -296,7 +318,7 @@ class SqliteStore(SqlStore):
                 self._readers.put(db)
 
         try:
-            return await asyncio.to_thread(read)
+            return await asyncio.get_running_loop().run_in_executor(self._reading, read)
         except sqlite3.Error as exc:
             raise StoreError(f"the state store failed: {exc}") from exc
 
@@ -312,6 +334,8 @@ class SqliteStore(SqlStore):
             for reader in self._opened_readers:
                 reader.close()
             self._db.close()
+        self._writing.shutdown(wait=False)
+        self._reading.shutdown(wait=False)
 
     async def schema_version(self) -> int:
         """The number of the last migration applied to the file."""

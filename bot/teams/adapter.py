@@ -15,21 +15,40 @@ from typing import Any
 import jwt
 from aiohttp import web
 from botbuilder.core import Bot, InvokeResponse, TurnContext
-from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botbuilder.integration.aiohttp import (
+    CloudAdapter,
+    ConfigurationBotFrameworkAuthentication,
+    ConfigurationServiceClientCredentialFactory,
+)
 from botbuilder.schema import Activity
 from botframework.connector.auth import AuthenticationConstants
+from msrest.universal_http.requests import ClientRetryPolicy
 
 from bot.config.settings import Settings
 from bot.errors import RemediationError
 from bot.log_context import bind_ids, fresh_ids
 from bot.teams.handler import REFUSAL_KEY, Refusal
 from bot.teams.shape import CARD_ACTION_INVOKE, activity_problem
+from bot.teams.tokens import OffLoopCredentialsFactory
 from bot.tracing import annotate, traced
 from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
 
 log = logging.getLogger(__name__)
 
 MAX_ACTIVITY_BYTES = 256 * 1024
+
+
+def _faster_client_construction() -> None:
+    """botbuilder builds two msrest clients for every turn (the connector and the user token
+    client), inbound and proactive alike, and each builds a ``ClientRetryPolicy`` that tests 999
+    status codes for membership in a *list* of 501 "safe" codes: 4-5 ms of CPU per client, the
+    largest single cost of a click. The same codes in a frozenset give the same retry codes at a
+    hundredth of the cost. (The messenger switches those transport retries off anyway.)"""
+    if not isinstance(ClientRetryPolicy.safe_codes, frozenset):
+        ClientRetryPolicy.safe_codes = frozenset(ClientRetryPolicy.safe_codes)  # type: ignore[assignment]
+
+
+_faster_client_construction()
 
 
 @dataclass(frozen=True)
@@ -43,7 +62,8 @@ class _BotFrameworkConfig:
 
 
 def build_adapter(settings: Settings) -> CloudAdapter:
-    """A CloudAdapter validating inbound tokens whenever ``MicrosoftAppId`` is set."""
+    """A CloudAdapter validating inbound tokens whenever ``MicrosoftAppId`` is set, and fetching
+    its outbound token off the event loop (:mod:`bot.teams.tokens`)."""
     config = _BotFrameworkConfig(
         APP_ID=settings.microsoft_app_id,
         APP_PASSWORD=settings.microsoft_app_password.get_secret_value(),
@@ -52,7 +72,8 @@ def build_adapter(settings: Settings) -> CloudAdapter:
         APP_TYPE=settings.microsoft_app_type if settings.microsoft_app_id else "MultiTenant",
         APP_TENANTID=settings.tenant_id,
     )
-    adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config))
+    credentials = OffLoopCredentialsFactory(ConfigurationServiceClientCredentialFactory(config))
+    adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config, credentials_factory=credentials))
 
     async def on_error(turn_context: Any, error: Exception) -> None:
         activity = turn_context.activity

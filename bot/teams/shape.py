@@ -24,6 +24,10 @@ _CARD_DATA_TYPES: dict[str, tuple[type, ...]] = {
     "requestId": (str,),
     "cardVersion": (int,),
     "reason": (str,),
+    # The case card's account picker and Keep contained's additions (cards.case input ids).
+    "accounts": (str,),
+    "addRevokeSessions": (str,),
+    "addPasswordChange": (str,),
 }
 
 

@@ -43,6 +43,8 @@ _OPERATION_CALLS: dict[Operation, tuple[str, str, tuple[str, ...]]] = {
     Operation.ENTRA_RESET_PASSWORD: ("PATCH", "/users/{user-id}", ("passwordProfile",)),
     Operation.RISK_CONFIRM_COMPROMISED: ("POST", "/identityProtection/riskyUsers/confirmCompromised", ()),
     Operation.RISK_DISMISS: ("POST", "/identityProtection/riskyUsers/dismiss", ()),
+    Operation.RISK_CONFIRM_SAFE: ("POST", "/identityProtection/riskyUsers/confirmSafe", ()),
+    Operation.VERIFY_DISABLED: ("GET", "/users/{user-id}", ()),
     Operation.DEFENDER_ACTION: (
         "POST",
         "/security/identities/identityAccounts/{identityAccounts-id}/invokeAction",
@@ -77,10 +79,36 @@ class Executor:
     recheck_after: timedelta = timedelta(minutes=2)
     new_password: Callable[[], str] = generate_password
 
-    async def run(self, action: ResponseAction, case: Case, steps: Sequence[Step]) -> ActionResult:
-        """Run every step (one failing does not stop the rest: each is containment on its own)."""
+    async def run(
+        self,
+        action: ResponseAction,
+        case: Case,
+        steps: Sequence[Step],
+        *,
+        key: str = "",
+        done: Sequence[StepOutcome] = (),
+    ) -> ActionResult:
+        """Run every step (one failing does not stop the rest: each is containment on its own).
+
+        ``key`` is the request attempt's idempotency key: each step's key is it and the step's
+        own (:attr:`Step.key`). A step among ``done`` (by key: it took effect in an earlier
+        attempt) is carried over and never sent again.
+        """
         started = self.clock()
-        outcomes = [await self._run_step(case.identity, step, started) for step in steps]
+        earlier = {o.key: o for o in done if o.key}
+        outcomes = []
+        for step in steps:
+            step_key = _step_key(key, step)
+            carried = earlier.get(step_key)
+            if carried is not None:
+                outcomes.append(
+                    carried.model_copy(
+                        update={"note": "Done in an earlier attempt (same idempotency key); not sent again."}
+                    )
+                )
+                continue
+            outcome = await self._run_step(case.identity, step, started)
+            outcomes.append(outcome.model_copy(update={"key": step_key}))
         # A synced user's cloud-side change holds only until the next directory sync unless the
         # on-premises account was changed too: then the Entra step is read again after the sync.
         on_prem_done = any(o.ok and o.provider is Provider.ACTIVE_DIRECTORY for o in outcomes)
@@ -101,12 +129,14 @@ class Executor:
         return self._result(action, outcomes)
 
     async def resume(
-        self, action: ResponseAction, case: Case, steps: Sequence[Step], started: datetime
+        self, action: ResponseAction, case: Case, steps: Sequence[Step], started: datetime, *, key: str = ""
     ) -> ActionResult:
         """Finish an interrupted run by reading back every step; nothing is sent again."""
         outcomes = []
         for step in steps:
-            base = StepOutcome(step=step.label, provider=step.provider, ok=True, message="")
+            base = StepOutcome(
+                step=step.label, provider=step.provider, ok=True, message="", key=_step_key(key, step)
+            )
             read = await self._verify(case.identity, step, base, started, final=True)
             if read.verification is Verification.VERIFIED:
                 outcomes.append(
@@ -151,6 +181,13 @@ class Executor:
 
     async def _run_step(self, identity: IdentityRef, step: Step, started: datetime) -> StepOutcome:
         base = StepOutcome(step=step.label, provider=step.provider, ok=False, message="")
+        if not step.sends:
+            # A check only: nothing is sent, and what it reads is final.
+            checked = base.model_copy(update={"ok": True, "message": "Checked by reading the state."})
+            outcome = await self._verify(identity, step, checked, started, final=True)
+            if outcome.verification is Verification.CONTRADICTED:
+                return outcome.model_copy(update={"ok": False})
+            return outcome
         try:
             request_id, correlation_id = await self._call(identity, step)
         except GraphOutcomeUnknown as exc:
@@ -223,6 +260,9 @@ class Executor:
         if op is Operation.RISK_DISMISS:
             response = await self.graph.dismiss_risky_users([user])
             return response.request_id, ""
+        if op is Operation.RISK_CONFIRM_SAFE:
+            response = await self.graph.confirm_safe([user])
+            return response.request_id, ""
         assert step.account is not None, "a Defender for Identity step names its account"
         invoked = await self.graph.invoke_identity_action(
             step.account.identity_id,
@@ -263,19 +303,26 @@ class Executor:
         self, identity: IdentityRef, step: Step, started: datetime
     ) -> tuple[Verification, str]:
         user = _user_id(identity)
-        op = step.operation
-        if op in _USER_READS:
-            read = await self.graph.get_user(user, select=["id", _USER_READS[op]])
-        elif op in (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS):
+        source = read_back_of(step)
+        read: Mapping[str, Any] = {}
+        if source.startswith("user:"):
+            read = await self.graph.get_user(user, select=["id", source.removeprefix("user:")])
+        elif source == "riskyUser":
             read = await self.graph.get_risky_user(user)
-        elif step.account is not None and step.defender_action in ("disable", "enable"):
+        elif source == "identityAccount" and step.account is not None:
             read = await self.graph.get_identity_account(step.account.identity_id)
-        else:
-            read = {}
         return verdict(step, read, started)
 
     def _explain(self, step: Step, exc: GraphError) -> str:
         return explain(step, exc)
+
+
+# Risk states in which a user no longer counts as at risk.
+_RISK_CLEARED = frozenset({"confirmedSafe", "dismissed", "remediated", "none"})
+
+
+def _step_key(key: str, step: Step) -> str:
+    return f"{key}/{step.key}" if key else step.key
 
 
 def summarize(
@@ -327,14 +374,44 @@ _USER_READS: dict[Operation, str] = {
 }
 
 
+def _user_property(step: Step) -> str | None:
+    """The user property that shows ``step`` done, if a user property does."""
+    if step.operation in _USER_READS:
+        return _USER_READS[step.operation]
+    if step.operation is Operation.VERIFY_DISABLED and step.provider is Provider.ENTRA:
+        return "accountEnabled"
+    if step.defender_action == "requireUserToSignInAgain":
+        # Requiring a new sign-in invalidates the user's refresh tokens and session cookies.
+        return "signInSessionsValidFromDateTime"
+    return None
+
+
+def _reads_risk(step: Step) -> bool:
+    return step.operation in _RISK_OPERATIONS or step.defender_action == "markUserAsCompromised"
+
+
+def _reads_account(step: Step) -> bool:
+    # isEnabled is the identity's flag, which Defender for Identity takes from Active Directory
+    # for a synced identity; an Okta account's state is not in Graph.
+    return (
+        step.account is not None
+        and step.provider is Provider.ACTIVE_DIRECTORY
+        and (step.operation is Operation.VERIFY_DISABLED or step.defender_action in ("disable", "enable"))
+    )
+
+
+_RISK_OPERATIONS = (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS, Operation.RISK_CONFIRM_SAFE)
+
+
 def read_back_of(step: Step) -> str:
     """What verifies ``step``: ``user:<property>``, ``riskyUser``, ``identityAccount`` or ``""``
-    (nothing Graph shows, e.g. an on-premises password reset)."""
-    if step.operation in _USER_READS:
-        return f"user:{_USER_READS[step.operation]}"
-    if step.operation in (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS):
+    (nothing Graph shows, e.g. an on-premises password reset or an Okta account's state)."""
+    prop = _user_property(step)
+    if prop is not None:
+        return f"user:{prop}"
+    if _reads_risk(step):
         return "riskyUser"
-    if step.account is not None and step.defender_action in ("disable", "enable"):
+    if _reads_account(step):
         return "identityAccount"
     return ""
 
@@ -345,11 +422,13 @@ def verdict(step: Step, read: Mapping[str, Any], started: datetime) -> tuple[Ver
     Pure: single and bulk execution read the state their own way and judge it here.
     """
     op = step.operation
-    if op in (Operation.ENTRA_DISABLE, Operation.ENTRA_ENABLE):
+    if op in (Operation.ENTRA_DISABLE, Operation.ENTRA_ENABLE) or (
+        op is Operation.VERIFY_DISABLED and step.provider is Provider.ENTRA
+    ):
         want = op is Operation.ENTRA_ENABLE
         state = f"accountEnabled = {str(read.get('accountEnabled')).lower()}"
         return (Verification.VERIFIED if read.get("accountEnabled") is want else Verification.PENDING), state
-    if op is Operation.ENTRA_REVOKE_SESSIONS:
+    if op is Operation.ENTRA_REVOKE_SESSIONS or step.defender_action == "requireUserToSignInAgain":
         value = _time(read.get("signInSessionsValidFromDateTime"))
         state = f"signInSessionsValidFromDateTime = {read.get('signInSessionsValidFromDateTime')}"
         return (
@@ -361,11 +440,19 @@ def verdict(step: Step, read: Mapping[str, Any], started: datetime) -> tuple[Ver
         return (
             Verification.VERIFIED if value and value >= started - CLOCK_SKEW else Verification.PENDING
         ), state
-    if op in (Operation.RISK_CONFIRM_COMPROMISED, Operation.RISK_DISMISS):
-        wanted = "confirmedCompromised" if op is Operation.RISK_CONFIRM_COMPROMISED else "dismissed"
+    if op is Operation.RISK_CONFIRM_SAFE:
+        # Documented effect: the user's risk level becomes none (riskState confirmedSafe).
+        state = (
+            f"riskState = {read.get('riskState')}, riskLevel = {read.get('riskLevel')}, "
+            f"riskDetail = {read.get('riskDetail')}"
+        )
+        cleared = read.get("riskLevel") == "none" and read.get("riskState") in _RISK_CLEARED
+        return (Verification.VERIFIED if cleared else Verification.PENDING), state
+    if _reads_risk(step):
+        wanted = "dismissed" if op is Operation.RISK_DISMISS else "confirmedCompromised"
         state = f"riskState = {read.get('riskState')}, riskDetail = {read.get('riskDetail')}"
         return (Verification.VERIFIED if read.get("riskState") == wanted else Verification.PENDING), state
-    if step.account is not None and step.defender_action in ("disable", "enable"):
+    if _reads_account(step):
         want = step.defender_action == "enable"
         state = f"Defender for Identity isEnabled = {str(read.get('isEnabled')).lower()}"
         return (Verification.VERIFIED if read.get("isEnabled") is want else Verification.PENDING), state

@@ -115,6 +115,11 @@ async def resolve_identity(
     else:
         risk_state, risk_level = await _risk(graph, identity)
     linked, defender_enabled = await _linked_accounts(graph, identity, sid)
+    # The Entra account's state is the user's own, read above.
+    linked = tuple(
+        a.model_copy(update={"enabled": account.enabled}) if a.provider is Provider.ENTRA else a
+        for a in linked
+    )
     facts = IdentityFacts(
         synced=synced,
         on_prem_sid=sid,
@@ -157,7 +162,11 @@ async def _linked_accounts(
             continue
         if isinstance(entry.get("isEnabled"), bool):
             enabled = entry["isEnabled"]
-        for account in entry.get("accounts") or []:
+        accounts = [a for a in entry.get("accounts") or [] if isinstance(a, dict)]
+        # isEnabled is one flag per identity: Defender for Identity takes it from Active
+        # Directory for an identity that has an account there; Okta's state is not in Graph.
+        on_prem = any(a.get("identityProvider") == Provider.ACTIVE_DIRECTORY.value for a in accounts)
+        for account in accounts:
             provider = _provider(account.get("identityProvider"))
             identifier = _str(account.get("identifier"))
             if provider is None or not identifier:
@@ -165,7 +174,11 @@ async def _linked_accounts(
             actions = frozenset(str(a) for a in account.get("actions") or [])
             linked.append(
                 LinkedAccount(
-                    identity_id=identity_id, identifier=identifier, provider=provider, actions=actions
+                    identity_id=identity_id,
+                    identifier=identifier,
+                    provider=provider,
+                    actions=actions,
+                    enabled=enabled if provider is Provider.ACTIVE_DIRECTORY and on_prem else None,
                 )
             )
     return tuple(linked), enabled

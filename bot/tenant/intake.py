@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.domain.models import Alert, AlertSource, IdentityRef, Severity
+from bot.domain.models import ATTACK_DISRUPTION_TAG, Alert, AlertSource, IdentityRef, Severity
 from bot.errors import GraphError
 from bot.graph import GraphClient
 from bot.log_context import fresh_ids
@@ -36,6 +36,7 @@ ALERT_FIELDS: tuple[str, ...] = (
     "lastActivityDateTime",
     "alertWebUrl",
     "mitreTechniques",
+    "systemTags",
     "evidence",
 )
 
@@ -99,6 +100,7 @@ def parse_graph_alert(raw: Mapping[str, Any]) -> Alert | None:
         incident_id=str(raw["incidentId"]) if raw.get("incidentId") else None,
         source_ips=_evidence_ips(raw.get("evidence") or []),
         target=target,
+        disrupted=is_disrupted(raw),
     )
 
 
@@ -114,6 +116,14 @@ def _evidence_ips(evidence: Any) -> tuple[str, ...]:
         if isinstance(address, str) and address and address not in found:
             found.append(address[:64])
     return tuple(found[:10])
+
+
+def is_disrupted(raw: Mapping[str, Any]) -> bool:
+    """Whether a Graph alert carries Defender XDR's *Attack Disruption* system tag."""
+    tags = raw.get("systemTags")
+    if not isinstance(tags, list):
+        return False
+    return any(isinstance(t, str) and t.strip().lower() == ATTACK_DISRUPTION_TAG for t in tags)
 
 
 RISKY_USER_FILTER = "riskLevel eq 'high' and riskState eq 'atRisk'"

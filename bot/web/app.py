@@ -174,9 +174,10 @@ def create_app(
             app[STORE] = the_store
             app[POLLER] = poller
             app[BOT] = TeamsBot(service, settings.tenant_id)
-            # On SIGTERM (after the loops below are cancelled): no new jobs are claimed, running work
-            # gets a short grace, then is cancelled and its execution job released to another replica.
-            stack.push_async_callback(service.shutdown, SHUTDOWN_GRACE_SECONDS)
+            # On SIGTERM (begun as soon as the listener closes, see stop_taking_work; awaited here,
+            # after the loops below are cancelled): no new jobs are claimed, running work gets a
+            # short grace, then is cancelled and its execution job released to another replica.
+            stack.push_async_callback(finish_background_work, service)
             if poll:
                 # Several replicas may run; only the one holding the store's lock polls.
                 poll_as_leader = _as_leader(the_store, "poller", poller.poll_once, "polling")
@@ -195,6 +196,21 @@ def create_app(
             yield
 
     app.cleanup_ctx.append(resources)
+    # The background work's shutdown, started while requests being answered still finish (in
+    # parallel rather than after them: the two waits together stay within the five seconds).
+    stopping: list[asyncio.Task[None]] = []
+
+    async def stop_taking_work(app: web.Application) -> None:
+        service = app.get(SERVICE)
+        if service is not None and not stopping:
+            stopping.append(asyncio.create_task(service.shutdown(SHUTDOWN_GRACE_SECONDS)))
+
+    async def finish_background_work(service: RemediationService) -> None:
+        if not stopping:
+            stopping.append(asyncio.create_task(service.shutdown(SHUTDOWN_GRACE_SECONDS)))
+        await stopping[0]
+
+    app.on_shutdown.append(stop_taking_work)
 
     async def messages(request: web.Request) -> web.Response:
         return await handle_activity(request, adapter, request.app[BOT], authenticate=settings.auth_enabled)

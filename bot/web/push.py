@@ -253,6 +253,7 @@ def _graph_alert(item: dict[str, Any]) -> Alert | Problems:
     for name in ("severity", "status", "alertWebUrl", "detectionSource"):
         _text(item, name, "", problems)
     _strings(item, "mitreTechniques", "", problems)
+    _strings(item, "systemTags", "", problems)
     source = item.get("serviceSource")
     if source not in (AlertSource.DEFENDER_FOR_IDENTITY.value, AlertSource.IDENTITY_PROTECTION.value):
         problems.append(

@@ -246,7 +246,14 @@ class GraphApi:
                 return self._invoke_action(call, identity_id)
             case ("GET", ("identityProtection", "riskyUsers")):
                 return self._list(self._risky_users, call)
-            case ("POST", ("identityProtection", "riskyUsers", "confirmCompromised" | "dismiss" as verb)):
+            case (
+                "POST",
+                (
+                    "identityProtection",
+                    "riskyUsers",
+                    "confirmCompromised" | "dismiss" | "confirmSafe" as verb,
+                ),
+            ):
                 return self._risky_users_action(call, verb)
             case ("GET", ("identityProtection", "riskyUsers", risky_user_id)):
                 return self._get_risky_user(call, risky_user_id)
@@ -499,7 +506,11 @@ class GraphApi:
             raise bad_request("The userIds parameter must name at least one user.")
         if len(user_ids) > RISKY_USERS_ACTION_LIMIT:
             raise bad_request(f"At most {RISKY_USERS_ACTION_LIMIT} userIds are allowed per request.")
-        apply = risk.confirm_compromised if verb == "confirmCompromised" else risk.dismiss
+        apply = {
+            "confirmCompromised": risk.confirm_compromised,
+            "dismiss": risk.dismiss,
+            "confirmSafe": risk.confirm_safe,
+        }[verb]
         # The docs say nothing of ids that name no (risky) user: the service answers 204 for the
         # batch and skips them, so a 204 does not prove that each user changed; read back.
         for user_id in user_ids:

@@ -1,7 +1,8 @@
 """Entra ID Protection in the sandbox: what confirming or dismissing a user's risk changes.
 
-Shared by ``POST /identityProtection/riskyUsers/confirmCompromised`` and ``/dismiss`` and by
-Defender for Identity's ``markUserAsCompromised`` action, which end in the same state.
+Shared by ``POST /identityProtection/riskyUsers/confirmCompromised``, ``/dismiss`` and
+``/confirmSafe`` and by Defender for Identity's ``markUserAsCompromised`` action, which ends in
+the same state as confirmCompromised.
 """
 
 from __future__ import annotations
@@ -56,6 +57,31 @@ def dismiss(state: TenantState, user_id: str) -> bool:
         if detection["userId"] == risky["id"] and detection["riskState"] == "atRisk":
             detection.update(
                 riskState="dismissed", riskDetail="adminDismissedAllRiskForUser", lastUpdatedDateTime=now
+            )
+    return True
+
+
+def confirm_safe(state: TenantState, user_id: str) -> bool:
+    """Confirm the user safe (risk none, riskState confirmedSafe); False when no risky user.
+
+    The docs say only that the risk level becomes none; the riskState and riskDetail members
+    for it are those the contract's enums carry (confirmedSafe, adminConfirmedAccountSafe).
+    Like dismiss, the user's detections still at risk go with it.
+    """
+    risky = _risky_user(state, user_id)
+    if risky is None:
+        return False
+    now = iso(state.clock())
+    risky.update(
+        riskLevel="none",
+        riskState="confirmedSafe",
+        riskDetail="adminConfirmedAccountSafe",
+        riskLastUpdatedDateTime=now,
+    )
+    for detection in state.risk_detections.values():
+        if detection["userId"] == risky["id"] and detection["riskState"] == "atRisk":
+            detection.update(
+                riskState="confirmedSafe", riskDetail="adminConfirmedAccountSafe", lastUpdatedDateTime=now
             )
     return True
 

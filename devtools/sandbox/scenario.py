@@ -277,7 +277,10 @@ class ScenarioBuilder:
         sid = user.get("onPremisesSecurityIdentifier")
         if sid:
             guid = uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-ad-object:{sid}")
-            accounts.append(ProviderAccount("activeDirectory", str(guid)))
+            # A synced user disabled in Entra ID was disabled in AD (by attack disruption, say):
+            # the directory sync carries AD's state to Entra ID, never the other way.
+            enabled = user.get("accountEnabled") is not False
+            accounts.append(ProviderAccount("activeDirectory", str(guid), enabled=enabled))
         accounts.append(ProviderAccount("entraID", str(user["id"])))
         for spec in (extra or {}).get("accounts") or []:
             unknown = set(spec) - _ACCOUNT_KEYS

@@ -214,3 +214,40 @@ def test_the_campaign_card_fits_at_any_size(members: int, unit: str, state: Requ
     campaign, cases, bulks, policy, note = _campaign_world(unit, 5_000, members, state)
     for page in (0, 1, 10_000):
         _assert_fits_card(render_campaign(campaign, cases, bulks, policy, page=page, note=note))
+
+
+def _alert_ids_line(card: dict[str, Any]) -> list[str]:
+    """The texts of the card's "Alert ids" line."""
+    for block in card["body"]:
+        texts = [run.get("text", "") for run in block.get("inlines", [])]
+        if texts[:1] == ["Alert ids: "]:
+            return texts
+    raise AssertionError("the card has no alert ids line")
+
+
+def _with_ids(world: World, count: int) -> Any:
+    """``world``'s case with ``count`` alerts whose ids look like Defender's (40 characters)."""
+    template = world.case.alerts[0]
+    alerts = tuple(template.model_copy(update={"id": f"da{n:038d}"}) for n in range(count))
+    return world.case.model_copy(update={"alerts": alerts})
+
+
+@pytest.mark.parametrize("count", [1, 10, 150])
+def test_every_alert_id_of_a_case_is_on_its_card(count: int) -> None:
+    case = _with_ids(build(_huge("Leaked credentials ", 3), alerts=1), count)
+    card = render_case(case)
+    _assert_fits_card(card)
+    line = _alert_ids_line(card)
+    # Newest first (these arrived together: by id).
+    assert line[1].split(", ") == [f"da{n:038d}" for n in reversed(range(count))]
+    assert len(line) == 2, "nothing left out"
+
+
+def test_a_case_with_more_alerts_than_a_card_carries_names_how_many_ids_are_left_out() -> None:
+    case = _with_ids(build(_huge("Leaked credentials ", 3), alerts=1), 1_000)
+    card = render_case(case)
+    _assert_fits_card(card)
+    line = _alert_ids_line(card)
+    named = len(line[1].split(", "))
+    assert 150 <= named < 1_000
+    assert line[2] == f" and {1_000 - named} more"

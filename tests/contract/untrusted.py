@@ -25,6 +25,7 @@ from bot.domain.models import (
     ChannelRef,
     IdentityFacts,
     IdentityRef,
+    LinkedAccount,
     Provider,
     RequestState,
     ResponseAction,
@@ -141,6 +142,11 @@ def build(
     facts = IdentityFacts(
         risk_state=s(),
         risk_level=s(),
+        # Account ids Defender for Identity returns for the person's linked accounts.
+        linked=(
+            LinkedAccount(identity_id=s(), identifier=s(), provider=Provider.ACTIVE_DIRECTORY, enabled=True),
+            LinkedAccount(identity_id=s(), identifier=s(), provider=Provider.OKTA),
+        ),
         signals=tuple(
             RiskSignal(detection=s(), detected_at=T0, ip_address=s(), location=s()) for _ in range(many)
         ),

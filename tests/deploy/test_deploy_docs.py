@@ -49,12 +49,14 @@ PURPOSES: dict[tuple[str, str], str] = {
     (
         "POST",
         "/security/identities/identityAccounts/{identityAccounts-id}/invokeAction",
-    ): "**Disable / Re-enable / Force password reset** in Active Directory (synced users) and Okta, "
-    "through Defender for Identity",
+    ): "**Disable / Re-enable / Force password reset** in Active Directory (synced users), **Disable / "
+    "Re-enable / Revoke sessions** in Okta, **Require sign-in again / Mark compromised in Defender** on "
+    "the Entra ID account, through Defender for Identity",
     ("GET", "/identityProtection/riskyUsers"): "read Entra ID Protection's risky users",
     ("GET", "/identityProtection/riskyUsers/{riskyUser-id}"): "read a user's risk; read back after an action",
     ("POST", "/identityProtection/riskyUsers/confirmCompromised"): "**Confirm compromised**",
     ("POST", "/identityProtection/riskyUsers/dismiss"): "**Dismiss risk**",
+    ("POST", "/identityProtection/riskyUsers/confirmSafe"): "**Confirm safe**",
     ("GET", "/identityProtection/riskDetections"): "show the risk detections (IP, location) on the card",
 }
 PROPERTY_PURPOSES = {

@@ -333,6 +333,18 @@ def test_needed_permissions_are_the_table() -> None:
     assert {"SecurityAlert.Read.All", "User-PasswordProfile.ReadWrite.All"} <= needed_permissions()
 
 
+def test_doctor_names_every_response_call_under_its_permission() -> None:
+    """Confirm safe and the Defender for Identity actions are checked with the rest."""
+    granted = needed_permissions() - {"IdentityRiskyUser.ReadWrite.All"}
+    checks = {c.subject: c for c in write_permission_checks(granted)}
+    risk = checks["IdentityRiskyUser.ReadWrite.All"]
+    assert risk.status is Status.MISSING
+    assert "POST /identityProtection/riskyUsers/confirmSafe" in risk.detail
+    assert "POST /identityProtection/riskyUsers/dismiss" in risk.detail
+    defender = checks["SecurityIdentitiesActions.ReadWrite.All"]
+    assert "invokeAction" in defender.detail and defender.status is Status.NOT_CHECKED
+
+
 @pytest.mark.usefixtures("registered_channel")
 async def test_a_managed_identity_needs_no_secret_and_is_checked_like_one(
     make_settings: Callable[..., Settings], tenant: SandboxTenant, monkeypatch: pytest.MonkeyPatch

@@ -39,8 +39,11 @@ EXPECTED_CARDS = {
     "Lee Gu": "HIGH",
     "Patrick O'Brien": "MEDIUM",
     "Break Glass": "HIGH",
+    "Grady Archie": "HIGH",
 }
 PROTECTED = "Break Glass"
+# Disabled by Defender XDR's automatic attack disruption before anyone acted.
+DISRUPTED = "Grady Archie"
 # Text an attacker controls: an alert title and link, and a reason typed on a card.
 HOSTILE_TITLE = "[Open the portal](https://evil.io/login) <b>urgent</b> www.evil.com"
 HOSTILE_REASON = "[click](https://evil.io) <at>Megan Bowen</at> # not a heading **not bold**"
@@ -111,6 +114,9 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
         await expect(card).to_contain_text(f"{severity} · Compromised identity")
         if name == PROTECTED:
             await expect(card).to_contain_text("Protected account: the bot never acts on it")
+            await expect(card.get_by_role("button", name="Disable account")).to_have_count(0)
+            continue
+        if name == DISRUPTED:
             await expect(card.get_by_role("button", name="Disable account")).to_have_count(0)
             continue
         await expect(card.get_by_role("button", name="Disable account")).to_be_visible()
@@ -185,7 +191,27 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     await patrick.scroll_into_view_if_needed()
     await _shot(page, "04-awaiting-second-approver.png")
 
+    # Automatic attack disruption contained Grady Archie first: the card says so and asks to keep
+    # it contained or to roll it back, warning what a roll-back sets off.
+    grady = posts.filter(has_text=DISRUPTED)
+    grady_card = grady.locator(".ac-adaptiveCard")
+    await expect(grady_card).to_contain_text("Already contained automatically at")
+    await expect(grady_card).to_contain_text("Microsoft Defender XDR automatic attack disruption")
+    await expect(grady_card).to_contain_text("Suspicious account enablement after disruption")
+    await expect(grady_card).to_contain_text("Linked accounts (Defender for Identity)")
+    await expect(grady_card.get_by_role("button", name="Roll back (re-enable)")).to_be_visible()
+    await grady.scroll_into_view_if_needed()
+    await _shot(page, "06-contained-automatically.png")
+    reason = grady_card.get_by_role("textbox", name="Reason")
+    await reason.click()
+    await reason.fill("Ransomware from WS-RND-14: keep it contained")
+    await grady_card.get_by_role("button", name="Keep contained").click()
+    await expect(grady.get_by_text("Keep contained succeeded")).to_be_visible()
+    await expect(grady_card).to_contain_text("Kept contained by a responder at")
+    await expect(grady).to_contain_text("Check the Entra ID account is disabled: ok, verified")
+
     assert demo.tenant is not None
+    assert demo.tenant.user("grady.archie@contoso.com")["accountEnabled"] is False, "never re-enabled"
     assert demo.tenant.user("patrick.o'brien@contoso.com")["accountEnabled"] is True
     assert demo.tenant.user("adele.vance@contoso.com")["accountEnabled"] is False
     assert demo.tenant.user("lee.gu@contoso.com")["accountEnabled"] is True

@@ -30,8 +30,9 @@ PATRICK_ID = "6b1d2f3a-8c4e-4d7f-9a1b-2c3d4e5f6a04"
 async def test_list_alerts_follows_every_page(tenant: SandboxTenant, graph: GraphClient) -> None:
     alerts = [a async for a in graph.list_alerts(service_sources=SOURCES, updated_after=None, top=2)]
 
-    # Six alerts about the four compromised identities, one about the break-glass account.
-    assert len(alerts) == len({a["id"] for a in alerts}) == 7
+    # Six alerts about the four compromised identities, one about the account attack disruption
+    # contained, one about the break-glass account.
+    assert len(alerts) == len({a["id"] for a in alerts}) == 8
     assert graph_calls(tenant) == ["GET /v1.0/security/alerts_v2 200"] * 4
     first = next(r for r in tenant.requests if r.path.startswith("/v1.0/"))
     assert first.query == {

@@ -132,6 +132,7 @@ async def test_every_operation_the_client_sends_is_in_the_table(
     await graph.get_risky_user(LEE_ID)
     await graph.confirm_compromised([LEE_ID])
     await graph.dismiss_risky_users([LEE_ID])
+    await graph.confirm_safe([LEE_ID])
     await graph.list_risk_detections(LEE_ID)
     await graph.add_alert_comment(alert_id, "seen")
     await graph.update_alert(alert_id, status="inProgress")

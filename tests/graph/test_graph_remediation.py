@@ -98,7 +98,7 @@ async def test_identity_accounts_by_sid_by_upn_and_by_id(tenant: SandboxTenant, 
     assert [i["userPrincipalName"] for i in by_sid] == [ADELE]
     assert [i["userPrincipalName"] for i in by_upn] == [PATRICK]
     assert both == []
-    assert len(everyone) == 11
+    assert len(everyone) == 12
     identity = await graph.get_identity_account(str(by_sid[0]["id"]))
     assert identity["onPremisesSecurityIdentifier"] == ADELE_SID
     assert {a["identityProvider"] for a in identity["accounts"]} == {"activeDirectory", "entraID"}
@@ -468,6 +468,24 @@ async def test_identity_protection_requests_are_paced_one_per_second(
     await asyncio.gather(graph.get_risky_user(LEE_ID), graph.get_risky_user(MEGAN_ID))
 
     assert time.sleeps == [1.0, 0.75, 1.0, 1.0]
+
+
+@pytest.mark.asyncio
+async def test_confirm_safe_is_paced_with_identity_protection_and_nothing_else_is(
+    tenant: SandboxTenant, http: httpx.AsyncClient, tokens: TokenProvider
+) -> None:
+    graph, time = _paced_client(tenant, http, tokens)
+    identity = (await graph.list_identity_accounts(upn="lee.gu@contoso.com"))[0]
+
+    await graph.get_risky_user(LEE_ID)
+    await graph.confirm_safe([LEE_ID])
+    await graph.invoke_identity_action(
+        str(identity["id"]), account_id=LEE_ID, action="requireUserToSignInAgain", identity_provider="entraID"
+    )
+    await graph.get_user(LEE_ID, ["id"])
+
+    assert time.sleeps == [1.0], "only the second Identity Protection call waited"
+    assert tenant.risky_user(LEE_ID)["riskState"] == "confirmedSafe"
 
 
 @pytest.mark.asyncio

@@ -79,17 +79,19 @@ async def test_alert_filter_forms_the_client_sends(tenant: SandboxTenant, graph:
         **{"$filter": "status eq 'new' and createdDateTime ge 2026-11-24T09:00:00Z"},
     )
 
-    assert len(everything) == 7
+    assert len(everything) == 8
     # The clock is 09:30; alerts created/updated within the last 30 minutes qualify.
     assert {a["title"] for a in mdi_or_idp} == {
         "Suspected identity theft (pass-the-ticket)",
         "Leaked credentials",
         "Unfamiliar sign-in properties",
         "Suspected brute-force attack (Kerberos, NTLM)",
+        "Suspected ransomware activity (remote encryption from a compromised account)",
     }
     assert {a["userPrincipalName"] for a in _accounts(new_since)} == {
         "lee.gu@contoso.com",
         PATRICK,
+        "grady.archie@contoso.com",
     }
 
 
@@ -123,9 +125,9 @@ async def test_paging_returns_each_alert_exactly_once_even_when_one_arrives_midw
     second = await graph.get(first.json()["@odata.nextLink"])
 
     ids = [a["id"] for a in first.json()["value"] + second.json()["value"]]
-    assert len(ids) == len(set(ids)) == 7
+    assert len(ids) == len(set(ids)) == 8
     assert "@odata.nextLink" not in second.json()
-    assert len(await _all_pages(graph, "/v1.0/security/alerts_v2", **{"$top": "1"})) == 8
+    assert len(await _all_pages(graph, "/v1.0/security/alerts_v2", **{"$top": "1"})) == 9
 
 
 @pytest.mark.asyncio

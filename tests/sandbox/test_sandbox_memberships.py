@@ -39,6 +39,7 @@ def test_extension_operations_follow_the_subset_conventions() -> None:
         ("/users/{user-id}/checkMemberGroups", "post"),
         ("/users/{user-id}/transitiveMemberOf/microsoft.graph.directoryRole", "get"),
         ("/$batch", "post"),
+        ("/identityProtection/riskyUsers/confirmSafe", "post"),
     }
     for template, method, operation in operations:
         assert document["paths"][template][method] == operation  # merged as written

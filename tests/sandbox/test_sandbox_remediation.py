@@ -123,7 +123,7 @@ async def test_list_identity_accounts_filters_select_and_pages(
     assert [i["userPrincipalName"] for i in by_sid.json()["value"]] == [ADELE]
     assert [i["userPrincipalName"] for i in by_upn.json()["value"]] == [PATRICK]
     assert by_sid.json()["@odata.context"].endswith("$metadata#security/identities/identityAccounts")
-    assert len(selected.json()["value"]) == 11
+    assert len(selected.json()["value"]) == 11  # all but Grady Archie, disabled by attack disruption
     assert set(selected.json()["value"][0]) == {"@odata.type", "id", "accounts"}
     seen = list(first.json()["value"])
     link = first.json().get("@odata.nextLink")
@@ -131,7 +131,7 @@ async def test_list_identity_accounts_filters_select_and_pages(
         page = (await graph.get(link)).json()
         seen.extend(page["value"])
         link = page.get("@odata.nextLink")
-    assert len({i["id"] for i in seen}) == 11
+    assert len({i["id"] for i in seen}) == 12
 
 
 @pytest.mark.asyncio
@@ -449,6 +449,27 @@ async def test_confirm_compromised_and_dismiss(
 
 
 @pytest.mark.asyncio
+async def test_confirm_safe_clears_the_risk_as_a_false_positive(
+    tenant: SandboxTenant, graph: httpx.AsyncClient
+) -> None:
+    confirmed = await graph.post(
+        "/v1.0/identityProtection/riskyUsers/confirmSafe", json={"userIds": [LEE_ID]}
+    )
+    empty = await graph.post("/v1.0/identityProtection/riskyUsers/confirmSafe", json={"userIds": []})
+
+    assert confirmed.status_code == 204 and confirmed.content == b""
+    lee = tenant.risky_user(LEE_ID)
+    assert (lee["riskState"], lee["riskLevel"], lee["riskDetail"]) == (
+        "confirmedSafe",
+        "none",
+        "adminConfirmedAccountSafe",
+    )
+    assert {d["riskState"] for d in tenant.risk_detections() if d["userId"] == LEE_ID} == {"confirmedSafe"}
+    assert empty.status_code == 400
+    assert {d["riskState"] for d in tenant.risk_detections() if d["userId"] == MEGAN_ID} == {"atRisk"}
+
+
+@pytest.mark.asyncio
 async def test_unknown_ids_are_skipped_and_limits_refused(
     tenant: SandboxTenant, graph: httpx.AsyncClient
 ) -> None:
@@ -585,6 +606,7 @@ async def test_alert_comments(tenant: SandboxTenant, graph: httpx.AsyncClient) -
     ("method", "path", "body"),
     [
         ("POST", "/identityProtection/riskyUsers/dismiss", {"userIds": [LEE_ID]}),
+        ("POST", "/identityProtection/riskyUsers/confirmSafe", {"userIds": [LEE_ID]}),
         ("GET", "/identityProtection/riskDetections", None),
         ("POST", f"/users/{LEE_ID}/revokeSignInSessions", None),
         ("PATCH", "/security/alerts_v2/{alert}", {"status": "inProgress"}),

@@ -72,6 +72,23 @@ async def test_a_merged_case_is_not_published_unless_it_had_a_card(store: Store)
     assert [c.id for c in await store.list_cases_needing_publishing()] == [person.id]
 
 
+async def test_unresolved_cases_are_the_active_ones_keyed_on_a_upn(store: Store) -> None:
+    resolved = await new_case(store, ADELE)
+    waiting = await new_case(store, LEE)
+    stray = await new_case(store, IdentityRef(upn="Adele.Vance@contoso.com"))
+    assert [c.id for c in await store.list_unresolved_cases()] == [waiting.id, stray.id]
+
+    # Settled on its object id: keyed on it from then on.
+    lee = IdentityRef(object_id="6B1D2F3A-0000-4000-8000-000000000002", upn="lee.gu@contoso.com")
+    rekeyed = await store.rekey_case(waiting.id, lee, now=T0)
+    assert rekeyed is not None and rekeyed.closed is None
+    # Settled by merging into the person's case: closed.
+    merged = await store.rekey_case(stray.id, ADELE, now=T0)
+    assert merged is not None and merged.closed is not None and merged.case.id == resolved.id
+    assert await store.list_unresolved_cases() == []
+    assert len(await store.list_cases()) == 3
+
+
 async def test_results_due_for_a_recheck_are_found_by_time(store: Store) -> None:
     first = await new_case(store, ADELE)
     second = await new_case(store, LEE)

@@ -17,6 +17,7 @@ have carried out are in ``calls``; ``answered`` lists every request with the sta
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -153,6 +154,8 @@ class RecordingConnector:
     clock: Callable[[], float] = time.monotonic
     throttled: int = 0
     failed: int = 0
+    # Seconds every call waits before it is answered (a Bot Connector that is slow to answer).
+    hold: float = 0.0
     # Every request as (kind, conversation id, status); DROP for a dropped connection.
     answered: list[tuple[str, str, int]] = field(default_factory=list)
     _server: TestServer | None = None
@@ -212,6 +215,8 @@ class RecordingConnector:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         arrived = time.monotonic()
+        if self.hold:
+            await asyncio.sleep(self.hold)
         response = await handler(request)
         cid = request.match_info.get("cid", "")
         kind = "update" if request.method == "PUT" else "send" if cid else "create"

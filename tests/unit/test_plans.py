@@ -137,7 +137,14 @@ def test_unsupported_defender_actions_are_not_planned() -> None:
             CaseStatus.OPEN,
             "atRisk",
             False,
-            ["disableAccount", "revokeSessions", "forcePasswordChange", "confirmCompromised", "dismissRisk"],
+            [
+                "disableAccount",
+                "revokeSessions",
+                "forcePasswordChange",
+                "confirmCompromised",
+                "confirmSafe",
+                "dismissRisk",
+            ],
         ),
         (
             CaseStatus.OPEN,
