@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 from bot.domain.models import ResponseAction
-from bot.domain.policy import Policy, Principals
+from bot.domain.policy import Policy, Principals, StormRule
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -64,9 +64,11 @@ _TOP_KEYS = (
     "expiry_minutes",
     "reminder_minutes",
     "blast_radius_per_hour",
+    "storm",
 )
 _PRINCIPAL_KEYS = ("users", "groups")
 _PRIVILEGED_KEYS = ("roles", "groups")
+_STORM_KEYS = ("threshold", "window_minutes", "approvals", "max_bulk")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -149,6 +151,7 @@ class _Reader:
             blast_radius_per_hour=self._count(
                 document.get("blast_radius_per_hour", 20), "blast_radius_per_hour"
             ),
+            storm=self._storm(document.get("storm")),
         )
         if responders.empty:
             log.warning("%s: %s names no responders: nobody can act on a case.", VARIABLE, self._path)
@@ -231,6 +234,22 @@ class _Reader:
                 self._fail(key, f"must be 1 or 2 distinct approvers, got {count!r} (actions: {known})")
             approvals[ResponseAction(name)] = count
         return approvals
+
+    def _storm(self, value: Any) -> StormRule:
+        entries = self._mapping(value, "storm", _STORM_KEYS)
+        approvals = entries.get("approvals", 2)
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 2:
+            self._fail(
+                "storm.approvals",
+                f"must be a whole number of at least 2 (a bulk request always needs two), got {approvals!r}",
+            )
+        max_bulk = entries.get("max_bulk")
+        return StormRule(
+            threshold=self._count(entries.get("threshold", 20), "storm.threshold"),
+            window=self._minutes(entries.get("window_minutes", 10), "storm.window_minutes"),
+            approvals=approvals,
+            max_bulk=None if max_bulk is None else self._count(max_bulk, "storm.max_bulk"),
+        )
 
     def _minutes(self, value: Any, key: str) -> timedelta:
         if isinstance(value, bool) or not isinstance(value, int | float):
