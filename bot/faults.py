@@ -33,6 +33,10 @@ STEPS = frozenset(
         "graph.answered",
         # reporting: the result report is claimed, the thread reply is not sent yet
         "report.claimed",
+        # bulk execution: a chunk's identities are claimed and marked dispatched, nothing sent yet
+        "bulk.dispatched",
+        # bulk execution: Graph answered a chunk (and was read back), no outcome is recorded yet
+        "bulk.answered",
         # reporting: the thread reply was sent, it is not recorded as reported yet
         "report.sent",
     }

@@ -26,7 +26,8 @@ from aiohttp import web
 
 from bot.config.settings import load_settings
 from bot.web.app import create_app
-from devtools.sandbox import DEMO_TENANT_ID, SandboxTenant
+from devtools.sandbox import DEMO_TENANT_ID, SandboxTenant, load_scenario
+from devtools.sandbox.scenario import expand_campaigns
 from devtools.sandbox.signin import DEMO_MFA_CODE, DEMO_PASSWORD
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SCENARIO = Path(__file__).resolve().parent / "sandbox" / "scenarios" / "demo.yaml"
 DEMO_POLICY = DEMO_SCENARIO.with_name("demo-policy.yaml")
+DEMO_CAMPAIGN = DEMO_SCENARIO.with_name("demo-campaign.yaml")
 PLAYGROUND_BIN = ROOT / "node_modules" / ".bin" / "agentsplayground"
 
 # The Playground must name the sandbox tenant: the bot accepts activities from that tenant only.
@@ -72,6 +74,13 @@ _OTHERS = [
     ),
     ("29:nestor-wilke", "Nestor Wilke", "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a56", "nestor.wilke@contoso.com"),
 ]
+
+
+def demo_scenario() -> dict[str, Any]:
+    """The demo tenant: demo.yaml's people and alerts, plus the password spray of
+    demo-campaign.yaml (one campaign card beside the individual cards)."""
+    campaigns = yaml.safe_load(DEMO_CAMPAIGN.read_text(encoding="utf-8"))["campaigns"]
+    return expand_campaigns({**load_scenario(DEMO_SCENARIO), "campaigns": campaigns})
 
 
 def playground_config() -> dict[str, Any]:
@@ -126,7 +135,7 @@ class DemoStack:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)  # every demo starts from a fresh tenant and store
         self.workdir.mkdir(parents=True)
-        self.tenant = SandboxTenant(DEMO_SCENARIO, cert_dir=self.workdir / "tenant")
+        self.tenant = SandboxTenant(demo_scenario(), cert_dir=self.workdir / "tenant")
         await self.tenant.start()
         if self.bot_port == 0:
             # The approval page's redirect URI names the port, so it is chosen before the bot starts.
@@ -289,6 +298,9 @@ def _instructions(stack: DemoStack) -> str:
             "  5. Break Glass is a protected account: the card says so and offers no action.",
             "  6. Grady Archie was disabled by automatic attack disruption: his card says “Already contained",
             "     automatically” and offers “Keep contained” or a roll-back that needs two approvers.",
+            "  7. A password spray reached 25 people at once: they are one campaign card (storm mode), not",
+            "     25 cards. Page through them, click “Show card” for one person's own card (in its thread),",
+            "     or request a bulk action for a cluster: it waits for two approvers other than you.",
         ]
     lines += ["", f"Approval page: {stack.bot_url}/approve/<case id> (linked from every card)"]
     lines += ["", "Press Ctrl-C to stop."]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.domain.approval import ROLLBACK_WHY_TWO
+from bot.domain.campaigns import BulkRequest, Campaign, ItemOutcome, open_bulk
 from bot.domain.models import (
     AccountState,
     ActionRequest,
@@ -34,6 +35,8 @@ from bot.domain.models import (
     ResponseAction,
     Severity,
 )
+from bot.domain.policy import ActorRoles, Policy, Principals, StormRule
+from cards.campaign import render_campaign
 from cards.case import render_case
 
 Card = dict[str, Any]
@@ -244,6 +247,110 @@ def privileged_case() -> Case:
     )
 
 
+CAMPAIGN_ID = "a5c0ffee0001"
+SPRAY_IP = "203.0.113.77"
+CAMPAIGN_POLICY = Policy(
+    responders=Principals(users=frozenset({ALEX.object_id, MEGAN.object_id})),
+    approvers=Principals(users=frozenset({ALEX.object_id, MEGAN.object_id})),
+    protected_users=frozenset({"breakglass@contoso.com"}),
+    blast_radius_per_hour=20,
+    storm=StormRule(max_bulk=50),
+)
+
+
+def campaign_members(count: int = 25) -> list[Case]:
+    """``count`` identities hit by one password spray (every fifth medium), plus the break-glass
+    account and one Helpdesk Administrator."""
+    members: list[Case] = []
+    for i in range(count):
+        upn = "breakglass@contoso.com" if i == 0 else f"spray{i:02d}@contoso.com"
+        identity = IdentityRef(
+            object_id=f"5f000000-0000-4000-8000-{i:012d}", upn=upn, display_name=f"Spray Victim {i:02d}"
+        )
+        alert = Alert(
+            id=f"ip{i:030d}",
+            source=AlertSource.IDENTITY_PROTECTION,
+            title="Password spray",
+            severity=Severity.MEDIUM if i % 5 == 4 else Severity.HIGH,
+            status="new",
+            created_at=_at(-12),
+            updated_at=_at(-12),
+            detection_source="azureAdIdentityProtection",
+            techniques=("T1110.003",),
+            source_ips=(SPRAY_IP,),
+            target=identity,
+        )
+        members.append(
+            Case(
+                id=f"case{i:08d}",
+                identity=identity,
+                alerts=(alert,),
+                opened_at=_at(-11),
+                target_checked=True,
+                protected=i == 0,
+                privileged_reason="holds the Helpdesk Administrator role" if i == 1 else "",
+                campaign_id=CAMPAIGN_ID,
+                version=1,
+            )
+        )
+    return members
+
+
+def campaign() -> Campaign:
+    """The campaign the spray opened, its card posted."""
+    return Campaign(
+        id=CAMPAIGN_ID,
+        opened_at=_at(-11),
+        last_joined_at=_at(-10),
+        threshold=20,
+        window_seconds=600,
+        members=25,
+        version=3,
+    )
+
+
+def bulk_request(state: RequestState, **changes: Any) -> BulkRequest:
+    """Alex Wilber's bulk request to disable every identity the spray reached, in ``state``."""
+    members = campaign_members()
+    opened = open_bulk(
+        campaign(),
+        bulk_id="b1f2e3d4c5a6",
+        scope="cluster:62a99b0668dab6d3",
+        scope_label="Alert: Password spray",
+        action=ResponseAction.DISABLE_ACCOUNT,
+        actor=ALEX,
+        roles=ActorRoles(object_id=ALEX.object_id, responder=True, approver=True),
+        reason="One password spray from 203.0.113.77 reached every one of them",
+        candidates=[(case, case.protected, case.privileged_reason) for case in members],
+        policy=CAMPAIGN_POLICY,
+        now=_at(-8),
+        started_last_hour=2,
+    )
+    assert isinstance(opened, BulkRequest)
+    approval = opened.approval.model_copy(
+        update={"state": state, "approvals": (ALEX, MEGAN) if state is not RequestState.PENDING else (ALEX,)}
+    )
+    outcomes: dict[str, ItemOutcome] = {}
+    if state in (RequestState.EXECUTING, RequestState.SUCCEEDED, RequestState.FAILED):
+        done = opened.targets if state is not RequestState.EXECUTING else opened.targets[:10]
+        for i, target in enumerate(done):
+            failed = state is RequestState.FAILED and i in (3, 7)
+            outcomes[target.case_id] = ItemOutcome(
+                outcome="failed" if failed else "verified",
+                detail="Disable in Entra ID: Graph refused it (403 Authorization_RequestDenied)."
+                if failed
+                else "Disable account done and verified by reading the state back.",
+            )
+        approval = approval.model_copy(update={"started_at": _at(-6)})
+    return opened.model_copy(update={"approval": approval, "outcomes": outcomes, **changes})
+
+
+def _campaign_card(*bulks: BulkRequest, page: int = 0, note: str | None = None) -> Callable[[], Card]:
+    return lambda: render_campaign(
+        campaign(), campaign_members(), list(bulks), CAMPAIGN_POLICY, page=page, note=note
+    )
+
+
 def linked_accounts_case() -> Case:
     """Adele at risk, with the accounts Defender for Identity links: AD (synced), Entra ID, Okta."""
     identity_id = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
@@ -327,6 +434,11 @@ _STATES: dict[str, Callable[[], Card]] = {
     "cancelled": _with_request(RequestState.CANCELLED),
     "refused-protected-account": lambda: render_case(protected_case(), note=PROTECTED_NOTE),
     "refused-blast-radius": lambda: render_case(open_case(), note=BLAST_RADIUS_NOTE),
+    "campaign": _campaign_card(),
+    "campaign-page-3": _campaign_card(page=2),
+    "campaign-bulk-awaiting-second-approver": _campaign_card(bulk_request(RequestState.PENDING)),
+    "campaign-bulk-running": _campaign_card(bulk_request(RequestState.EXECUTING)),
+    "campaign-bulk-partly-failed": _campaign_card(bulk_request(RequestState.FAILED)),
     "linked-accounts": lambda: render_case(linked_accounts_case()),
     "contained-automatically": lambda: render_case(disrupted_case()),
     "roll-back-awaiting-second-approver": lambda: render_case(disrupted_case(), roll_back_request()),

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 from bot.domain.models import ResponseAction
-from bot.domain.policy import Policy, Principals, StepUp
+from bot.domain.policy import Policy, Principals, StepUp, StormRule
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -69,12 +69,14 @@ _TOP_KEYS = (
     "reminder_minutes",
     "blast_radius_per_hour",
     "step_up",
+    "storm",
 )
 _STEP_UP_KEYS = ("context", "max_age_minutes", "when")
 _STEP_UP_WHEN_KEYS = ("privileged_targets", "actions")
 _CONTEXT = re.compile(r"^c([1-9]|[1-9][0-9])$")
 _PRINCIPAL_KEYS = ("users", "groups")
 _PRIVILEGED_KEYS = ("roles", "groups")
+_STORM_KEYS = ("threshold", "window_minutes", "approvals", "max_bulk")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -158,6 +160,7 @@ class _Reader:
                 document.get("blast_radius_per_hour", 20), "blast_radius_per_hour"
             ),
             step_up=self._step_up(document.get("step_up")),
+            storm=self._storm(document.get("storm")),
         )
         if responders.empty:
             log.warning("%s: %s names no responders: nobody can act on a case.", VARIABLE, self._path)
@@ -273,6 +276,22 @@ class _Reader:
             max_age=self._minutes(entries.get("max_age_minutes", 10), "step_up.max_age_minutes"),
             privileged_targets=privileged,
             actions=frozenset(actions),
+        )
+
+    def _storm(self, value: Any) -> StormRule:
+        entries = self._mapping(value, "storm", _STORM_KEYS)
+        approvals = entries.get("approvals", 2)
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 2:
+            self._fail(
+                "storm.approvals",
+                f"must be a whole number of at least 2 (a bulk request always needs two), got {approvals!r}",
+            )
+        max_bulk = entries.get("max_bulk")
+        return StormRule(
+            threshold=self._count(entries.get("threshold", 20), "storm.threshold"),
+            window=self._minutes(entries.get("window_minutes", 10), "storm.window_minutes"),
+            approvals=approvals,
+            max_bulk=None if max_bulk is None else self._count(max_bulk, "storm.max_bulk"),
         )
 
     def _minutes(self, value: Any, key: str) -> timedelta:

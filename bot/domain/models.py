@@ -129,6 +129,8 @@ class Alert(Frozen):
     web_url: str | None = None
     detection_source: str | None = None
     techniques: tuple[str, ...] = ()
+    incident_id: str | None = None  # the Defender incident the alert belongs to
+    source_ips: tuple[str, ...] = ()  # IP addresses in the alert's evidence
     target: IdentityRef
     disrupted: bool = False
 
@@ -202,6 +204,10 @@ class Case(Frozen):
     # 1, an earlier post may have reached the channel (its replica died, or Teams' answer was
     # lost), so the next card says it was posted again.
     posting_claims: int = 0
+    # The campaign (storm mode) this case joined, if any. A campaign member has no card of its
+    # own until a responder asks for one (``card_requested``): the campaign card lists it.
+    campaign_id: str = ""
+    card_requested: bool = False
     # Contained before any responder acted: by Defender XDR's automatic attack disruption (an
     # alert of the case says so) or found disabled when the case opened. The card then asks to
     # keep it contained (ratify) or roll it back; ``ratified_at`` is when Keep contained ran.
@@ -328,6 +334,8 @@ class Case(Frozen):
         """
         if self.merged_into:
             return self.card is not None and self.published_revision < self.revision
+        if self.card is None and self.campaign_id and not self.card_requested:
+            return False  # listed on its campaign's card; posted only on demand
         return self.card is None or self.published_revision < self.revision
 
 

@@ -30,6 +30,27 @@ class Principals(Frozen):
         return object_id.lower() in {u.lower() for u in self.users}
 
 
+class StormRule(Frozen):
+    """When a mass compromise becomes one campaign, and how bulk actions on it are signed off.
+
+    More than ``threshold`` identities opening cases within ``window`` open a campaign: the
+    identities that join it get no card of their own (one campaign card lists them). A bulk
+    request always needs ``approvals`` distinct approvers (never fewer than two). The hourly
+    blast-radius limit applies to bulk requests too; a bulk request of up to ``max_bulk``
+    targets may go past it only where the policy sets ``max_bulk`` explicitly.
+    """
+
+    threshold: int = 20
+    window: timedelta = timedelta(minutes=10)
+    approvals: int = 2
+    max_bulk: int | None = None
+
+    @property
+    def required_approvals(self) -> int:
+        """Distinct sign-offs a bulk request needs: at least two, whatever the policy says."""
+        return max(self.approvals, 2)
+
+
 class Policy(Frozen):
     """The rules every click is checked against.
 
@@ -48,6 +69,7 @@ class Policy(Frozen):
     reminder_after: timedelta | None = timedelta(minutes=10)
     blast_radius_per_hour: int = 20
     step_up: StepUp | None = None
+    storm: StormRule = StormRule()
     destructive_actions: frozenset[ResponseAction] = frozenset(
         {
             ResponseAction.DISABLE_ACCOUNT,

@@ -1,29 +1,33 @@
-"""The publishing lease on a case's card, taken and kept by compare-and-swap.
+"""The publishing lease on a card (a case's or a campaign's), taken and kept by compare-and-swap.
 
-Owns :class:`CardLease`: only the replica holding a case's lease posts or updates its card, so
-replicas never post one card twice or send its updates out of order; claiming a case without a
-card records the intent to post before anything is sent.
+Owns :class:`CardLease`: only the replica holding a card's lease posts or updates it, so
+replicas never post one card twice or send its updates out of order; claiming a card not yet
+posted records the intent to post before anything is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
+from bot.domain.campaigns import Campaign
 from bot.domain.models import Case
-from bot.store.base import Store
+
+L = TypeVar("L", Case, Campaign)
+Swap = Callable[[str, Callable[[L], L | None]], Awaitable[tuple[L, Any]]]
 
 
-class CardLease:
-    """This replica's claims on cards' publishing leases."""
+class CardLease(Generic[L]):
+    """This replica's claims on cards' publishing leases (of cases, or of campaigns)."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime], lease: timedelta, replica: str) -> None:
-        self._store = store
+    def __init__(self, swap: Swap[L], clock: Callable[[], datetime], lease: timedelta, replica: str) -> None:
+        self._swap: Swap[L] = swap
         self._clock = clock
         self._lease = lease
         self.replica = replica
 
-    async def claim(self, case_id: str) -> Case | None:
+    async def claim(self, case_id: str) -> L | None:
         """Take the case's publishing lease (compare-and-swap), so replicas never post one card
         twice or send its updates out of order. ``None`` while another replica holds it.
 
@@ -32,7 +36,7 @@ class CardLease:
         """
         now = self._clock()
 
-        def claim(current: Case) -> Case | None:
+        def claim(current: L) -> L | None:
             held = current.publishing_until is not None and current.publishing_until > now
             if held and current.publishing_by != self.replica:
                 return None
@@ -45,24 +49,24 @@ class CardLease:
                 }
             )
 
-        _, claimed = await self._store.swap_case(case_id, claim)
-        return claimed
+        _, claimed = await self._swap(case_id, claim)
+        return claimed if claimed is not None else None
 
     async def renew(self, case_id: str) -> bool:
         now = self._clock()
 
-        def renew(current: Case) -> Case | None:
+        def renew(current: L) -> L | None:
             if current.publishing_by != self.replica:
                 return None  # lost: another replica took the card over
             return current.model_copy(update={"publishing_until": now + self._lease})
 
-        _, renewed = await self._store.swap_case(case_id, renew)
+        _, renewed = await self._swap(case_id, renew)
         return renewed is not None
 
-    def release(self, *, unsent: bool) -> Callable[[Case], Case | None]:
+    def release(self, *, unsent: bool) -> Callable[[L], L | None]:
         """Give the lease back; ``unsent`` also withdraws the intent to post (nothing reached Teams)."""
 
-        def release(current: Case) -> Case | None:
+        def release(current: L) -> L | None:
             if current.publishing_by != self.replica:
                 return None  # taken over meanwhile: the lease is not ours to give back
             claims = max(current.posting_claims - 1, 0) if unsent else current.posting_claims

@@ -40,6 +40,7 @@ class Intake:
         metrics: Metrics,
     ) -> None:
         self._store = ports.store
+        self._storm = ports.policy.storm
         self._directory = ports.directory
         self._clock = ports.clock
         self._new_id = ports.new_id
@@ -65,7 +66,13 @@ class Intake:
         changed = 0
         for start in range(0, len(resolved), RECORD_BATCH):
             batch = resolved[start : start + RECORD_BATCH]
-            intakes = await self._store.record_alerts(batch, new_case_id=self._new_id, now=self._clock())
+            intakes = await self._store.record_alerts(
+                batch,
+                new_case_id=self._new_id,
+                now=self._clock(),
+                storm=self._storm,
+                new_campaign_id=self._new_id,
+            )
             for alert, intake in zip(batch, intakes, strict=True):
                 changed += await self._noted(alert, intake)
         if changed and publish:
@@ -86,7 +93,10 @@ class Intake:
                 alert_id=alert.id,
                 title=alert.title,
                 resolved=intake.case.resolved,
+                campaign_id=intake.case.campaign_id or None,
             )
+            if intake.campaign_opened:
+                await self._audit_campaign_opened(intake.case.campaign_id)
             return intake.alert_changed
         if intake.alert_new:
             await self._audit.write("alert.added", case=intake.case, alert_id=alert.id, title=alert.title)
@@ -96,6 +106,26 @@ class Intake:
             if escalation:
                 self._publisher.queue_escalation(intake.case.id, escalation)
         return intake.alert_changed
+
+    async def _audit_campaign_opened(self, campaign_id: str) -> None:
+        campaign = await self._store.get_campaign(campaign_id)
+        if campaign is None:
+            return
+        members = await self._store.list_campaign_cases(campaign_id)
+        log.warning(
+            "storm: campaign %s opened (%d identities within %d s, threshold %d)",
+            campaign_id,
+            len(members),
+            campaign.window_seconds,
+            campaign.threshold,
+        )
+        await self._audit.write(
+            "campaign.opened",
+            campaign_id=campaign_id,
+            threshold=campaign.threshold,
+            window_seconds=campaign.window_seconds,
+            members=[case.id for case in members],
+        )
 
     async def settle_unresolved(self) -> int:
         """Try again to resolve every open case still waiting for its person's Entra object id.
@@ -158,7 +188,9 @@ class Intake:
             detection_source="manual",
             target=target,
         )
-        [intake] = await self._store.record_alerts([alert], new_case_id=self._new_id, now=now)
+        [intake] = await self._store.record_alerts(
+            [alert], new_case_id=self._new_id, now=now, storm=self._storm, new_campaign_id=self._new_id
+        )
         if intake.settled is not None:
             await self._audit_settlement(intake.settled)
         await self._audit.write("case.contain_command", actor=actor, case=intake.case, upn=upn)
@@ -166,8 +198,20 @@ class Intake:
             await self._audit.write(
                 "case.opened", actor=actor, case=intake.case, alert_id=alert.id, title=alert.title
             )
+        case = intake.case
+        if case.campaign_id and case.card is None and not case.card_requested:
+            # A campaign member has no card of its own: `contain` asks for it, in the campaign's thread.
+            case = await self._store.update_case(
+                case.id, lambda c: c.revised(card_requested=True) if not c.card_requested else None
+            )
+            await self._audit.write(
+                "campaign.card_shown", actor=actor, case=case, campaign_id=case.campaign_id
+            )
         await self._publisher.publish_cards()
         label = intake.case.identity.label
+        if case.campaign_id:
+            opened = "Opened a case for" if intake.case_created else "Found the open case of"
+            return f"{opened} {label}: it is in a campaign, so its card is in the campaign card's thread."
         if intake.case_created:
             return f"Opened a case for {label}: its card is in the incident channel."
         return f"{label} already has an open case; its card in the incident channel now notes your request."

@@ -20,6 +20,7 @@ from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.domain.policy import Policy, StepUp
 from bot.graph import GraphClient
 from bot.store.base import Store
+from bot.tenant.bulk import BulkResult, BulkTarget, TargetFields
 from bot.tenant.directory import Directory
 from cards.case import DEFAULT_LINKS, PortalLinks
 
@@ -37,6 +38,31 @@ class Messenger(Protocol):
         self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
     ) -> str:
         """Reply under the card, @mentioning ``mentions``."""
+
+    async def post_card_in_thread(self, channel: ChannelRef, ref: CardRef, card: dict[str, Any]) -> CardRef:
+        """Post ``card`` as a reply under the card ``ref``; where it landed (it can be updated)."""
+
+
+class BulkActions(Protocol):
+    """Runs one action on many identities, verified by reading back: the Graph JSON batching
+    layer (:class:`bot.tenant.bulk.BulkActions`), or :class:`bot.services.bulk.OneByOne`
+    running the single-identity executor per target. Targets and results are
+    :class:`bot.tenant.bulk.BulkTarget` and :class:`bot.tenant.bulk.BulkResult`."""
+
+    async def run(
+        self, action: str, targets: Sequence[TargetFields], *, deadline: float | None = None
+    ) -> list[BulkResult]:
+        """One result per target, in any order (matched by ``key``); targets never sent are
+        ``failed`` with the reason."""
+
+    async def verify(
+        self, action: str, targets: Sequence[TargetFields], *, since: datetime, deadline: float | None = None
+    ) -> list[BulkResult]:
+        """Finish targets a stopped worker dispatched at ``since``: read back only, nothing is
+        sent again; what does not show is ``failed`` ("not sent again")."""
+
+
+__all__ = ["BulkActions", "BulkResult", "BulkTarget", "CardAnswer", "Messenger", "Ports", "ServiceSettings"]
 
 
 def _new_id() -> str:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -68,7 +68,9 @@ class Publisher:
         self._enricher = enricher
         self._tasks = tasks
         self._metrics = metrics
-        self._lease = CardLease(ports.store, ports.clock, settings.card_lease, replica)
+        self._lease: CardLease[Case] = CardLease(
+            ports.store.swap_case, ports.clock, settings.card_lease, replica
+        )
         self._publisher: asyncio.Task[Any] | None = None
         self._publish_again = False
         self._case_locks: dict[str, asyncio.Lock] = {}
@@ -76,6 +78,9 @@ class Publisher:
         self._last_update: dict[str, float] = {}
         self._deferred: set[str] = set()
         self._escalations: dict[str, list[str]] = {}
+        # Brings the campaign cards up to date (storm mode); set by the service. Run after the
+        # case cards: a member's card asked for before its campaign card is out waits a pass.
+        self.campaign_cards: Callable[[], Awaitable[None]] | None = None
 
     def queue_escalation(self, case_id: str, note: str) -> None:
         """Reply ``note`` under the case's card when it is next sent."""
@@ -116,6 +121,8 @@ class Publisher:
                 except RemediationError as exc:
                     # This card is retried at the next publish; the others must not wait on it.
                     log.error("case %s: card could not be sent: %s", case.id, exc.message)
+        if self.campaign_cards is not None:
+            await self.campaign_cards()
         self._forget_idle()
 
     async def publish(self, case_id: str, channel: ChannelRef, *, urgent: bool = False) -> Case:
@@ -163,8 +170,13 @@ class Publisher:
                         # before saving where it landed): say so on this one rather than stay silent.
                         note = REPOSTED_NOTE if case.posting_claims > 1 else None
                         card = await self._views.shared_card(case, note=note)
+                        thread = await self._campaign_thread(case)
                         sending = True
-                        ref = posted = await self._messenger.post_card(channel, card)
+                        if thread is not None:
+                            # A campaign member's card, asked for on demand: under the campaign card.
+                            ref = posted = await self._messenger.post_card_in_thread(channel, thread, card)
+                        else:
+                            ref = posted = await self._messenger.post_card(channel, card)
                         fault_point("card.posted")
                         self._metrics.add("remediation_cards_posted_total")
                         log.info("case %s card posted (activity %s)", case.id, ref.activity_id)
@@ -211,6 +223,20 @@ class Publisher:
             return await self.publish(case_id, channel, urgent=True)
         self._forget_if_closed(case)
         return case
+
+    async def _campaign_thread(self, case: Case) -> CardRef | None:
+        """Where a campaign member's card goes: the campaign card's thread (``None``: not a member).
+
+        Raises while the campaign card itself is not out yet: the member's card waits for it.
+        """
+        if not case.campaign_id:
+            return None
+        campaign = await self._store.get_campaign(case.campaign_id)
+        if campaign is None or campaign.card is None:
+            raise RemediationError(
+                f"case {case.id}: its campaign card is not posted yet; its card waits for it"
+            )
+        return campaign.card
 
     async def announce(self, case_id: str, request_id: str, mentions: Sequence[Actor] = ()) -> None:
         """Update the card for everyone and note the request's new state in the thread."""

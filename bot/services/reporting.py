@@ -142,6 +142,10 @@ class Reporter:
                 f"request {request.id}: the incident channel is not known yet; reported later"
             )
         case = await self._publisher.publish(case.id, channel, urgent=True)
+        if case.card is None and case.campaign_id and not case.card_requested:
+            # A campaign member without a card of its own (a re-check of a bulk action's result):
+            # the result is on its request and in the audit log; there is no thread to tell.
+            return
         if case.card is None:
             raise RemediationError(f"request {request.id}: case {case.id} has no card yet; reported later")
         if ran:

@@ -7,6 +7,7 @@ replica's id) and exposes their public verbs. It holds no behaviour of its own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
@@ -17,12 +18,14 @@ from bot.domain.authn import TEAMS_CLICK, Authentication
 from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef, ResponseAction
 from bot.domain.policy import ActorRoles
 from bot.services.audit_log import AuditLog
+from bot.services.bulk import BulkExecution
+from bot.services.campaigns import CAMPAIGN_VERBS, CampaignDesk
 from bot.services.channel import IncidentChannel
 from bot.services.clicks import Clicks
 from bot.services.enrichment import Enricher
 from bot.services.execution import Execution
 from bot.services.intake import Intake
-from bot.services.ports import CardAnswer, Ports, ServiceSettings
+from bot.services.ports import BulkActions, CardAnswer, Ports, ServiceSettings
 from bot.services.publishing import Publisher
 from bot.services.queries import Queries
 from bot.services.reporting import Reporter
@@ -31,20 +34,23 @@ from bot.services.tasks import TaskSupervisor
 from bot.services.transitions import Transition, Transitions
 from bot.services.views import CaseViews
 from bot.tenant.actions import Executor
+from bot.tenant.bulk import BulkActions as GraphBulkActions
 from bot.tenant.resolver import IdentityResolver
 from bot.tracing import span
 from bot.web.metrics import Metrics
 
 # The verbs a card click may carry; any other is labelled "other" (a metric label stays bounded).
 CARD_VERBS = frozenset(
-    {"refresh", "approve", "reject", "cancel", "retry", *(a.value for a in ResponseAction)}
+    {"refresh", "approve", "reject", "cancel", "retry", *(a.value for a in ResponseAction), *CAMPAIGN_VERBS}
 )
 
 
 class RemediationService:
     """The bot's behaviour, wired to its ports by :func:`bot.web.app.create_app`."""
 
-    def __init__(self, ports: Ports, settings: ServiceSettings) -> None:
+    def __init__(
+        self, ports: Ports, settings: ServiceSettings, *, bulk_actions: BulkActions | None = None
+    ) -> None:
         replica = uuid.uuid4().hex[:8]
         self.metrics = Metrics()
         self.tasks = TaskSupervisor()
@@ -100,6 +106,34 @@ class RemediationService:
             reporter=reporter,
             executor=executor,
         )
+        self.campaigns = CampaignDesk(
+            ports,
+            settings,
+            audit=audit,
+            publisher=self.publisher,
+            enricher=enricher,
+            transitions=self.transitions,
+            tasks=self.tasks,
+            metrics=self.metrics,
+            replica=replica,
+        )
+        self.publisher.campaign_cards = self.campaigns.publish_campaigns
+        self.bulk = BulkExecution(
+            ports,
+            settings,
+            audit=audit,
+            desk=self.campaigns,
+            transitions=self.transitions,
+            enricher=enricher,
+            executor=executor,
+            # Graph JSON batching (bot.tenant.bulk); OneByOne runs the single executor per identity.
+            actions=bulk_actions
+            or GraphBulkActions(ports.graph, clock=ports.clock, recheck_after=settings.recheck_after),
+            metrics=self.metrics,
+            replica=replica,
+        )
+        self.campaigns.on_approved = self.bulk.run_jobs
+        self._bulk_runner: asyncio.Task[Any] | None = None
         self.channel_registry = IncidentChannel(ports, settings, audit=audit, metrics=self.metrics)
         self.queries = Queries(ports)
 
@@ -116,6 +150,7 @@ class RemediationService:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work, give what runs ``grace`` seconds, then cancel it (releasing its jobs)."""
         self.execution.stop()
+        self.bulk.stop()
         await self.tasks.drain(grace)
 
     # -- the verbs of each use case -----------------------------------------------------------
@@ -151,13 +186,17 @@ class RemediationService:
     async def handle_card_action(
         self, actor: Actor, verb: str, data: Mapping[str, Any], *, via: Authentication = TEAMS_CLICK
     ) -> CardAnswer:
-        """See :meth:`Clicks.handle_card_action`; timed for the invoke histogram."""
+        """See :meth:`Clicks.handle_card_action` (case cards) and :meth:`CampaignDesk.handle`
+        (campaign cards); timed for the invoke histogram."""
         started = time.perf_counter()
         outcome = "failed"
         label = verb if verb in CARD_VERBS else "other"
         try:
             with span("card click", verb=label):
-                answer = await self.clicks.handle_card_action(actor, verb, data, via=via)
+                if verb in CAMPAIGN_VERBS:
+                    answer = await self.campaigns.handle(actor, verb, data)
+                else:
+                    answer = await self.clicks.handle_card_action(actor, verb, data, via=via)
             outcome = f"http_{answer.error_status}" if answer.error_status else "answered"
             return answer
         finally:
@@ -173,12 +212,16 @@ class RemediationService:
         return await self.transitions.apply(request_id, event)
 
     async def run_jobs(self) -> int:
-        """See :meth:`Execution.run_jobs`."""
+        """See :meth:`Execution.run_jobs`; bulk jobs (:meth:`BulkExecution.run_jobs`) run in a
+        task of their own, so a long bulk action never holds up single executions."""
+        if self._bulk_runner is None or self._bulk_runner.done():
+            self._bulk_runner = self.tasks.spawn(self.bulk.run_jobs(), name="bulk-jobs")
         return await self.execution.run_jobs()
 
     async def sweep(self) -> None:
-        """See :meth:`Sweeper.sweep`."""
+        """See :meth:`Sweeper.sweep` and :meth:`CampaignDesk.sweep`."""
         await self.sweeper.sweep()
+        await self.campaigns.sweep()
 
     async def roles_of(self, object_id: str) -> ActorRoles:
         """See :meth:`Queries.roles_of`."""

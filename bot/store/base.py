@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
+from bot.domain.campaigns import BulkRequest, Campaign
 from bot.domain.models import (
     ActionRequest,
     Alert,
@@ -28,6 +29,7 @@ from bot.domain.models import (
     RequestState,
     ResponseAction,
 )
+from bot.domain.policy import StormRule
 
 R = TypeVar("R")
 
@@ -58,6 +60,7 @@ class AlertIntake:
     alert_new: bool
     alert_changed: bool
     settled: Settlement | None = None
+    campaign_opened: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,9 @@ class Store(Protocol):
     async def set_channel(self, channel: ChannelRef) -> None:
         """Remember the incident channel."""
 
-    async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
+    async def record_alert(
+        self, alert: Alert, *, new_case_id: str, now: datetime, storm: StormRule | None = None
+    ) -> AlertIntake:
         """Add ``alert`` to its identity's active case, opening one (``new_case_id``) if needed.
 
         Idempotent by alert id: the same alert twice changes nothing the second time. The case
@@ -122,9 +127,19 @@ class Store(Protocol):
         """
 
     async def record_alerts(
-        self, alerts: Sequence[Alert], *, new_case_id: Callable[[], str], now: datetime
+        self,
+        alerts: Sequence[Alert],
+        *,
+        new_case_id: Callable[[], str],
+        now: datetime,
+        storm: StormRule | None = None,
+        new_campaign_id: Callable[[], str] | None = None,
     ) -> list[AlertIntake]:
         """Record ``alerts`` in order, as :meth:`record_alert` does, all in one transaction.
+
+        With ``storm``, a case opened here joins the accepting campaign, or opens one (id from
+        ``new_campaign_id``) when more than ``storm.threshold`` identities opened cases within
+        ``storm.window``; replicas racing through one storm open exactly one campaign.
 
         All or nothing: when recording any of them fails, none is stored (``ValueError`` for an
         alert that cannot be stored, e.g. text that is not valid Unicode). ``new_case_id`` is
@@ -143,6 +158,41 @@ class Store(Protocol):
 
     async def get_case(self, case_id: str) -> Case | None:
         """One case by id."""
+
+    async def get_campaign(self, campaign_id: str) -> Campaign | None:
+        """One campaign by id."""
+
+    async def list_campaigns(self) -> list[Campaign]:
+        """Every campaign, oldest first."""
+
+    async def list_campaigns_needing_publishing(self) -> list[Campaign]:
+        """Campaigns whose card is missing or behind, oldest first."""
+
+    async def list_campaign_cases(self, campaign_id: str) -> list[Case]:
+        """The active cases of a campaign, oldest first."""
+
+    async def swap_campaign(
+        self, campaign_id: str, decide: Callable[[Campaign], Campaign | R]
+    ) -> tuple[Campaign, Campaign | R]:
+        """Compare-and-swap of one campaign; the second value is ``decide``'s answer when it
+        returned no campaign (nothing written)."""
+
+    async def add_bulk(self, bulk: BulkRequest) -> BulkRequest:
+        """Store a new bulk request (version 1)."""
+
+    async def get_bulk(self, bulk_id: str) -> BulkRequest | None:
+        """One bulk request by id."""
+
+    async def list_bulks(self, campaign_id: str) -> list[BulkRequest]:
+        """A campaign's bulk requests, oldest first."""
+
+    async def list_bulks_in(self, states: Iterable[RequestState]) -> list[BulkRequest]:
+        """Every bulk request in one of ``states``, oldest first."""
+
+    async def swap_bulk(
+        self, bulk_id: str, decide: Callable[[BulkRequest], BulkRequest | R]
+    ) -> tuple[BulkRequest, BulkRequest | R]:
+        """Compare-and-swap of one bulk request (as :meth:`swap_campaign`)."""
 
     async def find_active_case(self, identity: IdentityRef) -> Case | None:
         """The identity's active case, if it has one."""

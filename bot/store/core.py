@@ -24,8 +24,10 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from bot.domain.audit import AuditEvent, AuditKey, ChainCheck, Checkpoint
+from bot.domain.campaigns import BulkRequest, Campaign, joinable, opens_campaign
 from bot.domain.merging import OPEN_REQUEST_STATES, cancelled_for_merge, plan_merges
 from bot.domain.models import ActionRequest, Alert, Case, IdentityRef, RequestState, ResponseAction
+from bot.domain.policy import StormRule
 from bot.errors import ConflictError, RemediationError, StoreError
 from bot.store.base import AlertIntake, JobBacklog, Settlement
 from bot.store.meta import MetaRecords
@@ -41,6 +43,7 @@ from bot.store.rows import (
 
 T = TypeVar("T", bound=BaseModel)
 V = TypeVar("V", Case, ActionRequest)
+M = TypeVar("M", Campaign, BulkRequest)
 R = TypeVar("R")
 W = TypeVar("W")
 
@@ -214,18 +217,30 @@ class SqlStore(MetaRecords):
 
     # -- cases ------------------------------------------------------------------------------
 
-    async def record_alert(self, alert: Alert, *, new_case_id: str, now: datetime) -> AlertIntake:
+    async def record_alert(
+        self, alert: Alert, *, new_case_id: str, now: datetime, storm: StormRule | None = None
+    ) -> AlertIntake:
         """Add ``alert`` to its identity's active case, opening one if needed (one transaction)."""
-        [intake] = await self.record_alerts([alert], new_case_id=lambda: new_case_id, now=now)
+        [intake] = await self.record_alerts([alert], new_case_id=lambda: new_case_id, now=now, storm=storm)
         return intake
 
     async def record_alerts(
-        self, alerts: Sequence[Alert], *, new_case_id: Callable[[], str], now: datetime
+        self,
+        alerts: Sequence[Alert],
+        *,
+        new_case_id: Callable[[], str],
+        now: datetime,
+        storm: StormRule | None = None,
+        new_campaign_id: Callable[[], str] | None = None,
     ) -> list[AlertIntake]:
         """Record ``alerts`` in order in one transaction: all of them, or (on any failure) none.
 
         The people the batch names are locked first (see :meth:`_lock_people`), so batches
         naming several people in different orders wait for each other instead of deadlocking.
+        With ``storm``, a case opened here joins the accepting campaign, or opens one when more
+        than ``storm.threshold`` identities opened cases within ``storm.window`` (see
+        :meth:`_campaign_for_new_case`), in the same transaction: a case that joins a campaign
+        is never without it, so no card of its own is posted for it by mistake.
         """
         batch = list(alerts)
         keys: set[str] = set()
@@ -236,7 +251,10 @@ class SqlStore(MetaRecords):
 
         async def work(tx: Tx) -> list[AlertIntake]:
             await self._lock_people(tx, keys)
-            return [await self._record(tx, alert, new_case_id, now) for alert in batch]
+            return [
+                await self._record(tx, alert, new_case_id, now, storm, new_campaign_id or new_case_id)
+                for alert in batch
+            ]
 
         what = f"recording alert {batch[0].id!r}" if len(batch) == 1 else f"recording {len(batch)} alerts"
         return await self._write(work, what=what)
@@ -520,6 +538,104 @@ class SqlStore(MetaRecords):
         """The head of the trail as a checkpoint authenticated with the store's key."""
         return audit_checkpoint(await self._first(LAST_AUDIT_EVENT), self._audit_key, at=at, short=short)
 
+    # -- campaigns and bulk requests (storm mode) -------------------------------------------
+
+    async def get_campaign(self, campaign_id: str) -> Campaign | None:
+        """One campaign by id."""
+        return await self._get(Campaign, "campaigns", campaign_id)
+
+    async def list_campaigns_needing_publishing(self) -> list[Campaign]:
+        """Campaigns whose card is missing or behind, oldest first."""
+        rows = await self._rows(
+            f"SELECT data, version FROM campaigns WHERE needs_publishing = ? ORDER BY {self.dialect.order}",
+            (True,),
+        )
+        return [decode(Campaign, row) for row in rows]
+
+    async def list_campaigns(self) -> list[Campaign]:
+        """Every campaign, oldest first."""
+        rows = await self._rows(f"SELECT data, version FROM campaigns ORDER BY {self.dialect.order}")
+        return [decode(Campaign, row) for row in rows]
+
+    async def list_campaign_cases(self, campaign_id: str) -> list[Case]:
+        """The active cases of a campaign, oldest first (through the index on ``campaign_id``)."""
+        return await self._models(Case, f"campaign_id = ? AND {self.dialect.active}", (campaign_id,))
+
+    async def swap_campaign(
+        self, campaign_id: str, decide: Callable[[Campaign], Campaign | W]
+    ) -> tuple[Campaign, Campaign | W]:
+        """Compare-and-swap of one campaign that says whether this call's change was written."""
+        return await self._swap_row(Campaign, "campaigns", campaign_id, decide)
+
+    async def add_bulk(self, bulk: BulkRequest) -> BulkRequest:
+        """Store a new bulk request (version 1)."""
+        stored = bulk.model_copy(update={"version": 1})
+
+        async def insert(tx: Tx) -> None:
+            try:
+                await tx.run(
+                    "INSERT INTO bulk_requests (id, campaign_id, state, data, version) "
+                    "VALUES (?, ?, ?, ?, 1)",
+                    (stored.id, stored.campaign_id, stored.state.value, stored.model_dump_json()),
+                )
+            except self.dialect.duplicate_errors as exc:
+                raise self._duplicate(exc, f"bulk request {stored.id}") from exc
+
+        await self._write(insert, what=f"adding bulk request {stored.id!r}")
+        return stored
+
+    async def get_bulk(self, bulk_id: str) -> BulkRequest | None:
+        """One bulk request by id."""
+        return await self._get(BulkRequest, "bulk_requests", bulk_id)
+
+    async def list_bulks(self, campaign_id: str) -> list[BulkRequest]:
+        """A campaign's bulk requests, oldest first."""
+        rows = await self._rows(
+            f"SELECT data, version FROM bulk_requests WHERE campaign_id = ? ORDER BY {self.dialect.order}",
+            (campaign_id,),
+        )
+        return [decode(BulkRequest, row) for row in rows]
+
+    async def list_bulks_in(self, states: Iterable[RequestState]) -> list[BulkRequest]:
+        """Every bulk request in one of ``states``, oldest first."""
+        wanted = [state.value for state in states]
+        rows = await self._rows(
+            f"SELECT data, version FROM bulk_requests WHERE state IN ({marks(wanted)}) "
+            f"ORDER BY {self.dialect.order}",
+            wanted,
+        )
+        return [decode(BulkRequest, row) for row in rows]
+
+    async def swap_bulk(
+        self, bulk_id: str, decide: Callable[[BulkRequest], BulkRequest | W]
+    ) -> tuple[BulkRequest, BulkRequest | W]:
+        """Compare-and-swap of one bulk request that says whether this call's change was written."""
+        return await self._swap_row(BulkRequest, "bulk_requests", bulk_id, decide)
+
+    async def _swap_row(
+        self, model: type[M], table: str, key: str, decide: Callable[[M], M | W]
+    ) -> tuple[M, M | W]:
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            current = await self._get(model, table, key)
+            if current is None:
+                raise StoreError(f"no {table} row {key!r}")
+            outcome = decide(current)
+            if not isinstance(outcome, model):
+                return current, outcome
+            stored: M = outcome.model_copy(update={"version": current.version + 1})
+            if isinstance(stored, Campaign):
+                extra = ", accepting = ?, needs_publishing = ?"
+                columns: tuple[Any, ...] = (stored.accepting, stored.needs_publishing)
+            else:
+                extra, columns = ", state = ?", (stored.state.value,)
+            statement = f"UPDATE {table} SET data = ?, version = ?{extra} WHERE id = ? AND version = ?"
+            values = (stored.model_dump_json(), stored.version, *columns, key, current.version)
+            write = partial(_run_statement, sql=statement, params=values)
+            if await self._write(write, what=f"updating {table} row {key!r}") == 1:
+                return stored, stored
+            await self._pause(attempt)
+        raise ConflictError(f"{table} row {key!r} kept changing under concurrent writers")
+
     # -- generic row access -----------------------------------------------------------------
 
     async def _get(self, model: type[T], table: str, key: str) -> T | None:
@@ -540,7 +656,8 @@ class SqlStore(MetaRecords):
                 time(recheck_due(stored)),
             )
         else:
-            extra, columns = ", needs_publishing = ?", (stored.needs_publishing,)
+            extra = ", needs_publishing = ?, campaign_id = ?"
+            columns = (stored.needs_publishing, stored.campaign_id or None)
         try:
             count = await tx.run(
                 f"UPDATE {table} SET data = ?, version = ?{extra} WHERE id = ? AND version = ?",
@@ -585,7 +702,13 @@ class SqlStore(MetaRecords):
         return stored
 
     async def _record(
-        self, tx: Tx, alert: Alert, new_case_id: Callable[[], str], now: datetime
+        self,
+        tx: Tx,
+        alert: Alert,
+        new_case_id: Callable[[], str],
+        now: datetime,
+        storm: StormRule | None = None,
+        new_campaign_id: Callable[[], str] | None = None,
     ) -> AlertIntake:
         """Record one alert inside the caller's transaction (see :meth:`record_alerts`)."""
         known = await tx.one("SELECT case_id FROM alerts WHERE id = ?", (alert.id,))
@@ -605,14 +728,38 @@ class SqlStore(MetaRecords):
             if stray is not None:
                 settled = await self._settle(tx, stray, target, now)
         current = await self._lock_case(tx, active, target.key)
+        campaign: tuple[str, bool] = ("", False)
+        # When the person's trouble began: a backlog ingested at once (after an outage) is not a
+        # storm unless its alerts were created close together.
+        seen = min(alert.created_at, now)
         if current is None:
-            case = Case(id=new_case_id(), identity=target, alerts=(alert,), opened_at=now, version=1)
+            if storm is not None:
+                campaign = await self._campaign_for_new_case(
+                    tx, storm, seen, now, new_campaign_id or new_case_id
+                )
+            case = Case(
+                id=new_case_id(),
+                identity=target,
+                alerts=(alert,),
+                opened_at=now,
+                campaign_id=campaign[0],
+                version=1,
+            )
             # A concurrent insert of the identity's case makes this do nothing: run again, and join it.
             inserted = await tx.run(
-                "INSERT INTO cases (id, identity_key, data, version, needs_publishing, unresolved) "
-                "VALUES (?, ?, ?, 1, ?, ?) "
+                "INSERT INTO cases (id, identity_key, data, version, needs_publishing, unresolved, "
+                "first_seen_at, campaign_id) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?, ?) "
                 f"ON CONFLICT (identity_key) WHERE {self.dialect.active} DO NOTHING",
-                (case.id, target.key, case.model_dump_json(), case.needs_publishing, not case.resolved),
+                (
+                    case.id,
+                    target.key,
+                    case.model_dump_json(),
+                    case.needs_publishing,
+                    not case.resolved,
+                    self.dialect.time(seen),
+                    case.campaign_id or None,
+                ),
             )
             if inserted != 1:
                 raise Collision
@@ -624,7 +771,98 @@ class SqlStore(MetaRecords):
         )
         if recorded != 1:
             raise Collision  # recorded by a concurrent caller: undo the case change, look again
-        return AlertIntake(case, case_created=created, alert_new=True, alert_changed=True, settled=settled)
+        return AlertIntake(
+            case,
+            case_created=created,
+            alert_new=True,
+            alert_changed=True,
+            settled=settled,
+            campaign_opened=campaign[1],
+        )
+
+    async def _campaign_for_new_case(
+        self, tx: Tx, storm: StormRule, seen: datetime, now: datetime, new_campaign_id: Callable[[], str]
+    ) -> tuple[str, bool]:
+        """The campaign a case opened now joins, and whether this call opened it (``""`` for none).
+
+        Time is when each case's first alert was created (``seen``), not when the bot stored it:
+        the identities of a storm are compromised close together, while a backlog read after an
+        outage is not a storm.
+
+        Every caller takes turns here (the ``campaign`` lock, or SQLite's one writer), and the
+        store allows one accepting campaign (a unique index), so replicas racing through the
+        same storm open exactly one. A campaign accepts cases while they keep arriving within
+        the window of its last join; then it stops accepting, and a later storm opens another.
+        When a campaign opens, the cases opened within the window join it too: those whose card
+        is not out yet are listed on the campaign card instead.
+        """
+        await self._take_lock(tx, "campaign")
+        row = await tx.one(
+            f"SELECT data, version FROM campaigns WHERE accepting = ?{self.dialect.for_update}", (True,)
+        )
+        if row is not None:
+            campaign = decode(Campaign, row)
+            if joinable(campaign, seen):
+                joined = campaign.revised(
+                    last_joined_at=max(campaign.last_joined_at, seen),
+                    first_joined_at=min(campaign.first_joined_at or seen, seen),
+                    members=campaign.members + 1,
+                )
+                await self._save_campaign(tx, joined, campaign.version)
+                return campaign.id, False
+            closed = campaign.revised(accepting=False)  # its card then says so
+            await self._save_campaign(tx, closed, campaign.version)
+        recent = await tx.all(
+            f"SELECT data, version FROM cases WHERE {self.dialect.active} "
+            "AND first_seen_at >= ? AND first_seen_at <= ? "
+            f"ORDER BY {self.dialect.order}{self.dialect.for_update}",
+            (self.dialect.time(seen - storm.window), self.dialect.time(seen + storm.window)),
+        )
+        if not opens_campaign(len(recent) + 1, storm):
+            return "", False
+        opened = Campaign(
+            id=new_campaign_id(),
+            opened_at=now,
+            last_joined_at=max([seen, *(decode(Case, row).first_seen for row in recent)]),
+            first_joined_at=min([seen, *(decode(Case, row).first_seen for row in recent)]),
+            threshold=storm.threshold,
+            window_seconds=int(storm.window.total_seconds()),
+            members=len(recent) + 1,
+            version=1,
+        )
+        try:
+            await tx.run(
+                "INSERT INTO campaigns (id, accepting, needs_publishing, data, version) "
+                "VALUES (?, ?, ?, ?, 1)",
+                (opened.id, True, True, opened.model_dump_json()),
+            )
+        except self.dialect.duplicate_errors:
+            raise Collision from None  # another writer opened it first: join that one instead
+        for found in recent:
+            member = decode(Case, found)
+            if not member.campaign_id and not member.merged_into:
+                await self._save_case(
+                    tx, member.model_copy(update={"campaign_id": opened.id}), member.version
+                )
+        return opened.id, True
+
+    async def _save_campaign(self, tx: Tx, campaign: Campaign, expected: int) -> Campaign:
+        stored = campaign.model_copy(update={"version": expected + 1})
+        written = await tx.run(
+            "UPDATE campaigns SET data = ?, version = ?, accepting = ?, needs_publishing = ? "
+            "WHERE id = ? AND version = ?",
+            (
+                stored.model_dump_json(),
+                stored.version,
+                stored.accepting,
+                stored.needs_publishing,
+                stored.id,
+                expected,
+            ),
+        )
+        if written != 1:
+            raise Collision
+        return stored
 
     async def _settle(self, tx: Tx, stray: Case, identity: IdentityRef, now: datetime) -> Settlement:
         """Key the unresolved ``stray`` (locked) on ``identity``'s object id, or merge it into that
@@ -659,6 +897,10 @@ class SqlStore(MetaRecords):
         )
         closed = await close_case(self.dialect, tx, stray, survivor.id, reason, now)
         return Settlement(case=survivor, closed=closed)
+
+
+async def _run_statement(tx: Tx, *, sql: str, params: Sequence[Any]) -> int:
+    return await tx.run(sql, params)
 
 
 def _check_same_person(current: BaseModel, changed: BaseModel) -> None:

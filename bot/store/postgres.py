@@ -189,6 +189,34 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 8: the sweep retries only the active cases still waiting for their person's object id,
     # found through a partial index (closed and resolved cases cost it nothing).
     lambda connection: _index_unresolved_cases(connection),
+    # 9: storm mode. A case records when its first alert was created (the storm window counts
+    # recent cases through an index) and the campaign it joined; one campaign at a time accepts
+    # new cases (a unique index, so replicas racing through one storm open one); bulk requests.
+    """
+    ALTER TABLE cases ADD COLUMN first_seen_at timestamptz, ADD COLUMN campaign_id text;
+    CREATE INDEX cases_by_first_seen ON cases (first_seen_at) WHERE active AND first_seen_at IS NOT NULL;
+    CREATE INDEX cases_by_campaign ON cases (campaign_id, seq) WHERE campaign_id IS NOT NULL;
+    CREATE TABLE campaigns (
+        id text PRIMARY KEY,
+        seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        accepting boolean NOT NULL,
+        needs_publishing boolean NOT NULL DEFAULT true,
+        data text NOT NULL,
+        version integer NOT NULL
+    );
+    CREATE UNIQUE INDEX campaigns_one_accepting ON campaigns (accepting) WHERE accepting;
+    CREATE INDEX campaigns_needing_publishing ON campaigns (seq) WHERE needs_publishing;
+    CREATE TABLE bulk_requests (
+        id text PRIMARY KEY,
+        seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        campaign_id text NOT NULL REFERENCES campaigns (id),
+        state text NOT NULL,
+        data text NOT NULL,
+        version integer NOT NULL
+    );
+    CREATE INDEX bulk_requests_by_campaign ON bulk_requests (campaign_id, seq);
+    CREATE INDEX bulk_requests_by_state ON bulk_requests (state, seq);
+    """,
 )
 
 

@@ -150,6 +150,33 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 8: the sweep retries only the active cases still waiting for their person's object id,
     # found through a partial index (closed and resolved cases cost it nothing).
     lambda tx: _index_unresolved_cases(tx),
+    # 9: storm mode. A case records when its first alert was created (the storm window counts
+    # recent cases through an index) and the campaign it joined; one campaign at a time accepts
+    # new cases (a unique index, so replicas racing through one storm open one); bulk requests.
+    """
+    ALTER TABLE cases ADD COLUMN first_seen_at TEXT;
+    ALTER TABLE cases ADD COLUMN campaign_id TEXT;
+    CREATE INDEX cases_by_first_seen ON cases (first_seen_at) WHERE active = 1 AND first_seen_at IS NOT NULL;
+    CREATE INDEX cases_by_campaign ON cases (campaign_id) WHERE campaign_id IS NOT NULL;
+    CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY,
+        accepting INTEGER NOT NULL,
+        needs_publishing INTEGER NOT NULL DEFAULT 1,
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX campaigns_one_accepting ON campaigns (accepting) WHERE accepting = 1;
+    CREATE INDEX campaigns_needing_publishing ON campaigns (needs_publishing) WHERE needs_publishing = 1;
+    CREATE TABLE bulk_requests (
+        id TEXT PRIMARY KEY,
+        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
+        state TEXT NOT NULL,
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE INDEX bulk_requests_by_campaign ON bulk_requests (campaign_id);
+    CREATE INDEX bulk_requests_by_state ON bulk_requests (state);
+    """,
 )
 
 

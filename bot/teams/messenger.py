@@ -193,6 +193,24 @@ class TeamsMessenger:
         thread = _thread_conversation_id(ref)
         await self._call(channel, _Call("update the card", thread, repeatable=True), update)
 
+    async def post_card_in_thread(self, channel: ChannelRef, ref: CardRef, card: dict[str, Any]) -> CardRef:
+        """Post ``card`` as a reply in the thread of ``ref``; return where it landed (a reply's
+        own reference: updating it replaces that reply's card).
+
+        Like a new post, a reply whose answer was lost may have landed: it is not sent again
+        then (the caller gets :class:`~bot.errors.TeamsOutcomeUnknown`).
+        """
+
+        async def send(turn_context: TurnContext) -> str:
+            response = await turn_context.send_activity(_card_activity(card))
+            return (response.id if response else "") or ""
+
+        thread = _thread_conversation_id(ref)
+        activity_id = await self._call(
+            channel, _Call("post a card in the thread", thread, repeatable=False), send
+        )
+        return CardRef(conversation_id=thread, activity_id=activity_id)
+
     async def reply_in_thread(
         self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
     ) -> str:

@@ -97,9 +97,25 @@ def parse_graph_alert(raw: Mapping[str, Any]) -> Alert | None:
         web_url=raw.get("alertWebUrl") or None,
         detection_source=raw.get("detectionSource") or None,
         techniques=tuple(str(t) for t in raw.get("mitreTechniques") or ()),
+        incident_id=str(raw["incidentId"]) if raw.get("incidentId") else None,
+        source_ips=_evidence_ips(raw.get("evidence") or []),
         target=target,
         disrupted=is_disrupted(raw),
     )
+
+
+def _evidence_ips(evidence: Any) -> tuple[str, ...]:
+    """The IP addresses in an alert's ``ipEvidence`` (what groups a spray into one cluster)."""
+    found: list[str] = []
+    if not isinstance(evidence, list):
+        return ()
+    for item in evidence:
+        if not isinstance(item, Mapping) or item.get("@odata.type") != "#microsoft.graph.security.ipEvidence":
+            continue
+        address = item.get("ipAddress")
+        if isinstance(address, str) and address and address not in found:
+            found.append(address[:64])
+    return tuple(found[:10])
 
 
 def is_disrupted(raw: Mapping[str, Any]) -> bool:

@@ -84,14 +84,47 @@ _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def load_scenario(source: Mapping[str, Any] | Path | str) -> JSONObject:
-    """A scenario as a dict, read from a YAML/JSON file when given a path."""
+    """A scenario as a dict, read from a YAML/JSON file when given a path (``campaigns``
+    expanded into their users and alerts)."""
     if isinstance(source, Mapping):
-        return dict(source)
+        return expand_campaigns(dict(source))
     path = Path(source)
     loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: a scenario is a mapping with users, alerts, riskyUsers")
-    return loaded
+    return expand_campaigns(loaded)
+
+
+_CAMPAIGN_KEYS = frozenset(
+    {"count", "upn", "displayName", "title", "serviceSource", "severity", "minutes_ago", "ip"}
+)
+
+
+def expand_campaigns(scenario: JSONObject) -> JSONObject:
+    """``campaigns``: many users hit by one attack, in a few lines. Each entry makes ``count``
+    users (``upn`` and ``displayName`` are patterns with ``{n}``, e.g. ``spray{n:02d}@...``)
+    and one alert each (``title``, ``serviceSource``, ``severity``, ``minutes_ago``, ``ip``)."""
+    campaigns = scenario.pop("campaigns", None) or []
+    users = list(scenario.get("users") or [])
+    alerts = list(scenario.get("alerts") or [])
+    for spec in campaigns:
+        unknown = set(spec) - _CAMPAIGN_KEYS
+        if unknown:
+            raise ValueError(f"campaign {spec.get('title')!r}: unknown {sorted(unknown)}")
+        for n in range(int(spec["count"])):
+            upn = str(spec["upn"]).format(n=n + 1)
+            users.append({"userPrincipalName": upn, "displayName": str(spec["displayName"]).format(n=n + 1)})
+            alert: JSONObject = {
+                "user": upn,
+                "serviceSource": spec["serviceSource"],
+                "title": spec["title"],
+                "severity": spec.get("severity", "high"),
+                "minutes_ago": spec.get("minutes_ago", 0),
+            }
+            if "ip" in spec:
+                alert["ip"] = spec["ip"]
+            alerts.append(alert)
+    return {**scenario, "users": users, "alerts": alerts} if campaigns else scenario
 
 
 class ScenarioBuilder:

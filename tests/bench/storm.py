@@ -96,7 +96,12 @@ async def run(
     connector = RecordingConnector(documented_limits=True, thread_scope=thread_scope)
     await connector.start()
     policy = workdir / "policy.yaml"
-    policy.write_text(f"responders: {{users: [{RESPONDER_ID}]}}\napprovers: {{users: [{RESPONDER_ID}]}}\n")
+    # One card per identity, as before storm mode: the threshold is above any storm measured here,
+    # so this stays the baseline a campaign's figures are compared with.
+    policy.write_text(
+        f"responders: {{users: [{RESPONDER_ID}]}}\napprovers: {{users: [{RESPONDER_ID}]}}\n"
+        "storm: {threshold: 1000000}\n"
+    )
     env = replica_env(
         tenant,
         store_url=f"sqlite:///{workdir / f'{mode}.db'}",

@@ -158,6 +158,64 @@ def test_a_name_of_100k_characters_is_cut_with_an_ellipsis() -> None:
     assert ELLIPSIS in reply
 
 
+def _campaign_world(unit: str, length: int, members: int, state: RequestState) -> tuple[Any, ...]:
+    """A campaign of ``members`` identities whose every untrusted field is huge, with three bulk
+    requests of every identity (half of them protected), in ``state``."""
+    from bot.domain.campaigns import BulkRequest, BulkTarget, Campaign, ItemOutcome
+    from bot.domain.models import Case, IdentityRef
+    from devtools.samples import CAMPAIGN_POLICY
+
+    world = _world(unit, length, 6, 60, state)
+    cases = [
+        world.case.model_copy(
+            update={
+                "id": f"case{i:08d}",
+                "identity": IdentityRef(
+                    object_id=f"{i}", upn=f"{world.upn}{i}", display_name=world.case.identity.display_name
+                ),
+                "protected": i % 2 == 0,
+                "privileged_reason": world.word if i % 3 == 0 else "",
+                "campaign_id": "c1",
+            }
+        )
+        for i in range(members)
+    ]
+    campaign = Campaign(
+        id="c1", opened_at=T0, last_joined_at=T0, threshold=20, window_seconds=600, members=members
+    )
+    targets = tuple(
+        BulkTarget(
+            case_id=c.id, object_id=f"{i}", upn=world.upn, label=world.word, privileged_reason=world.word
+        )
+        for i, c in enumerate(cases)
+    )
+    bulk = BulkRequest(
+        id="b1",
+        campaign_id="c1",
+        scope="severity:high",
+        scope_label=world.word,
+        approval=world.request.model_copy(update={"case_id": "c1", "decision_note": world.note}),
+        targets=targets,
+        protected=tuple(world.word for _ in cases),
+        target_hash="f" * 64,
+        outcomes={t.case_id: ItemOutcome(outcome="failed", detail=world.note) for t in targets[::2]},
+    )
+    bulks = [bulk.model_copy(update={"id": f"b{i}"}) for i in range(5)]
+    assert all(isinstance(c, Case) for c in cases)
+    return campaign, cases, bulks, CAMPAIGN_POLICY, world.note
+
+
+@pytest.mark.parametrize("members", [1, 25, 1_000])
+@pytest.mark.parametrize("unit", ["😀", "&", "a.io "])
+@pytest.mark.parametrize("state", [RequestState.PENDING, RequestState.FAILED])
+def test_the_campaign_card_fits_at_any_size(members: int, unit: str, state: RequestState) -> None:
+    from cards.campaign import render_campaign
+
+    campaign, cases, bulks, policy, note = _campaign_world(unit, 5_000, members, state)
+    for page in (0, 1, 10_000):
+        _assert_fits_card(render_campaign(campaign, cases, bulks, policy, page=page, note=note))
+
+
 def _alert_ids_line(card: dict[str, Any]) -> list[str]:
     """The texts of the card's "Alert ids" line (with the details, inside their container)."""
     blocks = list(card["body"])

@@ -88,3 +88,65 @@ def test_a_card_link_in_the_pending_list_is_only_ever_to_teams(channel_id: str, 
     case = world.case.model_copy(update={"card": CardRef(conversation_id="c", activity_id=activity_id)})
     channel = world.channel.model_copy(update={"channel_id": channel_id})
     assert message_problems(render_pending([(case, world.request)], channel)) == []
+
+
+def _campaign(world: World) -> tuple[dict[str, object], list[str]]:
+    """The campaign card of three members of ``world`` (hostile names, titles, techniques and IPs
+    shared, so they cluster), a bulk request on them, its thread note and its summary."""
+    from bot.domain.campaigns import BulkRequest, BulkTarget, Campaign, ItemOutcome
+    from bot.domain.models import IdentityRef
+    from bot.services.bulk import summary_text
+    from bot.services.campaigns import bulk_note
+    from cards.campaign import render_campaign
+    from devtools.samples import CAMPAIGN_POLICY
+
+    alerts = tuple(
+        a.model_copy(update={"source_ips": (world.word,), "incident_id": world.word})
+        for a in world.case.alerts
+    )
+    members = [
+        world.case.model_copy(
+            update={
+                "id": f"case-{i}",
+                "identity": IdentityRef(object_id=f"id-{i}", upn=world.upn, display_name=world.sentence),
+                "alerts": alerts,
+                "privileged_reason": world.word if i == 0 else "",
+                "campaign_id": "c1",
+            }
+        )
+        for i in range(3)
+    ]
+    campaign = Campaign(id="c1", opened_at=T0, last_joined_at=T0, threshold=20, window_seconds=600, members=3)
+    targets = tuple(
+        BulkTarget(
+            case_id=m.id, object_id=f"id-{i}", upn=world.upn, label=world.word, privileged_reason=world.word
+        )
+        for i, m in enumerate(members)
+    )
+    bulk = BulkRequest(
+        id="b1",
+        campaign_id="c1",
+        scope="severity:high",
+        scope_label=world.word,
+        approval=world.request.model_copy(update={"case_id": "c1"}),
+        targets=targets,
+        protected=(world.sentence,),
+        target_hash="0" * 64,
+        outcomes={t.case_id: ItemOutcome(outcome="failed", detail=world.note) for t in targets},
+    )
+    card = render_campaign(campaign, members, [bulk], CAMPAIGN_POLICY, note=world.note)
+    return card, [bulk_note(bulk), summary_text(bulk)]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=values, state=st.sampled_from(list(RequestState)))
+@example(values=[_shown(v) for v in HOSTILE], state=RequestState.PENDING)
+def test_no_generated_string_makes_markup_on_the_campaign_card_or_its_thread(
+    values: list[str], state: RequestState
+) -> None:
+    card, texts = _campaign(build(supplier(values), state=state, alerts=3))
+    _, calm = _campaign(build(neutral(), state=state, alerts=3))
+    assert card_problems(card) == []
+    assert check_card(card) == []
+    for text, harmless in zip(texts, calm, strict=True):
+        assert message_problems(text, harmless) == []

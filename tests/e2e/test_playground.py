@@ -105,7 +105,9 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     await general.click()  # the Playground installs the bot in the team now; the cards follow
 
     posts = page.get_by_role("group").filter(has=page.locator(".ac-adaptiveCard"))
-    await expect(posts).to_have_count(len(EXPECTED_CARDS))
+    # One card per identity, and one campaign card for the 25 people of the password spray (it
+    # is posted after the case cards).
+    await expect(posts).to_have_count(len(EXPECTED_CARDS) + 1, timeout=20_000)
     for name, severity in EXPECTED_CARDS.items():
         card = posts.filter(has_text=name).locator(".ac-adaptiveCard")
         await expect(card).to_have_count(1)
@@ -252,4 +254,40 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     )
     await expect(page.locator("a[href*='evil']")).to_have_count(0)
     await expect(isaiah.locator("script, h1, h2, h3, b")).to_have_count(0)
+    assert demo.tenant.violations == []
+
+    # Storm mode: the password spray's 25 people are one campaign card, not 25 cards.
+    campaign = posts.filter(has_text="STORM · Campaign")
+    await expect(campaign).to_have_count(1)
+    campaign_card = campaign.locator(".ac-adaptiveCard")
+    await campaign.evaluate("post => post.scrollIntoView({block: 'start'})")
+    await expect(campaign_card).to_contain_text("25 compromised identities")
+    await expect(campaign_card).to_contain_text("storm.threshold 20, storm.window 10 minutes")
+    await expect(campaign_card).to_contain_text("Alert: Password spray")
+    await expect(campaign_card).to_contain_text("Identities 1–10 of 25 (page 1 of 3)")
+    await _shot(page, "06-campaign-card.png")
+    # Paging is the clicker's own view: the bot answers with the next page.
+    await campaign_card.get_by_role("button", name="Next page").click()
+    await expect(campaign_card).to_contain_text("Identities 11–20 of 25 (page 2 of 3)")
+    await campaign_card.get_by_role("button", name="Next page").click()
+    await expect(campaign_card).to_contain_text("Identities 21–25 of 25 (page 3 of 3)")
+    await expect(campaign_card.get_by_role("button", name="Next page")).to_have_count(0)
+    # A bulk disable of the largest cluster: frozen, past the blast radius under storm.max_bulk,
+    # and waiting for a second approver (the Playground has one user).
+    reason = campaign_card.get_by_role("textbox", name="Reason")
+    await reason.click()
+    await reason.fill("One password spray from 198.51.100.23 reached all of them")
+    await campaign_card.get_by_role("button", name="Request bulk action").click()
+    await expect(campaign_card).to_contain_text("Disable account: awaiting second approver")
+    await expect(campaign_card).to_contain_text("25 identities in")
+    await expect(campaign_card).to_contain_text("past the limit, allowed by the policy's storm.max_bulk (50)")
+    await expect(campaign_card.get_by_role("button", name="Approve bulk action")).to_be_visible()
+    # The thread notes the request (its first line, in bold).
+    note = campaign.get_by_text("Bulk: Disable account: awaiting second approver", exact=True)
+    await expect(note).to_be_visible()
+    await campaign.scroll_into_view_if_needed()
+    await _shot(page, "07-campaign-bulk-awaiting-second-approver.png")
+    assert all(
+        demo.tenant.user(f"spray.target{n:02d}@contoso.com")["accountEnabled"] is True for n in range(1, 26)
+    ), "nothing runs before the second approval"
     assert demo.tenant.violations == []

@@ -180,7 +180,31 @@ BAD_FILES: list[tuple[str, str, str]] = [
         "step_up.maxAge",
         "unknown key",
     ),
+    ("storm: {threshold: 0}\n", "storm.threshold", "at least 1"),
+    ("storm: {window_minutes: 0}\n", "storm.window_minutes", "greater than 0"),
+    ("storm: {approvals: 1}\n", "storm.approvals", "at least 2"),
+    ("storm: {max_bulk: -1}\n", "storm.max_bulk", "at least 1"),
+    ("storm: {threshhold: 5}\n", "storm.threshhold", "unknown key"),
+    ("storm: 20\n", "storm", "must be a mapping"),
 ]
+
+
+def test_storm_mode_defaults_and_explicit_values(tmp_path: Path) -> None:
+    default = load_policy(_write(tmp_path, "blast_radius_per_hour: 20\n")).storm
+    assert (default.threshold, default.window, default.required_approvals, default.max_bulk) == (
+        20,
+        timedelta(minutes=10),
+        2,
+        None,
+    )
+    path = _write(tmp_path, "storm: {threshold: 50, window_minutes: 5, approvals: 3, max_bulk: 2000}\n")
+    storm = load_policy(path).storm
+    assert (storm.threshold, storm.window, storm.required_approvals, storm.max_bulk) == (
+        50,
+        timedelta(minutes=5),
+        3,
+        2000,
+    )
 
 
 @pytest.mark.parametrize(("text", "key", "problem"), BAD_FILES, ids=[b[1] + ":" + b[2] for b in BAD_FILES])

@@ -278,3 +278,22 @@ async def test_a_scenario_can_be_a_dict_and_typos_are_refused() -> None:
     finally:
         await tenant.stop()
     assert tenant.violations == []
+
+
+def test_make_demo_adds_a_password_spray_of_25_people() -> None:
+    from devtools.demo import demo_scenario
+
+    scenario = demo_scenario()
+    sprayed = [a for a in scenario["alerts"] if a["user"].startswith("spray.target")]
+    assert len(sprayed) == 25 and {a["title"] for a in sprayed} == {"Password spray"}
+    assert all(a["ip"]["address"] == "198.51.100.23" for a in sprayed)
+    users = {u["userPrincipalName"]: u for u in scenario["users"]}
+    assert users["spray.target01@contoso.com"]["displayName"] == "Spray Target 01"
+    assert "adele.vance@contoso.com" in users  # beside the individual cases
+
+
+def test_a_campaign_entry_with_an_unknown_key_is_refused() -> None:
+    from devtools.sandbox.scenario import load_scenario
+
+    with pytest.raises(ValueError, match="unknown"):
+        load_scenario({"campaigns": [{"title": "x", "count": 2, "upn": "u{n}@c.com", "colour": "red"}]})
