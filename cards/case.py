@@ -32,9 +32,11 @@ from microsoft_teams.cards import (
     OpenUrlAction,
     RefreshDefinition,
     RichTextBlock,
+    TargetElement,
     TextBlock,
     TextInput,
     TextRun,
+    ToggleVisibilityAction,
 )
 
 from bot.domain.approval import MAX_REASON_CHARS
@@ -118,8 +120,12 @@ def render_case(
     note: str | None = None,
     viewer: Viewer | None = None,
     refresh_user_ids: Sequence[str] = (),
+    page_url: str = "",
 ) -> dict[str, Any]:
     """The card of ``case`` with its latest action ``request`` (if any).
+
+    ``page_url`` is the case's approval page, built by the bot from ``APPROVAL_PAGE_URL`` and the
+    case id (never from text it received); empty: no link.
 
     ``note`` is a line for the person who clicked (a refusal or a stale-card notice); it is shown
     as untrusted text, since refusals quote names. ``refresh_user_ids`` (Teams user ids, at most
@@ -128,7 +134,7 @@ def render_case(
     """
 
     def render(limits: Limits) -> dict[str, Any]:
-        return _render(case, request, links, note, viewer, refresh_user_ids, limits)
+        return _render(case, request, links, note, viewer, refresh_user_ids, limits, page_url)
 
     return fit(render)
 
@@ -141,13 +147,17 @@ def _render(
     viewer: Viewer | None,
     refresh_user_ids: Sequence[str],
     limits: Limits,
+    page_url: str = "",
 ) -> dict[str, Any]:
+    # Phone first: who, why in one line, the account's state, the request and the choices on the
+    # first screen; every alert, the sign-in risk, times, ids and portal links behind "Show details".
     body: list[Any] = [
         _header(case, limits),
         *containment_banner(case),
-        _facts(case, limits),
+        _why(case, limits),
+        _account(case, limits),
         *linked_accounts(case, limits),
-        *_alerts(case, links, limits),
+        *_details(case, links, limits),
     ]
     if request is not None:
         body.append(_request_block(request, limits))
@@ -156,6 +166,8 @@ def _render(
     actions: list[Any] = []
     if request is not None and request.state in (RequestState.PENDING, RequestState.APPROVED):
         actions += _decision_actions(case, request, viewer, body)
+    if page_url:
+        actions.append(OpenUrlAction(title="Open approval page", url=page_url))
     if request is not None and _can_retry(request, viewer) and not blocked(case):
         body.append(
             ActionSet(
@@ -193,14 +205,6 @@ def _render(
             )
         )
         body += action_explanations(case, offered)
-    latest = case.alerts[-1] if case.alerts else None
-    if latest is not None:
-        actions.append(
-            OpenUrlAction(title="Open alert in Defender", url=links.alert(latest.id, latest.web_url))
-        )
-    actions.append(
-        OpenUrlAction(title="Open user in Entra", url=links.user(case.identity.object_id, case.identity.upn))
-    )
     card = AdaptiveCard(
         version="1.5",
         fallback_text=(
@@ -289,7 +293,9 @@ def _header(case: Case, limits: Limits) -> Container:
     status = "Contained" if case.status is CaseStatus.CONTAINED else "Open"
     identity = case.identity
     return Container(
-        style="attention" if severity is Severity.HIGH and case.status is CaseStatus.OPEN else "emphasis",
+        # One background for every case: the severity is in the first line's color, and the
+        # badges below stay readable (never yellow or red text on a red background).
+        style="emphasis",
         bleed=True,
         items=[
             ColumnSet(
@@ -326,7 +332,7 @@ def _badges(case: Case, limits: Limits) -> list[Any]:
     badges: list[Any] = []
     why_not = blocked(case)
     if why_not:
-        badges.append(_runs(plain(why_not, limits.long), color="Warning", weight="Bolder"))
+        badges.append(_runs(plain(why_not, limits.long), color="Attention", weight="Bolder"))
     if case.protected:
         badges.append(
             TextBlock(
@@ -341,7 +347,7 @@ def _badges(case: Case, limits: Limits) -> list[Any]:
             _runs(
                 f"Privileged: {plain(case.privileged_reason, limits.short)}. "
                 "Every action needs two approvers.",
-                color="Warning",
+                color="Attention",
                 weight="Bolder",
             )
         )
@@ -370,37 +376,77 @@ def detection_label(value: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def _account_line(case: Case) -> str:
-    account = case.account
-    if account.enabled is None:
-        return "Not read yet"
-    state = "Enabled" if account.enabled else "Disabled"
-    where = "synced from on-premises AD" if case.facts.synced else "cloud-only"
-    return f"{state}, {where} (read back {format_time(account.checked_at)})"
-
-
 def _fact(title: str, value: str, limit: int) -> Fact:
     """A fact whose value may hold untrusted text (facts' values are markdown in Teams)."""
     return Fact(title=title, value=inert(value, limit))
 
 
-def _facts(case: Case, limits: Limits) -> FactSet:
-    sources = sorted({a.source.label for a in case.alerts})
-    detections = sorted({detection_label(a.detection_source) for a in case.alerts if a.detection_source})
+DETAILS_ID = "details"
+
+
+def _why(case: Case, limits: Limits) -> RichTextBlock:
+    """Why, in one line: how many alerts, and the newest one's title."""
+    count = len(case.alerts)
+    if not count:
+        return _runs("Why: no alerts", weight="Bolder", separator=True)
+    newest = max(case.alerts, key=lambda a: (a.updated_at, a.id))
+    title = plain(newest.title, limits.short) or "(untitled alert)"
+    return _runs(
+        TextRun(text=f"Why: {count} alert{'s' if count != 1 else ''} · ", weight="Bolder"),
+        TextRun(text=title),
+        f" ({newest.source.label})",
+        separator=True,
+    )
+
+
+def _account(case: Case, limits: Limits) -> FactSet:
+    account = case.account
+    if account.enabled is None:
+        state = "Not read yet"
+    else:
+        where = "synced from on-premises AD" if case.facts.synced else "cloud-only"
+        enabled = "Enabled" if account.enabled else "Disabled"
+        state = f"{enabled}, {where} (read back {format_time(account.checked_at)})"
+    return FactSet(facts=[_fact("Account", state, limits.short)], spacing="Small")
+
+
+def _details(case: Case, links: PortalLinks, limits: Limits) -> list[Any]:
+    """The "Show details" toggle and what it shows: facts, every alert, portal links."""
+    detections = {detection_label(a.detection_source) for a in case.alerts if a.detection_source}
+    # One row for where the alerts came from (the product, and the detector when Graph names one).
+    sources = sorted({a.source.label for a in case.alerts} | detections)
     facts = [
-        _fact("Account", _account_line(case), limits.short),
         _fact("Severity", case.severity.value.capitalize(), limits.short),
         *_risk_fact(case, limits),
-        _fact("Source", ", ".join(sources) or "none", limits.short),
-    ]
-    if detections:
-        facts.append(_fact("Detected by", joined(detections, limits.short), limits.short))
-    facts += [
+        _fact("Detected by", joined(sources, limits.short) or "none", limits.short),
         _fact("First seen", format_time(case.first_seen), limits.short),
         _fact("Last seen", format_time(case.last_seen), limits.short),
         _fact("Case", case.id, limits.name),
     ]
-    return FactSet(facts=facts, separator=True)
+    portal: list[Any] = []
+    latest = case.alerts[-1] if case.alerts else None
+    if latest is not None:
+        portal.append(
+            OpenUrlAction(title="Open alert in Defender", url=links.alert(latest.id, latest.web_url))
+        )
+    portal.append(
+        OpenUrlAction(title="Open user in Entra", url=links.user(case.identity.object_id, case.identity.upn))
+    )
+    return [
+        ActionSet(
+            actions=[
+                ToggleVisibilityAction(
+                    title="Show details", target_elements=[TargetElement(element_id=DETAILS_ID)]
+                )
+            ],
+            separator=True,
+        ),
+        Container(
+            id=DETAILS_ID,
+            is_visible=False,
+            items=[FactSet(facts=facts), *_alerts(case, links, limits), ActionSet(actions=portal)],
+        ),
+    ]
 
 
 def _risk_fact(case: Case, limits: Limits) -> list[Fact]:
@@ -430,7 +476,7 @@ def _alerts(case: Case, links: PortalLinks, limits: Limits) -> list[Any]:
     newest_first = sorted(case.alerts, key=lambda a: (a.updated_at, a.id), reverse=True)
     blocks: list[Any] = [
         TextBlock(
-            text=f"Why: {len(case.alerts)} alert{'s' if len(case.alerts) != 1 else ''}",
+            text=f"All {len(case.alerts)} alert{'s' if len(case.alerts) != 1 else ''}",
             weight="Bolder",
             separator=True,
         )

@@ -91,6 +91,13 @@ param graphCertificateThumbprint string = ''
 @secure()
 param auditHmacKey string = ''
 
+@description('The approval page: the bot\'s public https origin (e.g. https://remediation-bot.contoso.com, or the Container App\'s https FQDN). Register <approvalPageUrl>/approve/callback as a Web redirect URI on the Graph app registration. Needs graphCredential secret or certificate (a managed identity cannot sign people in). Empty turns the page off (cards carry no page link).')
+param approvalPageUrl string = ''
+
+@description('With approvalPageUrl: the key sealing the page\'s cookies (32+ random characters, e.g. openssl rand -base64 48), written to Key Vault as APPROVAL-PAGE-SESSION-KEY; required the first time the page is turned on, empty later keeps the stored value.')
+@secure()
+param approvalPageSessionKey string = ''
+
 @description('The incident channel id (19:...@thread.tacv2); cards are posted only there.')
 param teamsChannelId string
 
@@ -415,6 +422,14 @@ resource auditKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!em
   }
 }
 
+resource approvalPageKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(approvalPageUrl) && !empty(approvalPageSessionKey)) {
+  parent: vault
+  name: 'APPROVAL-PAGE-SESSION-KEY'
+  properties: {
+    value: approvalPageSessionKey
+  }
+}
+
 resource givenStoreUrl 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!deployPostgres && !empty(storeUrl)) {
   // checkov:skip=CKV_AZURE_41: exp is set below; the scanner does not read the body of a conditional resource
   // checkov:skip=CKV_AZURE_114: contentType is set below; the scanner does not read the body of a conditional resource
@@ -517,7 +532,14 @@ var policySecret = empty(policyYaml) ? [] : [
     value: policyYaml
   }
 ]
-var appSecrets = concat(botPasswordRef, graphCredentialRef, storeUrlRef, auditKeyRef, policySecret)
+var approvalPageKeyRef = empty(approvalPageUrl) ? [] : [
+  {
+    name: 'approval-page-session-key'
+    keyVaultUrl: '${vault.properties.vaultUri}secrets/APPROVAL-PAGE-SESSION-KEY'
+    identity: identity.id
+  }
+]
+var appSecrets = concat(botPasswordRef, graphCredentialRef, storeUrlRef, auditKeyRef, approvalPageKeyRef, policySecret)
 
 var certificateFile = graphCredential == 'certificate' ? [
   {
@@ -634,7 +656,17 @@ var storeAuthEnv = deployPostgres && postgresEntraAuth ? [
     value: 'true'
   }
 ] : []
-var environmentVariables = concat(commonEnv, botPasswordEnv, graphCredentialEnv, whoMayActEnv, auditStreamEnv, storeAuthEnv)
+var approvalPageEnv = empty(approvalPageUrl) ? [] : [
+  {
+    name: 'APPROVAL_PAGE_URL'
+    value: approvalPageUrl
+  }
+  {
+    name: 'APPROVAL_PAGE_SESSION_KEY'
+    secretRef: 'approval-page-session-key'
+  }
+]
+var environmentVariables = concat(commonEnv, botPasswordEnv, graphCredentialEnv, whoMayActEnv, auditStreamEnv, storeAuthEnv, approvalPageEnv)
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
   name: names.app

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from bot.config.settings import load_settings
 from bot.web.app import create_app
 from devtools.sandbox import DEMO_TENANT_ID, SandboxTenant, load_scenario
 from devtools.sandbox.scenario import expand_campaigns
+from devtools.sandbox.signin import DEMO_MFA_CODE, DEMO_PASSWORD
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ RESPONDER = {
     "aadObjectId": "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a51",
     "upn": "alex.wilber@contoso.com",
 }
+# The second approver signs in on the approval page with her admin account.
+SECOND_APPROVER_UPN = "adm-megan.bowen@contoso.com"
 # The other people in the Playground's mock team (it wants exactly five).
 _OTHERS = [
     ("29:megan-bowen", "Megan Bowen", "7e1f6c2a-3b4d-4e5f-8a9b-0c1d2e3f4a52", "megan.bowen@contoso.com"),
@@ -133,6 +137,11 @@ class DemoStack:
         self.workdir.mkdir(parents=True)
         self.tenant = SandboxTenant(demo_scenario(), cert_dir=self.workdir / "tenant")
         await self.tenant.start()
+        if self.bot_port == 0:
+            # The approval page's redirect URI names the port, so it is chosen before the bot starts.
+            self.bot_port = _free_port()
+        self.bot_url = f"http://127.0.0.1:{self.bot_port}"
+        self.tenant.add_redirect_uri(f"{self.bot_url}/approve/callback")
         settings = load_settings(
             sandbox_mode=True,
             microsoft_app_id="",
@@ -146,12 +155,11 @@ class DemoStack:
             policy_file=str(DEMO_POLICY),
             store_url=f"sqlite:///{self.workdir / 'demo.db'}",
             poll_interval_seconds=5,
+            approval_page_url=self.bot_url,
         )
         self._runner = web.AppRunner(create_app(settings))
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.bot_port).start()
-        self.bot_port = self._runner.addresses[0][1]
-        self.bot_url = f"http://127.0.0.1:{self.bot_port}"
         if self.with_playground:
             await self._start_playground()
 
@@ -226,6 +234,13 @@ class DemoStack:
             await self.tenant.stop()
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 async def _playground_ready(http: aiohttp.ClientSession, port: int) -> bool:
     """The Playground prints its port before loading its mock data; ping and read the config back."""
     base = f"http://127.0.0.1:{port}"
@@ -272,9 +287,14 @@ def _instructions(stack: DemoStack) -> str:
             "  2. On a card, type a reason and click “Disable account”",
             f"     (you are {RESPONDER['name']}, an on-call responder in the demo policy).",
             "  3. The card turns to “Contained” and its thread shows the verified result.",
-            "  4. Patrick O'Brien is a Helpdesk Administrator: disabling him needs two approvers. His card",
-            "     shows “awaiting second approver”; in Teams Megan Bowen would approve. The Playground has",
-            "     one user, so here it waits, and expires after 30 minutes.",
+            "  4. Patrick O'Brien is a Helpdesk Administrator: disabling him needs two approvers, and the",
+            "     demo policy asks the approval for a fresh MFA sign-in. Ask on his card as Alex; it shows",
+            "     “awaiting second approver”. Then approve as Megan Bowen on the approval page: click",
+            "     “Open approval page” on the card (or open the link below), sign in as",
+            f"     {SECOND_APPROVER_UPN} with the password {DEMO_PASSWORD}, enter the code",
+            f"     {DEMO_MFA_CODE} when asked for MFA, and click Approve. The card turns to “Contained”.",
+            "     (Your browser warns about the sandbox's own certificate on the sign-in page: it is a",
+            "     throwaway CA made for this run; continue.)",
             "  5. Break Glass is a protected account: the card says so and offers no action.",
             "  6. Grady Archie was disabled by automatic attack disruption: his card says “Already contained",
             "     automatically” and offers “Keep contained” or a roll-back that needs two approvers.",
@@ -282,5 +302,6 @@ def _instructions(stack: DemoStack) -> str:
             "     25 cards. Page through them, click “Show card” for one person's own card (in its thread),",
             "     or request a bulk action for a cluster: it waits for two approvers other than you.",
         ]
+    lines += ["", f"Approval page: {stack.bot_url}/approve/<case id> (linked from every card)"]
     lines += ["", "Press Ctrl-C to stop."]
     return "\n".join(lines)

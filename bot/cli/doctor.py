@@ -27,6 +27,7 @@ import enum
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from bot.config.policy_file import policy_from_settings
 from bot.config.settings import Settings
@@ -40,6 +41,7 @@ from bot.graph.permissions import (
     USER_PROPERTY_PERMISSIONS,
     OperationPermission,
 )
+from bot.graph.signin import EntraSignIn
 from bot.store import open_store, redact_url
 from bot.tenant.identities import USER_FIELDS
 from bot.web.app import database_password, graph_tokens
@@ -223,7 +225,50 @@ async def run_doctor(settings: Settings) -> DoctorReport:
         await http.aclose()
         await tokens.aclose()
     checks.append(await _channel_check(settings))
+    checks.append(await _approval_page_check(settings, policy))
     return DoctorReport(tuple(checks))
+
+
+async def _approval_page_check(settings: Settings, policy: Policy) -> Check:
+    subject = "approval page"
+    if not settings.approval_page_base:
+        if policy.step_up is not None:
+            return Check(
+                Status.MISSING,
+                subject,
+                "the policy's step_up needs the approval page, but APPROVAL_PAGE_URL is empty: nobody "
+                "can make a decision it covers",
+            )
+        return Check(Status.SKIPPED, subject, "off (APPROVAL_PAGE_URL is empty): cards carry no page link")
+    sign_in = EntraSignIn(
+        tenant_id=settings.graph_tenant_id,
+        client_id=settings.graph_client_id,
+        redirect_uri=settings.approval_redirect_uri,
+        http=build_http_client(
+            ca_bundle=settings.graph_ca_bundle or None, timeout=settings.graph_timeout_seconds
+        ),
+        clock=lambda: datetime.now(UTC),
+        client_secret=settings.graph_client_secret.get_secret_value() or None,
+        certificate_path=settings.graph_certificate_path or None,
+        certificate_thumbprint=settings.graph_certificate_thumbprint or None,
+        authority_host=settings.graph_authority_host,
+        ca_bundle=settings.graph_ca_bundle or None,
+    )
+    try:
+        accepted, detail = await sign_in.check_redirect_uri()
+    finally:
+        await sign_in.aclose()
+    if accepted is None:
+        return Check(Status.ERROR, subject, detail)
+    if not accepted:
+        return Check(Status.MISSING, subject, detail)
+    note = ""
+    if policy.step_up is not None:
+        note = (
+            f"; step_up asks for authentication context {policy.step_up.context}: make sure a Conditional "
+            "Access policy requires MFA for it and the app's ID token carries auth_time (NOT CHECKED)"
+        )
+    return Check(Status.OK, subject, f"{settings.approval_page_base}/approve/…: {detail}{note}")
 
 
 def _policy_check(settings: Settings, checks: list[Check]) -> Policy:

@@ -10,6 +10,10 @@ The format, every key optional (``policy.example.yaml`` explains each one)::
     expiry_minutes: 30
     reminder_minutes: 10                       # null: no reminder
     blast_radius_per_hour: 20
+    step_up:                                   # a fresh MFA sign-in on the approval page
+      context: c1                              # Conditional Access authentication context id
+      max_age_minutes: 10                      # how old that sign-in may be
+      when: {privileged_targets: true, actions: [disableAccount]}
 
 Reading is strict: an unknown or repeated key, a wrong type, an approval count other than 1 or 2,
 an unknown action, an object id that is not a GUID or a non-positive duration stops the bot with a
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 from bot.domain.models import ResponseAction
-from bot.domain.policy import Policy, Principals, StormRule
+from bot.domain.policy import Policy, Principals, StepUp, StormRule
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -64,8 +68,12 @@ _TOP_KEYS = (
     "expiry_minutes",
     "reminder_minutes",
     "blast_radius_per_hour",
+    "step_up",
     "storm",
 )
+_STEP_UP_KEYS = ("context", "max_age_minutes", "when")
+_STEP_UP_WHEN_KEYS = ("privileged_targets", "actions")
+_CONTEXT = re.compile(r"^c([1-9]|[1-9][0-9])$")
 _PRINCIPAL_KEYS = ("users", "groups")
 _PRIVILEGED_KEYS = ("roles", "groups")
 _STORM_KEYS = ("threshold", "window_minutes", "approvals", "max_bulk")
@@ -151,6 +159,7 @@ class _Reader:
             blast_radius_per_hour=self._count(
                 document.get("blast_radius_per_hour", 20), "blast_radius_per_hour"
             ),
+            step_up=self._step_up(document.get("step_up")),
             storm=self._storm(document.get("storm")),
         )
         if responders.empty:
@@ -234,6 +243,40 @@ class _Reader:
                 self._fail(key, f"must be 1 or 2 distinct approvers, got {count!r} (actions: {known})")
             approvals[ResponseAction(name)] = count
         return approvals
+
+    def _step_up(self, value: Any) -> StepUp | None:
+        if value is None:
+            return None
+        entries = self._mapping(value, "step_up", _STEP_UP_KEYS)
+        context = entries.get("context")
+        if not isinstance(context, str) or not _CONTEXT.match(context):
+            self._fail(
+                "step_up.context",
+                f"must be a Conditional Access authentication context id, c1 to c99, got {context!r}",
+            )
+        when = self._mapping(entries.get("when"), "step_up.when", _STEP_UP_WHEN_KEYS)
+        privileged = when.get("privileged_targets", False)
+        if not isinstance(privileged, bool):
+            self._fail("step_up.when.privileged_targets", f"must be true or false, got {privileged!r}")
+        known = tuple(a.value for a in ResponseAction)
+        actions = set()
+        for index, name in enumerate(self._list(when.get("actions"), "step_up.when.actions")):
+            if name not in known:
+                self._fail(
+                    f"step_up.when.actions[{index}]", f"unknown action {name!r} (actions: {', '.join(known)})"
+                )
+            actions.add(ResponseAction(name))
+        if not privileged and not actions:
+            self._fail(
+                "step_up.when",
+                "must name privileged_targets: true and/or actions, or step_up applies to nothing",
+            )
+        return StepUp(
+            context=context,
+            max_age=self._minutes(entries.get("max_age_minutes", 10), "step_up.max_age_minutes"),
+            privileged_targets=privileged,
+            actions=frozenset(actions),
+        )
 
     def _storm(self, value: Any) -> StormRule:
         entries = self._mapping(value, "storm", _STORM_KEYS)

@@ -151,6 +151,19 @@ class Settings(BaseSettings):
     )
     entra_portal_url: str = Field("https://entra.microsoft.com", validation_alias=_env("ENTRA_PORTAL_URL"))
 
+    # The approval page (GET /approve/<case>): the bot's public base URL; empty turns it off. People
+    # sign in there with Entra ID through the Graph app registration (GRAPH_CLIENT_ID), whose Web
+    # redirect URIs must hold <APPROVAL_PAGE_URL>/approve/callback.
+    approval_page_url: str = Field("", validation_alias=_env("APPROVAL_PAGE_URL"))
+    # Encrypts and authenticates the page's cookies (sessions, sign-ins in flight): 32+ random
+    # characters, the same on every replica, from Key Vault.
+    approval_page_session_key: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("APPROVAL_PAGE_SESSION_KEY"), repr=False
+    )
+    approval_page_session_minutes: int = Field(
+        15, ge=1, le=60, validation_alias=_env("APPROVAL_PAGE_SESSION_MINUTES")
+    )
+
     @field_validator("responders", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -282,7 +295,55 @@ class Settings(BaseSettings):
             )
         if self.poll_interval_seconds <= 0:
             raise ValueError("POLL_INTERVAL_SECONDS|must be greater than 0")
+        self._check_approval_page()
         return self
+
+    def _check_approval_page(self) -> None:
+        url = self.approval_page_url.strip()
+        if not url:
+            return
+        parts = urlsplit(url)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback and self.sandbox_mode):
+            raise ValueError(
+                "APPROVAL_PAGE_URL|must be an https:// URL (http:// only on loopback with SANDBOX_MODE), "
+                f"got {url!r}"
+            )
+        if not parts.hostname or parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError(
+                f"APPROVAL_PAGE_URL|must be a plain base URL such as https://bot.contoso.com, got {url!r}"
+            )
+        if parts.path not in ("", "/"):
+            raise ValueError(
+                "APPROVAL_PAGE_URL|must be the bot's origin without a path (the page lives at "
+                f"/approve/...), got {url!r}"
+            )
+        if self.graph_managed_identity:
+            # A person's sign-in code is redeemed by an app registration with its own credential;
+            # a managed identity has no redirect URIs and cannot.
+            raise ValueError(
+                "APPROVAL_PAGE_URL|needs the Graph app registration's own credential "
+                "(GRAPH_CLIENT_SECRET or GRAPH_CERTIFICATE_PATH) to sign people in; with "
+                "GRAPH_MANAGED_IDENTITY, leave APPROVAL_PAGE_URL empty"
+            )
+        key = self.approval_page_session_key.get_secret_value()
+        if not key and not self.sandbox_mode:
+            raise ValueError(
+                "APPROVAL_PAGE_SESSION_KEY|is required with APPROVAL_PAGE_URL: 32+ random characters, "
+                "the same on every replica, kept in Key Vault"
+            )
+        if key and len(key) < 32:
+            raise ValueError("APPROVAL_PAGE_SESSION_KEY|must be at least 32 characters (use a random value)")
+
+    @property
+    def approval_page_base(self) -> str:
+        """The approval page's origin without a trailing slash; empty when the page is off."""
+        return self.approval_page_url.strip().rstrip("/")
+
+    @property
+    def approval_redirect_uri(self) -> str:
+        """The redirect URI the app registration must list for the approval page's sign-in."""
+        return f"{self.approval_page_base}/approve/callback" if self.approval_page_base else ""
 
     @property
     def auth_enabled(self) -> bool:

@@ -68,6 +68,7 @@ class Policy(Frozen):
     expiry: timedelta = timedelta(minutes=30)
     reminder_after: timedelta | None = timedelta(minutes=10)
     blast_radius_per_hour: int = 20
+    step_up: StepUp | None = None
     storm: StormRule = StormRule()
     destructive_actions: frozenset[ResponseAction] = frozenset(
         {
@@ -85,6 +86,12 @@ class Policy(Frozen):
         """Distinct sign-offs ``action`` needs (1 unless the policy says more; 2 on privileged targets)."""
         required = self.approvals.get(action, 1)
         return max(required, 2) if privileged_target else required
+
+    def step_up_for(self, action: ResponseAction, *, privileged_target: bool) -> StepUp | None:
+        """The step-up sign-in a decision on ``action`` needs, if the policy asks for one."""
+        if self.step_up is not None and self.step_up.applies(action, privileged_target=privileged_target):
+            return self.step_up
+        return None
 
     def is_protected(self, identity: IdentityRef) -> bool:
         """Whether the identity is a protected account (break-glass, service account)."""
@@ -106,3 +113,28 @@ class TargetFacts(Frozen):
     privileged: bool = False
     privileged_reason: str = ""
     protected: bool = False
+
+
+class StepUp(Frozen):
+    """A fresh, stronger sign-in some decisions need (``step_up`` in the policy file).
+
+    ``context`` is a Conditional Access authentication context id (``c1``…``c99``): the approval
+    page asks Entra ID for it through the ``claims`` parameter, and a decision counts only when
+    the ID token's ``acrs`` holds it and the sign-in (``auth_time``) is at most ``max_age`` old.
+    It applies to requests on privileged accounts when ``privileged_targets``, and to every
+    request for one of ``actions``, and guards the sign-off that lets the action run: every
+    approval and retry, and opening a request when the requester's own sign-off is enough. A
+    click in Teams never satisfies it.
+    """
+
+    context: str
+    max_age: timedelta = timedelta(minutes=10)
+    privileged_targets: bool = False
+    actions: frozenset[ResponseAction] = frozenset()
+
+    def applies(self, action: ResponseAction, *, privileged_target: bool) -> bool:
+        """Whether a request for ``action`` (on a privileged account or not) needs it."""
+        return action in self.actions or (self.privileged_targets and privileged_target)
+
+
+Policy.model_rebuild()

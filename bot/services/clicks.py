@@ -14,9 +14,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, open_request
+from bot.domain.approval import Approve, Cancel, Event, Refused, Reject, Retry, decide, open_request
+from bot.domain.authn import TEAMS_CLICK, Authentication, facts_digest
 from bot.domain.models import ActionRequest, Actor, Case, Provider, RequestState, ResponseAction
 from bot.domain.plans import blocked, offered_actions, plan
+from bot.domain.policy import StepUp
 from bot.errors import DuplicateError
 from bot.log_context import bind_ids
 from bot.services.audit_log import AuditLog
@@ -79,11 +81,16 @@ class Clicks:
         self._tasks = tasks
         self._metrics = metrics
 
-    async def handle_card_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
-        """A person clicked a button on a case card.
+    async def handle_card_action(
+        self, actor: Actor, verb: str, data: Mapping[str, Any], *, via: Authentication = TEAMS_CLICK
+    ) -> CardAnswer:
+        """A person clicked a button on a case card (or its twin on the approval page).
 
         Only ids and the card revision are read from the card's data (plus the reason the
         person typed); the target, the action and who may do what come from server state.
+        ``via`` is how the person was authenticated: a Teams click, or a sign-in on the approval
+        page; decisions the policy's ``step_up`` covers count only with a fresh sign-in holding
+        its authentication context.
         """
         request: ActionRequest | None = None
         request_id = data.get("requestId")
@@ -111,52 +118,96 @@ class Clicks:
         if verb in _VERB_EVENTS:
             if request is None:
                 return await self._refuse(
-                    case, actor, f"The {verb} button must name a request; nothing was done."
+                    case, actor, f"The {verb} button must name a request; nothing was done.", via=via
                 )
             if verb in ("approve", "retry") and blocked(case):
                 # Nothing runs from a case merged into the person's other case (or unresolved).
-                return await self._refuse(case, actor, blocked(case), request)
+                return await self._refuse(case, actor, blocked(case), request, via=via)
             if data.get("cardVersion") != case.revision:
-                return CardAnswer(card=await self._views.card_for(case, actor, note=STALE_NOTE))
-            return await self._decide_click(case, request, actor, verb, data)
+                return CardAnswer(
+                    card=await self._views.card_for(case, actor, note=STALE_NOTE),
+                    refusal=STALE_NOTE,
+                    stale=True,
+                )
+            return await self._decide_click(case, request, actor, verb, data, via)
         try:
             action = ResponseAction(verb)
         except ValueError:
-            return await self._refuse(case, actor, f"Unknown action “{verb}”; nothing was done.")
+            return await self._refuse(case, actor, f"Unknown action “{verb}”; nothing was done.", via=via)
         if data.get("cardVersion") != case.revision:
-            return CardAnswer(card=await self._views.card_for(case, actor, note=STALE_NOTE))
-        return await self._request_action(case, action, actor, data)
+            return CardAnswer(
+                card=await self._views.card_for(case, actor, note=STALE_NOTE), refusal=STALE_NOTE, stale=True
+            )
+        return await self._request_action(case, action, actor, data, via)
 
     async def _refuse(
-        self, case: Case, actor: Actor, reason: str, request: ActionRequest | None = None
+        self,
+        case: Case,
+        actor: Actor,
+        reason: str,
+        request: ActionRequest | None = None,
+        *,
+        via: Authentication = TEAMS_CLICK,
+        step_up: StepUp | None = None,
     ) -> CardAnswer:
         log.info("case %s: refused %s: %s", case.id, actor.object_id, reason)
         self._metrics.add("remediation_refusals_total")
-        await self._audit.write("request.refused", actor=actor, case=case, request=request, reason=reason)
-        return CardAnswer(card=await self._views.card_for(case, actor, note=reason))
+        await self._audit.write(
+            "request.refused",
+            actor=actor,
+            case=case,
+            request=request,
+            reason=reason,
+            authentication=via.audit(),
+            **({"step_up_context": step_up.context} if step_up else {}),
+        )
+        return CardAnswer(
+            card=await self._views.card_for(case, actor, note=reason), refusal=reason, step_up=step_up
+        )
+
+    def _step_up_refusal(self, step_up: StepUp, via: Authentication) -> str:
+        """Why a decision did not count for want of a fresh sign-in, and where to make it."""
+        minutes = int(step_up.max_age.total_seconds() // 60)
+        needs = (
+            f"This decision needs a sign-in with MFA from the last {minutes} minutes "
+            f"(authentication context {step_up.context})"
+        )
+        if via.method == "signin":
+            return f"{needs}; this sign-in does not provide it. Sign in again with MFA; nothing was done."
+        if self._settings.approval_page_url:
+            return (
+                f"{needs}, which a click in Teams cannot prove. Use “Open approval page” on this card "
+                "to decide there; nothing was done."
+            )
+        return (
+            f"{needs}, and the approval page is not configured (APPROVAL_PAGE_URL). "
+            "Ask your security admin; nothing was done."
+        )
 
     async def _request_action(
-        self, case: Case, action: ResponseAction, actor: Actor, data: Mapping[str, Any]
+        self, case: Case, action: ResponseAction, actor: Actor, data: Mapping[str, Any], via: Authentication
     ) -> CardAnswer:
         why_not = blocked(case)
         if why_not:
-            return await self._refuse(case, actor, why_not)
+            return await self._refuse(case, actor, why_not, via=via)
         choices = picked_accounts(case, action, data)
         if isinstance(choices, Refused):
-            return await self._refuse(case, actor, choices.reason)
+            return await self._refuse(case, actor, choices.reason, via=via)
         providers, extras = choices
         routed = plan(action, case, providers, extras)
         if isinstance(routed, Refused):
-            return await self._refuse(case, actor, routed.reason)
+            return await self._refuse(case, actor, routed.reason, via=via)
         if action not in offered_actions(case) and not case.protected:
             return await self._refuse(
                 case,
                 actor,
                 f"{action.label} does not apply to {case.identity.label} right now; nothing was done.",
+                via=via,
             )
         reason = data.get(REASON_INPUT_ID)
         roles = await self._directory.roles_of(actor.object_id)
         target = await self._directory.target_facts(case.identity)
+        shown = facts_digest(case, await self._views.latest_request(case.id))
         outcome = open_request(
             case,
             action,
@@ -172,12 +223,27 @@ class Clicks:
             extras=extras,
         )
         if isinstance(outcome, Refused):
-            return await self._refuse(case, actor, outcome.reason)
+            return await self._refuse(case, actor, outcome.reason, via=via)
+        step_up = self._policy.step_up_for(action, privileged_target=target.privileged)
+        if (
+            step_up is not None
+            and outcome.state is RequestState.APPROVED
+            and not via.satisfies(step_up, self._clock())
+        ):
+            # Step-up guards the sign-off that lets the action run: here the requester's own.
+            # A request that still waits for an approver may be opened anywhere; its approval
+            # then needs the fresh sign-in.
+            return await self._refuse(
+                case, actor, self._step_up_refusal(step_up, via), via=via, step_up=step_up
+            )
         try:
             request = await self._store.add_request(outcome)
         except DuplicateError:
             return await self._refuse(
-                case, actor, "Another request for this case is already in progress; nothing more was done."
+                case,
+                actor,
+                "Another request for this case is already in progress; nothing more was done.",
+                via=via,
             )
         log.info(
             "case %s: request %s (%s) by %s: %s",
@@ -200,13 +266,22 @@ class Clicks:
             required_approvals=request.required_approvals,
             signed_off=[a.object_id for a in request.approvals],
             privileged_reason=request.privileged_reason,
+            authentication=via.audit(),
+            facts_sha256=shown,
         )
         return await self._after_change(case, request, actor)
 
     async def _decide_click(
-        self, case: Case, request: ActionRequest, actor: Actor, verb: str, data: Mapping[str, Any]
+        self,
+        case: Case,
+        request: ActionRequest,
+        actor: Actor,
+        verb: str,
+        data: Mapping[str, Any],
+        via: Authentication,
     ) -> CardAnswer:
         roles = await self._directory.roles_of(actor.object_id)
+        shown = facts_digest(case, request)
         note = data.get(REASON_INPUT_ID)
         event: Event
         if verb == "approve":
@@ -217,14 +292,29 @@ class Clicks:
             event = Retry(actor, roles)
         else:
             event = Cancel(actor)
+        step_up = self._policy.step_up_for(request.action, privileged_target=bool(request.privileged_reason))
+        if (
+            isinstance(event, Approve | Retry)
+            and step_up is not None
+            and not via.satisfies(step_up, self._clock())
+            # Only a sign-off that would count is asked for more: anything the state machine
+            # refuses anyway (not an approver, their own request, expired) gets that refusal.
+            and not isinstance(decide(request, event, self._policy, self._clock()), Refused)
+        ):
+            return await self._refuse(
+                case, actor, self._step_up_refusal(step_up, via), request, via=via, step_up=step_up
+            )
         try:
             moved = await self._transitions.apply(request.id, event)
         except DuplicateError:
             return await self._refuse(
-                case, actor, "Another request for this case is in progress; finish or cancel it first."
+                case,
+                actor,
+                "Another request for this case is in progress; finish or cancel it first.",
+                via=via,
             )
         if not moved.won:
-            return await self._refuse(case, actor, moved.refusal, moved.request)
+            return await self._refuse(case, actor, moved.refusal, moved.request, via=via)
         updated = moved.request
         await self._audit.write(
             _VERB_AUDIT[verb],
@@ -233,6 +323,8 @@ class Clicks:
             request=updated,
             state=updated.state.value,
             note=updated.decision_note,
+            authentication=via.audit(),
+            facts_sha256=shown,
         )
         return await self._after_change(case, updated, actor)
 

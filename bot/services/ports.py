@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.domain.models import Actor, CardRef, ChannelRef
-from bot.domain.policy import Policy
+from bot.domain.policy import Policy, StepUp
 from bot.graph import GraphClient
 from bot.store.base import Store
 from bot.tenant.bulk import BulkResult, BulkTarget, TargetFields
@@ -96,6 +96,8 @@ class ServiceSettings:
     coalesce_seconds: float = 3.0
     job_lease: timedelta = timedelta(minutes=1)
     card_lease: timedelta = timedelta(minutes=1)
+    # The approval page's base URL (APPROVAL_PAGE_URL); empty: the page is off.
+    approval_page_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,3 +107,8 @@ class CardAnswer:
     card: dict[str, Any] | None = None
     error_status: int = 0
     error_message: str = ""
+    # Why nothing was done ("" when the click counted); ``stale``: the card was out of date.
+    refusal: str = ""
+    stale: bool = False
+    # Set when the decision did not count for want of this fresh sign-in (the page then asks for it).
+    step_up: StepUp | None = None

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from bot.domain.approval import Event
+from bot.domain.authn import TEAMS_CLICK, Authentication
 from bot.domain.models import ActionRequest, Actor, Alert, Case, ChannelRef, ResponseAction
 from bot.domain.policy import ActorRoles
 from bot.services.audit_log import AuditLog
@@ -54,7 +55,8 @@ class RemediationService:
         self.metrics = Metrics()
         self.tasks = TaskSupervisor()
         audit = AuditLog(ports.store, ports.clock)
-        views = CaseViews(ports.store, ports.directory, settings.links)
+        views = CaseViews(ports.store, ports.directory, settings.links, settings.approval_page_url)
+        self.views = views
         self.transitions = Transitions(ports.store, ports.policy, ports.clock)
         executor = Executor(ports.graph, ports.clock, recheck_after=settings.recheck_after)
         enricher = Enricher(ports.store, ports.graph, ports.directory, ports.clock)
@@ -181,7 +183,9 @@ class RemediationService:
         """See :meth:`Publisher.publish_cards`."""
         await self.publisher.publish_cards()
 
-    async def handle_card_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
+    async def handle_card_action(
+        self, actor: Actor, verb: str, data: Mapping[str, Any], *, via: Authentication = TEAMS_CLICK
+    ) -> CardAnswer:
         """See :meth:`Clicks.handle_card_action` (case cards) and :meth:`CampaignDesk.handle`
         (campaign cards); timed for the invoke histogram."""
         started = time.perf_counter()
@@ -192,7 +196,7 @@ class RemediationService:
                 if verb in CAMPAIGN_VERBS:
                     answer = await self.campaigns.handle(actor, verb, data)
                 else:
-                    answer = await self.clicks.handle_card_action(actor, verb, data)
+                    answer = await self.clicks.handle_card_action(actor, verb, data, via=via)
             outcome = f"http_{answer.error_status}" if answer.error_status else "answered"
             return answer
         finally:

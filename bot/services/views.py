@@ -8,6 +8,7 @@ exist, a case's latest request).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from bot.domain.models import ActionRequest, Actor, Case, RequestState
 from bot.errors import StoreError
@@ -22,10 +23,15 @@ MAX_REFRESH_USERS = 60
 class CaseViews:
     """Cases and their cards, as the channel and a clicker see them."""
 
-    def __init__(self, store: Store, directory: Directory, links: PortalLinks) -> None:
+    def __init__(self, store: Store, directory: Directory, links: PortalLinks, page_url: str = "") -> None:
         self._store = store
         self._directory = directory
         self._links = links
+        self._page_url = page_url.rstrip("/")
+
+    def page_link(self, case: Case) -> str:
+        """The case's approval page (empty when the page is off); built from our own ids only."""
+        return f"{self._page_url}/approve/{quote(case.id, safe='')}" if self._page_url else ""
 
     async def require_case(self, case_id: str) -> Case:
         """The case, which must exist."""
@@ -33,6 +39,10 @@ class CaseViews:
         if case is None:
             raise StoreError(f"case {case_id} vanished")
         return case
+
+    async def find_case(self, case_id: str) -> Case | None:
+        """The case, if there is one."""
+        return await self._store.get_case(case_id)
 
     async def latest_request(self, case_id: str) -> ActionRequest | None:
         """The case's newest request, if any."""
@@ -43,7 +53,12 @@ class CaseViews:
         """The card everyone in the channel sees."""
         request = await self.latest_request(case.id)
         return render_case(
-            case, request, links=self._links, note=note, refresh_user_ids=self._refresh_ids(request)
+            case,
+            request,
+            links=self._links,
+            note=note,
+            refresh_user_ids=self._refresh_ids(request),
+            page_url=self.page_link(case),
         )
 
     async def card_for(
@@ -68,6 +83,7 @@ class CaseViews:
             note=note,
             viewer=viewer,
             refresh_user_ids=self._refresh_ids(request),
+            page_url=self.page_link(case),
         )
 
     def _refresh_ids(self, request: ActionRequest | None) -> list[str]:

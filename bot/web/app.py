@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,11 @@ from aiohttp import web
 
 from bot.config.policy_file import policy_from_settings
 from bot.config.settings import Settings
+from bot.domain.policy import Policy
 from bot.errors import RemediationError, StoreError
 from bot.graph import GraphClient, TokenProvider, build_http_client
 from bot.graph.auth import GRAPH_DEFAULT_SCOPE
+from bot.graph.signin import EntraSignIn
 from bot.monitor.ingestion import MONITOR_SCOPE, LogsIngestionSink
 from bot.services import Ports, RemediationService, ServiceSettings
 from bot.services.siem import AuditStream
@@ -26,6 +29,7 @@ from bot.teams.handler import TeamsBot
 from bot.teams.messenger import TeamsMessenger
 from bot.tenant.directory import Directory
 from bot.tenant.intake import WATERMARK_KEY, AlertPoller
+from bot.web.approval_page import ApprovalPage
 from bot.web.jsonguard import UnsafeJson, load_json, read_at_most
 from bot.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.web.metrics import Metrics
@@ -109,10 +113,11 @@ def create_app(
     ``monotonic`` and ``sleep`` time the coalescing of card updates (tests move them).
     The HTTP client and the store are opened and closed by the app's ``cleanup_ctx``.
     """
-    app = web.Application(client_max_size=1024 * 1024)
+    policy = policy_from_settings(settings)
+    page = _approval_page(settings, policy, clock)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[page.headers] if page else [])
     adapter = build_adapter(settings)
     messenger = TeamsMessenger(adapter, settings.microsoft_app_id)
-    policy = policy_from_settings(settings)
     links = PortalLinks(defender=settings.defender_portal_url, entra=settings.entra_portal_url)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -157,6 +162,7 @@ def create_app(
                     coalesce_seconds=settings.card_update_coalesce_seconds,
                     job_lease=timedelta(seconds=settings.job_lease_seconds),
                     card_lease=timedelta(seconds=settings.card_lease_seconds),
+                    approval_page_url=settings.approval_page_base if page else "",
                 ),
             )
             poller = AlertPoller(
@@ -174,6 +180,8 @@ def create_app(
             app[STORE] = the_store
             app[POLLER] = poller
             app[BOT] = TeamsBot(service, settings.tenant_id)
+            if page is not None:
+                stack.push_async_callback(page.aclose)
             # On SIGTERM (begun as soon as the listener closes, see stop_taking_work; awaited here,
             # after the loops below are cancelled): no new jobs are claimed, running work gets a
             # short grace, then is cancelled and its execution job released to another replica.
@@ -248,7 +256,42 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     if settings.metrics_on_main_port:
         app.router.add_get("/metrics", metrics)
+    if page is not None:
+        app.router.add_routes(page.routes())
     return app
+
+
+def _approval_page(settings: Settings, policy: Policy, clock: Callable[[], datetime]) -> ApprovalPage | None:
+    """The approval page when ``APPROVAL_PAGE_URL`` is set (off otherwise: no route, no link)."""
+    if not settings.approval_page_base:
+        return None
+    key = settings.approval_page_session_key.get_secret_value()
+    if not key:
+        # SANDBOX_MODE only (settings require the key otherwise): sessions end with the process.
+        key = secrets.token_urlsafe(32)
+    sign_in = EntraSignIn(
+        tenant_id=settings.graph_tenant_id,
+        client_id=settings.graph_client_id,
+        redirect_uri=settings.approval_redirect_uri,
+        http=build_http_client(
+            ca_bundle=settings.graph_ca_bundle or None, timeout=settings.graph_timeout_seconds
+        ),
+        clock=clock,
+        client_secret=settings.graph_client_secret.get_secret_value() or None,
+        certificate_path=settings.graph_certificate_path or None,
+        certificate_thumbprint=settings.graph_certificate_thumbprint or None,
+        authority_host=settings.graph_authority_host,
+        ca_bundle=settings.graph_ca_bundle or None,
+    )
+    return ApprovalPage(
+        service=lambda request: request.app[SERVICE],
+        sign_in=sign_in,
+        policy=policy,
+        base_url=settings.approval_page_base,
+        session_key=key,
+        session_minutes=settings.approval_page_session_minutes,
+        clock=clock,
+    )
 
 
 async def _scrape(metrics: Metrics, store: Store, clock: Callable[[], datetime]) -> web.Response:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from devtools.sandbox.assertion import AssertionRejected, verify_client_assertion
+from devtools.sandbox.signin import SignInEndpoints, SignInState
 from devtools.sandbox.state import TenantState
 
 TOKEN_LIFETIME_SECONDS = 3599
@@ -25,9 +26,11 @@ def _origin(request: web.Request) -> str:
 class IdentityEndpoints:
     """aiohttp handlers for ``/{tenant}/v2.0/.well-known/openid-configuration`` and the token URL."""
 
-    def __init__(self, state: TenantState) -> None:
-        """Serve the tenant and app registration held in ``state``."""
+    def __init__(self, state: TenantState, sign_in: SignInState | None = None) -> None:
+        """Serve the tenant and app registration held in ``state`` (and interactive sign-in)."""
         self._state = state
+        self._sign_in_state = sign_in or SignInState()
+        self._sign_in = SignInEndpoints(state, self._sign_in_state)
 
     def routes(self) -> list[web.RouteDef]:
         """The routes to add to the sandbox application."""
@@ -35,6 +38,7 @@ class IdentityEndpoints:
             web.get("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration),
             web.get("/{tenant}/discovery/v2.0/keys", self.keys),
             web.post("/{tenant}/oauth2/v2.0/token", self.token),
+            *self._sign_in.routes(),
         ]
 
     async def openid_configuration(self, request: web.Request) -> web.Response:
@@ -57,6 +61,25 @@ class IdentityEndpoints:
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
                 "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "claims_supported": [
+                    "sub",
+                    "iss",
+                    "aud",
+                    "exp",
+                    "iat",
+                    "auth_time",
+                    "acr",
+                    "acrs",
+                    "amr",
+                    "nonce",
+                    "preferred_username",
+                    "name",
+                    "tid",
+                    "ver",
+                    "oid",
+                    "email",
+                ],
+                "claims_parameter_supported": True,
                 "issuer": f"{base}/v2.0",
                 "request_uri_parameter_supported": False,
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
@@ -68,8 +91,9 @@ class IdentityEndpoints:
         )
 
     async def keys(self, request: web.Request) -> web.Response:
-        """An empty key set: the sandbox's access tokens are opaque, not JWTs."""
-        return web.json_response({"keys": []})
+        """The key ID tokens are signed with (the sandbox's access tokens are opaque)."""
+        issuer = f"{_origin(request)}/{self._state.tenant_id}/v2.0"
+        return web.json_response({"keys": [self._sign_in_state.signing_key.jwk(issuer)]})
 
     async def token(self, request: web.Request) -> web.Response:
         """The client-credentials grant with a client secret or a certificate assertion."""
@@ -79,14 +103,16 @@ class IdentityEndpoints:
         field = {k: str(v) for k, v in form.items()}
         if not self._known_tenant(tenant):
             return self._error(request, 400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
-        if field.get("grant_type") != "client_credentials":
+        grant = field.get("grant_type")
+        if grant not in ("client_credentials", "authorization_code"):
             return self._error(
                 request,
                 400,
                 "unsupported_grant_type",
                 70003,
                 "The app requested an unsupported grant type "
-                f"'{field.get('grant_type', '')}'; the sandbox issues client_credentials only.",
+                f"'{field.get('grant_type', '')}'; the sandbox issues client_credentials and "
+                "authorization_code only.",
             )
         client_id = field.get("client_id", "")
         if client_id.lower() != state.client_id.lower():
@@ -98,6 +124,15 @@ class IdentityEndpoints:
                 f"Application with identifier '{client_id}' was not found in the directory "
                 f"'{state.tenant_id}'.",
             )
+        if grant == "authorization_code":
+            problem = self._credential_problem(request, field)
+            if problem is not None:
+                return problem
+            redeemed = self._sign_in.redeem(field, _origin(request))
+            if isinstance(redeemed, tuple):
+                status, error, code, message = redeemed
+                return self._error(request, status, error, code, message)
+            return web.json_response(redeemed)
         scope = field.get("scope", "")
         if not any(s.endswith("/.default") for s in scope.split()):
             return self._error(

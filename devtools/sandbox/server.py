@@ -27,6 +27,7 @@ from devtools.sandbox.graph_api import GraphApi, GraphCall
 from devtools.sandbox.identity import IdentityEndpoints
 from devtools.sandbox.ingestion import IngestionEndpoint
 from devtools.sandbox.managed_identity import ManagedIdentityEndpoint
+from devtools.sandbox.signin import SignInState
 from devtools.sandbox.state import Fault, RecordedRequest, TenantState
 from devtools.sandbox.throttling import GraphThrottle
 from devtools.sandbox.wire import GRAPH_JSON, GraphProblem, bad_request, graph_error
@@ -116,13 +117,20 @@ class _Answer:
 class SandboxServer:
     """Builds the aiohttp application around a :class:`TenantState`."""
 
-    def __init__(self, state: TenantState, contract: Contract, throttle: GraphThrottle | None = None) -> None:
+    def __init__(
+        self,
+        state: TenantState,
+        contract: Contract,
+        throttle: GraphThrottle | None = None,
+        sign_in: SignInState | None = None,
+    ) -> None:
         """Serve ``state``, validating Graph traffic against ``contract``; ``throttle`` applies
-        Graph's documented throttling (see :mod:`devtools.sandbox.throttling`)."""
+        Graph's documented throttling (see :mod:`devtools.sandbox.throttling`); ``sign_in`` holds
+        interactive sign-in's keys, redirect URIs and codes."""
         self._state = state
         self._throttle = throttle
         self._contract = contract
-        self._identity = IdentityEndpoints(state)
+        self._identity = IdentityEndpoints(state, sign_in)
         self.managed_identity = ManagedIdentityEndpoint(state)
         self.ingestion = IngestionEndpoint(state)
         self._graph_api = GraphApi(state, contract)

@@ -24,6 +24,7 @@ from devtools.sandbox.ingestion import IngestionEndpoint
 from devtools.sandbox.managed_identity import PATH as MANAGED_IDENTITY_PATH
 from devtools.sandbox.scenario import ScenarioBuilder, identity_extras, load_scenario
 from devtools.sandbox.server import GRAPH_PREFIX, SandboxServer
+from devtools.sandbox.signin import SignInState, default_foreign_people
 from devtools.sandbox.state import Fault, JSONObject, ProviderAccount, RecordedRequest, TenantState
 from devtools.sandbox.throttling import GraphThrottle, Throttled
 from devtools.sandbox.tls import IssuedClientCertificate, ServerTLS, issue_client_certificate, make_server_tls
@@ -88,6 +89,7 @@ class SandboxTenant:
             if throttling
             else None
         )
+        self._sign_in = SignInState(foreign_people=default_foreign_people())
         self._cert_dir = cert_dir
         self._own_cert_dir: Path | None = None
         self._extensions = tuple(contract_extensions)
@@ -112,7 +114,7 @@ class SandboxTenant:
             directory = self._own_cert_dir = Path(tempfile.mkdtemp(prefix="sandbox-tenant-"))
         directory.mkdir(parents=True, exist_ok=True)
         self._tls = await asyncio.to_thread(make_server_tls, directory)
-        self._server = SandboxServer(self._state, self._contract, self._throttle)
+        self._server = SandboxServer(self._state, self._contract, self._throttle, self._sign_in)
         app = self._server.application()
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -339,6 +341,14 @@ class SandboxTenant:
     def issued_tokens(self) -> list[str]:
         """Every access token the tenant issued (tests search for leaks with them)."""
         return list(self._state.tokens)
+
+    def add_redirect_uri(self, uri: str) -> None:
+        """Register a web redirect URI on the app (Authentication > Web > Redirect URIs)."""
+        self._sign_in.redirect_uris.add(uri)
+
+    def id_token_signing_key(self) -> Any:
+        """The private key ID tokens are signed with (tests forge tokens with other keys)."""
+        return self._sign_in.signing_key.private_key
 
     def run_directory_sync(self) -> None:
         """Run one Entra Connect sync cycle now: AD's enabled state overwrites synced users'.

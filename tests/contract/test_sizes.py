@@ -217,8 +217,11 @@ def test_the_campaign_card_fits_at_any_size(members: int, unit: str, state: Requ
 
 
 def _alert_ids_line(card: dict[str, Any]) -> list[str]:
-    """The texts of the card's "Alert ids" line."""
-    for block in card["body"]:
+    """The texts of the card's "Alert ids" line (with the details, inside their container)."""
+    blocks = list(card["body"])
+    while blocks:
+        block = blocks.pop(0)
+        blocks[:0] = block.get("items", [])
         texts = [run.get("text", "") for run in block.get("inlines", [])]
         if texts[:1] == ["Alert ids: "]:
             return texts

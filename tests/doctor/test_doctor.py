@@ -333,6 +333,81 @@ def test_needed_permissions_are_the_table() -> None:
     assert {"SecurityAlert.Read.All", "User-PasswordProfile.ReadWrite.All"} <= needed_permissions()
 
 
+# -- the approval page ------------------------------------------------------------------------
+
+PAGE = "https://remediation-bot.contoso.example"
+PAGE_KEY = "doctor-test approval page key of 32+ characters"
+
+
+@pytest.mark.usefixtures("registered_channel")
+async def test_the_approval_page_is_off_without_a_url(make_settings: Callable[..., Settings]) -> None:
+    report = await run_doctor(make_settings())
+
+    assert only(report, "approval page").status is Status.SKIPPED
+
+
+@pytest.mark.usefixtures("registered_channel")
+async def test_an_unregistered_redirect_uri_is_missing(make_settings: Callable[..., Settings]) -> None:
+    report = await run_doctor(make_settings(approval_page_url=PAGE, approval_page_session_key=PAGE_KEY))
+
+    check = only(report, "approval page")
+    assert check.status is Status.MISSING
+    assert f"{PAGE}/approve/callback" in check.detail and "AADSTS50011" in check.detail
+    assert report.exit_code == 1
+
+
+@pytest.mark.usefixtures("registered_channel")
+async def test_a_registered_redirect_uri_is_ok(
+    make_settings: Callable[..., Settings], tenant: SandboxTenant
+) -> None:
+    tenant.add_redirect_uri(f"{PAGE}/approve/callback")
+
+    report = await run_doctor(make_settings(approval_page_url=PAGE, approval_page_session_key=PAGE_KEY))
+
+    assert only(report, "approval page").status is Status.OK
+    assert report.exit_code == 0
+
+
+@pytest.mark.usefixtures("registered_channel")
+async def test_step_up_without_the_page_is_missing(
+    make_settings: Callable[..., Settings], policy_file: Path
+) -> None:
+    text = await asyncio.to_thread(policy_file.read_text)
+    step_up = "step_up: {context: c1, when: {privileged_targets: true}}\n"
+    await asyncio.to_thread(policy_file.write_text, text + step_up)
+
+    report = await run_doctor(make_settings())
+
+    check = only(report, "approval page")
+    assert check.status is Status.MISSING and "step_up" in check.detail
+
+
+def test_the_page_needs_https_and_a_session_key(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError) as plain_http:
+        make_settings(approval_page_url="http://bot.contoso.example", approval_page_session_key=PAGE_KEY)
+    with pytest.raises(ConfigError) as no_key:
+        make_settings(approval_page_url=PAGE)
+    with pytest.raises(ConfigError) as with_path:
+        make_settings(approval_page_url=f"{PAGE}/bot", approval_page_session_key=PAGE_KEY)
+
+    assert plain_http.value.variable == "APPROVAL_PAGE_URL"
+    assert no_key.value.variable == "APPROVAL_PAGE_SESSION_KEY"
+    assert with_path.value.variable == "APPROVAL_PAGE_URL"
+
+
+def test_the_page_needs_the_app_registrations_own_credential(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(
+            graph_client_secret="",
+            graph_managed_identity="user",
+            approval_page_url=PAGE,
+            approval_page_session_key=PAGE_KEY,
+        )
+
+    assert caught.value.variable == "APPROVAL_PAGE_URL"
+    assert "GRAPH_MANAGED_IDENTITY" in str(caught.value)
+
+
 def test_doctor_names_every_response_call_under_its_permission() -> None:
     """Confirm safe and the Defender for Identity actions are checked with the rest."""
     granted = needed_permissions() - {"IdentityRiskyUser.ReadWrite.All"}

@@ -122,8 +122,16 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
         await expect(card.get_by_role("button", name="Disable account")).to_be_visible()
         await expect(card.get_by_role("textbox", name="Reason")).to_be_visible()
     lee = posts.filter(has_text="Lee Gu")
+    # Phone first: who, why in one line, the account and the actions; the rest behind a toggle.
+    await expect(lee).to_contain_text("Why: 2 alerts")
+    await expect(lee).to_contain_text("Enabled, cloud-only")
+    await expect(lee).not_to_contain_text("Leaked credentials")
+    await expect(lee).not_to_contain_text("Detected by")
+    await lee.get_by_role("button", name="Show details").click()
     await expect(lee).to_contain_text("Leaked credentials")
+    await expect(lee).to_contain_text("Detected by")
     await expect(lee).to_contain_text("Entra ID Protection")
+    await expect(lee).not_to_contain_text("Source")  # one row says where the alerts came from
     adele = posts.filter(has_text="Adele Vance")
     await expect(adele).to_contain_text("Suspected identity theft (pass-the-ticket)")
     await expect(adele).to_contain_text("Defender for Identity")

@@ -40,6 +40,26 @@ def test_the_example_policy_loads() -> None:
     assert policy.blast_radius_per_hour == 20
 
 
+def test_the_example_policy_steps_up_on_privileged_targets() -> None:
+    step_up = load_policy(ROOT / "policy.example.yaml").step_up
+
+    assert step_up is not None
+    assert step_up.context == "c1"
+    assert step_up.max_age == timedelta(minutes=10)
+    assert step_up.applies(ResponseAction.DISABLE_ACCOUNT, privileged_target=True)
+    assert not step_up.applies(ResponseAction.DISABLE_ACCOUNT, privileged_target=False)
+
+
+def test_step_up_for_named_actions(tmp_path: Path) -> None:
+    path = _write(tmp_path, "step_up: {context: c7, max_age_minutes: 5, when: {actions: [disableAccount]}}\n")
+
+    policy = load_policy(path)
+
+    assert policy.step_up_for(ResponseAction.DISABLE_ACCOUNT, privileged_target=False) is not None
+    assert policy.step_up_for(ResponseAction.REVOKE_SESSIONS, privileged_target=True) is None
+    assert policy.step_up is not None and policy.step_up.max_age == timedelta(minutes=5)
+
+
 def test_the_demo_policy_names_the_demo_groups() -> None:
     policy = load_policy(DEMO_POLICY)
 
@@ -137,6 +157,29 @@ BAD_FILES: list[tuple[str, str, str]] = [
     ("reminder_minutes: 0\n", "reminder_minutes", "greater than 0"),
     ("blast_radius_per_hour: 0\n", "blast_radius_per_hour", "at least 1"),
     ("blast_radius_per_hour: 2.5\n", "blast_radius_per_hour", "whole number"),
+    ("step_up: c1\n", "step_up", "must be a mapping"),
+    ("step_up: {context: c0, when: {privileged_targets: true}}\n", "step_up.context", "c1 to c99"),
+    ("step_up: {context: C1, when: {privileged_targets: true}}\n", "step_up.context", "c1 to c99"),
+    ("step_up: {context: c100, when: {privileged_targets: true}}\n", "step_up.context", "c1 to c99"),
+    ("step_up: {when: {privileged_targets: true}}\n", "step_up.context", "c1 to c99"),
+    ("step_up: {context: c1}\n", "step_up.when", "applies to nothing"),
+    (
+        "step_up: {context: c1, when: {privileged_targets: 'yes'}}\n",
+        "step_up.when.privileged_targets",
+        "true or false",
+    ),
+    ("step_up: {context: c1, when: {actions: [wipe]}}\n", "step_up.when.actions[0]", "unknown action"),
+    ("step_up: {context: c1, when: {bulk: true}}\n", "step_up.when.bulk", "unknown key"),
+    (
+        "step_up: {context: c1, max_age_minutes: 0, when: {actions: [disableAccount]}}\n",
+        "step_up.max_age_minutes",
+        "greater than 0",
+    ),
+    (
+        "step_up: {context: c1, maxAge: 5, when: {actions: [disableAccount]}}\n",
+        "step_up.maxAge",
+        "unknown key",
+    ),
     ("storm: {threshold: 0}\n", "storm.threshold", "at least 1"),
     ("storm: {window_minutes: 0}\n", "storm.window_minutes", "greater than 0"),
     ("storm: {approvals: 1}\n", "storm.approvals", "at least 2"),

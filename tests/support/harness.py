@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -39,9 +40,12 @@ class BotHarness:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        port: int = 0,
     ) -> None:
-        """``monotonic`` and ``sleep`` time the service's card coalescing (real unless a test moves them)."""
+        """``monotonic`` and ``sleep`` time the service's card coalescing (real unless a test moves them).
+        ``port`` 0 picks a free one; the approval page's tests give the one APPROVAL_PAGE_URL names."""
         self.settings = settings
+        self._port = port
         self.clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
@@ -56,7 +60,7 @@ class BotHarness:
         )
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
@@ -111,6 +115,14 @@ class BotHarness:
             if response.content_type == "application/json":
                 body = await response.json()
             return response.status, body
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a URL the settings must name before start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def install_activity(service_url: str, *, channel_id: str = CHANNEL_ID) -> dict[str, Any]:

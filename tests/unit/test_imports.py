@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {
     "botbuilder": ("bot/teams/",),
     "botframework": ("bot/teams/",),
-    "jwt": ("bot/teams/",),
+    # Bot Framework tokens (bot/teams) and Entra ID tokens of the approval page's sign-in (bot/graph).
+    "jwt": ("bot/teams/", "bot/graph/"),
     "httpx": ("bot/graph/",),
     "msal": ("bot/graph/",),
     "requests": ("bot/graph/",),
