@@ -199,6 +199,10 @@ class Chaos:
                     "approvals": {"disableAccount": 2},
                     "privileged_targets": {"roles": []},
                     "blast_radius_per_hour": 10000,
+                    # The chaos run drives the one-card-per-identity path (its clicks are on each
+                    # person's card): 40 people opening at once would otherwise be a campaign.
+                    # Campaigns under crashes: tests/store/test_storm_crash.py.
+                    "storm": {"threshold": 1000000},
                 }
             )
         )
