@@ -17,7 +17,8 @@ Security, in the order a request meets it:
   ``SameSite=Strict``) sealed with ``APPROVAL_PAGE_SESSION_KEY`` (Fernet: AES with an HMAC),
   valid for ``APPROVAL_PAGE_SESSION_MINUTES``, naming the person, their tenant and how they
   signed in; a sign-in in flight (msal's flow: PKCE verifier, state, nonce) is a second sealed
-  cookie, ``SameSite=Lax`` so that it comes back with Entra ID's redirect, for ten minutes;
+  cookie, ``SameSite=None`` so that it comes back with Entra ID's cross-site form post, for ten
+  minutes; an answer is believed (an error shown, a code redeemed) only with that flow's ``state``;
 - every form carries a CSRF token bound to the session (HMAC of its random id), and a post whose
   ``Origin`` is not the page's is refused;
 - a visitor who is not signed in is sent to sign in before anything is looked up; a signed-in
@@ -212,10 +213,22 @@ class FormProblem(Exception):
         self.message = message
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _urlencoded(body: bytes) -> str:
+    """An urlencoded body as text: ASCII only, every ``%`` an escape (browsers encode ``%``)."""
+    text = body.decode("ascii")
+    if _BAD_ESCAPE.search(text):
+        # parse_qsl would keep "%zz" as it is; no browser sends it, so it is not a form of ours.
+        raise ValueError("a % that is not an escape")
+    return text
+
+
 def read_form(body: bytes) -> dict[str, str]:
     """The fields of an urlencoded form, strictly: UTF-8, known fields once each, no NUL."""
     try:
-        text = body.decode("ascii")
+        text = _urlencoded(body)
         pairs = parse_qsl(
             text, keep_blank_values=True, strict_parsing=bool(text), errors="strict", max_num_fields=10
         )
@@ -243,7 +256,7 @@ CALLBACK_FIELDS = frozenset(
 def _callback_fields(body: bytes) -> dict[str, str]:
     """Entra ID's form_post answer: the fields the flow reads, each once."""
     try:
-        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=20)
+        pairs = parse_qsl(_urlencoded(body), keep_blank_values=True, errors="strict", max_num_fields=20)
     except (UnicodeError, ValueError):
         raise FormProblem(400, "This sign-in answer is malformed.") from None
     fields: dict[str, str] = {}
@@ -312,6 +325,8 @@ class ApprovalPage:
                 f"<p>{html.escape(exc.reason)}</p>",
                 exc.status,
             )
+            if "Allow" in exc.headers:  # a 405 names the methods the path takes (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -362,6 +377,15 @@ class ApprovalPage:
         if not isinstance(flow, dict) or not isinstance(case_id, str) or not CASE_ID.match(case_id):
             return _message(
                 "Sign-in expired", "This sign-in is unknown or too old. Open the link again.", 400
+            )
+        # The answer must carry this browser's sign-in's state before anything in it is believed
+        # or shown, an error included: the flow cookie comes along on any site's POST (SameSite=None).
+        if not hmac.compare_digest(posted.get("state", "").encode(), str(flow.get("state", "")).encode()):
+            log.warning(
+                "approval page: a sign-in answer without this sign-in's state, from %s", request.remote
+            )
+            return _message(
+                "Refused", "This sign-in answer does not belong to your sign-in. Open the link again.", 400
             )
         try:
             person = await self._sign_in.complete(flow, posted)
