@@ -19,6 +19,8 @@ Security, in the order a request meets it:
   signed in; a sign-in in flight (msal's flow: PKCE verifier, state, nonce) is a second sealed
   cookie, ``SameSite=None`` so that it comes back with Entra ID's cross-site form post, for ten
   minutes; an answer is believed (an error shown, a code redeemed) only with that flow's ``state``;
+- each session is also a claim in the store (expiring with it, shared by every replica): signing
+  out releases it, so a copy of the cookie kept from before is refused;
 - every form carries a CSRF token bound to the session (HMAC of its random id), and a post whose
   ``Origin`` is not the page's is refused;
 - a visitor who is not signed in is sent to sign in before anything is looked up; a signed-in
@@ -40,7 +42,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -55,6 +57,7 @@ from bot.domain.policy import Policy, StepUp
 from bot.errors import RemediationError
 from bot.graph.signin import EntraSignIn, SignedIn, SignInError
 from bot.services import RemediationService
+from bot.store.base import Store
 from cards.case import detection_label, format_time, request_headline
 from cards.text import plain
 
@@ -269,6 +272,8 @@ def _callback_fields(body: bytes) -> dict[str, str]:
 
 
 ServiceGetter = Callable[[web.Request], RemediationService]
+StoreGetter = Callable[[web.Request], Store]
+SESSION_CLAIM = "approval-page-session:"
 
 
 class ApprovalPage:
@@ -278,6 +283,7 @@ class ApprovalPage:
         self,
         *,
         service: ServiceGetter,
+        store: StoreGetter,
         sign_in: EntraSignIn,
         policy: Policy,
         base_url: str,
@@ -287,6 +293,7 @@ class ApprovalPage:
     ) -> None:
         """Serve the page at ``base_url``/approve, signing people in with ``sign_in``."""
         self._service = service
+        self._store = store
         self._sign_in = sign_in
         self._policy = policy
         self._base = base_url.rstrip("/")
@@ -395,6 +402,17 @@ class ApprovalPage:
             _forget(answer, FLOW_COOKIE, "None")
             return answer
         session = _session_of(person)
+        now = self._clock()
+        try:
+            # The session lives while its claim does: signing out releases it, on every replica.
+            await self._store(request).claim_replay(
+                SESSION_CLAIM + session.session_id,
+                expires_at=now + timedelta(seconds=self._session_seconds),
+                now=now,
+            )
+        except RemediationError as exc:
+            log.error("approval page: a session could not be recorded: %s", exc.message)
+            return _message("Unavailable", "The bot's store is unavailable; try again.", 503)
         log.info(
             "approval page: %s signed in (amr %s, acrs %s)",
             session.object_id,
@@ -424,8 +442,8 @@ class ApprovalPage:
         return answer
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
-        """Forget the session (a form with the CSRF token)."""
-        session = self._session(request)
+        """End the session (a form with the CSRF token): its claim released, its cookie deleted."""
+        session = await self._session(request)
         if not isinstance(session, PageSession):
             return session
         refused = await self._check_post(request, session)
@@ -437,6 +455,11 @@ class ApprovalPage:
             return _message("Refused", problem.message, problem.status)
         if not hmac.compare_digest(fields.get("csrf", ""), self._sealer.csrf(session.session_id)):
             return _message("Refused", "This form is not from your session (CSRF); nothing was done.", 403)
+        try:
+            await self._store(request).release_replay(SESSION_CLAIM + session.session_id)
+        except RemediationError as exc:
+            log.error("approval page: a sign-out could not be recorded: %s", exc.message)
+            return _message("Unavailable", "Signing out is not possible right now; try again.", 503)
         answer = _redirect("/approve/signed-out", 303)
         _forget(answer, SESSION_COOKIE, "Strict")
         return answer
@@ -450,7 +473,7 @@ class ApprovalPage:
     async def show(self, request: web.Request) -> web.StreamResponse:
         """The case page; signed-out visitors are sent to sign in first."""
         case_id = request.match_info["case_id"]
-        session = self._session(request, sign_in_for=case_id)
+        session = await self._session(request, sign_in_for=case_id)
         if not isinstance(session, PageSession):
             return session
         if not CASE_ID.match(case_id):
@@ -466,7 +489,7 @@ class ApprovalPage:
     async def decide(self, request: web.Request) -> web.StreamResponse:
         """A form on the page: the same use case as the card's button."""
         case_id = request.match_info["case_id"]
-        session = self._session(request)
+        session = await self._session(request)
         if not isinstance(session, PageSession):
             return session
         refused = await self._check_post(request, session)
@@ -530,7 +553,9 @@ class ApprovalPage:
 
     # -- pieces -------------------------------------------------------------------------------
 
-    def _session(self, request: web.Request, *, sign_in_for: str = "") -> PageSession | web.StreamResponse:
+    async def _session(
+        self, request: web.Request, *, sign_in_for: str = ""
+    ) -> PageSession | web.StreamResponse:
         sealed = request.cookies.get(SESSION_COOKIE)
         if not sealed:
             if sign_in_for and CASE_ID.match(sign_in_for):
@@ -557,6 +582,20 @@ class ApprovalPage:
             # Sealed by us, yet naming another tenant: never (a key shared with another bot?).
             log.warning("approval page: a session of tenant %s refused", session.tenant_id)
             answer = _message("Refused", "Your session is not of this organisation. Nothing was done.", 401)
+            _forget(answer, SESSION_COOKIE, "Strict")
+            return answer
+        try:
+            live = await self._store(request).replay_claimed(
+                SESSION_CLAIM + session.session_id, now=self._clock()
+            )
+        except RemediationError as exc:
+            log.error("approval page: a session could not be checked: %s", exc.message)
+            return _message("Unavailable", "The bot's store is unavailable; try again.", 503)
+        if not live:
+            # Signed out (a copy of the cookie kept after signing out is worth nothing).
+            if sign_in_for and CASE_ID.match(sign_in_for):
+                return _redirect(f"/approve/signin?case={quote(sign_in_for, safe='')}")
+            answer = _message("Signed out", "This session has ended: sign in again. Nothing was done.", 401)
             _forget(answer, SESSION_COOKIE, "Strict")
             return answer
         return session

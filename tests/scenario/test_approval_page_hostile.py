@@ -325,3 +325,64 @@ async def test_id_tokens_that_do_not_prove_who_signed_in_are_refused(
             assert refused.status in (400, 403), what
         else:
             pytest.fail(f"{what} was accepted")
+
+
+@pytest.mark.asyncio
+async def test_expired_cookies_and_another_sessions_csrf_token_act_on_nothing(
+    make_page: Callable[..., Any],  # noqa: F811
+    clock: Clock,
+) -> None:
+    page = await _pending(make_page)
+    path = await page.path_of(ADELE)
+    megan = page.browser()
+    good = form_fields((await megan.sign_in(path, MEGAN_UPN)).text, "approve")
+    again = page.browser()
+    other_session = form_fields((await again.sign_in(path, MEGAN_UPN)).text, "approve")
+    late = page.browser()
+    started = await late.request("GET", f"{page.bot.url}/approve/signin?case={path.rsplit('/', 1)[1]}")
+    state = parse_qs(urlsplit(started.headers["Location"]).query)["state"][0]
+    before = len(await page.audit())
+
+    # The same person's token from another session is not this session's.
+    crossed = await megan.post_form(path, {**good, "csrf": other_session["csrf"]})
+    clock.now += timedelta(minutes=16)
+    expired_post = await megan.post_form(path, good)
+    expired_view = await megan.request("GET", f"{page.bot.url}{path}")
+    expired_flow = await late.post_form("/approve/callback", {"code": "abc", "state": state})
+
+    assert other_session["csrf"] != good["csrf"]
+    assert crossed.status_code == 403
+    assert expired_post.status_code == 401
+    assert expired_view.status_code == 302
+    assert expired_view.headers["Location"].startswith("/approve/signin?case=")
+    assert expired_flow.status_code == 400 and "too old" in expired_flow.text
+    assert len(await page.audit()) == before
+    assert page.tenant.user(ADELE)["accountEnabled"] is True
+
+
+@pytest.mark.asyncio
+async def test_a_session_cookie_kept_after_signing_out_is_worth_nothing(
+    make_page: Callable[..., Any],  # noqa: F811
+) -> None:
+    page = await _pending(make_page)
+    path = await page.path_of(ADELE)
+    megan = page.browser()
+    good = form_fields((await megan.sign_in(path, MEGAN_UPN)).text, "approve")
+    kept = megan.cookies[SESSION]
+    signed_out = await megan.post_form("/approve/signout", {"csrf": good["csrf"]})
+    assert signed_out.status_code == 200 and SESSION not in megan.cookies
+    before = len(await page.audit())
+
+    thief = page.browser()
+    thief.cookies[SESSION] = kept
+    view = await thief.request("GET", f"{page.bot.url}{path}")
+    thief.cookies[SESSION] = kept
+    post = await thief.post_form(path, good)
+    thief.cookies[SESSION] = kept
+    out_again = await thief.post_form("/approve/signout", {"csrf": good["csrf"]})
+
+    assert view.status_code == 302 and view.headers["Location"].startswith("/approve/signin?case=")
+    assert post.status_code == 401 and "Adele" not in post.text
+    assert out_again.status_code == 401
+    assert len(await page.audit()) == before
+    assert page.tenant.user(ADELE)["accountEnabled"] is True
