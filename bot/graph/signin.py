@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 
 CLOCK_SKEW = timedelta(minutes=2)
 JWKS_LIFETIME = timedelta(hours=6)
-_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+_ERROR_CODE = re.compile(r"^[a-z_]{1,64}\Z")
 _AADSTS = re.compile(r"\bAADSTS[0-9]{1,9}\b")
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 class SignInError(Exception):
