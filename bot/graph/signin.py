@@ -242,6 +242,10 @@ class EntraSignIn:
             ) from None
         except jwt.PyJWTError as exc:
             raise SignInError(f"The ID token was refused: {exc}.", status=403) from None
+        if claims.get("aud") != self._client_id:
+            # PyJWT accepts a list naming us among others; Entra ID's ID tokens name one audience
+            # (OpenID Connect core 3.1.3.7: several need an azp, which this page never expects).
+            raise SignInError("The ID token was issued to another application.", status=403)
         tenant = str(claims.get("tid", ""))
         if tenant.lower() != self._tenant_id.lower():
             raise SignInError(

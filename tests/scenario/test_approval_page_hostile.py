@@ -306,6 +306,9 @@ async def test_id_tokens_that_do_not_prove_who_signed_in_are_refused(
         "another audience": signed(
             _claims(tenant, client_id, now, aud="00000000-0000-0000-0000-000000000002")
         ),
+        "several audiences": signed(
+            _claims(tenant, client_id, now, aud=[client_id, "00000000-0000-0000-0000-000000000002"])
+        ),
         "no audience": signed(_claims(tenant, client_id, now, aud=None)),
         "expired": signed(_claims(tenant, client_id, now, exp=int((now - timedelta(minutes=3)).timestamp()))),
         "not yet valid": signed(
