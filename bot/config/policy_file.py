@@ -73,12 +73,12 @@ _TOP_KEYS = (
 )
 _STEP_UP_KEYS = ("context", "max_age_minutes", "when")
 _STEP_UP_WHEN_KEYS = ("privileged_targets", "actions")
-_CONTEXT = re.compile(r"^c([1-9]|[1-9][0-9])$")
+_CONTEXT = re.compile(r"^c([1-9]|[1-9][0-9])\Z")
 _PRINCIPAL_KEYS = ("users", "groups")
 _PRIVILEGED_KEYS = ("roles", "groups")
 _STORM_KEYS = ("threshold", "window_minutes", "approvals", "max_bulk")
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
 
 def load_policy(path: Path) -> Policy:

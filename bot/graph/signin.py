@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 CLOCK_SKEW = timedelta(minutes=2)
 JWKS_LIFETIME = timedelta(hours=6)
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_ERROR_CODE = re.compile(r"^[a-z_]{1,64}\Z")
+_AADSTS = re.compile(r"\bAADSTS[0-9]{1,9}\b")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 class SignInError(Exception):
@@ -172,9 +174,18 @@ class EntraSignIn:
     async def complete(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn:
         """Redeem the code Entra ID sent back and validate the ID token; raise SignInError."""
         if response.get("error"):
-            raise SignInError(
-                "Entra ID did not sign you in: " + response.get("error_description", response["error"])[:300]
+            # Only Entra ID's codes are shown: its description is free text that came through the
+            # browser, and the page never repeats what a form post said.
+            description = response.get("error_description", "")
+            log.warning(
+                "approval page: Entra ID refused the sign-in: %r %r",
+                response["error"][:64],
+                description[:300],
             )
+            error = response["error"] if _ERROR_CODE.match(response["error"]) else "error"
+            aadsts = _AADSTS.search(description)
+            code = f", {aadsts.group(0)}" if aadsts else ""
+            raise SignInError(f"Entra ID did not sign you in ({error}{code}). Open the link again.")
         app = await self._application()
         try:
             result = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, dict(flow), dict(response))
@@ -231,6 +242,10 @@ class EntraSignIn:
             ) from None
         except jwt.PyJWTError as exc:
             raise SignInError(f"The ID token was refused: {exc}.", status=403) from None
+        if claims.get("aud") != self._client_id:
+            # PyJWT accepts a list naming us among others; Entra ID's ID tokens name one audience
+            # (OpenID Connect core 3.1.3.7: several need an azp, which this page never expects).
+            raise SignInError("The ID token was issued to another application.", status=403)
         tenant = str(claims.get("tid", ""))
         if tenant.lower() != self._tenant_id.lower():
             raise SignInError(

@@ -386,3 +386,6 @@ class Store(Protocol):
 
     async def release_replay(self, key: str) -> None:
         """Give up a claim (the work it guarded failed, so the sender may retry); idempotent."""
+
+    async def replay_claimed(self, key: str, *, now: datetime) -> bool:
+        """Whether a claim on ``key`` is held and has not expired by ``now`` (a read)."""

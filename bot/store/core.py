@@ -208,6 +208,13 @@ class SqlStore(MetaRecords):
             what="saving a setting",
         )
 
+    async def replay_claimed(self, key: str, *, now: datetime) -> bool:
+        """Whether a claim on ``key`` is held and has not expired by ``now``."""
+        row = await self._first(
+            "SELECT 1 FROM replay_claims WHERE key = ? AND expires_at >= ?", (key, self.dialect.time(now))
+        )
+        return row is not None
+
     async def release_replay(self, key: str) -> None:
         """Give a claim up (the work it guarded failed), so the same request may come again."""
         await self._write(

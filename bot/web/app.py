@@ -285,6 +285,7 @@ def _approval_page(settings: Settings, policy: Policy, clock: Callable[[], datet
     )
     return ApprovalPage(
         service=lambda request: request.app[SERVICE],
+        store=lambda request: request.app[STORE],
         sign_in=sign_in,
         policy=policy,
         base_url=settings.approval_page_base,

@@ -17,7 +17,10 @@ Security, in the order a request meets it:
   ``SameSite=Strict``) sealed with ``APPROVAL_PAGE_SESSION_KEY`` (Fernet: AES with an HMAC),
   valid for ``APPROVAL_PAGE_SESSION_MINUTES``, naming the person, their tenant and how they
   signed in; a sign-in in flight (msal's flow: PKCE verifier, state, nonce) is a second sealed
-  cookie, ``SameSite=Lax`` so that it comes back with Entra ID's redirect, for ten minutes;
+  cookie, ``SameSite=None`` so that it comes back with Entra ID's cross-site form post, for ten
+  minutes; an answer is believed (an error shown, a code redeemed) only with that flow's ``state``;
+- each session is also a claim in the store (expiring with it, shared by every replica): signing
+  out releases it, so a copy of the cookie kept from before is refused;
 - every form carries a CSRF token bound to the session (HMAC of its random id), and a post whose
   ``Origin`` is not the page's is refused;
 - a visitor who is not signed in is sent to sign in before anything is looked up; a signed-in
@@ -39,7 +42,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -54,6 +57,7 @@ from bot.domain.policy import Policy, StepUp
 from bot.errors import RemediationError
 from bot.graph.signin import EntraSignIn, SignedIn, SignInError
 from bot.services import RemediationService
+from bot.store.base import Store
 from cards.case import detection_label, format_time, request_headline
 from cards.text import plain
 
@@ -63,7 +67,7 @@ SESSION_COOKIE = "__Host-rb-approval"
 FLOW_COOKIE = "__Host-rb-signin"
 FLOW_SECONDS = 600
 MAX_FORM_BYTES = 8 * 1024
-CASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" would pass a trailing newline
 DECISIONS = ("approve", "reject", "cancel", "retry")
 DONE_VERBS = frozenset({*DECISIONS, *(a.value for a in ResponseAction)})
 FORM_FIELDS = frozenset({"csrf", "verb", "request", "version", "reason"})
@@ -212,10 +216,22 @@ class FormProblem(Exception):
         self.message = message
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _urlencoded(body: bytes) -> str:
+    """An urlencoded body as text: ASCII only, every ``%`` an escape (browsers encode ``%``)."""
+    text = body.decode("ascii")
+    if _BAD_ESCAPE.search(text):
+        # parse_qsl would keep "%zz" as it is; no browser sends it, so it is not a form of ours.
+        raise ValueError("a % that is not an escape")
+    return text
+
+
 def read_form(body: bytes) -> dict[str, str]:
     """The fields of an urlencoded form, strictly: UTF-8, known fields once each, no NUL."""
     try:
-        text = body.decode("ascii")
+        text = _urlencoded(body)
         pairs = parse_qsl(
             text, keep_blank_values=True, strict_parsing=bool(text), errors="strict", max_num_fields=10
         )
@@ -243,7 +259,7 @@ CALLBACK_FIELDS = frozenset(
 def _callback_fields(body: bytes) -> dict[str, str]:
     """Entra ID's form_post answer: the fields the flow reads, each once."""
     try:
-        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=20)
+        pairs = parse_qsl(_urlencoded(body), keep_blank_values=True, errors="strict", max_num_fields=20)
     except (UnicodeError, ValueError):
         raise FormProblem(400, "This sign-in answer is malformed.") from None
     fields: dict[str, str] = {}
@@ -256,6 +272,8 @@ def _callback_fields(body: bytes) -> dict[str, str]:
 
 
 ServiceGetter = Callable[[web.Request], RemediationService]
+StoreGetter = Callable[[web.Request], Store]
+SESSION_CLAIM = "approval-page-session:"
 
 
 class ApprovalPage:
@@ -265,6 +283,7 @@ class ApprovalPage:
         self,
         *,
         service: ServiceGetter,
+        store: StoreGetter,
         sign_in: EntraSignIn,
         policy: Policy,
         base_url: str,
@@ -274,6 +293,7 @@ class ApprovalPage:
     ) -> None:
         """Serve the page at ``base_url``/approve, signing people in with ``sign_in``."""
         self._service = service
+        self._store = store
         self._sign_in = sign_in
         self._policy = policy
         self._base = base_url.rstrip("/")
@@ -312,6 +332,8 @@ class ApprovalPage:
                 f"<p>{html.escape(exc.reason)}</p>",
                 exc.status,
             )
+            if "Allow" in exc.headers:  # a 405 names the methods the path takes (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -363,6 +385,15 @@ class ApprovalPage:
             return _message(
                 "Sign-in expired", "This sign-in is unknown or too old. Open the link again.", 400
             )
+        # The answer must carry this browser's sign-in's state before anything in it is believed
+        # or shown, an error included: the flow cookie comes along on any site's POST (SameSite=None).
+        if not hmac.compare_digest(posted.get("state", "").encode(), str(flow.get("state", "")).encode()):
+            log.warning(
+                "approval page: a sign-in answer without this sign-in's state, from %s", request.remote
+            )
+            return _message(
+                "Refused", "This sign-in answer does not belong to your sign-in. Open the link again.", 400
+            )
         try:
             person = await self._sign_in.complete(flow, posted)
         except SignInError as exc:
@@ -371,6 +402,17 @@ class ApprovalPage:
             _forget(answer, FLOW_COOKIE, "None")
             return answer
         session = _session_of(person)
+        now = self._clock()
+        try:
+            # The session lives while its claim does: signing out releases it, on every replica.
+            await self._store(request).claim_replay(
+                SESSION_CLAIM + session.session_id,
+                expires_at=now + timedelta(seconds=self._session_seconds),
+                now=now,
+            )
+        except RemediationError as exc:
+            log.error("approval page: a session could not be recorded: %s", exc.message)
+            return _message("Unavailable", "The bot's store is unavailable; try again.", 503)
         log.info(
             "approval page: %s signed in (amr %s, acrs %s)",
             session.object_id,
@@ -400,8 +442,8 @@ class ApprovalPage:
         return answer
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
-        """Forget the session (a form with the CSRF token)."""
-        session = self._session(request)
+        """End the session (a form with the CSRF token): its claim released, its cookie deleted."""
+        session = await self._session(request)
         if not isinstance(session, PageSession):
             return session
         refused = await self._check_post(request, session)
@@ -413,6 +455,11 @@ class ApprovalPage:
             return _message("Refused", problem.message, problem.status)
         if not hmac.compare_digest(fields.get("csrf", ""), self._sealer.csrf(session.session_id)):
             return _message("Refused", "This form is not from your session (CSRF); nothing was done.", 403)
+        try:
+            await self._store(request).release_replay(SESSION_CLAIM + session.session_id)
+        except RemediationError as exc:
+            log.error("approval page: a sign-out could not be recorded: %s", exc.message)
+            return _message("Unavailable", "Signing out is not possible right now; try again.", 503)
         answer = _redirect("/approve/signed-out", 303)
         _forget(answer, SESSION_COOKIE, "Strict")
         return answer
@@ -426,7 +473,7 @@ class ApprovalPage:
     async def show(self, request: web.Request) -> web.StreamResponse:
         """The case page; signed-out visitors are sent to sign in first."""
         case_id = request.match_info["case_id"]
-        session = self._session(request, sign_in_for=case_id)
+        session = await self._session(request, sign_in_for=case_id)
         if not isinstance(session, PageSession):
             return session
         if not CASE_ID.match(case_id):
@@ -442,7 +489,7 @@ class ApprovalPage:
     async def decide(self, request: web.Request) -> web.StreamResponse:
         """A form on the page: the same use case as the card's button."""
         case_id = request.match_info["case_id"]
-        session = self._session(request)
+        session = await self._session(request)
         if not isinstance(session, PageSession):
             return session
         refused = await self._check_post(request, session)
@@ -506,7 +553,9 @@ class ApprovalPage:
 
     # -- pieces -------------------------------------------------------------------------------
 
-    def _session(self, request: web.Request, *, sign_in_for: str = "") -> PageSession | web.StreamResponse:
+    async def _session(
+        self, request: web.Request, *, sign_in_for: str = ""
+    ) -> PageSession | web.StreamResponse:
         sealed = request.cookies.get(SESSION_COOKIE)
         if not sealed:
             if sign_in_for and CASE_ID.match(sign_in_for):
@@ -533,6 +582,20 @@ class ApprovalPage:
             # Sealed by us, yet naming another tenant: never (a key shared with another bot?).
             log.warning("approval page: a session of tenant %s refused", session.tenant_id)
             answer = _message("Refused", "Your session is not of this organisation. Nothing was done.", 401)
+            _forget(answer, SESSION_COOKIE, "Strict")
+            return answer
+        try:
+            live = await self._store(request).replay_claimed(
+                SESSION_CLAIM + session.session_id, now=self._clock()
+            )
+        except RemediationError as exc:
+            log.error("approval page: a session could not be checked: %s", exc.message)
+            return _message("Unavailable", "The bot's store is unavailable; try again.", 503)
+        if not live:
+            # Signed out (a copy of the cookie kept after signing out is worth nothing).
+            if sign_in_for and CASE_ID.match(sign_in_for):
+                return _redirect(f"/approve/signin?case={quote(sign_in_for, safe='')}")
+            answer = _message("Signed out", "This session has ended: sign in again. Nothing was done.", 401)
             _forget(answer, SESSION_COOKIE, "Strict")
             return answer
         return session

@@ -33,6 +33,17 @@ async def test_a_released_claim_may_be_claimed_again(store: Store) -> None:
     await store.release_replay("push:never-claimed")  # nothing happens
 
 
+async def test_a_claim_reads_as_held_until_it_expires_or_is_released(store: Store) -> None:
+    # The approval page's sign-out ends a session by releasing its claim, on every replica.
+    assert await store.replay_claimed("page:a", now=T0) is False
+    assert await store.claim_replay("page:a", expires_at=T0 + LIFE, now=T0)
+    assert await store.replay_claimed("page:a", now=T0 + LIFE) is True
+    assert await store.replay_claimed("page:a", now=T0 + LIFE + timedelta(microseconds=1)) is False
+    assert await store.replay_claimed("page:b", now=T0) is False, "keys are independent"
+    await store.release_replay("page:a")
+    assert await store.replay_claimed("page:a", now=T0) is False
+
+
 async def test_fifty_concurrent_claims_from_two_stores_admit_exactly_one(open_stores: OpenStore) -> None:
     first, second = await open_stores(), await open_stores()
     results = await asyncio.gather(
