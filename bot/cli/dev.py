@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 
@@ -32,8 +33,8 @@ def _devtools_ready(command: str) -> bool:
     if (checkout / "devtools" / "__init__.py").is_file() and str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
     try:
-        import devtools
-        import devtools.sandbox  # noqa: F401  (and whether the development extras are installed)
+        # Importing the sandbox also proves the development extras are installed.
+        importlib.import_module("devtools.sandbox")
     except ModuleNotFoundError as exc:
         missing = "" if (exc.name or "").startswith("devtools") else f" (missing: {exc.name})"
         print(f"remediation-bot: `{command}` {NEEDS_CHECKOUT}{missing}", file=sys.stderr)

@@ -64,6 +64,7 @@ class SignedIn:
     auth_time: datetime | None
 
 
+# msal ships no type information, so its classes are Any to mypy and subclassing one needs the ignore.
 class _NoTokenCache(msal.TokenCache):  # type: ignore[misc]
     """The page needs the ID token once; nothing about the person is kept in memory."""
 

@@ -45,6 +45,7 @@ def _faster_client_construction() -> None:
     largest single cost of a click. The same codes in a frozenset give the same retry codes at a
     hundredth of the cost. (The messenger switches those transport retries off anyway.)"""
     if not isinstance(ClientRetryPolicy.safe_codes, frozenset):
+        # msrest declares the attribute a list; a frozenset answers the same `in` tests it makes.
         ClientRetryPolicy.safe_codes = frozenset(ClientRetryPolicy.safe_codes)  # type: ignore[assignment]
 
 

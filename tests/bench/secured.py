@@ -51,7 +51,17 @@ def _point_botbuilder_at_loopback() -> None:
     def construct(client_id: str, client_credential: Any = None, authority: str = "", **rest: Any) -> Any:
         return local_msal(client_id, client_credential, authority, **rest)
 
+    # Re-pointing botbuilder's module-level msal constructor at the loopback authority: the module
+    # is untyped to mypy, so assigning an attribute it does not declare needs the ignore.
     credentials.ConfidentialClientApplication = construct  # type: ignore[attr-defined]
+
+
+def _variable(name: str, default: str | None = None) -> str:
+    """An environment variable by the Bot Framework's mixed-case name (required without ``default``)."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise KeyError(name)
+    return value
 
 
 def _echo() -> int:
@@ -63,10 +73,10 @@ def _echo() -> int:
 
     class Config:
         # The Bot Framework's own variable names, as the bot reads them.
-        APP_ID = os.environ["MicrosoftAppId"]  # noqa: SIM112
-        APP_PASSWORD = os.environ["MicrosoftAppPassword"]  # noqa: SIM112
-        APP_TYPE = os.environ.get("MicrosoftAppType", "SingleTenant")  # noqa: SIM112
-        APP_TENANTID = os.environ.get("MicrosoftAppTenantId", "")  # noqa: SIM112
+        APP_ID = _variable("MicrosoftAppId")
+        APP_PASSWORD = _variable("MicrosoftAppPassword")
+        APP_TYPE = _variable("MicrosoftAppType", "SingleTenant")
+        APP_TENANTID = _variable("MicrosoftAppTenantId", "")
 
     class Echo(ActivityHandler):  # type: ignore[misc]
         async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:

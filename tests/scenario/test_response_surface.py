@@ -13,6 +13,7 @@ import pytest
 from bot.config.settings import Settings
 from devtools.sandbox import SandboxTenant
 from tests.conftest import RESPONDER, SECOND_RESPONDER, Clock, write_policy
+from tests.scenario.test_actions import ACTIONS_SCENARIO
 from tests.scenario.test_approvals import Channel, card_text, verbs
 from tests.scenario.test_intake import SECRET as PUSH_SECRET
 from tests.scenario.test_intake import push
@@ -58,28 +59,9 @@ SCENARIO: dict[str, Any] = {
             "displayName": "Megan Admin",
         },
     ],
+    # The people of the action tests, as their alerts and risk read there, plus the new ones.
     "alerts": [
-        {
-            "user": "adele.vance@contoso.com",
-            "serviceSource": "microsoftDefenderForIdentity",
-            "title": "Suspected identity theft (pass-the-ticket)",
-            "severity": "high",
-            "minutes_ago": 40,
-        },
-        {
-            "user": "lee.gu@contoso.com",
-            "serviceSource": "azureAdIdentityProtection",
-            "title": "Leaked credentials",
-            "severity": "high",
-            "minutes_ago": 30,
-        },
-        {
-            "user": "megan.bowen@contoso.com",
-            "serviceSource": "azureAdIdentityProtection",
-            "title": "Unfamiliar sign-in properties",
-            "severity": "medium",
-            "minutes_ago": 20,
-        },
+        *ACTIONS_SCENARIO["alerts"],
         {
             "user": "grady.archie@contoso.com",
             "serviceSource": "microsoftDefenderForIdentity",
@@ -91,8 +73,7 @@ SCENARIO: dict[str, Any] = {
         },
     ],
     "riskyUsers": [
-        {"user": "lee.gu@contoso.com", "riskLevel": "high", "minutes_ago": 30},
-        {"user": "megan.bowen@contoso.com", "riskLevel": "medium", "minutes_ago": 20},
+        *ACTIONS_SCENARIO["riskyUsers"],
         {"user": "nestor.wilke@contoso.com", "riskLevel": "high", "minutes_ago": 10},
     ],
     "identityAccounts": [
