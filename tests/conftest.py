@@ -140,6 +140,10 @@ def make_settings(tenant: SandboxTenant, tmp_path: Path) -> Callable[..., Settin
             # The sandbox does not enforce Identity Protection's 1 request/s; the pacing itself
             # is tested against the real client in tests/graph.
             "graph_identity_protection_interval": 0.05,
+            # Card updates are coalesced for 3 s in production; a scenario waits out the window
+            # after every click that follows another. The coalescing itself is tested with its own
+            # window (tests/scenario/test_intake.py).
+            "card_update_coalesce_seconds": 0.3,
         }
         values.update(overrides)
         return load_settings(**values)
