@@ -1,0 +1,229 @@
+"""Posting, updating and replying in the incident channel on the Microsoft 365 Agents SDK.
+
+The same verbs and threads as :mod:`bot.teams.messenger` (botbuilder), and the same ordering,
+pacing and retries (:class:`bot.teams.delivery.Delivery`); only the SDK differs:
+
+- each attempt runs in a proactive turn of its own (``continue_conversation``), whose connector
+  client is the SDK's aiohttp one: an HTTP error answer raises ``aiohttp.ClientResponseError``
+  (``status``, ``headers``; ``message`` carries the body of a failed reply or update, and only the
+  reason phrase for a new post), no answer raises another ``aiohttp.ClientError`` or a timeout; a
+  connect that failed (``ClientConnectorError``, ``ConnectionTimeoutError``) sent nothing;
+- the SDK's connector sends each request once: it has no transport retries to switch off;
+- an exception raised inside the turn goes to ``on_turn_error`` and is not raised again, so, as
+  on botbuilder, the callback keeps it and the messenger raises it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import aiohttp
+from microsoft_agents.activity import (
+    Activity,
+    ActivityTypes,
+    ChannelAccount,
+    ConversationAccount,
+    ConversationParameters,
+    Mention,
+)
+from microsoft_agents.hosting.aiohttp import CloudAdapter
+from microsoft_agents.hosting.core import CardFactory, MessageFactory, TurnContext
+from microsoft_agents.hosting.core.connector import ConnectorClientBase
+
+from bot.domain.models import Actor, CardRef, ChannelRef
+from bot.errors import TeamsError
+from bot.teams.delivery import (
+    MAX_MENTIONS,
+    NAME_CHARS,
+    Call,
+    Delivery,
+    Failure,
+    RetryPolicy,
+    thread_conversation_id,
+    thread_root,
+)
+from bot.teams.pacing import Pacer
+from cards.text import inert, plain
+
+T = TypeVar("T")
+
+
+class AgentsMessenger:
+    """Sends cards and thread replies to Teams through the Bot Connector, outside any turn."""
+
+    def __init__(
+        self,
+        adapter: CloudAdapter,
+        app_id: str,
+        *,
+        pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._adapter = adapter
+        self._app_id = app_id
+        self._delivery = Delivery(_failure, pacer=pacer, retry=retry, sleep=sleep, rng=rng, now=now)
+
+    def observe_pacing(self, on_wait: Callable[[float], None]) -> None:
+        """Report how long each Bot Connector call waited for Teams' rate limits (for metrics)."""
+        self._delivery.observe_pacing(on_wait)
+
+    async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
+        """Start a new thread in ``channel`` with ``card``; return where it landed."""
+        params = ConversationParameters(
+            is_group=True,
+            agent=ChannelAccount(id=channel.bot_id or self._app_id, name=channel.bot_name),
+            channel_data={"channel": {"id": channel.channel_id}, "tenant": {"id": channel.tenant_id}},
+            tenant_id=channel.tenant_id,
+            activity=_card_activity(card),
+        )
+
+        async def create(turn_context: TurnContext) -> Any:
+            return await _connector(turn_context).conversations.create_conversation(params)
+
+        # New posts land in the channel's conversation: that is their pacing key.
+        call = Call("post a card", channel.channel_id, repeatable=False)
+        created = await self._call(channel, call, create)
+        conversation_id: str = created.id or channel.channel_id
+        root = thread_root(conversation_id)
+        return CardRef(conversation_id=conversation_id, activity_id=root or created.activity_id or "")
+
+    async def update_card(self, channel: ChannelRef, ref: CardRef, card: dict[str, Any]) -> None:
+        """Replace the card of an existing post for everyone in the channel."""
+
+        async def update(turn_context: TurnContext) -> None:
+            activity = _card_activity(card)
+            activity.id = ref.activity_id
+            activity.conversation = ConversationAccount(id=ref.conversation_id, is_group=True)
+            await _connector(turn_context).conversations.update_activity(
+                ref.conversation_id, ref.activity_id, activity
+            )
+
+        thread = thread_conversation_id(ref)
+        await self._call(channel, Call("update the card", thread, repeatable=True), update)
+
+    async def post_card_in_thread(self, channel: ChannelRef, ref: CardRef, card: dict[str, Any]) -> CardRef:
+        """Post ``card`` as a reply in the thread of ``ref``; return where it landed."""
+        thread = thread_conversation_id(ref)
+        call = Call("post a card in the thread", thread, repeatable=False)
+        activity_id = await self._call(channel, call, _sender(_card_activity(card)))
+        return CardRef(conversation_id=thread, activity_id=activity_id)
+
+    async def reply_in_thread(
+        self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
+    ) -> str:
+        """Post ``text`` (markdown) as a reply in the card's thread, @mentioning ``mentions``."""
+        message = MessageFactory.text(text)
+        if mentions:
+            # The only mentions a message carries are these entities; a name is inert text in
+            # them (``text`` itself has every ``<`` escaped by the renderers).
+            named = [(m, inert(m.label, NAME_CHARS)) for m in mentions[:MAX_MENTIONS]]
+            message.text = f"{' '.join(f'<at>{name}</at>' for _, name in named)} {text}"
+            message.entities = [
+                Mention(
+                    mentioned=ChannelAccount(id=m.object_id, name=plain(m.label, NAME_CHARS)),
+                    text=f"<at>{name}</at>",
+                    type="mention",
+                )
+                for m, name in named
+            ]
+        thread = thread_conversation_id(ref)
+        return await self._call(
+            channel, Call("reply in the thread", thread, repeatable=True), _sender(message)
+        )
+
+    async def _call(self, channel: ChannelRef, call: Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
+        """Send ``work`` (one Bot Connector request) through the delivery's retries."""
+        return await self._delivery.send(call, lambda: self._once(channel, call, work))
+
+    async def _once(self, channel: ChannelRef, call: Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
+        """One attempt, in a proactive turn of its own (a fresh connector client each time)."""
+        continuation = Activity(
+            type=ActivityTypes.event,
+            name="ContinueConversation",
+            channel_id="msteams",
+            service_url=channel.service_url,
+            conversation=ConversationAccount(
+                id=call.conversation_id, is_group=True, tenant_id=channel.tenant_id
+            ),
+            recipient=ChannelAccount(id=channel.bot_id or self._app_id, name=channel.bot_name),
+        )
+        results: list[T] = []
+        errors: list[Exception] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            try:
+                results.append(await work(turn_context))
+            except Exception as exc:  # raised below: on_turn_error would log and swallow it
+                errors.append(exc)
+
+        await self._adapter.continue_conversation(self._app_id, continuation, logic)
+        if errors:
+            raise errors[0]
+        if not results:
+            raise TeamsError(
+                f"The Agents SDK adapter did not run the turn to {call.what}; nothing was sent.",
+                conversation_id=call.conversation_id,
+            )
+        return results[0]
+
+
+def _connector(turn_context: TurnContext) -> ConnectorClientBase:
+    client = turn_context.services.get(ConnectorClientBase)
+    if client is None:
+        raise TeamsError("The Agents SDK turn has no Bot Connector client; nothing was sent.")
+    return client
+
+
+def _sender(activity: Activity) -> Callable[[TurnContext], Awaitable[str]]:
+    async def send(turn_context: TurnContext) -> str:
+        response = await turn_context.send_activity(activity)
+        return (response.id if response else "") or ""
+
+    return send
+
+
+def _failure(exc: Exception) -> Failure | None:
+    """Read an aiohttp exception from the SDK's connector: an HTTP error answer, or none."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        code, detail = _error_body(exc.message)
+        return Failure(
+            status=exc.status,
+            code=code,
+            detail=detail,
+            retry_after=(exc.headers or {}).get("Retry-After"),
+            maybe_sent=True,
+        )
+    if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
+        return Failure(
+            status=0,
+            code="",
+            detail=f"{type(exc).__name__}: {exc}",
+            retry_after=None,
+            # A connect that failed or timed out (refused, unknown host) sent nothing.
+            maybe_sent=not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError),
+        )
+    return None
+
+
+def _error_body(text: str) -> tuple[str, str]:
+    """``{"error": {"code", "message"}}`` from a failed answer's body, or the text as it is."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return "", text
+    if not isinstance(error, dict):
+        return "", text
+    return str(error.get("code") or ""), str(error.get("message") or text)
+
+
+def _card_activity(card: dict[str, Any]) -> Activity:
+    activity: Activity = MessageFactory.attachment(CardFactory.adaptive_card(card))
+    return activity
