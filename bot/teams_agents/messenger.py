@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from microsoft_agents.activity import (
     ChannelAccount,
     ConversationAccount,
     ConversationParameters,
+    EntityTypes,
     Mention,
 )
 from microsoft_agents.hosting.aiohttp import CloudAdapter
@@ -77,12 +79,14 @@ class AgentsMessenger:
 
     async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
         """Start a new thread in ``channel`` with ``card``; return where it landed."""
-        params = ConversationParameters(
-            is_group=True,
-            agent=ChannelAccount(id=channel.bot_id or self._app_id, name=channel.bot_name),
-            channel_data={"channel": {"id": channel.channel_id}, "tenant": {"id": channel.tenant_id}},
-            tenant_id=channel.tenant_id,
-            activity=_card_activity(card),
+        params = ConversationParameters.model_validate(
+            _present(
+                isGroup=True,
+                bot=_account(channel.bot_id or self._app_id, channel.bot_name),
+                channelData={"channel": {"id": channel.channel_id}, "tenant": {"id": channel.tenant_id}},
+                tenantId=channel.tenant_id,
+                activity=_card_activity(card),
+            )
         )
 
         async def create(turn_context: TurnContext) -> Any:
@@ -130,7 +134,7 @@ class AgentsMessenger:
                 Mention(
                     mentioned=ChannelAccount(id=m.object_id, name=plain(m.label, NAME_CHARS)),
                     text=f"<at>{name}</at>",
-                    type="mention",
+                    type=EntityTypes.MENTION,
                 )
                 for m, name in named
             ]
@@ -145,15 +149,23 @@ class AgentsMessenger:
 
     async def _once(self, channel: ChannelRef, call: Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
         """One attempt, in a proactive turn of its own (a fresh connector client each time)."""
-        continuation = Activity(
-            type=ActivityTypes.event,
-            name="ContinueConversation",
-            channel_id="msteams",
-            service_url=channel.service_url,
-            conversation=ConversationAccount(
-                id=call.conversation_id, is_group=True, tenant_id=channel.tenant_id
-            ),
-            recipient=ChannelAccount(id=channel.bot_id or self._app_id, name=channel.bot_name),
+        continuation = Activity.model_validate(
+            _present(
+                type=ActivityTypes.event,
+                name="ContinueConversation",
+                channelId="msteams",
+                serviceUrl=channel.service_url,
+                conversation=_present(id=call.conversation_id, isGroup=True, tenantId=channel.tenant_id),
+            )
+        )
+        bot_id = channel.bot_id or self._app_id
+        # The turn's replies come from the recipient; with no id known (authentication off, a
+        # channel registered without one) it is sent as botbuilder sends it, ``{"id": ""}``,
+        # which the SDK's model refuses to validate but the Bot Connector accepts.
+        continuation.recipient = (
+            ChannelAccount.model_validate(_account(bot_id, channel.bot_name))
+            if bot_id
+            else ChannelAccount.model_construct(id="", name=channel.bot_name)
         )
         results: list[T] = []
         errors: list[Exception] = []
@@ -176,7 +188,8 @@ class AgentsMessenger:
 
 
 def _connector(turn_context: TurnContext) -> ConnectorClientBase:
-    client = turn_context.services.get(ConnectorClientBase)
+    # The SDK keys its services by their abstract base class, as here.
+    client = turn_context.services.get(ConnectorClientBase)  # type: ignore[type-abstract]
     if client is None:
         raise TeamsError("The Agents SDK turn has no Bot Connector client; nothing was sent.")
     return client
@@ -198,19 +211,27 @@ def _failure(exc: Exception) -> Failure | None:
             status=exc.status,
             code=code,
             detail=detail,
-            retry_after=(exc.headers or {}).get("Retry-After"),
+            retry_after=exc.headers.get("Retry-After") if isinstance(exc.headers, Mapping) else None,
             maybe_sent=True,
         )
     if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
         return Failure(
             status=0,
             code="",
-            detail=f"{type(exc).__name__}: {exc}",
+            detail=f"{type(exc).__name__}: {exc}{_cause(exc)}",
             retry_after=None,
             # A connect that failed or timed out (refused, unknown host) sent nothing.
             maybe_sent=not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError),
         )
     return None
+
+
+def _cause(exc: Exception) -> str:
+    """The operating system's words for a failed connect ("Connection refused"), which aiohttp's
+    message leaves out (asyncio says "Connect call failed")."""
+    os_error = getattr(exc, "os_error", None)
+    number = getattr(os_error, "errno", None)
+    return f" ({os.strerror(number)})" if isinstance(number, int) else ""
 
 
 def _error_body(text: str) -> tuple[str, str]:
@@ -222,6 +243,18 @@ def _error_body(text: str) -> tuple[str, str]:
     if not isinstance(error, dict):
         return "", text
     return str(error.get("code") or ""), str(error.get("message") or text)
+
+
+def _account(account_id: str, name: str | None) -> dict[str, Any] | None:
+    """A channel account's JSON, or none without an id (the SDK's model refuses an empty one;
+    botbuilder sent ``{"id": ""}``, which the Bot Connector reads as no account)."""
+    return _present(id=account_id, name=name) if account_id else None
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that have a value: the SDK's models refuse ``None`` where botbuilder's left
+    the field out."""
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _card_activity(card: dict[str, Any]) -> Activity:
