@@ -22,9 +22,9 @@ from bot.config.settings import Settings, load_settings
 from bot.domain.models import ChannelRef
 from bot.teams.adapter import build_adapter
 from bot.teams.messenger import RetryPolicy, TeamsMessenger
+from bot.teams.pacing import Limit, Pacer
 from bot.teams_agents.messenger import AgentsMessenger
 from bot.teams_agents.transport import build_adapter as build_agents_adapter
-from bot.teams.pacing import Limit, Pacer
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BOT_ID, CHANNEL_ID, TENANT_ID
 from tests.support.timing import RecordedSleep, VirtualTime
