@@ -130,7 +130,9 @@ class AgentsInbound:
         self._auth_enabled = settings.auth_enabled
 
     def parse(self, body: dict[str, Any]) -> Activity:
-        return Activity.model_validate(body)
+        # JSON null is "absent" to botbuilder's model; the SDK's pydantic model refuses it in
+        # fields it types as strings (a mention's name, say). The bot reads the raw JSON anyway.
+        return Activity.model_validate(_without_nulls(body))
 
     async def authenticate(self, activity: Activity, auth_header: str) -> tuple[Any, Mapping[str, Any]]:
         if not auth_header:
@@ -159,6 +161,15 @@ class AgentsInbound:
             await turn(send_text)
 
         await self._adapter.process_activity(identity, activity, logic)
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` with every ``null`` member of an object left out, at any depth."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 class AgentsTransport:
