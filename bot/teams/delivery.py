@@ -27,16 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from bot.domain.models import CardRef
+from bot.domain.models import Actor, CardRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
 from bot.retry import backoff_delay, parse_retry_after
 from bot.teams.pacing import Lanes, Pacer
 from bot.tracing import span
+from cards.text import inert, plain
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +210,55 @@ def thread_conversation_id(ref: CardRef) -> str:
 def thread_root(conversation_id: str) -> str:
     """The root post's id, which is also the thread id Teams puts after ";messageid="."""
     return conversation_id.partition(";messageid=")[2]
+
+
+@dataclass(frozen=True)
+class Mentioned:
+    """One @mention of a reply: who (``object_id``, ``name`` as plain text) and the ``<at>`` text."""
+
+    object_id: str
+    name: str
+    text: str
+
+
+def mention_text(text: str, mentions: Sequence[Actor]) -> tuple[str, list[Mentioned]]:
+    """A reply's text with ``mentions`` in front, and the mention entities it needs.
+
+    The only mentions a message carries are these entities; a name is inert text in them
+    (``text`` itself has every ``<`` escaped by the renderers).
+    """
+    if not mentions:
+        return text, []
+    named = [(m, inert(m.label, NAME_CHARS)) for m in mentions[:MAX_MENTIONS]]
+    entities = [Mentioned(m.object_id, plain(m.label, NAME_CHARS), f"<at>{name}</at>") for m, name in named]
+    return f"{' '.join(e.text for e in entities)} {text}", entities
+
+
+async def in_own_turn(
+    run_turn: Callable[[Callable[[Any], Awaitable[None]]], Awaitable[Any]],
+    work: Callable[[Any], Awaitable[T]],
+    call: Call,
+) -> T:
+    """Run ``work`` in the proactive turn ``run_turn`` opens and return what it returned.
+
+    An exception raised in the turn would reach the SDK's ``on_turn_error``, which logs it and
+    returns normally (both SDKs): it is kept and raised here instead, so no failure is lost.
+    """
+    results: list[T] = []
+    errors: list[Exception] = []
+
+    async def logic(turn_context: Any) -> None:
+        try:
+            results.append(await work(turn_context))
+        except Exception as exc:  # raised below: on_turn_error would log and swallow it
+            errors.append(exc)
+
+    await run_turn(logic)
+    if errors:
+        raise errors[0]
+    if not results:
+        raise TeamsError(
+            f"The adapter did not run the turn to {call.what}; nothing was sent.",
+            conversation_id=call.conversation_id,
+        )
+    return results[0]

@@ -50,19 +50,17 @@ from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util.retry import Retry
 
 from bot.domain.models import Actor, CardRef, ChannelRef
-from bot.errors import TeamsError
 from bot.teams.delivery import (
-    MAX_MENTIONS,
-    NAME_CHARS,
     Call,
     Delivery,
     Failure,
     RetryPolicy,
+    in_own_turn,
+    mention_text,
     thread_conversation_id,
     thread_root,
 )
 from bot.teams.pacing import Pacer
-from cards.text import inert, plain
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +156,12 @@ class TeamsMessenger:
         A reply lost on its way back (timeout, 502/504) is sent again: a reply shown twice is
         better than a reply missing from the case's record in the channel.
         """
-        message = MessageFactory.text(text)
-        if mentions:
-            # The only mentions a message carries are these entities; a name is inert text in
-            # them (``text`` itself has every ``<`` escaped by the renderers).
-            named = [(m, inert(m.label, NAME_CHARS)) for m in mentions[:MAX_MENTIONS]]
-            message.text = f"{' '.join(f'<at>{name}</at>' for _, name in named)} {text}"
-            message.entities = [
-                Mention(
-                    mentioned=ChannelAccount(id=m.object_id, name=plain(m.label, NAME_CHARS)),
-                    text=f"<at>{name}</at>",
-                    type="mention",
-                )
-                for m, name in named
-            ]
+        with_mentions, mentioned = mention_text(text, mentions)
+        message = MessageFactory.text(with_mentions)
+        message.entities = [
+            Mention(mentioned=ChannelAccount(id=m.object_id, name=m.name), text=m.text, type="mention")
+            for m in mentioned
+        ] or None
 
         async def reply(turn_context: TurnContext) -> str:
             response = await turn_context.send_activity(message)
@@ -194,25 +184,14 @@ class TeamsMessenger:
             ),
             bot=ChannelAccount(id=channel.bot_id or self._app_id, name=channel.bot_name),
         )
-        results: list[T] = []
-        errors: list[Exception] = []
 
-        async def logic(turn_context: TurnContext) -> None:
+        async def once(turn_context: TurnContext) -> T:
             _switch_off_transport_retries(turn_context)
-            try:
-                results.append(await work(turn_context))
-            except Exception as exc:  # raised below: on_turn_error would log and swallow it
-                errors.append(exc)
+            return await work(turn_context)
 
-        await self._adapter.continue_conversation(reference, logic, self._app_id)
-        if errors:
-            raise errors[0]
-        if not results:
-            raise TeamsError(
-                f"The Bot Framework adapter did not run the turn to {call.what}; nothing was sent.",
-                conversation_id=call.conversation_id,
-            )
-        return results[0]
+        return await in_own_turn(
+            lambda logic: self._adapter.continue_conversation(reference, logic, self._app_id), once, call
+        )
 
 
 def _failure(exc: Exception) -> Failure | None:

@@ -40,17 +40,16 @@ from microsoft_agents.hosting.core.connector import ConnectorClientBase
 from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.errors import TeamsError
 from bot.teams.delivery import (
-    MAX_MENTIONS,
-    NAME_CHARS,
     Call,
     Delivery,
     Failure,
     RetryPolicy,
+    in_own_turn,
+    mention_text,
     thread_conversation_id,
     thread_root,
 )
 from bot.teams.pacing import Pacer
-from cards.text import inert, plain
 
 T = TypeVar("T")
 
@@ -124,19 +123,16 @@ class AgentsMessenger:
         self, channel: ChannelRef, ref: CardRef, text: str, mentions: Sequence[Actor] = ()
     ) -> str:
         """Post ``text`` (markdown) as a reply in the card's thread, @mentioning ``mentions``."""
-        message = MessageFactory.text(text)
-        if mentions:
-            # The only mentions a message carries are these entities; a name is inert text in
-            # them (``text`` itself has every ``<`` escaped by the renderers).
-            named = [(m, inert(m.label, NAME_CHARS)) for m in mentions[:MAX_MENTIONS]]
-            message.text = f"{' '.join(f'<at>{name}</at>' for _, name in named)} {text}"
+        with_mentions, mentioned = mention_text(text, mentions)
+        message = MessageFactory.text(with_mentions)
+        if mentioned:
             message.entities = [
                 Mention(
-                    mentioned=ChannelAccount(id=m.object_id, name=plain(m.label, NAME_CHARS)),
-                    text=f"<at>{name}</at>",
+                    mentioned=ChannelAccount(id=m.object_id, name=m.name),
+                    text=m.text,
                     type=EntityTypes.MENTION,
                 )
-                for m, name in named
+                for m in mentioned
             ]
         thread = thread_conversation_id(ref)
         return await self._call(
@@ -167,24 +163,9 @@ class AgentsMessenger:
             if bot_id
             else ChannelAccount.model_construct(id="", name=channel.bot_name)
         )
-        results: list[T] = []
-        errors: list[Exception] = []
-
-        async def logic(turn_context: TurnContext) -> None:
-            try:
-                results.append(await work(turn_context))
-            except Exception as exc:  # raised below: on_turn_error would log and swallow it
-                errors.append(exc)
-
-        await self._adapter.continue_conversation(self._app_id, continuation, logic)
-        if errors:
-            raise errors[0]
-        if not results:
-            raise TeamsError(
-                f"The Agents SDK adapter did not run the turn to {call.what}; nothing was sent.",
-                conversation_id=call.conversation_id,
-            )
-        return results[0]
+        return await in_own_turn(
+            lambda logic: self._adapter.continue_conversation(self._app_id, continuation, logic), work, call
+        )
 
 
 def _connector(turn_context: TurnContext) -> ConnectorClientBase:
