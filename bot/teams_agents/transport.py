@@ -130,9 +130,11 @@ class AgentsInbound:
         self._auth_enabled = settings.auth_enabled
 
     def parse(self, body: dict[str, Any]) -> Activity:
-        # JSON null is "absent" to botbuilder's model; the SDK's pydantic model refuses it in
-        # fields it types as strings (a mention's name, say). The bot reads the raw JSON anyway.
-        return Activity.model_validate(_without_nulls(body))
+        # botbuilder's model reads null as absent and takes an empty string as it is; the SDK's
+        # pydantic model refuses both in fields it types as non-empty strings (a mention's name,
+        # an empty tenant id), which would turn a refusal (403) into a 400. The SDK gets neither;
+        # the bot reads the raw JSON anyway.
+        return Activity.model_validate(_without_blanks(body))
 
     async def authenticate(self, activity: Activity, auth_header: str) -> tuple[Any, Mapping[str, Any]]:
         if not auth_header:
@@ -163,12 +165,12 @@ class AgentsInbound:
         await self._adapter.process_activity(identity, activity, logic)
 
 
-def _without_nulls(value: Any) -> Any:
-    """``value`` with every ``null`` member of an object left out, at any depth."""
+def _without_blanks(value: Any) -> Any:
+    """``value`` with every ``null`` or ``""`` member of an object left out, at any depth."""
     if isinstance(value, dict):
-        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+        return {key: _without_blanks(item) for key, item in value.items() if item is not None and item != ""}
     if isinstance(value, list):
-        return [_without_nulls(item) for item in value]
+        return [_without_blanks(item) for item in value]
     return value
 
 
