@@ -102,7 +102,7 @@ class AgentsMessenger:
         """Replace the card of an existing post for everyone in the channel."""
 
         async def update(turn_context: TurnContext) -> None:
-            activity = _card_activity(card)
+            activity = _outgoing(turn_context, _card_activity(card))
             activity.id = ref.activity_id
             activity.conversation = ConversationAccount(id=ref.conversation_id, is_group=True)
             await _connector(turn_context).conversations.update_activity(
@@ -178,10 +178,40 @@ def _connector(turn_context: TurnContext) -> ConnectorClientBase:
 
 def _sender(activity: Activity) -> Callable[[TurnContext], Awaitable[str]]:
     async def send(turn_context: TurnContext) -> str:
-        response = await turn_context.send_activity(activity)
+        outgoing = _outgoing(turn_context, activity)
+        conversation_id = turn_context.activity.conversation.id
+        response = await _connector(turn_context).conversations.send_to_conversation(
+            conversation_id, outgoing
+        )
         return (response.id if response else "") or ""
 
     return send
+
+
+def _outgoing(turn_context: TurnContext, activity: Activity) -> Activity:
+    """``activity`` addressed from the bot into the turn's conversation, with no null members.
+
+    The SDK's ``TurnContext.send_activity`` sets ``id``, ``recipient`` and ``locale`` to ``None``
+    and its connector then posts them as JSON nulls (it leaves out fields never set, not those set
+    to ``None``); the Agents Playground refuses such a reply with 400 "Invalid input". Built here
+    as botbuilder builds it: the fields that have a value, from the bot, in the conversation.
+    """
+    incoming = turn_context.activity
+
+    def dump(model: Any) -> Any:
+        return model.model_dump(by_alias=True, exclude_none=True, mode="json") if model is not None else None
+
+    body = dump(activity)
+    body.update(
+        _present(
+            channelId="msteams", serviceUrl=incoming.service_url, conversation=dump(incoming.conversation)
+        )
+    )
+    outgoing = Activity.model_validate(body)
+    if incoming.recipient is not None:
+        # Set after validation: an empty id (no app id, see _once) is sent as botbuilder sends it.
+        outgoing.from_property = incoming.recipient
+    return outgoing
 
 
 def _failure(exc: Exception) -> Failure | None:
