@@ -23,7 +23,7 @@ from botbuilder.schema import Activity
 from msrest.universal_http.requests import ClientRetryPolicy
 
 from bot.config.settings import Settings
-from bot.teams.edge import KeysUnavailable, TurnBody, Unauthenticated
+from bot.teams.edge import KeysUnavailable, TurnBody, Unauthenticated, log_turn_error
 from bot.teams.messenger import TeamsMessenger
 from bot.teams.tokens import OffLoopCredentialsFactory
 
@@ -68,17 +68,7 @@ def build_adapter(settings: Settings) -> CloudAdapter:
     credentials = OffLoopCredentialsFactory(ConfigurationServiceClientCredentialFactory(config))
     adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config, credentials_factory=credentials))
 
-    async def on_error(turn_context: Any, error: Exception) -> None:
-        activity = turn_context.activity
-        log.exception(
-            "turn failed (activity %s, type %s): %s",
-            getattr(activity, "id", None),
-            getattr(activity, "type", None),
-            error,
-            exc_info=error,
-        )
-
-    adapter.on_turn_error = on_error
+    adapter.on_turn_error = log_turn_error
     return adapter
 
 

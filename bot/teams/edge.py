@@ -74,6 +74,19 @@ class TeamsTransport(Protocol):
     def messenger(self) -> PacedMessenger: ...
 
 
+async def log_turn_error(turn_context: Any, error: Exception) -> None:
+    """Either adapter's ``on_turn_error``: one log line with the ids (botbuilder's default is
+    the same line; the Agents SDK's sends the exception's text into the conversation)."""
+    activity = turn_context.activity
+    log.error(
+        "turn failed (activity %s, type %s): %s",
+        getattr(activity, "id", None),
+        getattr(activity, "type", None),
+        error,
+        exc_info=error,
+    )
+
+
 def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 

@@ -43,7 +43,7 @@ from microsoft_agents.hosting.core.connector.client import UserTokenClient
 from microsoft_agents.hosting.core.connector.teams import TeamsConnectorClient
 
 from bot.config.settings import Settings
-from bot.teams.edge import KeysUnavailable, TurnBody, Unauthenticated
+from bot.teams.edge import KeysUnavailable, TurnBody, Unauthenticated, log_turn_error
 from bot.teams_agents.messenger import AgentsMessenger
 
 log = logging.getLogger(__name__)
@@ -107,17 +107,7 @@ def build_adapter(settings: Settings) -> CloudAdapter:
     """The SDK's CloudAdapter with :class:`ClientFactory` and a turn error that only logs."""
     adapter = CloudAdapter(channel_service_client_factory=ClientFactory(settings))
 
-    async def on_error(turn_context: TurnContext, error: Exception) -> None:
-        activity = turn_context.activity
-        log.error(
-            "turn failed (activity %s, type %s): %s",
-            getattr(activity, "id", None),
-            getattr(activity, "type", None),
-            error,
-            exc_info=error,
-        )
-
-    adapter.on_turn_error = on_error
+    adapter.on_turn_error = log_turn_error
     return adapter
 
 
