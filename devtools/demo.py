@@ -123,6 +123,8 @@ class DemoStack:
     bot_port: int = 3978
     playground_port: int = 56150
     with_playground: bool = True
+    # The Teams transport (TEAMS_SDK): empty takes the environment's, else botbuilder.
+    teams_sdk: str = ""
     tenant: SandboxTenant | None = None
     bot_url: str = ""
     playground_url: str = ""
@@ -156,6 +158,7 @@ class DemoStack:
             store_url=f"sqlite:///{self.workdir / 'demo.db'}",
             poll_interval_seconds=5,
             approval_page_url=self.bot_url,
+            **({"teams_sdk": self.teams_sdk} if self.teams_sdk else {}),
         )
         self._runner = web.AppRunner(create_app(settings))
         await self._runner.setup()

@@ -123,10 +123,18 @@ async def connector() -> AsyncIterator[RecordingConnector]:
 
 
 @pytest.fixture
-def make_settings(tenant: SandboxTenant, tmp_path: Path) -> Callable[..., Settings]:
+def teams_sdk() -> str:
+    """The Teams transport the bot runs on: tests/scenario and the browser test run each test on
+    both (their conftest parametrises this fixture); elsewhere the default."""
+    return "botbuilder"
+
+
+@pytest.fixture
+def make_settings(tenant: SandboxTenant, tmp_path: Path, teams_sdk: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "sandbox_mode": True,
+            "teams_sdk": teams_sdk,
             "microsoft_app_id": "",
             "graph_tenant_id": tenant.tenant_id,
             "graph_client_id": tenant.client_id,

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     microsoft_app_tenant_id: str = Field("", validation_alias=_env("MicrosoftAppTenantId"))
     microsoft_app_type: AppType = Field("SingleTenant", validation_alias=_env("MicrosoftAppType"))
     sandbox_mode: bool = Field(False, validation_alias=_env("SANDBOX_MODE"))
+    # The SDK that carries Teams traffic (README "Teams SDK"): botbuilder, or the Microsoft 365 Agents SDK.
+    teams_sdk: Literal["botbuilder", "agents"] = Field("botbuilder", validation_alias=_env("TEAMS_SDK"))
 
     # Microsoft Graph (app-only: client secret or certificate).
     graph_tenant_id: str = Field("", validation_alias=_env("GRAPH_TENANT_ID"))

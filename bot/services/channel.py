@@ -32,7 +32,7 @@ class IncidentChannel:
 
         Returns whether ``channel`` is the configured channel. Installations elsewhere are
         ignored: cards go only where the admin said. The caller has checked the activity's
-        tenant (:class:`bot.teams.handler.TeamsBot` refuses every other tenant first). The first
+        tenant (:class:`bot.teams.routing.ActivityRouter` refuses every other tenant first). The first
         registration and every change of service URL are audited, since cards and replies go
         wherever that URL points.
         """

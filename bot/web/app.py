@@ -24,9 +24,8 @@ from bot.services import Ports, RemediationService, ServiceSettings
 from bot.services.siem import AuditStream
 from bot.store import open_store
 from bot.store.base import Store
-from bot.teams.adapter import build_adapter, handle_activity
-from bot.teams.handler import TeamsBot
-from bot.teams.messenger import TeamsMessenger
+from bot.teams.edge import TeamsTransport, handle_activity
+from bot.teams.routing import ActivityRouter
 from bot.tenant.directory import Directory
 from bot.tenant.intake import WATERMARK_KEY, AlertPoller
 from bot.web.approval_page import ApprovalPage
@@ -42,7 +41,7 @@ log = logging.getLogger(__name__)
 SERVICE = web.AppKey("service", RemediationService)
 STORE = web.AppKey("store", Store)
 POLLER = web.AppKey("poller", AlertPoller)
-BOT = web.AppKey("bot", TeamsBot)
+BOT = web.AppKey("bot", ActivityRouter)
 SWEEP_INTERVAL_SECONDS = 30.0  # expiry and reminders are minutes-scale; half a minute is precise enough
 # On SIGTERM: how long requests being answered may still take (the listener is closed first), and
 # how long background work may still run before it is cancelled (its job released): the process
@@ -96,6 +95,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def teams_transport(settings: Settings) -> TeamsTransport:
+    """The Teams transport ``TEAMS_SDK`` names: botbuilder (the default) or the Microsoft 365
+    Agents SDK. Both answer ``/api/messages`` and send cards through :mod:`bot.teams.edge` and
+    the same retry and pacing rules; README "Teams SDK" says what differs."""
+    if settings.teams_sdk == "agents":
+        from bot.teams_agents.transport import AgentsTransport
+
+        return AgentsTransport(settings)
+    from bot.teams.adapter import BotbuilderTransport
+
+    return BotbuilderTransport(settings)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -116,8 +128,8 @@ def create_app(
     policy = policy_from_settings(settings)
     page = _approval_page(settings, policy, clock)
     app = web.Application(client_max_size=1024 * 1024, middlewares=[page.headers] if page else [])
-    adapter = build_adapter(settings)
-    messenger = TeamsMessenger(adapter, settings.microsoft_app_id)
+    transport = teams_transport(settings)
+    messenger = transport.messenger
     links = PortalLinks(defender=settings.defender_portal_url, entra=settings.entra_portal_url)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -179,7 +191,7 @@ def create_app(
             app[SERVICE] = service
             app[STORE] = the_store
             app[POLLER] = poller
-            app[BOT] = TeamsBot(service, settings.tenant_id)
+            app[BOT] = ActivityRouter(service, settings.tenant_id)
             if page is not None:
                 stack.push_async_callback(page.aclose)
             # On SIGTERM (begun as soon as the listener closes, see stop_taking_work; awaited here,
@@ -221,7 +233,9 @@ def create_app(
     app.on_shutdown.append(stop_taking_work)
 
     async def messages(request: web.Request) -> web.Response:
-        return await handle_activity(request, adapter, request.app[BOT], authenticate=settings.auth_enabled)
+        return await handle_activity(
+            request, transport.inbound, request.app[BOT], authenticate=settings.auth_enabled
+        )
 
     authenticator = (
         PushAuthenticator(push_secret)

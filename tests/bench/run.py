@@ -203,6 +203,10 @@ async def invokes(
                     f"  peak RSS {left['peak_rss_mb']} MB, exit on SIGTERM {left['sigterm_exit_seconds']} s"
                 )
                 configs.append({**config, **left})
+        agents = [
+            await agents_refused(work, keys, client, echo_process, workers, settings)
+            for workers in concurrencies
+        ]
         echo_figures["peak_rss_mb"] = round(echo_process.peak_rss_mb(), 1)
     finally:
         echo_process.stop()
@@ -213,7 +217,35 @@ async def invokes(
         "history": history,
         "echo": echo_figures,
         "configs": configs,
+        "agents": agents,
     }
+
+
+async def agents_refused(
+    work: Path,
+    keys: ChannelKeys,
+    client: Client,
+    echo_process: Process,
+    workers: int,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Refused clicks on the Teams transport of the Microsoft 365 Agents SDK (``TEAMS_SDK=agents``),
+    beside the echo bot just before: the same clicks as botbuilder's, a store of the clicked cases."""
+    name = f"agents-small-c{workers}"
+    clicks, seconds = settings["refused_clicks"][workers], settings["seconds_per_phase"]
+    print(f"{name}: starting (a pool of {workers} case(s))…", flush=True)
+    setup = await start_setup(
+        work / name, pool=workers, template=None, keys=keys, name=name, extra_env={"TEAMS_SDK": "agents"}
+    )
+    config: dict[str, Any] = {"teams_sdk": "agents", "store": "small", "concurrency": workers}
+    try:
+        config["echo"] = (await echo_clicks(echo_process, keys, client, workers, clicks, seconds)).as_dict()
+        print(f"  echo bot:       {_line(config['echo'])}", flush=True)
+        config["refused"] = (await refused_clicks(setup, client, workers, clicks, seconds)).as_dict()
+        print(f"  refused clicks: {_line(config['refused'])}", flush=True)
+    finally:
+        left = await stop_setup(setup)
+    return {**config, **left}
 
 
 def _skipped(

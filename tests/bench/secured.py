@@ -33,6 +33,7 @@ def _point_botbuilder_at_loopback() -> None:
     authority = os.environ.get("BENCH_TOKEN_AUTHORITY", "")
     ca = os.environ.get("BENCH_TOKEN_CA", "")
     if not authority:
+        _point_agents_at_loopback(None)
         return  # nothing outbound (the echo bot answers in the invoke response only)
 
     def local_msal(client_id: str, client_credential: Any, authority_url: str = "", **_: Any) -> Any:
@@ -54,6 +55,37 @@ def _point_botbuilder_at_loopback() -> None:
     # Re-pointing botbuilder's module-level msal constructor at the loopback authority: the module
     # is untyped to mypy, so assigning an attribute it does not declare needs the ignore.
     credentials.ConfidentialClientApplication = construct  # type: ignore[attr-defined]
+
+    class LocalApplication(msal.ConfidentialClientApplication):  # type: ignore[misc]  # msal has no type stubs
+        """The Agents SDK's msal application (``MsalAuth``), at the loopback authority."""
+
+        def __init__(self, client_id: str, client_credential: Any = None, **_: Any) -> None:
+            session = requests.Session()
+            session.verify = ca
+            session.trust_env = False
+            super().__init__(
+                client_id,
+                client_credential=client_credential,
+                authority=authority,
+                instance_discovery=False,
+                http_client=session,
+            )
+
+    _point_agents_at_loopback(LocalApplication)
+
+
+def _point_agents_at_loopback(application: type | None) -> None:
+    """The same two endpoints for the Agents SDK (``TEAMS_SDK=agents``): its table of the Bot
+    Framework's signing-key URLs, and the msal application class its ``MsalAuth`` builds."""
+    from microsoft_agents.authentication.msal import msal_auth
+    from microsoft_agents.hosting.core.authorization import _entra_issuers
+
+    metadata = os.environ["BENCH_OPENID_METADATA_URL"]
+    keys = metadata.removesuffix("/.well-known/openidconfiguration") + "/keys"
+    _entra_issuers.BOTFRAMEWORK_JWKS_URIS["https://api.botframework.com"] = keys
+    if application is not None:
+        # The SDK module imports the class under its name without re-exporting it.
+        msal_auth.ConfidentialClientApplication = application  # type: ignore[attr-defined]
 
 
 def _variable(name: str, default: str | None = None) -> str:

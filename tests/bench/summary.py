@@ -99,6 +99,16 @@ def _invokes(invokes: dict[str, Any]) -> list[str]:
                 f"{_fmt(figures['cpu_ms_per_click'])} | {figures['errors']}/{figures['clicks']} | "
                 f"{_fmt(figures.get('benchmark_cpu_ms_per_click'))} |"
             )
+    for config in invokes.get("agents", []):
+        # The same refused clicks on the Teams transport of the Microsoft 365 Agents SDK.
+        figures, baseline = config["refused"], config.get("echo", {})
+        lines.append(
+            f"| refused, TEAMS_SDK=agents | {config['concurrency']} | {config['store']} | "
+            f"{_fmt(figures['p50_ms'])} | {_fmt(figures['p95_ms'])} | {_fmt(figures['p99_ms'])} | "
+            f"{_fmt(figures['per_second'])} | {_ratio(figures['per_second'], baseline.get('per_second'))} | "
+            f"{_fmt(figures['cpu_ms_per_click'])} | {figures['errors']}/{figures['clicks']} | "
+            f"{_fmt(figures.get('benchmark_cpu_ms_per_click'))} |"
+        )
     for workers, figures in echo.items():
         if isinstance(figures, dict):
             lines.append(

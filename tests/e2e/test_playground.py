@@ -58,14 +58,15 @@ def _missing() -> str:
     return " and ".join(missing)
 
 
-@pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[DemoStack]:
+@pytest.fixture(params=["botbuilder", "agents"])
+async def demo(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[DemoStack]:
+    """The demo on each Teams transport in turn (TEAMS_SDK)."""
     missing = _missing()
     if missing:
         if os.environ.get("REQUIRE_E2E"):
             pytest.fail(f"the browser test must run here but {missing} is missing")
         pytest.skip(f"browser test not run: {missing} is missing")
-    stack = DemoStack(workdir=tmp_path / "demo", bot_port=0, playground_port=0)
+    stack = DemoStack(workdir=tmp_path / "demo", bot_port=0, playground_port=0, teams_sdk=request.param)
     await stack.start()
     try:
         yield stack

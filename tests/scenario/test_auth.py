@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from botframework.connector.auth import ChannelValidation, JwtTokenExtractor
+from microsoft_agents.hosting.core.authorization import _entra_issuers
+from microsoft_agents.hosting.core.authorization.jwt import JwtTokenValidator
 
 from bot.config.settings import Settings
 from tests.conftest import RESPONDER, Clock
-from tests.support.botauth import ChannelKeys, new_key
+from tests.support.botauth import ISSUER, ChannelKeys, new_key
 from tests.support.harness import BotHarness, invoke_activity
 
 APP_ID = "0d5e3c4b-1f2a-4b6c-8d7e-9f0a1b2c3d4e"
@@ -19,14 +21,22 @@ SERVICE_URL = "https://smba.trafficmanager.net/amer/"
 
 @pytest.fixture
 def channel_keys() -> Iterator[ChannelKeys]:
+    """The Bot Framework's signing keys on loopback, for both SDKs: botbuilder reads the OpenID
+    metadata, the Agents SDK the keys themselves (its table of Bot Framework key URLs)."""
     keys = ChannelKeys()
     keys.start()
     previous = ChannelValidation.open_id_metadata_endpoint
     ChannelValidation.open_id_metadata_endpoint = keys.metadata_url
     JwtTokenExtractor.metadataCache.clear()
+    agents_keys = _entra_issuers.BOTFRAMEWORK_JWKS_URIS
+    previous_agents = agents_keys[ISSUER]
+    agents_keys[ISSUER] = f"{keys.url}/keys"
+    JwtTokenValidator._jwk_client_manager._cache.clear()
     yield keys
     ChannelValidation.open_id_metadata_endpoint = previous
     JwtTokenExtractor.metadataCache.clear()
+    agents_keys[ISSUER] = previous_agents
+    JwtTokenValidator._jwk_client_manager._cache.clear()
     keys.stop()
 
 

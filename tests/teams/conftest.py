@@ -1,5 +1,6 @@
 """The messenger built like the app builds it (real CloudAdapter, authentication off), talking to a
-recording Bot Connector that enforces rate limits the way Teams does.
+recording Bot Connector that enforces rate limits the way Teams does. Every test of the messenger
+runs on both Teams transports: botbuilder's and the Microsoft 365 Agents SDK's.
 
 The limits have Teams' shape (a burst window, a slightly longer one, a sustained one per thread,
 and one across the tenant) but are small: 3 per 0.1 s, 4 per 0.2 s and 12 per 1 s per thread,
@@ -22,6 +23,8 @@ from bot.domain.models import ChannelRef
 from bot.teams.adapter import build_adapter
 from bot.teams.messenger import RetryPolicy, TeamsMessenger
 from bot.teams.pacing import Limit, Pacer
+from bot.teams_agents.messenger import AgentsMessenger
+from bot.teams_agents.transport import build_adapter as build_agents_adapter
 from tests.support.connector import RecordingConnector
 from tests.support.harness import BOT_ID, CHANNEL_ID, TENANT_ID
 from tests.support.timing import RecordedSleep, VirtualTime
@@ -81,20 +84,31 @@ def channel(limited: RecordingConnector) -> ChannelRef:
     )
 
 
+@pytest.fixture(params=["botbuilder", "agents"])
+def teams_sdk(request: pytest.FixtureRequest) -> str:
+    sdk: str = request.param
+    return sdk
+
+
 @pytest.fixture
-def make_messenger(settings: Settings, virtual: VirtualTime) -> Callable[..., TeamsMessenger]:
-    """A messenger on the real adapter and on virtual time; ``paced=False`` switches the pacer
-    off, and ``retry_waits`` records the waits between attempts (the pacer's are not in it)."""
+def make_messenger(
+    settings: Settings, virtual: VirtualTime, teams_sdk: str
+) -> Callable[..., TeamsMessenger | AgentsMessenger]:
+    """A messenger on the real adapter of each SDK and on virtual time; ``paced=False`` switches
+    the pacer off, and ``retry_waits`` records the waits between attempts (the pacer's are not in
+    it)."""
 
     def make(
         *, paced: bool = True, retry: RetryPolicy = FAST_RETRIES, retry_waits: RecordedSleep | None = None
-    ) -> TeamsMessenger:
+    ) -> TeamsMessenger | AgentsMessenger:
         limits = (THREAD_LIMITS, TENANT_LIMITS) if paced else ((), ())
         pacer = Pacer(
             thread_limits=limits[0], tenant_limits=limits[1], clock=virtual.monotonic, sleep=virtual.sleep
         )
-        return TeamsMessenger(
-            build_adapter(settings),
+        kind = AgentsMessenger if teams_sdk == "agents" else TeamsMessenger
+        adapter = build_agents_adapter(settings) if teams_sdk == "agents" else build_adapter(settings)
+        return kind(
+            adapter,
             settings.microsoft_app_id,
             pacer=pacer,
             retry=retry,

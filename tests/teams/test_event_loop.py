@@ -7,6 +7,8 @@ longer than ``slow_callback_duration``, 0.1 s, is logged as "Executing ... took 
 sandbox tenant answers every token request :data:`TOKEN_DELAY` seconds late, so a token fetched on
 the loop shows as a callback that took that long (see :data:`BLOCKED`). The bot posts one card
 per identity and replies in a thread to a request click: each of those sends needs the token.
+On both Teams transports (``TEAMS_SDK``): the Agents SDK fetches its token and the signing keys
+in worker threads of its own.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ async def _until(check: object, limit: float, what: str) -> None:
 
 
 async def test_bot_connector_sends_never_block_the_event_loop(
-    world: tuple[SandboxTenant, RecordingConnector, Auth], tmp_path: Path
+    world: tuple[SandboxTenant, RecordingConnector, Auth], tmp_path: Path, teams_sdk: str
 ) -> None:
     tenant, connector, auth = world
     policy = tmp_path / "policy.yaml"
@@ -113,6 +115,7 @@ async def test_bot_connector_sends_never_block_the_event_loop(
         policy=policy,
         port=free_port(),
         PYTHONASYNCIODEBUG="1",
+        TEAMS_SDK=teams_sdk,
         POLL_INTERVAL_SECONDS="1",
         JOB_POLL_SECONDS="0.3",
         CARD_UPDATE_COALESCE_SECONDS="0.2",

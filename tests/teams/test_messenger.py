@@ -17,12 +17,13 @@ from bot.config.settings import Settings
 from bot.domain.models import CardRef, ChannelRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
 from bot.teams.messenger import RetryPolicy, TeamsMessenger
+from bot.teams_agents.messenger import AgentsMessenger
 from tests.conftest import Clock
 from tests.support.connector import DROP, ConnectorCall, RecordingConnector
 from tests.support.harness import BotHarness, install_activity
 from tests.support.timing import VirtualTime
 
-Make = Callable[..., TeamsMessenger]
+Make = Callable[..., TeamsMessenger | AgentsMessenger]
 
 
 def card(label: str) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def landed(connector: RecordingConnector, ref: CardRef) -> list[tuple[str, str]]
 
 
 async def burst(
-    messenger: TeamsMessenger, channel: ChannelRef, ref: CardRef, n: int
+    messenger: TeamsMessenger | AgentsMessenger, channel: ChannelRef, ref: CardRef, n: int
 ) -> list[tuple[str, str]]:
     """Fire ``n`` replies with a card update after every third, all at once; return what was meant."""
     meant: list[tuple[str, str]] = []

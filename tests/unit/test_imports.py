@@ -1,8 +1,10 @@
 """The import rules of the layout (README "Layout", STYLE.md).
 
 - bot/domain is pure: no I/O, no clock, nothing from the packages around it;
-- each outside library is imported by one package only: botbuilder by bot/teams, httpx and msal by
-  bot/graph, the SQL drivers by bot/store (the only code that touches SQL);
+- each outside library is imported by one package only: botbuilder by bot/teams, the Microsoft 365
+  Agents SDK by bot/teams_agents, httpx and msal by bot/graph, the SQL drivers by bot/store (the
+  only code that touches SQL);
+- what both Teams transports share (bot/teams' edge, routing and delivery) imports neither SDK;
 - production code (bot/, cards/) never imports the development tools (devtools/).
 """
 
@@ -19,15 +21,26 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {
     "botbuilder": ("bot/teams/",),
     "botframework": ("bot/teams/",),
-    # Bot Framework tokens (bot/teams) and Entra ID tokens of the approval page's sign-in (bot/graph).
-    "jwt": ("bot/teams/", "bot/graph/"),
+    "msrest": ("bot/teams/",),
+    # The Teams transport on the Microsoft 365 Agents SDK (TEAMS_SDK=agents).
+    "microsoft_agents": ("bot/teams_agents/",),
+    # Bot Framework tokens (bot/teams, bot/teams_agents) and Entra ID tokens of the approval page's
+    # sign-in (bot/graph).
+    "jwt": ("bot/teams/", "bot/teams_agents/", "bot/graph/"),
     "httpx": ("bot/graph/",),
     "msal": ("bot/graph/",),
     "requests": ("bot/graph/",),
     "sqlite3": ("bot/store/",),
     "asyncpg": ("bot/store/",),
     "psycopg": ("bot/store/",),
-    "aiohttp": ("bot/web/", "bot/cli/", "bot/teams/", "devtools/sandbox/", "devtools/demo.py"),
+    "aiohttp": (
+        "bot/web/",
+        "bot/cli/",
+        "bot/teams/",
+        "bot/teams_agents/",
+        "devtools/sandbox/",
+        "devtools/demo.py",
+    ),
     "microsoft_teams": ("cards/",),
     # Log rendering is set up by the commands; everything else binds ids through bot/log_context.py.
     "structlog": ("bot/log_context.py", "bot/cli/logs.py"),
@@ -40,6 +53,10 @@ ALLOWED = {
     "werkzeug": ("devtools/",),
     "jsonschema": ("devtools/",),
 }
+# What both Teams transports share imports neither SDK (the schema table in bot/teams/shape.py is
+# still read from botbuilder's models: the one botbuilder piece the Agents transport uses).
+SHARED_TEAMS = ("bot/teams/edge.py", "bot/teams/routing.py", "bot/teams/delivery.py", "bot/teams/pacing.py")
+SDKS = ("botbuilder", "botframework", "msrest", "microsoft_agents")
 # The development tools. Production code may load them only from the development commands
 # (bot/cli/dev.py), inside the command functions, after checking a checkout is there.
 DEVTOOLS = ("devtools", "bot.sandbox", "bot.demo", "bot.manifest", "cards.samples")
@@ -93,6 +110,15 @@ def test_outside_libraries_stay_behind_their_package() -> None:
     assert broken == []
 
 
+def test_the_shared_teams_code_imports_neither_sdk() -> None:
+    broken = []
+    for relative in SHARED_TEAMS:
+        for name in _imports(ROOT / relative):
+            if name.split(".")[0] in SDKS:
+                broken.append(f"{relative} imports {name}")
+    assert broken == []
+
+
 def test_domain_is_pure() -> None:
     broken = []
     for path in ROOT.glob("bot/domain/**/*.py"):
@@ -108,7 +134,8 @@ def test_the_rules_see_the_code() -> None:
     # Guards against the walk above silently finding nothing (a moved tree, a bad glob).
     seen = {path.relative_to(ROOT).as_posix() for path in _sources()}
     assert {
-        "bot/teams/handler.py",
+        "bot/teams/routing.py",
+        "bot/teams_agents/transport.py",
         "bot/graph/client.py",
         "bot/domain/approval.py",
         "bot/tenant/intake.py",

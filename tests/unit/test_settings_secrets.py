@@ -73,3 +73,12 @@ def test_metrics_never_share_the_public_port() -> None:
 
     assert "METRICS_PORT" in str(caught.value)
     assert load_settings(**REQUIRED, **SECRETS).metrics_on_main_port is False
+
+
+def test_the_teams_sdk_is_botbuilder_unless_told_and_a_bad_choice_names_the_variable() -> None:
+    assert load_settings(**REQUIRED, **SECRETS).teams_sdk == "botbuilder"
+    assert load_settings(**REQUIRED, **SECRETS, teams_sdk="agents").teams_sdk == "agents"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**REQUIRED, **SECRETS, teams_sdk="botframework")
+
+    assert "TEAMS_SDK" in str(caught.value)
