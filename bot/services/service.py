@@ -237,6 +237,10 @@ class RemediationService:
         """See :meth:`Queries.history`."""
         return await self.queries.history(upn)
 
+    async def thread_of_card(self, activity_id: str) -> str | None:
+        """See :meth:`Queries.thread_of_card`."""
+        return await self.queries.thread_of_card(activity_id)
+
     async def channel(self) -> ChannelRef | None:
         """See :meth:`Queries.channel`."""
         return await self.queries.channel()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, TurnContext
-from botbuilder.schema import Activity, AdaptiveCardInvokeResponse
+from botbuilder.schema import Activity, AdaptiveCardInvokeResponse, ConversationAccount
 
 from bot.commands import ChatCommands
 from bot.domain.models import Actor, ChannelRef
@@ -144,7 +145,11 @@ class TeamsBot(ActivityHandler):
         )
         reply = await self._commands.run(actor, text.strip())
         try:
-            await turn_context.send_activity(MessageFactory.text(reply))
+            thread = await self._thread_of(activity)
+            if thread is None:
+                await turn_context.send_activity(MessageFactory.text(reply))
+            else:
+                await _send_in_thread(turn_context, thread, MessageFactory.text(reply))
         except Exception as exc:  # aiohttp, msrest and botbuilder each raise their own types
             # The command has run; answering the activity with an error would only make the
             # channel resend it. One line, so a broken connector is visible.
@@ -154,6 +159,26 @@ class TeamsBot(ActivityHandler):
                 activity.service_url,
                 type(exc).__name__,
             )
+
+    async def _thread_of(self, activity: Activity) -> str | None:
+        """The thread a message in a channel was asked in, when botbuilder's own answer (to the
+        activity's conversation) could land elsewhere; ``None`` when it lands right.
+
+        Teams threads are flat: a message asked under a card the bot posted inside another
+        card's thread (a campaign member's card, in its campaign card's thread) belongs to that
+        thread. Its root is the one the conversation id names (``;messageid=``), else the message
+        it answers (``replyToId``), else the message itself; a root that is such a member card is
+        replaced by its campaign card's thread. Only ids of a sane shape are used.
+        """
+        conversation = activity.conversation
+        if conversation is None or not conversation.id or not _in_channel(activity):
+            return None
+        channel, _, named = conversation.id.partition(";messageid=")
+        root = named or activity.reply_to_id or activity.id or ""
+        if not channel or not _MESSAGE_ID.fullmatch(root):
+            return None
+        thread = await self._service.thread_of_card(root) or f"{channel};messageid={root}"
+        return None if thread == conversation.id else thread
 
     async def _capture_channel(self, activity: Activity) -> None:
         """Remember the incident channel's reference (only called for the configured tenant)."""
@@ -183,6 +208,28 @@ class TeamsBot(ActivityHandler):
 
 
 REFUSAL_KEY = "remediation-bot.refusal"
+# A Teams message id (a number) or a Bot Connector activity id: what may name a thread root.
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9:@._-]{1,128}")
+
+
+def _in_channel(activity: Activity) -> bool:
+    conversation = activity.conversation
+    kind = (getattr(conversation, "conversation_type", None) or "").lower()
+    return kind == "channel" or bool(_as_dict(_channel_data(activity).get("channel")))
+
+
+async def _send_in_thread(turn_context: TurnContext, thread: str, message: Activity) -> None:
+    """Answer the turn's message with ``message`` in the channel thread ``thread``."""
+    incoming = turn_context.activity
+    reference = TurnContext.get_conversation_reference(incoming)
+    tenant = incoming.conversation.tenant_id if incoming.conversation else None
+    reference.conversation = ConversationAccount(
+        id=thread, is_group=True, conversation_type="channel", tenant_id=tenant
+    )
+    TurnContext.apply_conversation_reference(message, reference)
+    await turn_context.adapter.send_activities(turn_context, [message])
+
+
 _DECLINED_KEY = "remediation-bot.declined"
 _INSTALLATION_TYPES = frozenset({"conversationUpdate", "installationUpdate"})
 """Where :meth:`TeamsBot.on_turn` leaves a :class:`Refusal` in the turn state for the adapter."""

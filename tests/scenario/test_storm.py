@@ -16,9 +16,25 @@ from bot.config.settings import Settings
 from bot.domain.models import CaseStatus, RequestState
 from bot.web.app import STORE
 from devtools.sandbox import SandboxTenant
-from tests.conftest import BREAKGLASS_UPN, OUTSIDER, RESPONDER, SECOND_RESPONDER, Clock, write_policy
+from tests.conftest import (
+    BREAKGLASS_UPN,
+    OUTSIDER,
+    REQUESTER_ONLY,
+    RESPONDER,
+    SECOND_RESPONDER,
+    Clock,
+    write_policy,
+)
 from tests.support.connector import ConnectorCall, RecordingConnector
-from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity
+from tests.support.harness import (
+    BOT_ID,
+    TEAM_ID,
+    TENANT_ID,
+    BotHarness,
+    card_action,
+    install_activity,
+    invoke_activity,
+)
 
 ALEX, MEGAN = RESPONDER, SECOND_RESPONDER
 SPRAYED = 25
@@ -529,3 +545,88 @@ async def test_a_single_action_on_a_member_card_updates_the_campaign_contained_c
     assert card_facts(storm.campaign_card())["Contained"] == "1 of 26"
     root = storm.campaign_post.activity_id
     assert [u for u in storm.connector.of_kind("update")[updates_before:] if u.activity_id == root]
+
+
+def _channel_message(storm: Storm, text: str, conversation_id: str, reply_to: str | None) -> dict[str, Any]:
+    """A message typed in the incident channel mentioning the bot, as Teams delivers it."""
+    activity: dict[str, Any] = {
+        "type": "message",
+        "id": "1733000000123",
+        "channelId": "msteams",
+        "serviceUrl": storm.connector.service_url,
+        "text": f"<at>Remediation Bot</at> {text}",
+        "entities": [
+            {
+                "type": "mention",
+                "text": "<at>Remediation Bot</at>",
+                "mentioned": {"id": BOT_ID, "name": "Remediation Bot"},
+            }
+        ],
+        "from": {"id": f"29:{ALEX['id']}", "aadObjectId": ALEX["id"], "name": ALEX["name"]},
+        "recipient": {"id": BOT_ID, "name": "Remediation Bot"},
+        "conversation": {
+            "id": conversation_id,
+            "isGroup": True,
+            "conversationType": "channel",
+            "tenantId": TENANT_ID,
+        },
+        "channelData": {
+            "team": {"id": TEAM_ID},
+            "channel": {"id": conversation_id.partition(";")[0]},
+            "tenant": {"id": TENANT_ID},
+        },
+    }
+    if reply_to:
+        activity["replyToId"] = reply_to
+    return activity
+
+
+@pytest.mark.parametrize("asked", ["teams thread", "member card as thread", "reply to the member card"])
+async def test_pending_asked_under_a_member_card_is_answered_in_the_campaign_thread(
+    storm_factory: Callable[..., Any], asked: str
+) -> None:
+    from tests.scenario.test_chat import say
+
+    storm: Storm = await storm_factory(**ROOMY)
+    await say(storm.bot, storm.connector, "contain spray05@contoso.com")
+    [member] = [c for c in storm.thread() if c.card]
+    assert member.card is not None
+    # A request waiting on the member's own card, for `pending` to list.
+    data = dict(card_action(member.card, "revokeSessions")["data"], reason="Token replay")
+    status, _ = await storm.bot.post(
+        invoke_activity(
+            storm.connector.service_url,
+            member.conversation_id,
+            user_object_id=REQUESTER_ONLY["id"],
+            user_name=REQUESTER_ONLY["name"],
+            verb="revokeSessions",
+            data=data,
+        )
+    )
+    await storm.bot.service.drain()
+    assert status == 200
+    root = storm.campaign_post.activity_id
+    thread = member.conversation_id
+    assert thread.endswith(f";messageid={root}")  # the member's card is a reply in the campaign thread
+    channel = thread.partition(";")[0]
+    conversation, reply_to = {
+        # Teams' own shape: the thread named by its root; the message answers the member's card.
+        "teams thread": (thread, member.activity_id),
+        # A client naming the member's card (a reply) as if it were a thread of its own.
+        "member card as thread": (f"{channel};messageid={member.activity_id}", None),
+        # The channel's conversation, answering the member's card.
+        "reply to the member card": (channel, member.activity_id),
+    }[asked]
+    before = len(storm.connector.calls)
+
+    status, _ = await storm.bot.post(_channel_message(storm, "pending", conversation, reply_to))
+    await storm.bot.service.drain()
+
+    assert status in (200, 201)
+    [reply] = [c for c in storm.connector.calls[before:] if c.kind == "send"]
+    assert reply.conversation_id == thread  # in the campaign card's thread, where it was asked
+    assert reply.body.get("replyToId") == "1733000000123"  # answering the message that asked
+    assert "1 request(s) waiting" in reply.text and "spray05@contoso.com" in reply.text
+    # Its link opens the member's card inside the campaign card's thread.
+    assert f"/{member.activity_id}?parentMessageId={root}" in reply.text
+    assert len(storm.connector.of_kind("create")) == 1  # nothing new at the channel's top level
