@@ -7,6 +7,12 @@ use case a card click does (:meth:`RemediationService.handle_card_action`: the s
 compare-and-swap, audit and card update), with the sign-in as its proof of identity, so the
 card and the page never disagree.
 
+``GET /approve/bulk/<bulk request id>`` does the same for a campaign's bulk request (storm mode):
+the action, how many identities, the privileged ones listed apart, the protected accounts left
+out and the target set's SHA-256, with approve, reject and cancel running the campaign card's own
+use case (:meth:`bot.services.campaigns.CampaignDesk.handle`); the approve form carries the hash
+it showed, and a form naming another target set is refused.
+
 Security, in the order a request meets it:
 
 - every answer under ``/approve`` carries ``Content-Security-Policy`` (no script at all, the one
