@@ -283,6 +283,7 @@ async def test_bulk_disable_needs_two_distinct_approvers_and_leaves_protected_ou
     answer = await storm.request_bulk(ALEX)
     text = card_text(answer["value"])
     assert "Disable account: awaiting second approver — 25 identities in" in text
+    assert "Open approval page" not in text  # no APPROVAL_PAGE_URL: no link
     assert "Left out: protected (1)" in text and "Break Glass" in text
     assert storm.patches() == []
     bulk_id = await storm.latest_bulk_id()
@@ -300,6 +301,7 @@ async def test_bulk_disable_needs_two_distinct_approvers_and_leaves_protected_ou
     assert all(storm.tenant.user(_user(i)["id"])["accountEnabled"] is False for i in range(SPRAYED))
     final = card_text(storm.campaign_card())
     assert "25 done · 0 failed" in final and "Contained" in final
+    assert "Open approval page" not in final  # no APPROVAL_PAGE_URL: no link
     summaries = [c.text for c in storm.thread() if "finished" in c.text]
     assert len(summaries) == 1 and "25 done and verified" in summaries[0]
     store = storm.bot.app[STORE]
