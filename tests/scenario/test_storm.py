@@ -632,3 +632,21 @@ async def test_pending_asked_under_a_member_card_is_answered_in_the_campaign_thr
     # Its link opens the member's card inside the campaign card's thread.
     assert f"/{member.activity_id}?parentMessageId={root}" in reply.text
     assert len(storm.connector.of_kind("create")) == 1  # nothing new at the channel's top level
+
+
+async def test_without_the_approval_page_a_bulk_approval_needing_step_up_cannot_be_made(
+    storm_factory: Callable[..., Any],
+) -> None:
+    step_up = {"context": "c1", "max_age_minutes": 10, "when": {"actions": ["disableAccount"]}}
+    storm: Storm = await storm_factory(**ROOMY, step_up=step_up)
+    await storm.request_bulk(ALEX)
+    bulk_id = await storm.latest_bulk_id()
+
+    refused = await storm.click(MEGAN, "bulkApprove", {"bulkId": bulk_id})
+
+    text = card_text(refused["value"])
+    assert "the approval page is not configured (APPROVAL_PAGE_URL)" in text
+    assert "Open approval page" not in text
+    assert storm.patches() == []
+    bulk = await storm.bot.app[STORE].get_bulk(bulk_id)
+    assert bulk is not None and bulk.state is RequestState.PENDING
