@@ -282,6 +282,10 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     await expect(campaign_card).to_contain_text("25 identities in")
     await expect(campaign_card).to_contain_text("past the limit, allowed by the policy's storm.max_bulk (50)")
     await expect(campaign_card.get_by_role("button", name="Approve bulk action")).to_be_visible()
+    # The bulk request's own approval page (the demo has it on): where step-up sign-offs are made.
+    page_link = await campaign_card.get_by_role("link", name="Open approval page").get_attribute("title")
+    assert page_link is not None
+    assert re.fullmatch(rf"{re.escape(demo.bot_url)}/approve/bulk/[0-9a-f]+", page_link), page_link
     # The thread notes the request (its first line, in bold).
     note = campaign.get_by_text("Bulk: Disable account: awaiting second approver", exact=True)
     await expect(note).to_be_visible()
