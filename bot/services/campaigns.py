@@ -336,6 +336,7 @@ class CampaignDesk:
     ) -> CardAnswer:
         log.info("campaign %s: refused %s: %s", campaign.id, actor.object_id, reason)
         self._metrics.add("remediation_refusals_total")
+        wanted: dict[str, Any] = {"step_up_context": step_up.context} if step_up else {}
         await self._audit.write(
             "bulk.refused",
             actor=actor,
@@ -343,7 +344,7 @@ class CampaignDesk:
             bulk_id=bulk.id if bulk else None,
             reason=reason,
             authentication=via.audit(),
-            step_up_context=step_up.context if step_up else None,
+            **wanted,
         )
         return CardAnswer(card=await self.view(campaign, note=reason), refusal=reason, step_up=step_up)
 
