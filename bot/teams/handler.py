@@ -146,6 +146,11 @@ class TeamsBot(ActivityHandler):
         reply = await self._commands.run(actor, text.strip())
         try:
             thread = await self._thread_of(activity)
+        except RemediationError as exc:
+            # Answered as botbuilder answers (to the message's own conversation) rather than not.
+            log.warning("the thread of message %s could not be read: %s", activity.id, exc.message)
+            thread = None
+        try:
             if thread is None:
                 await turn_context.send_activity(MessageFactory.text(reply))
             else:
