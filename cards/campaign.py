@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 from microsoft_teams.cards import (
     ActionSet,
@@ -30,6 +31,7 @@ from microsoft_teams.cards import (
     ExecuteAction,
     Fact,
     FactSet,
+    OpenUrlAction,
     RichTextBlock,
     TextBlock,
     TextInput,
@@ -51,7 +53,14 @@ from bot.domain.policy import Policy
 from cards.case import detection_label, format_time, request_headline
 from cards.text import Limits, fit, inert, joined, plain
 
-__all__ = ["BULK_ACTION_INPUT", "BULK_SCOPE_INPUT", "REASON_INPUT_ID", "note_input_id", "render_campaign"]
+__all__ = [
+    "BULK_ACTION_INPUT",
+    "BULK_SCOPE_INPUT",
+    "REASON_INPUT_ID",
+    "bulk_page_link",
+    "note_input_id",
+    "render_campaign",
+]
 
 REASON_INPUT_ID = "reason"
 BULK_SCOPE_INPUT = "bulkScope"
@@ -76,11 +85,17 @@ def render_campaign(
     *,
     page: int = 0,
     note: str | None = None,
+    page_url: str = "",
 ) -> dict[str, Any]:
-    """The campaign card showing page ``page`` of its identities, and ``note`` for the clicker."""
+    """The campaign card showing page ``page`` of its identities, and ``note`` for the clicker.
+
+    ``page_url`` is the approval page's base URL (``APPROVAL_PAGE_URL``): with it, each bulk
+    request still open for decisions links to its page there ("Open approval page"); without
+    it, no link.
+    """
 
     def render(limits: Limits) -> dict[str, Any]:
-        return _render(campaign, members, bulks, policy, page, note, limits)
+        return _render(campaign, members, bulks, policy, page, note, limits, page_url)
 
     return fit(render)
 
@@ -102,13 +117,14 @@ def _render(
     page: int,
     note: str | None,
     limits: Limits,
+    page_url: str = "",
 ) -> dict[str, Any]:
     body: list[Any] = [_header(campaign, members), _counts(members, policy, limits)]
     body += _clusters(members, limits)
     body += _page(campaign, members, policy, page, limits)
     shown = list(bulks)[-min(MAX_BULKS_SHOWN, limits.items) :]
     for bulk in reversed(shown):
-        body += _bulk_block(bulk, policy, limits)
+        body += _bulk_block(bulk, policy, limits, page_url)
     if len(bulks) > len(shown):
         earlier = len(bulks) - len(shown)
         body.append(TextBlock(text=f"… and {earlier} earlier bulk requests (see the thread)", is_subtle=True))
@@ -305,7 +321,12 @@ def _page(
     return blocks
 
 
-def _bulk_block(bulk: BulkRequest, policy: Policy, limits: Limits) -> list[Any]:
+def bulk_page_link(page_url: str, bulk_id: str) -> str:
+    """A bulk request's approval page (``page_url`` is the configured base URL)."""
+    return f"{page_url.rstrip('/')}/approve/bulk/{quote(bulk_id, safe='')}"
+
+
+def _bulk_block(bulk: BulkRequest, policy: Policy, limits: Limits, page_url: str = "") -> list[Any]:
     colors: dict[RequestState, Color] = {
         RequestState.SUCCEEDED: "Good",
         RequestState.FAILED: "Attention",
@@ -398,6 +419,9 @@ def _bulk_block(bulk: BulkRequest, policy: Policy, limits: Limits) -> list[Any]:
         actions.append(
             ExecuteAction(title=f"Retry failed ({len(bulk.failed_targets)})", verb="bulkRetry", data=data)
         )
+    if page_url and bulk.state in (RequestState.PENDING, RequestState.APPROVED):
+        # Where a sign-off the policy's step_up covers is made (a Teams click cannot prove it).
+        actions.append(OpenUrlAction(title="Open approval page", url=bulk_page_link(page_url, bulk.id)))
     if actions:
         items.append(ActionSet(actions=actions))
     return [Container(items=items, separator=True, style="emphasis")]

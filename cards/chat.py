@@ -98,7 +98,13 @@ def _card_link(case: Case, channel: ChannelRef | None) -> str | None:
     ids = (channel.channel_id, case.card.activity_id)
     if not all(0 < len(i) <= MAX_ID_IN_URL for i in ids):
         return None
-    return f"{TEAMS_MESSAGE_LINK}/{quote(ids[0], safe=':@')}/{quote(ids[1], safe='')}"
+    link = f"{TEAMS_MESSAGE_LINK}/{quote(ids[0], safe=':@')}/{quote(ids[1], safe='')}"
+    # A card posted as a reply (a campaign member's card, in its campaign card's thread) opens in
+    # its thread only when the link names the thread's root message as well.
+    root = case.card.conversation_id.partition(";messageid=")[2]
+    if root and root != case.card.activity_id and len(root) <= MAX_ID_IN_URL:
+        link += f"?parentMessageId={quote(root, safe='')}"
+    return link
 
 
 def _listed(header: str, lines: Sequence[str], total: int) -> str:

@@ -22,9 +22,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from bot.domain.approval import Refused, _has_visible_text, _too_long, not_a_responder
+from bot.domain.approval import (
+    Approve,
+    Event,
+    Refused,
+    Retry,
+    _has_visible_text,
+    _too_long,
+    decide,
+    not_a_responder,
+)
 from bot.domain.models import (
     ActionRequest,
+    ActionResult,
     Actor,
     CardRef,
     Case,
@@ -34,7 +44,7 @@ from bot.domain.models import (
     ResponseAction,
     Severity,
 )
-from bot.domain.policy import ActorRoles, Policy, StormRule
+from bot.domain.policy import ActorRoles, Policy, StepUp, StormRule
 
 PAGE_SIZE = 10
 BULK_ACTIONS = (
@@ -244,6 +254,31 @@ def child_request_id(bulk_id: str, case_id: str) -> str:
     return f"{bulk_id}.{case_id}"
 
 
+def parent_bulk_id(request: ActionRequest) -> str | None:
+    """The bulk request ``request`` runs one identity of, when it is such a (child) request."""
+    bulk_id, dot, case_id = request.id.rpartition(".")
+    return bulk_id if dot and bulk_id and case_id == request.case_id else None
+
+
+def item_outcome(result: ActionResult) -> ItemOutcome:
+    """One identity's result as its bulk request's outcome for it."""
+    if not result.succeeded:
+        return ItemOutcome(outcome="failed", detail=result.summary)
+    return ItemOutcome(outcome="verified" if result.verified else "pending", detail=result.summary)
+
+
+def rechecked(bulk: BulkRequest, case_id: str, result: ActionResult) -> BulkRequest | None:
+    """``bulk`` with the re-check of an identity that was pending verification, or ``None`` when
+    nothing changes (it was not pending, or still is)."""
+    known = bulk.outcomes.get(case_id)
+    if known is None or known.outcome != "pending":
+        return None
+    outcome = item_outcome(result)
+    if outcome.outcome == "pending":
+        return None
+    return bulk.model_copy(update={"outcomes": {**bulk.outcomes, case_id: outcome}})
+
+
 def bulk_blast_radius(
     policy: Policy, action: ResponseAction, targets: int, started_last_hour: int
 ) -> Refused | bool:
@@ -363,6 +398,36 @@ def open_bulk(
         over_blast_radius=over,
         retry_of=retry_of,
     )
+
+
+def bulk_step_up(policy: Policy, bulk: BulkRequest) -> StepUp | None:
+    """The policy's ``step_up`` when it covers ``bulk``: its action is one of ``step_up.actions``,
+    or (``privileged_targets``) any identity of its frozen target set is privileged."""
+    return policy.step_up_for(bulk.action, privileged_target=bool(bulk.privileged))
+
+
+def bulk_sign_off_step_up(policy: Policy, bulk: BulkRequest, event: Event, now: datetime) -> StepUp | None:
+    """The fresh sign-in ``event`` on ``bulk`` needs before it may count, if any.
+
+    The single-action rule, applied to bulk requests: step-up guards the sign-off that lets the
+    action run, so every approval (and retry) that would count needs it; a sign-off the approval
+    rules refuse anyway (not an approver, the requester again, expired) gets that refusal instead.
+    """
+    if not isinstance(event, Approve | Retry):
+        return None
+    step_up = bulk_step_up(policy, bulk)
+    if step_up is None or isinstance(decide(bulk.approval, event, policy, now), Refused):
+        return None
+    return step_up
+
+
+def bulk_opening_step_up(policy: Policy, bulk: BulkRequest) -> StepUp | None:
+    """The fresh sign-in opening ``bulk`` (or retrying its failed identities) needs: only when
+    the requester's own sign-off would let it run, which a bulk request never allows (it always
+    needs two distinct approvers); kept so that a policy change can never skip the check."""
+    if bulk.state is not RequestState.APPROVED:
+        return None
+    return bulk_step_up(policy, bulk)
 
 
 def scope_cases(scope: str, members: Sequence[Case]) -> tuple[str, list[Case]] | None:

@@ -38,7 +38,14 @@ from functools import partial
 from typing import Literal
 
 from bot.domain.approval import Abort, Finish, Refused, Start
-from bot.domain.campaigns import BulkRequest, BulkTarget, ItemOutcome, bulk_blast_radius, child_request_id
+from bot.domain.campaigns import (
+    BulkRequest,
+    BulkTarget,
+    ItemOutcome,
+    bulk_blast_radius,
+    child_request_id,
+    item_outcome,
+)
 from bot.domain.models import (
     ActionRequest,
     ActionResult,
@@ -510,10 +517,7 @@ def _port_target(case: Case, child: ActionRequest) -> PortTarget:
     return replace(PortTarget.from_case(case, child.idempotency_key), key=case.id)
 
 
-def _outcome(result: ActionResult) -> ItemOutcome:
-    if not result.succeeded:
-        return ItemOutcome(outcome="failed", detail=result.summary)
-    return ItemOutcome(outcome="verified" if result.verified else "pending", detail=result.summary)
+_outcome = item_outcome
 
 
 def summary_text(bulk: BulkRequest) -> str:

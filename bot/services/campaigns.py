@@ -23,12 +23,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot.domain.approval import Approve, Cancel, Event, Expire, Refused, Reject, decide
-from bot.domain.campaigns import BulkRequest, Campaign, open_bulk, scope_cases
+from bot.domain.authn import TEAMS_CLICK, Authentication
+from bot.domain.campaigns import (
+    BulkRequest,
+    Campaign,
+    bulk_opening_step_up,
+    bulk_sign_off_step_up,
+    open_bulk,
+    scope_cases,
+)
 from bot.domain.models import Actor, Case, ChannelRef, RequestState, ResponseAction
 from bot.domain.plans import blocked
+from bot.domain.policy import StepUp
 from bot.errors import RemediationError, TeamsError, TeamsOutcomeUnknown
 from bot.services.audit_log import AuditLog
 from bot.services.card_lease import CardLease
+from bot.services.clicks import step_up_refusal
 from bot.services.enrichment import Enricher
 from bot.services.ports import CardAnswer, Ports, ServiceSettings
 from bot.services.publishing import Publisher
@@ -141,7 +151,11 @@ class CampaignDesk:
                 try:
                     members = await self._store.list_campaign_cases(campaign_id)
                     card = render_campaign(
-                        campaign, members, await self._store.list_bulks(campaign_id), self._policy
+                        campaign,
+                        members,
+                        await self._store.list_bulks(campaign_id),
+                        self._policy,
+                        page_url=self._settings.approval_page_url,
                     )
                     if campaign.card is None:
                         sending = True
@@ -251,13 +265,25 @@ class CampaignDesk:
         """The campaign card at ``page`` with ``note``: what one person's click is answered with."""
         members = await self._store.list_campaign_cases(campaign.id)
         bulks = await self._store.list_bulks(campaign.id)
-        return render_campaign(campaign, members, bulks, self._policy, page=page, note=note)
+        return render_campaign(
+            campaign,
+            members,
+            bulks,
+            self._policy,
+            page=page,
+            note=note,
+            page_url=self._settings.approval_page_url,
+        )
 
     # -- clicks -----------------------------------------------------------------------------
 
-    async def handle(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> CardAnswer:
-        """A click on a campaign card. Only ids, a page, a scope key and the chosen action are
-        read from the card's data; targets and authorization come from server state."""
+    async def handle(
+        self, actor: Actor, verb: str, data: Mapping[str, Any], *, via: Authentication = TEAMS_CLICK
+    ) -> CardAnswer:
+        """A click on a campaign card (or its twin on the approval page). Only ids, a page, a
+        scope key and the chosen action are read from the card's data; targets and authorization
+        come from server state. ``via`` is how the person was authenticated: sign-offs the
+        policy's ``step_up`` covers count only with a fresh sign-in holding its context."""
         bulk: BulkRequest | None = None
         bulk_id = data.get("bulkId")
         if isinstance(bulk_id, str) and bulk_id:
@@ -289,28 +315,43 @@ class CampaignDesk:
         if verb == "showCard":
             return await self._show_card(campaign, actor, data.get("caseId"))
         if verb == "bulkRequest":
-            return await self._request_bulk(campaign, actor, data)
+            return await self._request_bulk(campaign, actor, data, via)
         if bulk is None:
             return await self._refuse(
-                campaign, actor, f"The {verb} button must name a bulk request; nothing was done."
+                campaign, actor, f"The {verb} button must name a bulk request; nothing was done.", via=via
             )
         if verb == "bulkRetry":
-            return await self._retry_failed(campaign, bulk, actor, data)
-        return await self._decide(campaign, bulk, actor, verb, data)
+            return await self._retry_failed(campaign, bulk, actor, data, via)
+        return await self._decide(campaign, bulk, actor, verb, data, via)
 
     async def _refuse(
-        self, campaign: Campaign, actor: Actor, reason: str, bulk: BulkRequest | None = None
+        self,
+        campaign: Campaign,
+        actor: Actor,
+        reason: str,
+        bulk: BulkRequest | None = None,
+        *,
+        via: Authentication = TEAMS_CLICK,
+        step_up: StepUp | None = None,
     ) -> CardAnswer:
         log.info("campaign %s: refused %s: %s", campaign.id, actor.object_id, reason)
         self._metrics.add("remediation_refusals_total")
+        wanted: dict[str, Any] = {"step_up_context": step_up.context} if step_up else {}
         await self._audit.write(
             "bulk.refused",
             actor=actor,
             campaign_id=campaign.id,
             bulk_id=bulk.id if bulk else None,
             reason=reason,
+            authentication=via.audit(),
+            **wanted,
         )
-        return CardAnswer(card=await self.view(campaign, note=reason))
+        return CardAnswer(card=await self.view(campaign, note=reason), refusal=reason, step_up=step_up)
+
+    def _step_up_refusal(self, step_up: StepUp, via: Authentication) -> str:
+        return step_up_refusal(
+            step_up, via, page=bool(self._settings.approval_page_url), where="this bulk request"
+        )
 
     async def _show_card(self, campaign: Campaign, actor: Actor, case_id: Any) -> CardAnswer:
         roles = await self._directory.roles_of(actor.object_id)
@@ -359,7 +400,9 @@ class CampaignDesk:
 
         return list(await asyncio.gather(*(facts(case) for case in cases)))
 
-    async def _request_bulk(self, campaign: Campaign, actor: Actor, data: Mapping[str, Any]) -> CardAnswer:
+    async def _request_bulk(
+        self, campaign: Campaign, actor: Actor, data: Mapping[str, Any], via: Authentication
+    ) -> CardAnswer:
         scope = data.get(BULK_SCOPE_INPUT)
         verb = data.get(BULK_ACTION_INPUT)
         try:
@@ -367,7 +410,7 @@ class CampaignDesk:
         except ValueError:
             action = None
         if action is None:
-            return await self._refuse(campaign, actor, f"Unknown action “{verb}”; nothing was done.")
+            return await self._refuse(campaign, actor, f"Unknown action “{verb}”; nothing was done.", via=via)
         members = await self._store.list_campaign_cases(campaign.id)
         scoped = scope_cases(scope, members) if isinstance(scope, str) else None
         if scoped is None:
@@ -375,6 +418,7 @@ class CampaignDesk:
                 campaign,
                 actor,
                 "That group is not on the campaign card any more; choose again. Nothing was done.",
+                via=via,
             )
         label, cases = scoped
         reason = data.get(REASON_INPUT_ID)
@@ -387,6 +431,7 @@ class CampaignDesk:
             cases,
             reason if isinstance(reason, str) else "",
             retry_of="",
+            via=via,
         )
 
     async def _open(
@@ -400,6 +445,7 @@ class CampaignDesk:
         reason: str,
         *,
         retry_of: str,
+        via: Authentication,
     ) -> CardAnswer:
         roles = await self._directory.roles_of(actor.object_id)
         if not roles.responder:
@@ -421,7 +467,12 @@ class CampaignDesk:
             retry_of=retry_of,
         )
         if isinstance(outcome, Refused):
-            return await self._refuse(campaign, actor, outcome.reason)
+            return await self._refuse(campaign, actor, outcome.reason, via=via)
+        step_up = bulk_opening_step_up(self._policy, outcome)
+        if step_up is not None and not via.satisfies(step_up, self._clock()):
+            return await self._refuse(
+                campaign, actor, self._step_up_refusal(step_up, via), via=via, step_up=step_up
+            )
         bulk = await self._store.add_bulk(outcome)
         self._metrics.add("remediation_requests_total", action=f"bulk.{action.value}")
         log.info(
@@ -450,16 +501,22 @@ class CampaignDesk:
             started_last_hour=bulk.started_last_hour,
             over_blast_radius=bulk.over_blast_radius,
             retry_of=retry_of,
+            authentication=via.audit(),
         )
         await self._after_change(campaign, bulk, actor)
         return CardAnswer(card=await self.view(campaign))
 
     async def _retry_failed(
-        self, campaign: Campaign, bulk: BulkRequest, actor: Actor, data: Mapping[str, Any]
+        self,
+        campaign: Campaign,
+        bulk: BulkRequest,
+        actor: Actor,
+        data: Mapping[str, Any],
+        via: Authentication,
     ) -> CardAnswer:
         if bulk.state not in (RequestState.SUCCEEDED, RequestState.FAILED) or not bulk.failed_targets:
             return await self._refuse(
-                campaign, actor, "This bulk request has no failed identities to retry.", bulk
+                campaign, actor, "This bulk request has no failed identities to retry.", bulk, via=via
             )
         wanted = {t.case_id for t in bulk.failed_targets}
         cases = [c for c in await self._store.list_campaign_cases(campaign.id) if c.id in wanted]
@@ -473,10 +530,17 @@ class CampaignDesk:
             cases,
             reason if isinstance(reason, str) else "",
             retry_of=bulk.id,
+            via=via,
         )
 
     async def _decide(
-        self, campaign: Campaign, bulk: BulkRequest, actor: Actor, verb: str, data: Mapping[str, Any]
+        self,
+        campaign: Campaign,
+        bulk: BulkRequest,
+        actor: Actor,
+        verb: str,
+        data: Mapping[str, Any],
+        via: Authentication,
     ) -> CardAnswer:
         roles = await self._directory.roles_of(actor.object_id)
         note = data.get(note_input_id(bulk.id))
@@ -488,10 +552,19 @@ class CampaignDesk:
         elif verb == "bulkCancel":
             event = Cancel(actor)
         else:
-            return await self._refuse(campaign, actor, f"Unknown action “{verb}”; nothing was done.", bulk)
+            return await self._refuse(
+                campaign, actor, f"Unknown action “{verb}”; nothing was done.", bulk, via=via
+            )
+        step_up = bulk_sign_off_step_up(self._policy, bulk, event, self._clock())
+        if step_up is not None and not via.satisfies(step_up, self._clock()):
+            # The sign-off that lets a bulk action run needs the fresh sign-in, as a single
+            # action's does: a Teams click never proves it.
+            return await self._refuse(
+                campaign, actor, self._step_up_refusal(step_up, via), bulk, via=via, step_up=step_up
+            )
         moved, refusal = await self.apply(bulk.id, event)
         if refusal:
-            return await self._refuse(campaign, actor, refusal, moved)
+            return await self._refuse(campaign, actor, refusal, moved, via=via)
         await self._audit.write(
             _BULK_AUDIT[verb],
             actor=actor,
@@ -500,6 +573,7 @@ class CampaignDesk:
             state=moved.state.value,
             note=moved.approval.decision_note,
             target_hash=moved.target_hash,
+            authentication=via.audit(),
         )
         await self._after_change(campaign, moved, actor)
         return CardAnswer(card=await self.view(campaign))

@@ -167,22 +167,7 @@ class Clicks:
 
     def _step_up_refusal(self, step_up: StepUp, via: Authentication) -> str:
         """Why a decision did not count for want of a fresh sign-in, and where to make it."""
-        minutes = int(step_up.max_age.total_seconds() // 60)
-        needs = (
-            f"This decision needs a sign-in with MFA from the last {minutes} minutes "
-            f"(authentication context {step_up.context})"
-        )
-        if via.method == "signin":
-            return f"{needs}; this sign-in does not provide it. Sign in again with MFA; nothing was done."
-        if self._settings.approval_page_url:
-            return (
-                f"{needs}, which a click in Teams cannot prove. Use “Open approval page” on this card "
-                "to decide there; nothing was done."
-            )
-        return (
-            f"{needs}, and the approval page is not configured (APPROVAL_PAGE_URL). "
-            "Ask your security admin; nothing was done."
-        )
+        return step_up_refusal(step_up, via, page=bool(self._settings.approval_page_url), where="this card")
 
     async def _request_action(
         self, case: Case, action: ResponseAction, actor: Actor, data: Mapping[str, Any], via: Authentication
@@ -344,6 +329,27 @@ class Clicks:
             self._tasks.spawn(self._publisher.announce(case.id, request.id), name=f"announce-{request.id}")
         case = await self._views.require_case(case.id)
         return CardAnswer(card=await self._views.card_for(case, actor))
+
+
+def step_up_refusal(step_up: StepUp, via: Authentication, *, page: bool, where: str) -> str:
+    """Why a decision did not count for want of a fresh sign-in, and where to make it (``page``:
+    the approval page is configured; ``where``: what carries its link, "this card")."""
+    minutes = int(step_up.max_age.total_seconds() // 60)
+    needs = (
+        f"This decision needs a sign-in with MFA from the last {minutes} minutes "
+        f"(authentication context {step_up.context})"
+    )
+    if via.method == "signin":
+        return f"{needs}; this sign-in does not provide it. Sign in again with MFA; nothing was done."
+    if page:
+        return (
+            f"{needs}, which a click in Teams cannot prove. Use “Open approval page” on {where} "
+            "to decide there; nothing was done."
+        )
+    return (
+        f"{needs}, and the approval page is not configured (APPROVAL_PAGE_URL). "
+        "Ask your security admin; nothing was done."
+    )
 
 
 _TOGGLES = {

@@ -37,6 +37,23 @@ class Queries:
         """Audit events about one identity, oldest first."""
         return list(await self._store.list_audit(identity=upn.strip().lower()))
 
+    async def thread_of_card(self, activity_id: str) -> str | None:
+        """The thread (conversation id ``<channel>;messageid=<root>``) of a card the bot posted as
+        a reply in another card's thread, by its activity id: a campaign member's card sits in its
+        campaign card's thread (Teams threads are flat). ``None`` for anything else."""
+        for campaign in await self._store.list_campaigns():
+            if campaign.card is None or campaign.card.activity_id == activity_id:
+                continue
+            for case in await self._store.list_campaign_cases(campaign.id):
+                card = case.card
+                if (
+                    card is not None
+                    and card.activity_id == activity_id
+                    and ";messageid=" in card.conversation_id
+                ):
+                    return card.conversation_id
+        return None
+
     async def channel(self) -> ChannelRef | None:
         """The incident channel, if known."""
         return await self._store.get_channel()

@@ -8,6 +8,7 @@ each alert of the case gets a comment (and, when configured, a new status).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.domain.models import ActionRequest, Case, CaseStatus, RequestState, ResponseAction
@@ -71,6 +72,9 @@ class Reporter:
         self._audit = audit
         self._views = views
         self._publisher = publisher
+        # The campaign of a member case changed (its card counts contained members and shows
+        # bulk progress): bump its card, coalesced. Set by the service.
+        self.campaign_changed: Callable[[str], Awaitable[None]] | None = None
 
     @fresh_ids(lambda self, request: {"request_id": request.id, "case_id": request.case_id})
     async def report(self, request: ActionRequest) -> None:
@@ -136,6 +140,12 @@ class Reporter:
             return latest.revised(**changes).containment_checked()
 
         case = await self._store.update_case(case_id, record)
+        if case.campaign_id and self.campaign_changed is not None:
+            try:
+                await self.campaign_changed(case.campaign_id)
+            except RemediationError as exc:
+                # The campaign's revision is bumped: the next publishing pass sends its card.
+                log.warning("campaign %s: card not updated yet: %s", case.campaign_id, exc.message)
         channel = await self._store.get_channel()
         if channel is None:
             raise RemediationError(

@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from bot.domain.approval import Event
@@ -118,6 +119,7 @@ class RemediationService:
             replica=replica,
         )
         self.publisher.campaign_cards = self.campaigns.publish_campaigns
+        reporter.campaign_changed = partial(self.campaigns.touch, urgent=False)
         self.bulk = BulkExecution(
             ports,
             settings,
@@ -194,7 +196,7 @@ class RemediationService:
         try:
             with span("card click", verb=label):
                 if verb in CAMPAIGN_VERBS:
-                    answer = await self.campaigns.handle(actor, verb, data)
+                    answer = await self.campaigns.handle(actor, verb, data, via=via)
                 else:
                     answer = await self.clicks.handle_card_action(actor, verb, data, via=via)
             outcome = f"http_{answer.error_status}" if answer.error_status else "answered"
@@ -234,6 +236,10 @@ class RemediationService:
     async def history(self, upn: str) -> list[Any]:
         """See :meth:`Queries.history`."""
         return await self.queries.history(upn)
+
+    async def thread_of_card(self, activity_id: str) -> str | None:
+        """See :meth:`Queries.thread_of_card`."""
+        return await self.queries.thread_of_card(activity_id)
 
     async def channel(self) -> ChannelRef | None:
         """See :meth:`Queries.channel`."""

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain.approval import Expire, Refused, Remind
+from bot.domain.campaigns import BulkRequest, parent_bulk_id
+from bot.domain.campaigns import rechecked as bulk_rechecked
 from bot.domain.models import ActionRequest, RequestState
 from bot.domain.plans import plan
 from bot.errors import RemediationError
@@ -120,6 +122,14 @@ class Sweeper:
         _, refined = await self._store.swap_request(request_id, refine)
         if refined is None:
             return  # another replica re-checked it first and told the thread
+        bulk_id = parent_bulk_id(refined)
+        if bulk_id is not None:
+            # One identity of a bulk action: its outcome there moves on too (the campaign card's
+            # progress counts it), in the same compare-and-swap as any progress.
+            def refine_bulk(latest: BulkRequest) -> BulkRequest | None:
+                return bulk_rechecked(latest, refined.case_id, rechecked)
+
+            await self._store.swap_bulk(bulk_id, refine_bulk)
         await self._audit.write(
             "action.verified" if rechecked.verified else "action.verification_failed",
             case=case,

@@ -19,7 +19,7 @@ from botbuilder.integration.aiohttp import (
     ConfigurationBotFrameworkAuthentication,
     ConfigurationServiceClientCredentialFactory,
 )
-from botbuilder.schema import Activity
+from botbuilder.schema import Activity, ConversationAccount
 from msrest.universal_http.requests import ClientRetryPolicy
 
 from bot.config.settings import Settings
@@ -100,8 +100,21 @@ class BotbuilderInbound:
 
     async def run_turn(self, identity: Any, activity: Activity, turn: TurnBody) -> None:
         async def logic(turn_context: TurnContext) -> None:
-            async def send_text(text: str) -> None:
-                await turn_context.send_activity(MessageFactory.text(text))
+            async def send_text(text: str, thread: str | None) -> None:
+                message = MessageFactory.text(text)
+                if thread is None:
+                    await turn_context.send_activity(message)
+                    return
+                # Answer the message inside another thread of the channel: its reference, with
+                # the thread for conversation.
+                incoming = turn_context.activity
+                reference = TurnContext.get_conversation_reference(incoming)
+                tenant = incoming.conversation.tenant_id if incoming.conversation else None
+                reference.conversation = ConversationAccount(
+                    id=thread, is_group=True, conversation_type="channel", tenant_id=tenant
+                )
+                TurnContext.apply_conversation_reference(message, reference)
+                await turn_context.adapter.send_activities(turn_context, [message])
 
             await turn(send_text)
 

@@ -11,6 +11,7 @@ that :mod:`bot.teams.edge` turns into the HTTP answer. Nothing here imports eith
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +32,11 @@ BOT_FRAMEWORK_ACTOR = "bot-framework"
 _MAX_DETAIL = 200
 _INSTALLATION_TYPES = frozenset({"conversationUpdate", "installationUpdate"})
 
-SendText = Callable[[str], Awaitable[None]]
-"""Sends a plain text reply into the activity's conversation (the SDK's turn does the sending)."""
+SendText = Callable[[str, str | None], Awaitable[None]]
+"""Sends a plain text reply answering the activity, into the channel thread named (a conversation
+id), or into the activity's own conversation when ``None`` (the SDK's turn does the sending)."""
+# A Teams message id (a number) or a Bot Connector activity id: what may name a thread root.
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9:@._-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,13 @@ class ActivityRouter:
         actor = Actor(object_id=sender.get("aadObjectId") or "", name=sender.get("name") or "")
         reply = await self._commands.run(actor, text.strip())
         try:
-            await send_text(reply)
+            thread = await self._thread_of(activity)
+        except RemediationError as exc:
+            # Answered in the message's own conversation (as the SDKs answer) rather than not.
+            log.warning("the thread of message %s could not be read: %s", activity.get("id"), exc.message)
+            thread = None
+        try:
+            await send_text(reply, thread)
         except Exception as exc:  # aiohttp, msrest and each SDK raise their own types
             # The command has run; answering the activity with an error would only make the
             # channel resend it. One line, so a broken connector is visible.
@@ -182,6 +192,27 @@ class ActivityRouter:
                 activity.get("serviceUrl"),
                 type(exc).__name__,
             )
+
+    async def _thread_of(self, activity: dict[str, Any]) -> str | None:
+        """The thread a message in a channel was asked in, when the SDK's own answer (to the
+        activity's conversation) could land elsewhere; ``None`` when it lands right.
+
+        Teams threads are flat: a message asked under a card the bot posted inside another
+        card's thread (a campaign member's card, in its campaign card's thread) belongs to that
+        thread. Its root is the one the conversation id names (``;messageid=``), else the message
+        it answers (``replyToId``), else the message itself; a root that is such a member card is
+        replaced by its campaign card's thread. Only ids of a sane shape are used.
+        """
+        conversation = _as_dict(activity.get("conversation"))
+        conversation_id = conversation.get("id")
+        if not isinstance(conversation_id, str) or not conversation_id or not _in_channel(activity):
+            return None
+        channel, _, named = conversation_id.partition(";messageid=")
+        root = named or activity.get("replyToId") or activity.get("id") or ""
+        if not channel or not isinstance(root, str) or not _MESSAGE_ID.fullmatch(root):
+            return None
+        thread = await self._service.thread_of_card(root) or f"{channel};messageid={root}"
+        return None if thread == conversation_id else thread
 
     async def _capture_channel(self, activity: dict[str, Any]) -> None:
         """Remember the incident channel's reference (only called for the configured tenant)."""
@@ -263,6 +294,13 @@ def _without_bot_mention(activity: dict[str, Any]) -> str:
         if mentioned.get("id") == bot_id and isinstance(marked, str) and marked:
             text = text.replace(marked, "")
     return str(text)
+
+
+def _in_channel(activity: dict[str, Any]) -> bool:
+    kind = _as_dict(activity.get("conversation")).get("conversationType")
+    channel_data = _as_dict(activity.get("channelData"))
+    in_channel = isinstance(kind, str) and kind.lower() == "channel"
+    return in_channel or bool(_as_dict(channel_data.get("channel")))
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jwt import PyJWKClientConnectionError, PyJWTError
-from microsoft_agents.activity import Activity
+from microsoft_agents.activity import Activity, ConversationAccount
 from microsoft_agents.authentication.msal import MsalAuth
 from microsoft_agents.hosting.aiohttp import CloudAdapter
 from microsoft_agents.hosting.core import MessageFactory, TurnContext
@@ -147,8 +147,21 @@ class AgentsInbound:
 
     async def run_turn(self, identity: Any, activity: Activity, turn: TurnBody) -> None:
         async def logic(turn_context: TurnContext) -> None:
-            async def send_text(text: str) -> None:
-                await turn_context.send_activity(MessageFactory.text(text))
+            async def send_text(text: str, thread: str | None) -> None:
+                message = MessageFactory.text(text)
+                if thread is None:
+                    await turn_context.send_activity(message)
+                    return
+                # Answer the message inside another thread of the channel: its reference, with
+                # the thread for conversation.
+                incoming = turn_context.activity
+                reference = incoming.get_conversation_reference()
+                tenant = incoming.conversation.tenant_id if incoming.conversation else None
+                reference.conversation = ConversationAccount(
+                    id=thread, is_group=True, conversation_type="channel", tenant_id=tenant
+                )
+                message.apply_conversation_reference(reference)
+                await turn_context.adapter.send_activities(turn_context, [message])
 
             await turn(send_text)
 

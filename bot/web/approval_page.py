@@ -7,6 +7,12 @@ use case a card click does (:meth:`RemediationService.handle_card_action`: the s
 compare-and-swap, audit and card update), with the sign-in as its proof of identity, so the
 card and the page never disagree.
 
+``GET /approve/bulk/<bulk request id>`` does the same for a campaign's bulk request (storm mode):
+the action, how many identities, the privileged ones listed apart, the protected accounts left
+out and the target set's SHA-256, with approve, reject and cancel running the campaign card's own
+use case (:meth:`bot.services.campaigns.CampaignDesk.handle`); the approve form carries the hash
+it showed, and a form naming another target set is refused.
+
 Security, in the order a request meets it:
 
 - every answer under ``/approve`` carries ``Content-Security-Policy`` (no script at all, the one
@@ -51,6 +57,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from bot.domain.approval import MAX_REASON_CHARS
 from bot.domain.authn import Authentication
+from bot.domain.campaigns import BulkRequest, bulk_step_up
 from bot.domain.models import ActionRequest, Actor, Case, CaseStatus, RequestState, ResponseAction
 from bot.domain.plans import blocked, offered_actions
 from bot.domain.policy import Policy, StepUp
@@ -58,6 +65,7 @@ from bot.errors import RemediationError
 from bot.graph.signin import EntraSignIn, SignedIn, SignInError
 from bot.services import RemediationService
 from bot.store.base import Store
+from cards.campaign import note_input_id
 from cards.case import detection_label, format_time, request_headline
 from cards.text import plain
 
@@ -71,6 +79,12 @@ CASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" would pass a trailing
 DECISIONS = ("approve", "reject", "cancel", "retry")
 DONE_VERBS = frozenset({*DECISIONS, *(a.value for a in ResponseAction)})
 FORM_FIELDS = frozenset({"csrf", "verb", "request", "version", "reason"})
+# A campaign's bulk request: its decisions, the campaign card's verbs for them, and the form's
+# "request" field, the SHA-256 of the target set the person was shown.
+BULK_DECISIONS = ("approve", "reject", "cancel")
+BULK_VERBS = {"approve": "bulkApprove", "reject": "bulkReject", "cancel": "bulkCancel"}
+TARGET_HASH = re.compile(r"^[0-9a-f]{64}\Z")
+MAX_TARGETS_LISTED = 100
 
 _STYLE = (
     "*{box-sizing:border-box}body{font:16px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;"
@@ -313,6 +327,8 @@ class ApprovalPage:
             web.get("/approve/signin", self.start_sign_in),
             web.post("/approve/signout", self.sign_out),
             web.get("/approve/signed-out", self.signed_out),
+            web.get("/approve/bulk/{bulk_id}", self.show_bulk),
+            web.post("/approve/bulk/{bulk_id}", self.decide_bulk),
             web.get("/approve/{case_id}", self.show),
             web.post("/approve/{case_id}", self.decide),
         ]
@@ -340,20 +356,25 @@ class ApprovalPage:
     # -- signing in and out -----------------------------------------------------------------
 
     async def start_sign_in(self, request: web.Request) -> web.StreamResponse:
-        """``/approve/signin?case=<id>[&step_up=1]``: off to Entra ID."""
-        case_id = request.query.get("case", "")
-        if not CASE_ID.match(case_id):
+        """``/approve/signin?case=<id>[&step_up=1]`` (or ``bulk=<id>``, a campaign's bulk
+        request): off to Entra ID."""
+        named = [kind for kind in ("case", "bulk") if kind in request.query]
+        if len(named) != 1:
+            return _message("Bad request", "That link names no case.", 400)
+        kind = named[0]
+        target = request.query.get(kind, "")
+        if not CASE_ID.match(target):
             return _message("Bad request", "That link names no case.", 400)
         step_up = self._policy.step_up if request.query.get("step_up") == "1" else None
-        return await self._to_entra(case_id, step_up)
+        return await self._to_entra(kind, target, step_up)
 
-    async def _to_entra(self, case_id: str, step_up: StepUp | None) -> web.StreamResponse:
+    async def _to_entra(self, kind: str, target: str, step_up: StepUp | None) -> web.StreamResponse:
         try:
             flow = await self._sign_in.begin(step_up=step_up)
         except Exception:
             log.exception("approval page: the sign-in could not start")
             return _message("Unavailable", "Signing in is not possible right now; try again.", 503)
-        sealed = self._sealer.seal("flow", {"flow": flow, "case": case_id}, self._clock())
+        sealed = self._sealer.seal("flow", {"flow": flow, kind: target}, self._clock())
         response = _redirect(str(flow["auth_uri"]))
         # SameSite=None: Entra ID posts the answer back from its own site (form_post), and only a
         # cookie allowed on cross-site requests comes with it. It holds a sign-in in flight, sealed,
@@ -380,7 +401,9 @@ class ApprovalPage:
             return _message(
                 "Sign-in expired", "This sign-in is unknown or too old. Open the link again.", 400
             )
-        flow, case_id = value.get("flow"), value.get("case")
+        flow = value.get("flow")
+        kind = "bulk" if "bulk" in value else "case"
+        case_id = value.get(kind)
         if not isinstance(flow, dict) or not isinstance(case_id, str) or not CASE_ID.match(case_id):
             return _message(
                 "Sign-in expired", "This sign-in is unknown or too old. Open the link again.", 400
@@ -419,14 +442,14 @@ class ApprovalPage:
             ",".join(session.amr),
             ",".join(session.acrs),
         )
-        target = f"/approve/{quote(case_id, safe='')}"
+        target = _target_path(kind, case_id)
         # A page, not a redirect: the session cookie is SameSite=Strict, and a browser sends it
         # only on a navigation that starts on our own site, not on Entra ID's redirect chain.
         answer = _page(
             "Signed in",
             f'<meta http-equiv="refresh" content="0;url={html.escape(target)}">'
             f'<section><p>Signed in. <a class="button" href="{html.escape(target)}">'
-            "Continue to the case</a></p></section>",
+            f"Continue to the {'bulk request' if kind == 'bulk' else 'case'}</a></p></section>",
             200,
         )
         answer.set_cookie(
@@ -551,15 +574,141 @@ class ApprovalPage:
                 "Unavailable", f"The bot could not complete that just now: {exc.message} Try again.", 503
             )
 
+    # -- a campaign's bulk request ----------------------------------------------------------
+
+    async def show_bulk(self, request: web.Request) -> web.StreamResponse:
+        """A campaign's bulk request; signed-out visitors are sent to sign in first."""
+        bulk_id = request.match_info["bulk_id"]
+        session = await self._session(request, sign_in_for=bulk_id, kind="bulk")
+        if not isinstance(session, PageSession):
+            return session
+        if not CASE_ID.match(bulk_id):
+            return _not_found()
+        done = request.query.get("done", "")
+        note = _done(done) if done in BULK_DECISIONS else ""
+        try:
+            return await self._render_bulk(
+                self._service(request), self._store(request), bulk_id, session, note=note, ok=bool(note)
+            )
+        except RemediationError as exc:
+            log.error("approval page: bulk request %s could not be read: %s", bulk_id, exc.message)
+            return _message("Unavailable", "The bot's store is unavailable; try again.", 503)
+
+    async def decide_bulk(self, request: web.Request) -> web.StreamResponse:
+        """A decision on a bulk request: the same use case as the campaign card's buttons."""
+        bulk_id = request.match_info["bulk_id"]
+        session = await self._session(request)
+        if not isinstance(session, PageSession):
+            return session
+        refused = await self._check_post(request, session)
+        if refused is not None:
+            return refused
+        try:
+            fields = read_form(await self._body(request))
+        except FormProblem as problem:
+            return _message("Refused", problem.message, problem.status)
+        if not hmac.compare_digest(fields.get("csrf", ""), self._sealer.csrf(session.session_id)):
+            return _message("Refused", "This form is not from your session (CSRF); nothing was done.", 403)
+        if not CASE_ID.match(bulk_id):
+            return _not_found()
+        verb = fields.get("verb", "")
+        if verb not in BULK_DECISIONS:
+            return _message("Refused", "Unknown action; nothing was done.", 400)
+        if "version" in fields:
+            return _message("Refused", "The form has a field the page does not send; nothing was done.", 400)
+        shown = fields.get("request", "")
+        if not TARGET_HASH.match(shown):
+            return _message("Refused", "The form names no target set; nothing was done.", 400)
+        note = fields.get("reason", "")
+        if len(note.strip()) > MAX_REASON_CHARS:
+            return _message(
+                "Refused",
+                f"The text is {len(note.strip()):,} characters long; at most {MAX_REASON_CHARS}. "
+                "Nothing was done.",
+                400,
+            )
+        try:
+            service = self._service(request)
+            bulk = await self._visible_bulk(service, self._store(request), bulk_id, session)
+            if bulk is None:
+                return _not_found()
+            if not hmac.compare_digest(shown, bulk.target_hash):
+                return _message(
+                    "Refused", "That is not this bulk request's target set; nothing was done.", 409
+                )
+            data = {"bulkId": bulk.id, note_input_id(bulk.id): note}
+            answer = await service.handle_card_action(
+                session.actor, BULK_VERBS[verb], data, via=session.authentication
+            )
+            if answer.error_status:
+                return _message("Refused", answer.error_message, answer.error_status)
+            if answer.refusal:
+                return await self._render_bulk(
+                    service,
+                    self._store(request),
+                    bulk.id,
+                    session,
+                    note=answer.refusal,
+                    status=403,
+                    step_up=answer.step_up,
+                )
+            # Done: back to the page by GET, so reloading it never sends the form again.
+            return _redirect(f"{_target_path('bulk', bulk.id)}?done={verb}", 303)
+        except RemediationError as exc:
+            log.error("approval page: %s on bulk request %s failed: %s", verb, bulk_id, exc.message)
+            return _message(
+                "Unavailable", f"The bot could not complete that just now: {exc.message} Try again.", 503
+            )
+
+    async def _visible_bulk(
+        self, service: RemediationService, store: Store, bulk_id: str, session: PageSession
+    ) -> BulkRequest | None:
+        """The bulk request if the person may see it (a responder or an approver), else None."""
+        roles = await service.roles_of(session.object_id)
+        if not (roles.responder or roles.approver):
+            return None
+        return await store.get_bulk(bulk_id)
+
+    async def _render_bulk(
+        self,
+        service: RemediationService,
+        store: Store,
+        bulk_id: str,
+        session: PageSession,
+        *,
+        note: str = "",
+        ok: bool = False,
+        status: int = 200,
+        step_up: StepUp | None = None,
+    ) -> web.StreamResponse:
+        roles = await service.roles_of(session.object_id)
+        if not (roles.responder or roles.approver):
+            return _not_found()
+        bulk = await store.get_bulk(bulk_id)
+        if bulk is None:
+            return _not_found()
+        body = _bulk_html(
+            bulk,
+            session,
+            approver=roles.approver,
+            csrf=self._sealer.csrf(session.session_id),
+            policy=self._policy,
+            now=self._clock(),
+            note=note,
+            ok=ok,
+            step_up=step_up,
+        )
+        return _page(f"Bulk {bulk.action.label.lower()} · approval", body, status)
+
     # -- pieces -------------------------------------------------------------------------------
 
     async def _session(
-        self, request: web.Request, *, sign_in_for: str = ""
+        self, request: web.Request, *, sign_in_for: str = "", kind: str = "case"
     ) -> PageSession | web.StreamResponse:
         sealed = request.cookies.get(SESSION_COOKIE)
         if not sealed:
             if sign_in_for and CASE_ID.match(sign_in_for):
-                return _redirect(f"/approve/signin?case={quote(sign_in_for, safe='')}")
+                return _redirect(_sign_in_link(kind, sign_in_for))
             return _message("Sign in first", "You are not signed in; open the link from the card again.", 401)
         try:
             session = PageSession.load(
@@ -567,7 +716,7 @@ class ApprovalPage:
             )
         except _Expired:
             if sign_in_for and CASE_ID.match(sign_in_for):
-                return _redirect(f"/approve/signin?case={quote(sign_in_for, safe='')}")
+                return _redirect(_sign_in_link(kind, sign_in_for))
             return _message(
                 "Session expired", "Your session has expired: sign in again. Nothing was done.", 401
             )
@@ -594,7 +743,7 @@ class ApprovalPage:
         if not live:
             # Signed out (a copy of the cookie kept after signing out is worth nothing).
             if sign_in_for and CASE_ID.match(sign_in_for):
-                return _redirect(f"/approve/signin?case={quote(sign_in_for, safe='')}")
+                return _redirect(_sign_in_link(kind, sign_in_for))
             answer = _message("Signed out", "This session has ended: sign in again. Nothing was done.", 401)
             _forget(answer, SESSION_COOKIE, "Strict")
             return answer
@@ -674,6 +823,18 @@ def _session_of(person: SignedIn) -> PageSession:
     )
 
 
+def _target_path(kind: str, target_id: str) -> str:
+    """The page of a case (``kind`` "case") or of a campaign's bulk request ("bulk")."""
+    prefix = "/approve/bulk/" if kind == "bulk" else "/approve/"
+    return prefix + quote(target_id, safe="")
+
+
+def _sign_in_link(kind: str, target_id: str, *, step_up: bool = False) -> str:
+    """Where signing in for that page starts (``step_up``: asking for the policy's context)."""
+    link = f"/approve/signin?{kind}={quote(target_id, safe='')}"
+    return link + "&step_up=1" if step_up else link
+
+
 def _done(verb: str) -> str:
     return {
         "approve": "Your approval is recorded.",
@@ -748,7 +909,7 @@ def _case_html(
     )
     if needed is not None:
         minutes = int(needed.max_age.total_seconds() // 60)
-        link = f"/approve/signin?case={quote(case.id, safe='')}&step_up=1"
+        link = _sign_in_link("case", case.id, step_up=True)
         parts.append(
             '<section class="note"><h2>Fresh sign-in needed</h2>'
             f"<p>Deciding on this needs a sign-in with MFA from the last {minutes} minutes. "
@@ -757,17 +918,21 @@ def _case_html(
         )
     parts += _forms_html(case, request, session, responder=responder, approver=approver, csrf=csrf)
     parts.append(_facts_html(case))
+    parts.append(_footer_html(session, csrf))
+    return "".join(parts)
+
+
+def _footer_html(session: PageSession, csrf: str) -> str:
     how = "with MFA" if "mfa" in session.amr else "with a password only"
     contexts = f", authentication context {', '.join(_e(a, 8) for a in session.acrs)}" if session.acrs else ""
     when = format_time(session.auth_time) if session.auth_time else "unknown"
-    parts.append(
+    return (
         f"<footer><p>Signed in as {_e(session.name or session.upn, 120)} ({_e(session.upn, 120)}) {how}"
         f"{contexts} at {when}. "
         '<form method="post" action="/approve/signout">'
         f'<input type="hidden" name="csrf" value="{csrf}">'
         '<button type="submit">Sign out</button></form></p></footer>'
     )
-    return "".join(parts)
 
 
 def _step_up_needed(
@@ -981,3 +1146,140 @@ def _forms_html(
             )
         )
     return forms
+
+
+def _bulk_html(
+    bulk: BulkRequest,
+    session: PageSession,
+    *,
+    approver: bool,
+    csrf: str,
+    policy: Policy,
+    now: datetime,
+    note: str,
+    ok: bool,
+    step_up: StepUp | None,
+) -> str:
+    """A campaign's bulk request as the approver sees it: the action, the counts, the privileged
+    targets listed apart, the protected accounts left out, the target set's hash; the choices."""
+    approval = bulk.approval
+    done, failed, pending = bulk.tally()
+    privileged = bulk.privileged
+    header = (
+        '<header class="case high"><div class="kicker">STORM · Bulk request</div>'
+        f"<h1>{html.escape(bulk.action.label)}: {len(bulk.targets)} identities</h1>"
+        f'<p class="sub">{_e(bulk.scope_label, 200)}</p>'
+        + (
+            f'<span class="badge">Privileged: {len(privileged)} of the identities hold an admin role.</span>'
+            if privileged
+            else ""
+        )
+        + "</header>"
+    )
+    reason = f": “{_e(approval.reason, 500)}”" if approval.reason else ""
+    rows = [
+        ("Action", html.escape(bulk.action.label)),
+        ("Identities", f"{len(bulk.targets)} ({len(privileged)} privileged)"),
+        ("Left out (protected)", str(len(bulk.protected))),
+        ("Target set SHA-256", f"<code>{html.escape(bulk.target_hash)}</code>"),
+        (
+            "Sign-offs",
+            f"{len(approval.approvals)} of {approval.required_approvals}: "
+            + (_e(", ".join(a.label for a in approval.approvals), 300) or "nobody yet"),
+        ),
+    ]
+    if bulk.state in (RequestState.PENDING, RequestState.APPROVED):
+        rows.append(("Who can approve", f"approvers other than {_e(approval.requester.label, 120)}"))
+        rows.append(("Expires", format_time(approval.expires_at)))
+    if bulk.outcomes:
+        rows.append(("Progress", f"{done} done · {failed} failed · {pending} pending verification"))
+    if approval.decision_note:
+        rows.append(("Note", _e(approval.decision_note, 500)))
+    parts = [
+        header,
+        f"<section><h2>{html.escape(request_headline(approval))}</h2>"
+        f"<p>Requested by {_e(approval.requester.label, 120)} at "
+        f"{format_time(approval.created_at)}{reason}</p>"
+        "<dl>" + "".join(f"<dt>{t}</dt><dd>{v}</dd>" for t, v in rows) + "</dl></section>",
+    ]
+    if privileged:
+        parts.append(
+            f"<section><h2>Privileged identities ({len(privileged)})</h2><ul>"
+            + "".join(
+                f"<li>{_e(t.upn or t.label, 120)} — {_e(t.privileged_reason, 120)}</li>"
+                for t in privileged[:MAX_TARGETS_LISTED]
+            )
+            + "</ul></section>"
+        )
+    if bulk.protected:
+        parts.append(
+            f"<section><h2>Left out: protected ({len(bulk.protected)})</h2>"
+            "<p>The bot never acts on these accounts.</p><ul>"
+            + "".join(f"<li>{_e(label, 160)}</li>" for label in bulk.protected[:MAX_TARGETS_LISTED])
+            + "</ul></section>"
+        )
+    if note:
+        parts.append(
+            f'<section class="{"ok" if ok else "note"}" role="alert"><p>{_e(note, 600)}</p></section>'
+        )
+    actor = session.actor
+    is_requester = actor.same_person(approval.requester)
+    deciding = bulk.state is RequestState.PENDING and approver and not is_requester
+    needed = step_up
+    if needed is None and deciding:
+        rule = bulk_step_up(policy, bulk)
+        if rule is not None and not session.authentication.satisfies(rule, now):
+            needed = rule
+    if needed is not None:
+        minutes = int(needed.max_age.total_seconds() // 60)
+        link = _sign_in_link("bulk", bulk.id, step_up=True)
+        parts.append(
+            '<section class="note"><h2>Fresh sign-in needed</h2>'
+            f"<p>Deciding on this needs a sign-in with MFA from the last {minutes} minutes. "
+            "Your current sign-in does not provide it.</p>"
+            f'<p><a class="button" href="{html.escape(link)}">Sign in again with MFA</a></p></section>'
+        )
+
+    def form(inner: str) -> str:
+        return (
+            f'<section><form method="post" action="{html.escape(_target_path("bulk", bulk.id))}">'
+            f'<input type="hidden" name="csrf" value="{csrf}">'
+            f'<input type="hidden" name="request" value="{html.escape(bulk.target_hash)}">'
+            f"{inner}</form></section>"
+        )
+
+    if deciding:
+        parts.append(
+            form(
+                '<label for="note">Note (optional, recorded with your decision)</label>'
+                f'<textarea id="note" name="reason" maxlength="{MAX_REASON_CHARS}"></textarea>'
+                '<div class="actions">'
+                '<button class="primary" type="submit" name="verb" value="approve">'
+                "Approve bulk action</button>"
+                '<button class="danger" type="submit" name="verb" value="reject">Reject</button></div>'
+            )
+        )
+    if is_requester and bulk.state in (RequestState.PENDING, RequestState.APPROVED):
+        parts.append(
+            form(
+                '<div class="actions">'
+                '<button type="submit" name="verb" value="cancel">Cancel bulk request</button></div>'
+            )
+        )
+    elif bulk.state is RequestState.PENDING and not deciding:
+        parts.append(
+            "<section><p>Only approvers other than the requester can approve or reject "
+            "this bulk request.</p></section>"
+        )
+    others = [t for t in bulk.targets if not t.privileged_reason]
+    if others:
+        shown = others[:MAX_TARGETS_LISTED]
+        hidden = len(others) - len(shown)
+        more = f"<p>… and {hidden} more (see the audit log)</p>" if hidden else ""
+        parts.append(
+            f"<section><details><summary>The other identities ({len(others)})</summary><ul>"
+            + "".join(f"<li>{_e(t.upn or t.label, 120)}</li>" for t in shown)
+            + f"</ul>{more}</details></section>"
+        )
+    parts.append(_footer_html(session, csrf))
+    return "".join(parts)

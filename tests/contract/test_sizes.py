@@ -214,6 +214,12 @@ def test_the_campaign_card_fits_at_any_size(members: int, unit: str, state: Requ
     campaign, cases, bulks, policy, note = _campaign_world(unit, 5_000, members, state)
     for page in (0, 1, 10_000):
         _assert_fits_card(render_campaign(campaign, cases, bulks, policy, page=page, note=note))
+    # With the approval page on, each bulk request waiting for decisions links to its page.
+    base = "https://remediation-bot.contoso.example"
+    card = render_campaign(campaign, cases, bulks, policy, note=note, page_url=base)
+    _assert_fits_card(card)
+    if state is RequestState.PENDING:
+        assert f"{base}/approve/bulk/b4" in str(card)
 
 
 def _alert_ids_line(card: dict[str, Any]) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from devtools.demo import PLAYGROUND_BIN, RESPONDER, TEAM, DemoStack
+from devtools.demo import PLAYGROUND_BIN, RESPONDER, SECOND_APPROVER_UPN, TEAM, DemoStack
 
 pytestmark = pytest.mark.e2e
 
@@ -283,6 +283,10 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     await expect(campaign_card).to_contain_text("25 identities in")
     await expect(campaign_card).to_contain_text("past the limit, allowed by the policy's storm.max_bulk (50)")
     await expect(campaign_card.get_by_role("button", name="Approve bulk action")).to_be_visible()
+    # The bulk request's own approval page (the demo has it on): where step-up sign-offs are made.
+    page_link = await campaign_card.get_by_role("link", name="Open approval page").get_attribute("title")
+    assert page_link is not None
+    assert re.fullmatch(rf"{re.escape(demo.bot_url)}/approve/bulk/[0-9a-f]+", page_link), page_link
     # The thread notes the request (its first line, in bold).
     note = campaign.get_by_text("Bulk: Disable account: awaiting second approver", exact=True)
     await expect(note).to_be_visible()
@@ -291,4 +295,27 @@ async def test_responder_sees_cards_and_disables_an_account(demo: DemoStack, pag
     assert all(
         demo.tenant.user(f"spray.target{n:02d}@contoso.com")["accountEnabled"] is True for n in range(1, 26)
     ), "nothing runs before the second approval"
+
+    # Megan approves on her phone, on the bulk request's page; the campaign card follows.
+    from tests.e2e.test_approval_page import _sign_in  # (that module imports this one)
+
+    browser = page.context.browser
+    assert browser is not None
+    phone_context = await browser.new_context(
+        viewport={"width": 390, "height": 844}, ignore_https_errors=True
+    )
+    phone = await phone_context.new_page()
+    phone.set_default_timeout(20_000)
+    await phone.goto(page_link)
+    await _sign_in(phone, SECOND_APPROVER_UPN, mfa=True)
+    await expect(phone.get_by_role("heading", name="Disable account: 25 identities")).to_be_visible()
+    await expect(phone.get_by_text("Target set SHA-256")).to_be_visible()
+    await _shot(phone, "10-page-bulk-request.png")
+    await phone.get_by_role("button", name="Approve bulk action").click()
+    await expect(phone.get_by_role("alert")).to_contain_text("Your approval is recorded.")
+    await expect(campaign_card).to_contain_text("25 done · 0 failed", timeout=60_000)
+    assert all(
+        demo.tenant.user(f"spray.target{n:02d}@contoso.com")["accountEnabled"] is False for n in range(1, 26)
+    )
+    await phone_context.close()
     assert demo.tenant.violations == []

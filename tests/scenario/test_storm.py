@@ -16,9 +16,25 @@ from bot.config.settings import Settings
 from bot.domain.models import CaseStatus, RequestState
 from bot.web.app import STORE
 from devtools.sandbox import SandboxTenant
-from tests.conftest import BREAKGLASS_UPN, OUTSIDER, RESPONDER, SECOND_RESPONDER, Clock, write_policy
+from tests.conftest import (
+    BREAKGLASS_UPN,
+    OUTSIDER,
+    REQUESTER_ONLY,
+    RESPONDER,
+    SECOND_RESPONDER,
+    Clock,
+    write_policy,
+)
 from tests.support.connector import ConnectorCall, RecordingConnector
-from tests.support.harness import BotHarness, card_action, install_activity, invoke_activity
+from tests.support.harness import (
+    BOT_ID,
+    TEAM_ID,
+    TENANT_ID,
+    BotHarness,
+    card_action,
+    install_activity,
+    invoke_activity,
+)
 
 ALEX, MEGAN = RESPONDER, SECOND_RESPONDER
 SPRAYED = 25
@@ -267,6 +283,7 @@ async def test_bulk_disable_needs_two_distinct_approvers_and_leaves_protected_ou
     answer = await storm.request_bulk(ALEX)
     text = card_text(answer["value"])
     assert "Disable account: awaiting second approver — 25 identities in" in text
+    assert "Open approval page" not in text  # no APPROVAL_PAGE_URL: no link
     assert "Left out: protected (1)" in text and "Break Glass" in text
     assert storm.patches() == []
     bulk_id = await storm.latest_bulk_id()
@@ -284,6 +301,7 @@ async def test_bulk_disable_needs_two_distinct_approvers_and_leaves_protected_ou
     assert all(storm.tenant.user(_user(i)["id"])["accountEnabled"] is False for i in range(SPRAYED))
     final = card_text(storm.campaign_card())
     assert "25 done · 0 failed" in final and "Contained" in final
+    assert "Open approval page" not in final  # no APPROVAL_PAGE_URL: no link
     summaries = [c.text for c in storm.thread() if "finished" in c.text]
     assert len(summaries) == 1 and "25 done and verified" in summaries[0]
     store = storm.bot.app[STORE]
@@ -449,3 +467,186 @@ async def test_a_bulk_request_nobody_approves_expires(
     assert "already expired" in card_text(late["value"])
     assert storm.patches() == []
     assert "Bulk: Disable account: expired without a decision" in card_text(storm.campaign_card())
+
+
+def card_facts(card: dict[str, Any]) -> dict[str, str]:
+    """Every fact of the card, title to value (the last one of a title wins)."""
+    facts: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "FactSet":
+                facts.update({f["title"]: f["value"] for f in node.get("facts", [])})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(card)
+    return facts
+
+
+async def test_a_recheck_that_verifies_a_bulk_identity_updates_the_campaign_progress(
+    storm_factory: Callable[..., Any], clock: Clock
+) -> None:
+    storm: Storm = await storm_factory(**ROOMY)
+    await storm.request_bulk(ALEX)
+    bulk_id = await storm.latest_bulk_id()
+    # Reading two accounts back fails for now: Graph took the change, the bot cannot see it yet.
+    for i in (3, 7):
+        storm.tenant.inject_fault("GET", f"/users/{_user(i)['id']}$", status=503, times=200)
+    await storm.click(MEGAN, "bulkApprove", {"bulkId": bulk_id})
+    await storm.bot.service.drain()
+    progress = card_facts(storm.campaign_card())["Progress"]
+    assert progress == "23 done · 0 failed · 2 pending verification · 0 not yet run"
+
+    storm.tenant.clear_faults()
+    clock.now += timedelta(minutes=3)  # past VERIFY_RECHECK_SECONDS
+    await storm.bot.service.sweep()
+    await storm.bot.service.drain()
+
+    store = storm.bot.app[STORE]
+    bulk = await store.get_bulk(bulk_id)
+    assert bulk is not None and bulk.tally() == (25, 0, 0)
+    progress = card_facts(storm.campaign_card())["Progress"]
+    assert progress == "25 done · 0 failed · 0 pending verification · 0 not yet run"
+    verified = [e for e in await store.list_audit() if e.kind == "action.verified"]
+    assert len(verified) == 2
+
+
+async def test_a_single_action_on_a_member_card_updates_the_campaign_contained_count(
+    storm_factory: Callable[..., Any],
+) -> None:
+    storm: Storm = await storm_factory(**ROOMY)
+    from tests.scenario.test_chat import say
+
+    assert card_facts(storm.campaign_card())["Contained"] == "0 of 26"
+    await say(storm.bot, storm.connector, "contain spray05@contoso.com")  # its card, in the thread
+    [member] = [c for c in storm.thread() if c.card]
+    assert member.card is not None
+    action = dict(card_action(member.card, "disableAccount")["data"], reason="Sprayed and signed in")
+    updates_before = len(storm.connector.of_kind("update"))
+
+    status, _ = await storm.bot.post(
+        invoke_activity(
+            storm.connector.service_url,
+            member.conversation_id,
+            user_object_id=ALEX["id"],
+            user_name=ALEX["name"],
+            verb="disableAccount",
+            data=action,
+        )
+    )
+    await storm.bot.service.drain()
+
+    assert status == 200
+    store = storm.bot.app[STORE]
+    case = await store.get_case(action["caseId"])
+    assert case is not None and case.status is CaseStatus.CONTAINED
+    assert card_facts(storm.campaign_card())["Contained"] == "1 of 26"
+    root = storm.campaign_post.activity_id
+    assert [u for u in storm.connector.of_kind("update")[updates_before:] if u.activity_id == root]
+
+
+def _channel_message(storm: Storm, text: str, conversation_id: str, reply_to: str | None) -> dict[str, Any]:
+    """A message typed in the incident channel mentioning the bot, as Teams delivers it."""
+    activity: dict[str, Any] = {
+        "type": "message",
+        "id": "1733000000123",
+        "channelId": "msteams",
+        "serviceUrl": storm.connector.service_url,
+        "text": f"<at>Remediation Bot</at> {text}",
+        "entities": [
+            {
+                "type": "mention",
+                "text": "<at>Remediation Bot</at>",
+                "mentioned": {"id": BOT_ID, "name": "Remediation Bot"},
+            }
+        ],
+        "from": {"id": f"29:{ALEX['id']}", "aadObjectId": ALEX["id"], "name": ALEX["name"]},
+        "recipient": {"id": BOT_ID, "name": "Remediation Bot"},
+        "conversation": {
+            "id": conversation_id,
+            "isGroup": True,
+            "conversationType": "channel",
+            "tenantId": TENANT_ID,
+        },
+        "channelData": {
+            "team": {"id": TEAM_ID},
+            "channel": {"id": conversation_id.partition(";")[0]},
+            "tenant": {"id": TENANT_ID},
+        },
+    }
+    if reply_to:
+        activity["replyToId"] = reply_to
+    return activity
+
+
+@pytest.mark.parametrize("asked", ["teams thread", "member card as thread", "reply to the member card"])
+async def test_pending_asked_under_a_member_card_is_answered_in_the_campaign_thread(
+    storm_factory: Callable[..., Any], asked: str
+) -> None:
+    from tests.scenario.test_chat import say
+
+    storm: Storm = await storm_factory(**ROOMY)
+    await say(storm.bot, storm.connector, "contain spray05@contoso.com")
+    [member] = [c for c in storm.thread() if c.card]
+    assert member.card is not None
+    # A request waiting on the member's own card, for `pending` to list.
+    data = dict(card_action(member.card, "revokeSessions")["data"], reason="Token replay")
+    status, _ = await storm.bot.post(
+        invoke_activity(
+            storm.connector.service_url,
+            member.conversation_id,
+            user_object_id=REQUESTER_ONLY["id"],
+            user_name=REQUESTER_ONLY["name"],
+            verb="revokeSessions",
+            data=data,
+        )
+    )
+    await storm.bot.service.drain()
+    assert status == 200
+    root = storm.campaign_post.activity_id
+    thread = member.conversation_id
+    assert thread.endswith(f";messageid={root}")  # the member's card is a reply in the campaign thread
+    channel = thread.partition(";")[0]
+    conversation, reply_to = {
+        # Teams' own shape: the thread named by its root; the message answers the member's card.
+        "teams thread": (thread, member.activity_id),
+        # A client naming the member's card (a reply) as if it were a thread of its own.
+        "member card as thread": (f"{channel};messageid={member.activity_id}", None),
+        # The channel's conversation, answering the member's card.
+        "reply to the member card": (channel, member.activity_id),
+    }[asked]
+    before = len(storm.connector.calls)
+
+    status, _ = await storm.bot.post(_channel_message(storm, "pending", conversation, reply_to))
+    await storm.bot.service.drain()
+
+    assert status in (200, 201)
+    [reply] = [c for c in storm.connector.calls[before:] if c.kind == "send"]
+    assert reply.conversation_id == thread  # in the campaign card's thread, where it was asked
+    assert reply.body.get("replyToId") == "1733000000123"  # answering the message that asked
+    assert "1 request(s) waiting" in reply.text and "spray05@contoso.com" in reply.text
+    # Its link opens the member's card inside the campaign card's thread.
+    assert f"/{member.activity_id}?parentMessageId={root}" in reply.text
+    assert len(storm.connector.of_kind("create")) == 1  # nothing new at the channel's top level
+
+
+async def test_without_the_approval_page_a_bulk_approval_needing_step_up_cannot_be_made(
+    storm_factory: Callable[..., Any],
+) -> None:
+    step_up = {"context": "c1", "max_age_minutes": 10, "when": {"actions": ["disableAccount"]}}
+    storm: Storm = await storm_factory(**ROOMY, step_up=step_up)
+    await storm.request_bulk(ALEX)
+    bulk_id = await storm.latest_bulk_id()
+
+    refused = await storm.click(MEGAN, "bulkApprove", {"bulkId": bulk_id})
+
+    text = card_text(refused["value"])
+    assert "the approval page is not configured (APPROVAL_PAGE_URL)" in text
+    assert "Open approval page" not in text
+    assert storm.patches() == []
+    bulk = await storm.bot.app[STORE].get_bulk(bulk_id)
+    assert bulk is not None and bulk.state is RequestState.PENDING

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from bot.domain.approval import Approve, Refused, decide
+from datetime import timedelta
+
+from bot.domain.approval import Approve, Cancel, Refused, Reject, decide
 from bot.domain.campaigns import (
     PAGE_SIZE,
     BulkRequest,
     bulk_blast_radius,
+    bulk_opening_step_up,
+    bulk_sign_off_step_up,
     clusters,
     open_bulk,
     page_of,
@@ -14,7 +18,7 @@ from bot.domain.campaigns import (
     target_hash,
 )
 from bot.domain.models import CaseStatus, RequestState, ResponseAction
-from bot.domain.policy import ActorRoles, StormRule
+from bot.domain.policy import ActorRoles, Policy, StepUp, StormRule
 from devtools.samples import ALEX, CAMPAIGN_POLICY, MEGAN, T0, campaign, campaign_members
 
 RESPONDER = ActorRoles(object_id=ALEX.object_id, responder=True, approver=True)
@@ -130,3 +134,70 @@ def test_scopes_name_a_cluster_or_a_severity() -> None:
     assert label == "all medium severity identities" and len(cases) == 5
     assert scope_cases("severity:catastrophic", members) is None
     assert scope_cases("cluster:0000", members) is None
+
+
+# -- step-up on bulk sign-offs --------------------------------------------------------------
+
+MEGAN_ROLES = ActorRoles(object_id=MEGAN.object_id, responder=True, approver=True)
+
+
+def _with_step_up(**when: object) -> Policy:
+    values: dict[str, object] = {"context": "c1", "max_age": timedelta(minutes=10), **when}
+    return CAMPAIGN_POLICY.model_copy(update={"step_up": StepUp.model_validate(values)})
+
+
+def _bulk(policy: Policy, **changes: object) -> BulkRequest:
+    bulk = _open(policy=policy, **changes)
+    assert isinstance(bulk, BulkRequest)
+    return bulk
+
+
+def test_bulk_approvals_need_step_up_for_its_actions_and_privileged_targets() -> None:
+    by_action = _with_step_up(actions=frozenset({ResponseAction.DISABLE_ACCOUNT}))
+    bulk = _bulk(by_action)
+    approve = Approve(MEGAN, MEGAN_ROLES)
+    needed = bulk_sign_off_step_up(by_action, bulk, approve, T0)
+    assert needed is not None and needed.context == "c1"
+    revoke = _bulk(by_action, action=ResponseAction.REVOKE_SESSIONS)
+    assert bulk_sign_off_step_up(by_action, revoke, approve, T0) is None
+
+    by_privilege = _with_step_up(privileged_targets=True)
+    # spray01 holds an admin role: the whole bulk request needs it.
+    privileged = _bulk(by_privilege, action=ResponseAction.REVOKE_SESSIONS)
+    assert privileged.privileged
+    assert bulk_sign_off_step_up(by_privilege, privileged, approve, T0) is not None
+    members = [c for c in campaign_members() if not c.privileged_reason and not c.protected]
+    plain_set = _bulk(by_privilege, candidates=[(c, False, "") for c in members])
+    assert not plain_set.privileged
+    assert bulk_sign_off_step_up(by_privilege, plain_set, approve, T0) is None
+    assert bulk_sign_off_step_up(CAMPAIGN_POLICY, privileged, approve, T0) is None  # no step_up at all
+
+
+def test_only_a_sign_off_that_would_count_asks_for_step_up() -> None:
+    policy = _with_step_up(actions=frozenset({ResponseAction.DISABLE_ACCOUNT}))
+    bulk = _bulk(policy)
+    # The requester again, an expired request, a reject or a cancel: their own answer, no step-up.
+    assert bulk_sign_off_step_up(policy, bulk, Approve(ALEX, RESPONDER), T0) is None
+    late = T0 + timedelta(hours=1)
+    assert bulk_sign_off_step_up(policy, bulk, Approve(MEGAN, MEGAN_ROLES), late) is None
+    assert bulk_sign_off_step_up(policy, bulk, Reject(MEGAN, MEGAN_ROLES, "no"), T0) is None
+    assert bulk_sign_off_step_up(policy, bulk, Cancel(ALEX), T0) is None
+
+
+def test_opening_a_bulk_request_never_needs_step_up_as_the_requester_alone_never_suffices() -> None:
+    policy = _with_step_up(actions=frozenset({ResponseAction.DISABLE_ACCOUNT}), privileged_targets=True)
+    bulk = _bulk(policy)
+    assert bulk.state is RequestState.PENDING and len(bulk.approval.approvals) == 1
+    assert bulk_opening_step_up(policy, bulk) is None
+    # Were a bulk request ever approved on opening, its opening would need it (fail closed).
+    approved = bulk.model_copy(
+        update={"approval": bulk.approval.model_copy(update={"state": RequestState.APPROVED})}
+    )
+    assert bulk_opening_step_up(policy, approved) is not None
+
+
+def test_a_retry_of_the_failed_identities_is_a_new_bulk_request_under_the_same_rule() -> None:
+    policy = _with_step_up(actions=frozenset({ResponseAction.DISABLE_ACCOUNT}))
+    retry = _bulk(policy, retry_of="b0", candidates=[(c, False, "") for c in campaign_members()[1:3]])
+    assert retry.state is RequestState.PENDING and bulk_opening_step_up(policy, retry) is None
+    assert bulk_sign_off_step_up(policy, retry, Approve(MEGAN, MEGAN_ROLES), T0) is not None
