@@ -23,11 +23,21 @@ ship inside hosting-core and activity 1.9.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from jwt import PyJWKClientConnectionError, PyJWTError
+from jwt import (
+    PyJWKClient,
+    PyJWKClientConnectionError,
+    PyJWKClientError,
+    PyJWTError,
+    decode,
+    get_unverified_header,
+)
 from microsoft_agents.activity import Activity, ConversationAccount
 from microsoft_agents.authentication.msal import MsalAuth
 from microsoft_agents.hosting.aiohttp import CloudAdapter
@@ -36,6 +46,7 @@ from microsoft_agents.hosting.core.authorization import (
     AgentAuthConfiguration,
     AuthTypes,
     ClaimsIdentity,
+    _entra_issuers,
 )
 from microsoft_agents.hosting.core.authorization.jwt import JwtTokenValidator
 from microsoft_agents.hosting.core.connector import ConnectorClientBase
@@ -118,6 +129,7 @@ class AgentsInbound:
         self._adapter = adapter
         self._config = auth_configuration(settings)
         self._auth_enabled = settings.auth_enabled
+        self._endorsements = Endorsements()
 
     def parse(self, body: dict[str, Any]) -> Activity:
         # botbuilder's model reads null as absent and takes an empty string as it is; the SDK's
@@ -143,6 +155,7 @@ class AgentsInbound:
         claims = identity.claims if isinstance(identity.claims, dict) else {}
         if claims.get("serviceurl") != activity.service_url:
             raise Unauthenticated("the token names another service URL")
+        await self._endorsements.check(token, activity.channel_id)
         return identity, claims
 
     async def run_turn(self, identity: Any, activity: Activity, turn: TurnBody) -> None:
@@ -166,6 +179,61 @@ class AgentsInbound:
             await turn(send_text)
 
         await self._adapter.process_activity(identity, activity, logic)
+
+
+class Endorsements:
+    """The Bot Framework's check the Agents SDK leaves out: the key that signed a channel's token
+    must be endorsed for that channel (``endorsements`` of the key in the signing key set), so a
+    key the Bot Framework publishes for another channel cannot speak for Teams.
+
+    The key set is read from where the SDK reads it, in a worker thread, once a day, and again
+    (at most once a minute) when a token names a key it does not hold yet."""
+
+    REFRESH_SECONDS = 24 * 3600.0
+    RETRY_SECONDS = 60.0
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._sets: dict[str, tuple[float, dict[str, list[str]]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def check(self, token: str, channel_id: str | None) -> None:
+        """Raise :class:`Unauthenticated` unless the token's key is endorsed for ``channel_id``."""
+        kid = get_unverified_header(token).get("kid")
+        issuer = decode(token, options={"verify_signature": False}).get("iss")
+        # The SDK's own table of Bot Framework key URLs (a private module: no public accessor);
+        # the edge lets only Bot Framework-issued tokens this far.
+        uri = _entra_issuers.BOTFRAMEWORK_JWKS_URIS.get(issuer) if isinstance(issuer, str) else None
+        if uri is None or not isinstance(kid, str):
+            raise Unauthenticated("no Bot Framework signing key set for the token")
+        endorsed = await self._endorsements(uri, kid)
+        if not channel_id or channel_id not in endorsed:
+            raise Unauthenticated("the signing key is not endorsed for this channel")
+
+    async def _endorsements(self, uri: str, kid: str) -> list[str]:
+        async with self._lock:
+            now = self._monotonic()
+            fetched_at, keys = self._sets.get(uri, (-math.inf, {}))
+            stale = now - fetched_at >= self.REFRESH_SECONDS
+            if stale or (kid not in keys and now - fetched_at >= self.RETRY_SECONDS):
+                try:
+                    data = await asyncio.to_thread(PyJWKClient(uri, cache_jwk_set=False).fetch_data)
+                except (PyJWKClientError, ValueError) as exc:  # unreachable, or not a key set (JSON)
+                    raise KeysUnavailable(str(exc)) from exc
+                keys = _endorsements_by_kid(data)
+                self._sets[uri] = (now, keys)
+        return keys.get(kid, [])
+
+
+def _endorsements_by_kid(data: Any) -> dict[str, list[str]]:
+    keys = data.get("keys") if isinstance(data, dict) else None
+    found: dict[str, list[str]] = {}
+    for key in keys if isinstance(keys, list) else []:
+        if isinstance(key, dict) and isinstance(key.get("kid"), str):
+            endorsements = key.get("endorsements")
+            listed = endorsements if isinstance(endorsements, list) else []
+            found[key["kid"]] = [e for e in listed if isinstance(e, str)]
+    return found
 
 
 def _without_blanks(value: Any) -> Any:

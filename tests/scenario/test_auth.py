@@ -126,6 +126,17 @@ async def test_forged_or_broken_tokens_get_401(
         assert token not in caplog.text
 
 
+async def test_a_key_endorsed_for_another_channel_cannot_speak_for_teams(
+    secured_bot: BotHarness, channel_keys: ChannelKeys
+) -> None:
+    # A genuine Bot Framework key, published for another channel only: its token says msteams.
+    channel_keys.endorsements = ["webchat"]
+    token = channel_keys.token(audience=APP_ID, service_url=SERVICE_URL)
+    status, body = await secured_bot.post(_probe(), headers={"Authorization": f"Bearer {token}"})
+    assert status == 401
+    assert body["error"]["code"] == "Unauthorized"
+
+
 @pytest.mark.parametrize(
     ("data", "content_type", "status"),
     [

@@ -30,10 +30,16 @@ class ChannelKeys:
     def __init__(self, kid: str = "k1") -> None:
         self.kid = kid
         self.key = new_key()
-        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update({"kid": kid, "use": "sig", "alg": "RS256", "endorsements": ["msteams"]})
-        self._jwks = {"keys": [jwk]}
+        self._jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        self._jwk.update({"kid": kid, "use": "sig", "alg": "RS256"})
+        # The channels the Bot Framework endorses the key for (a test may change it before the
+        # first token is checked: both SDKs keep the key set they read).
+        self.endorsements = ["msteams"]
         self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def _jwks(self) -> dict[str, Any]:
+        return {"keys": [{**self._jwk, "endorsements": self.endorsements}]}
 
     def start(self) -> None:
         """Serve in a daemon thread on a free port."""
