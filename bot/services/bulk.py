@@ -279,20 +279,36 @@ class BulkExecution:
         await self._desk.say(moved.campaign_id, f"**Bulk request not run**: {inert(reason, 500)}")
 
     async def _run(self, bulk: BulkRequest, job: Job) -> BulkRequest | None:
-        """Run every identity still without an outcome, chunk by chunk; the finished request,
-        or ``None`` when this worker lost the job (the next claim carries on)."""
+        """Run every identity still without an outcome, in chunks of :data:`CHUNK`, up to
+        ``batch_concurrency`` chunks at once (while Graph answers one chunk's batch, the next
+        chunk's requests are claimed and the last one's results recorded); the finished
+        request, or ``None`` when this worker lost the job (the next claim carries on)."""
         remaining = [t for t in bulk.targets if t.case_id not in bulk.outcomes]
-        for start in range(0, len(remaining), CHUNK):
-            if not await self._holds(job):
-                return None
-            outcomes = await self._run_chunk(bulk, remaining[start : start + CHUNK])
-            bulk = await self._record(bulk.id, outcomes)
-            channel = await self._store.get_channel()
-            if channel is not None:
-                await self._store.swap_campaign(bulk.campaign_id, lambda c: c.revised())
-                # Coalesced: the progress reaches the card at most once per coalescing window.
-                await self._desk.publish(bulk.campaign_id, channel)
-        return await self._finish(bulk)
+        chunks = iter([remaining[start : start + CHUNK] for start in range(0, len(remaining), CHUNK)])
+        lost = False
+
+        async def work() -> None:
+            nonlocal lost
+            for chunk in chunks:  # shared: each chunk is taken by one of the workers
+                if lost or not await self._holds(job):
+                    lost = True
+                    return
+                outcomes = await self._run_chunk(bulk, chunk)
+                recorded = await self._record(bulk.id, outcomes)
+                channel = await self._store.get_channel()
+                if channel is not None:
+                    await self._store.swap_campaign(recorded.campaign_id, lambda c: c.revised())
+                    # Coalesced: the progress reaches the card at most once per coalescing window.
+                    await self._desk.publish(recorded.campaign_id, channel)
+
+        workers = max(1, min(self._settings.batch_concurrency, -(-len(remaining) // CHUNK)))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(work())
+        if lost:
+            return None
+        latest = await self._store.get_bulk(bulk.id)
+        return await self._finish(latest if latest is not None else bulk)
 
     async def _record(self, bulk_id: str, outcomes: dict[str, ItemOutcome]) -> BulkRequest:
         def add(current: BulkRequest) -> BulkRequest | None:

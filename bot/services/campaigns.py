@@ -202,9 +202,14 @@ class CampaignDesk:
         self._reading.add(campaign_id)
 
         async def read() -> None:
+            # Pass after pass until every member is read (or a pass reads none: the next
+            # publishing tries again). The card is updated after each pass, coalesced; its
+            # own call to read more finds this task still reading, so the loop goes on here.
             try:
-                members = await self._store.list_campaign_cases(campaign_id)
-                if await self._enrich_some(members):
+                while True:
+                    members = await self._store.list_campaign_cases(campaign_id)
+                    if not await self._enrich_some(members):
+                        break
                     await self.touch(campaign_id, urgent=False)
             finally:
                 self._reading.discard(campaign_id)
