@@ -14,7 +14,12 @@ from bot.services.campaigns import ENRICH_PER_PASS
 from bot.web.app import STORE
 from devtools.sandbox import SandboxTenant
 from tests.conftest import Clock
-from tests.scenario.test_storm import ROOMY, Storm, card_text, storm_factory  # noqa: F401 (a fixture)
+from tests.scenario.test_storm import (
+    ROOMY,
+    Storm,
+    card_text,
+    storm_factory,  # noqa: F401 (the storm's fixture, used by its name)
+)
 
 # More members than one pass of fact reading takes.
 MEMBERS = ENRICH_PER_PASS + 15
@@ -52,7 +57,9 @@ async def tenant(tmp_path: Path, clock: Clock) -> AsyncIterator[SandboxTenant]:
     assert sandbox.violations == [], "the bot broke the Graph contract"
 
 
-async def test_every_members_facts_are_read_past_one_pass(storm_factory: Callable[..., Any]) -> None:
+async def test_every_members_facts_are_read_past_one_pass(
+    storm_factory: Callable[..., Any],  # noqa: F811 (pytest passes the fixture imported above)
+) -> None:
     storm: Storm = await storm_factory(**ROOMY)
     await storm.bot.service.drain()
     store = storm.bot.app[STORE]
