@@ -66,6 +66,7 @@ from cards.text import inert
 log = logging.getLogger(__name__)
 
 CHUNK = 20  # identities per round: one Graph JSON batch holds at most 20 requests
+PROGRESS_SECONDS = 10.0  # how often a running bulk action's progress is shown on the card, at most
 MAX_FAILURES_LISTED = 50
 
 
@@ -161,6 +162,7 @@ class BulkExecution:
         self._directory = ports.directory
         self._policy = ports.policy
         self._clock = ports.clock
+        self._monotonic = ports.monotonic
         self._settings = settings
         self._audit = audit
         self._desk = desk
@@ -265,7 +267,7 @@ class BulkExecution:
             targets=len(moved.targets),
             started_last_hour=started_last_hour,
         )
-        await self._desk.touch(moved.campaign_id, urgent=True)
+        self._desk.touch_later(moved.campaign_id)
         return moved
 
     async def _abort(self, bulk: BulkRequest, reason: str) -> None:
@@ -286,19 +288,24 @@ class BulkExecution:
         remaining = [t for t in bulk.targets if t.case_id not in bulk.outcomes]
         chunks = iter([remaining[start : start + CHUNK] for start in range(0, len(remaining), CHUNK)])
         lost = False
+        shown = self._monotonic()
 
         async def work() -> None:
-            nonlocal lost
+            nonlocal lost, shown
             for chunk in chunks:  # shared: each chunk is taken by one of the workers
                 if lost or not await self._holds(job):
                     lost = True
                     return
                 outcomes = await self._run_chunk(bulk, chunk)
                 recorded = await self._record(bulk.id, outcomes)
+                # The progress reaches the card every PROGRESS_SECONDS at most (rendering a
+                # campaign's card holds this process up), the end at once (see _finish).
+                if self._monotonic() - shown < PROGRESS_SECONDS:
+                    continue
+                shown = self._monotonic()
                 channel = await self._store.get_channel()
                 if channel is not None:
                     await self._store.swap_campaign(recorded.campaign_id, lambda c: c.revised())
-                    # Coalesced: the progress reaches the card at most once per coalescing window.
                     await self._desk.publish(recorded.campaign_id, channel)
 
         workers = max(1, min(self._settings.batch_concurrency, -(-len(remaining) // CHUNK)))

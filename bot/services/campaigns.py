@@ -243,6 +243,11 @@ class CampaignDesk:
         if channel is not None:
             await self.publish(campaign_id, channel, urgent=urgent)
 
+    def touch_later(self, campaign_id: str) -> None:
+        """:meth:`touch` (urgent) in the background: the caller goes on without waiting for the
+        card to be rendered and sent (a bulk action's first chunk goes out meanwhile)."""
+        self._tasks.spawn(self.touch(campaign_id, urgent=True), name=f"campaign-touch-{campaign_id}")
+
     async def say(self, campaign_id: str, text: str) -> None:
         """Reply ``text`` (the bot's own markdown, untrusted values already inert) in the thread."""
         channel = await self._store.get_channel()
