@@ -17,8 +17,8 @@ identity, across every replica:
   ``Finish``); the bulk request keeps each identity's outcome for its progress and summary.
 
 The job is leased and renewed while it runs (as single executions are); a worker that lost it
-stops before its next chunk. The campaign card shows the progress (coalesced like any card
-update) and the thread gets one summary at the end, failures listed, with "Retry failed" on the
+stops before its next chunk. Chunks run ``batch_concurrency`` at once (GRAPH_BATCH_CONCURRENCY).
+The campaign card shows the progress (every :data:`PROGRESS_SECONDS` at most) and the thread gets one summary at the end, failures listed, with "Retry failed" on the
 card (a new bulk request through the same two-person approval).
 
 :class:`OneByOne` implements the :class:`bot.services.ports.BulkActions` port with the

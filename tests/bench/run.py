@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, each beside its baseline in the same run.
 
-    make bench                         # everything, in about 20 minutes on two cores
-    BENCH_QUICK=1 make bench           # fewer clicks, a smaller storm: about 8 minutes
+    make bench                         # everything, in about 30 minutes on two cores
+    BENCH_QUICK=1 make bench           # fewer clicks, smaller storms: about 12 minutes
     BENCH_STORM=0 make bench           # without the alert storm
     BENCH_MINUTES=60 make bench        # a longer time budget
     BENCH_STORM_IDENTITIES=1000 make bench   # the one-card storm at 10,000 alerts too (10 minutes more)
