@@ -18,8 +18,9 @@ identity, across every replica:
 
 The job is leased and renewed while it runs (as single executions are); a worker that lost it
 stops before its next chunk. Chunks run ``batch_concurrency`` at once (GRAPH_BATCH_CONCURRENCY).
-The campaign card shows the progress (every :data:`PROGRESS_SECONDS` at most) and the thread gets one summary at the end, failures listed, with "Retry failed" on the
-card (a new bulk request through the same two-person approval).
+The campaign card shows the progress (every :data:`PROGRESS_SECONDS` at most) and the thread
+gets one summary at the end, failures listed, with "Retry failed" on the card (a new bulk
+request through the same two-person approval).
 
 :class:`OneByOne` implements the :class:`bot.services.ports.BulkActions` port with the
 single-identity executor, one identity after another: the bulk path runs end to end on it, and
@@ -29,6 +30,7 @@ the Graph JSON batching layer takes its place where it is wired in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -289,6 +291,7 @@ class BulkExecution:
         chunks = iter([remaining[start : start + CHUNK] for start in range(0, len(remaining), CHUNK)])
         lost = False
         shown = self._monotonic()
+        claiming = asyncio.Lock()
 
         async def work() -> None:
             nonlocal lost, shown
@@ -296,7 +299,7 @@ class BulkExecution:
                 if lost or not await self._holds(job):
                     lost = True
                     return
-                outcomes = await self._run_chunk(bulk, chunk)
+                outcomes = await self._run_chunk(bulk, chunk, claiming)
                 recorded = await self._record(bulk.id, outcomes)
                 # The progress reaches the card every PROGRESS_SECONDS at most (rendering a
                 # campaign's card holds this process up), the end at once (see _finish).
@@ -368,46 +371,52 @@ class BulkExecution:
                 "Another request for this identity's case was in progress, so the bulk action left it alone."
             )
 
-    async def _run_chunk(self, bulk: BulkRequest, chunk: Sequence[BulkTarget]) -> dict[str, ItemOutcome]:
+    async def _run_chunk(
+        self, bulk: BulkRequest, chunk: Sequence[BulkTarget], claiming: asyncio.Lock | None = None
+    ) -> dict[str, ItemOutcome]:
+        """Claim, send and record one chunk. ``claiming``, shared by the chunks running at once,
+        lets one chunk claim its identities at a time: the first chunk's batch goes out as soon
+        as its own claims are made, instead of after every chunk's claims interleaved."""
         outcomes: dict[str, ItemOutcome] = {}
         sending: list[tuple[PortTarget, ActionRequest, Case]] = []
         reading: list[tuple[ActionRequest, Case]] = []
-        for target in chunk:
-            case = await self._store.get_case(target.case_id)
-            if case is None or blocked(case):
-                why = blocked(case) if case is not None else "The case no longer exists."
-                outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=why)
-                continue
-            if not case.target_checked:
-                try:
-                    # Routing needs the facts (an on-premises user is disabled through Defender).
-                    case = await self._enricher.enrich(case)
-                except RemediationError as exc:
+        async with claiming or contextlib.nullcontext():
+            for target in chunk:
+                case = await self._store.get_case(target.case_id)
+                if case is None or blocked(case):
+                    why = blocked(case) if case is not None else "The case no longer exists."
+                    outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=why)
+                    continue
+                if not case.target_checked:
+                    try:
+                        # Routing needs the facts (an on-premises user is disabled through Defender).
+                        case = await self._enricher.enrich(case)
+                    except RemediationError as exc:
+                        outcomes[target.case_id] = ItemOutcome(
+                            outcome="failed",
+                            detail=f"The identity could not be read, so nothing was sent: {exc.message}",
+                        )
+                        continue
+                if case.protected:
                     outcomes[target.case_id] = ItemOutcome(
-                        outcome="failed",
-                        detail=f"The identity could not be read, so nothing was sent: {exc.message}",
+                        outcome="failed", detail="Protected account: the bot never acts on it."
                     )
                     continue
-            if case.protected:
-                outcomes[target.case_id] = ItemOutcome(
-                    outcome="failed", detail="Protected account: the bot never acts on it."
-                )
-                continue
-            claimed = await self._claim_child(bulk, target)
-            if isinstance(claimed, str):
-                outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=claimed)
-                continue
-            child, mine = claimed
-            if mine:
-                sending.append((_port_target(case, child), child, case))
-            elif child.state is RequestState.EXECUTING:
-                reading.append((child, case))  # dispatched by a worker that stopped: read back
-            elif child.result is not None:
-                outcomes[target.case_id] = _outcome(child.result)
-            else:
-                outcomes[target.case_id] = ItemOutcome(
-                    outcome="failed", detail=f"Not run ({child.state.value})."
-                )
+                claimed = await self._claim_child(bulk, target)
+                if isinstance(claimed, str):
+                    outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=claimed)
+                    continue
+                child, mine = claimed
+                if mine:
+                    sending.append((_port_target(case, child), child, case))
+                elif child.state is RequestState.EXECUTING:
+                    reading.append((child, case))  # dispatched by a worker that stopped: read back
+                elif child.result is not None:
+                    outcomes[target.case_id] = _outcome(child.result)
+                else:
+                    outcomes[target.case_id] = ItemOutcome(
+                        outcome="failed", detail=f"Not run ({child.state.value})."
+                    )
         if sending:
             fault_point("bulk.dispatched")
             results = {r.key: r for r in await self._actions.run(bulk.action.value, [s[0] for s in sending])}

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from bot.domain.approval import Approve, Cancel, Event, Expire, Refused, Reject, decide
@@ -140,9 +141,9 @@ class CampaignDesk:
             ):
                 try:
                     members = await self._store.list_campaign_cases(campaign_id)
-                    card = render_campaign(
-                        campaign, members, await self._store.list_bulks(campaign_id), self._policy
-                    )
+                    bulks = await self._store.list_bulks(campaign_id)
+                    # In a worker thread: a storm's card takes a while, and Graph batches go on.
+                    card = await asyncio.to_thread(render_campaign, campaign, members, bulks, self._policy)
                     if campaign.card is None:
                         sending = True
                         ref = await self._messenger.post_card(channel, card)
@@ -261,7 +262,9 @@ class CampaignDesk:
         """The campaign card at ``page`` with ``note``: what one person's click is answered with."""
         members = await self._store.list_campaign_cases(campaign.id)
         bulks = await self._store.list_bulks(campaign.id)
-        return render_campaign(campaign, members, bulks, self._policy, page=page, note=note)
+        return await asyncio.to_thread(
+            partial(render_campaign, campaign, members, bulks, self._policy, page=page, note=note)
+        )
 
     # -- clicks -----------------------------------------------------------------------------
 

@@ -360,7 +360,7 @@ def _targets(
     if not checks:
         return []
     lines = [
-        "## Targets (issue: clicks that cost the same after a year of cases)",
+        "## Targets (issues: clicks that cost the same after a year of cases; storm mode)",
         "",
         "| target | measured | |",
         "|---|---|---|",
