@@ -42,7 +42,7 @@ def _fmt(value: Any, suffix: str = "") -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:g}{suffix}"
+        return f"{value + 0.0:g}{suffix}"  # + 0.0: -0.0 reads as 0
     return f"{value}{suffix}"
 
 
