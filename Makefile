@@ -43,7 +43,8 @@ test: install browser
 
 # Benchmarks (not part of make test), each beside its baseline in the same run: card clicks beside
 # a bare botbuilder echo bot, approval -> thread reply beside the time of the calls it makes, the
-# alert storm under Teams' and Graph's documented limits. Writes tests/bench/results/*.json and
+# alert storm under Teams' and Graph's documented limits, one card per identity and in storm mode
+# (the campaign card, then "disable all" beside its floor). Writes tests/bench/results/*.json and
 # SUMMARY.md (also printed). BENCH_QUICK=1: a few minutes; BENCH_STORM=0: without the storm.
 bench: install
 	$(BIN)/python -m tests.bench.run

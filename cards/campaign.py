@@ -44,6 +44,7 @@ from bot.domain.campaigns import (
     PAGE_SIZE,
     BulkRequest,
     Campaign,
+    Cluster,
     clusters,
     counts,
     page_of,
@@ -119,8 +120,9 @@ def _render(
     limits: Limits,
     page_url: str = "",
 ) -> dict[str, Any]:
+    found = clusters(members)  # once per card: a storm's members carry thousands of alerts
     body: list[Any] = [_header(campaign, members), _counts(members, policy, limits)]
-    body += _clusters(members, limits)
+    body += _clusters(found, limits)
     body += _page(campaign, members, policy, page, limits)
     shown = list(bulks)[-min(MAX_BULKS_SHOWN, limits.items) :]
     for bulk in reversed(shown):
@@ -130,7 +132,7 @@ def _render(
         body.append(TextBlock(text=f"… and {earlier} earlier bulk requests (see the thread)", is_subtle=True))
     if note:
         body.append(_runs(plain(note, limits.long), color="Attention", weight="Bolder", separator=True))
-    body += _bulk_form(campaign, members, policy, limits)
+    body += _bulk_form(campaign, members, found, policy, limits)
     card = AdaptiveCard(
         version="1.5",
         fallback_text=f"Campaign: {len(members)} compromised identities",
@@ -222,8 +224,7 @@ def _counts(members: Sequence[Case], policy: Policy, limits: Limits) -> FactSet:
     return FactSet(facts=facts, separator=True)
 
 
-def _clusters(members: Sequence[Case], limits: Limits) -> list[Any]:
-    found = clusters(members)
+def _clusters(found: Sequence[Cluster], limits: Limits) -> list[Any]:
     blocks: list[Any] = [TextBlock(text="Clusters (largest first)", weight="Bolder", separator=True)]
     if not found:
         blocks.append(
@@ -427,9 +428,11 @@ def _bulk_block(bulk: BulkRequest, policy: Policy, limits: Limits, page_url: str
     return [Container(items=items, separator=True, style="emphasis")]
 
 
-def _bulk_form(campaign: Campaign, members: Sequence[Case], policy: Policy, limits: Limits) -> list[Any]:
+def _bulk_form(
+    campaign: Campaign, members: Sequence[Case], found: Sequence[Cluster], policy: Policy, limits: Limits
+) -> list[Any]:
     scopes: list[Choice] = []
-    for cluster in clusters(members)[: min(MAX_CLUSTERS_SHOWN, limits.items)]:
+    for cluster in found[: min(MAX_CLUSTERS_SHOWN, limits.items)]:
         scopes.append(
             Choice(title=f"{plain(cluster.label, limits.name)} ({len(cluster.case_ids)})", value=cluster.key)
         )

@@ -32,7 +32,7 @@ class Severity(StrEnum):
     @property
     def rank(self) -> int:
         """0 for unknown up to 4 for high."""
-        return list(Severity).index(self)
+        return _SEVERITY_RANKS[self]
 
     @classmethod
     def parse(cls, value: Any) -> Severity:
@@ -41,6 +41,10 @@ class Severity(StrEnum):
             return cls(str(value))
         except ValueError:
             return cls.UNKNOWN
+
+
+# Ranks by declaration order, computed once: card rendering ranks every alert of a storm.
+_SEVERITY_RANKS: dict[Severity, int] = {severity: rank for rank, severity in enumerate(Severity)}
 
 
 class AlertSource(StrEnum):

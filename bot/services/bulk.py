@@ -17,9 +17,10 @@ identity, across every replica:
   ``Finish``); the bulk request keeps each identity's outcome for its progress and summary.
 
 The job is leased and renewed while it runs (as single executions are); a worker that lost it
-stops before its next chunk. The campaign card shows the progress (coalesced like any card
-update) and the thread gets one summary at the end, failures listed, with "Retry failed" on the
-card (a new bulk request through the same two-person approval).
+stops before its next chunk. Chunks run ``batch_concurrency`` at once (GRAPH_BATCH_CONCURRENCY).
+The campaign card shows the progress (every :data:`PROGRESS_SECONDS` at most) and the thread
+gets one summary at the end, failures listed, with "Retry failed" on the card (a new bulk
+request through the same two-person approval).
 
 :class:`OneByOne` implements the :class:`bot.services.ports.BulkActions` port with the
 single-identity executor, one identity after another: the bulk path runs end to end on it, and
@@ -29,6 +30,7 @@ the Graph JSON batching layer takes its place where it is wired in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -73,6 +75,7 @@ from cards.text import inert
 log = logging.getLogger(__name__)
 
 CHUNK = 20  # identities per round: one Graph JSON batch holds at most 20 requests
+PROGRESS_SECONDS = 10.0  # how often a running bulk action's progress is shown on the card, at most
 MAX_FAILURES_LISTED = 50
 
 
@@ -168,6 +171,7 @@ class BulkExecution:
         self._directory = ports.directory
         self._policy = ports.policy
         self._clock = ports.clock
+        self._monotonic = ports.monotonic
         self._settings = settings
         self._audit = audit
         self._desk = desk
@@ -272,7 +276,7 @@ class BulkExecution:
             targets=len(moved.targets),
             started_last_hour=started_last_hour,
         )
-        await self._desk.touch(moved.campaign_id, urgent=True)
+        self._desk.touch_later(moved.campaign_id)
         return moved
 
     async def _abort(self, bulk: BulkRequest, reason: str) -> None:
@@ -286,20 +290,42 @@ class BulkExecution:
         await self._desk.say(moved.campaign_id, f"**Bulk request not run**: {inert(reason, 500)}")
 
     async def _run(self, bulk: BulkRequest, job: Job) -> BulkRequest | None:
-        """Run every identity still without an outcome, chunk by chunk; the finished request,
-        or ``None`` when this worker lost the job (the next claim carries on)."""
+        """Run every identity still without an outcome, in chunks of :data:`CHUNK`, up to
+        ``batch_concurrency`` chunks at once (while Graph answers one chunk's batch, the next
+        chunk's requests are claimed and the last one's results recorded); the finished
+        request, or ``None`` when this worker lost the job (the next claim carries on)."""
         remaining = [t for t in bulk.targets if t.case_id not in bulk.outcomes]
-        for start in range(0, len(remaining), CHUNK):
-            if not await self._holds(job):
-                return None
-            outcomes = await self._run_chunk(bulk, remaining[start : start + CHUNK])
-            bulk = await self._record(bulk.id, outcomes)
-            channel = await self._store.get_channel()
-            if channel is not None:
-                await self._store.swap_campaign(bulk.campaign_id, lambda c: c.revised())
-                # Coalesced: the progress reaches the card at most once per coalescing window.
-                await self._desk.publish(bulk.campaign_id, channel)
-        return await self._finish(bulk)
+        chunks = iter([remaining[start : start + CHUNK] for start in range(0, len(remaining), CHUNK)])
+        lost = False
+        shown = self._monotonic()
+        claiming = asyncio.Lock()
+
+        async def work() -> None:
+            nonlocal lost, shown
+            for chunk in chunks:  # shared: each chunk is taken by one of the workers
+                if lost or not await self._holds(job):
+                    lost = True
+                    return
+                outcomes = await self._run_chunk(bulk, chunk, claiming)
+                recorded = await self._record(bulk.id, outcomes)
+                # The progress reaches the card every PROGRESS_SECONDS at most (rendering a
+                # campaign's card holds this process up), the end at once (see _finish).
+                if self._monotonic() - shown < PROGRESS_SECONDS:
+                    continue
+                shown = self._monotonic()
+                channel = await self._store.get_channel()
+                if channel is not None:
+                    await self._store.swap_campaign(recorded.campaign_id, lambda c: c.revised())
+                    await self._desk.publish(recorded.campaign_id, channel)
+
+        workers = max(1, min(self._settings.batch_concurrency, -(-len(remaining) // CHUNK)))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(work())
+        if lost:
+            return None
+        latest = await self._store.get_bulk(bulk.id)
+        return await self._finish(latest if latest is not None else bulk)
 
     async def _record(self, bulk_id: str, outcomes: dict[str, ItemOutcome]) -> BulkRequest:
         def add(current: BulkRequest) -> BulkRequest | None:
@@ -352,46 +378,52 @@ class BulkExecution:
                 "Another request for this identity's case was in progress, so the bulk action left it alone."
             )
 
-    async def _run_chunk(self, bulk: BulkRequest, chunk: Sequence[BulkTarget]) -> dict[str, ItemOutcome]:
+    async def _run_chunk(
+        self, bulk: BulkRequest, chunk: Sequence[BulkTarget], claiming: asyncio.Lock | None = None
+    ) -> dict[str, ItemOutcome]:
+        """Claim, send and record one chunk. ``claiming``, shared by the chunks running at once,
+        lets one chunk claim its identities at a time: the first chunk's batch goes out as soon
+        as its own claims are made, instead of after every chunk's claims interleaved."""
         outcomes: dict[str, ItemOutcome] = {}
         sending: list[tuple[PortTarget, ActionRequest, Case]] = []
         reading: list[tuple[ActionRequest, Case]] = []
-        for target in chunk:
-            case = await self._store.get_case(target.case_id)
-            if case is None or blocked(case):
-                why = blocked(case) if case is not None else "The case no longer exists."
-                outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=why)
-                continue
-            if not case.target_checked:
-                try:
-                    # Routing needs the facts (an on-premises user is disabled through Defender).
-                    case = await self._enricher.enrich(case)
-                except RemediationError as exc:
+        async with claiming or contextlib.nullcontext():
+            for target in chunk:
+                case = await self._store.get_case(target.case_id)
+                if case is None or blocked(case):
+                    why = blocked(case) if case is not None else "The case no longer exists."
+                    outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=why)
+                    continue
+                if not case.target_checked:
+                    try:
+                        # Routing needs the facts (an on-premises user is disabled through Defender).
+                        case = await self._enricher.enrich(case)
+                    except RemediationError as exc:
+                        outcomes[target.case_id] = ItemOutcome(
+                            outcome="failed",
+                            detail=f"The identity could not be read, so nothing was sent: {exc.message}",
+                        )
+                        continue
+                if case.protected:
                     outcomes[target.case_id] = ItemOutcome(
-                        outcome="failed",
-                        detail=f"The identity could not be read, so nothing was sent: {exc.message}",
+                        outcome="failed", detail="Protected account: the bot never acts on it."
                     )
                     continue
-            if case.protected:
-                outcomes[target.case_id] = ItemOutcome(
-                    outcome="failed", detail="Protected account: the bot never acts on it."
-                )
-                continue
-            claimed = await self._claim_child(bulk, target)
-            if isinstance(claimed, str):
-                outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=claimed)
-                continue
-            child, mine = claimed
-            if mine:
-                sending.append((_port_target(case, child), child, case))
-            elif child.state is RequestState.EXECUTING:
-                reading.append((child, case))  # dispatched by a worker that stopped: read back
-            elif child.result is not None:
-                outcomes[target.case_id] = _outcome(child.result)
-            else:
-                outcomes[target.case_id] = ItemOutcome(
-                    outcome="failed", detail=f"Not run ({child.state.value})."
-                )
+                claimed = await self._claim_child(bulk, target)
+                if isinstance(claimed, str):
+                    outcomes[target.case_id] = ItemOutcome(outcome="failed", detail=claimed)
+                    continue
+                child, mine = claimed
+                if mine:
+                    sending.append((_port_target(case, child), child, case))
+                elif child.state is RequestState.EXECUTING:
+                    reading.append((child, case))  # dispatched by a worker that stopped: read back
+                elif child.result is not None:
+                    outcomes[target.case_id] = _outcome(child.result)
+                else:
+                    outcomes[target.case_id] = ItemOutcome(
+                        outcome="failed", detail=f"Not run ({child.state.value})."
+                    )
         if sending:
             fault_point("bulk.dispatched")
             results = {r.key: r for r in await self._actions.run(bulk.action.value, [s[0] for s in sending])}

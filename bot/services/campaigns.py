@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from bot.domain.approval import Approve, Cancel, Event, Expire, Refused, Reject, decide
@@ -150,12 +151,17 @@ class CampaignDesk:
             ):
                 try:
                     members = await self._store.list_campaign_cases(campaign_id)
-                    card = render_campaign(
-                        campaign,
-                        members,
-                        await self._store.list_bulks(campaign_id),
-                        self._policy,
-                        page_url=self._settings.approval_page_url,
+                    bulks = await self._store.list_bulks(campaign_id)
+                    # In a worker thread: a storm's card takes a while, and Graph batches go on.
+                    card = await asyncio.to_thread(
+                        partial(
+                            render_campaign,
+                            campaign,
+                            members,
+                            bulks,
+                            self._policy,
+                            page_url=self._settings.approval_page_url,
+                        )
                     )
                     if campaign.card is None:
                         sending = True
@@ -216,9 +222,14 @@ class CampaignDesk:
         self._reading.add(campaign_id)
 
         async def read() -> None:
+            # Pass after pass until every member is read (or a pass reads none: the next
+            # publishing tries again). The card is updated after each pass, coalesced; its
+            # own call to read more finds this task still reading, so the loop goes on here.
             try:
-                members = await self._store.list_campaign_cases(campaign_id)
-                if await self._enrich_some(members):
+                while True:
+                    members = await self._store.list_campaign_cases(campaign_id)
+                    if not await self._enrich_some(members):
+                        break
                     await self.touch(campaign_id, urgent=False)
             finally:
                 self._reading.discard(campaign_id)
@@ -252,6 +263,11 @@ class CampaignDesk:
         if channel is not None:
             await self.publish(campaign_id, channel, urgent=urgent)
 
+    def touch_later(self, campaign_id: str) -> None:
+        """:meth:`touch` (urgent) in the background: the caller goes on without waiting for the
+        card to be rendered and sent (a bulk action's first chunk goes out meanwhile)."""
+        self._tasks.spawn(self.touch(campaign_id, urgent=True), name=f"campaign-touch-{campaign_id}")
+
     async def say(self, campaign_id: str, text: str) -> None:
         """Reply ``text`` (the bot's own markdown, untrusted values already inert) in the thread."""
         channel = await self._store.get_channel()
@@ -265,14 +281,17 @@ class CampaignDesk:
         """The campaign card at ``page`` with ``note``: what one person's click is answered with."""
         members = await self._store.list_campaign_cases(campaign.id)
         bulks = await self._store.list_bulks(campaign.id)
-        return render_campaign(
-            campaign,
-            members,
-            bulks,
-            self._policy,
-            page=page,
-            note=note,
-            page_url=self._settings.approval_page_url,
+        return await asyncio.to_thread(
+            partial(
+                render_campaign,
+                campaign,
+                members,
+                bulks,
+                self._policy,
+                page=page,
+                note=note,
+                page_url=self._settings.approval_page_url,
+            )
         )
 
     # -- clicks -----------------------------------------------------------------------------

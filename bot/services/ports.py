@@ -98,6 +98,9 @@ class ServiceSettings:
     card_lease: timedelta = timedelta(minutes=1)
     # The approval page's base URL (APPROVAL_PAGE_URL); empty: the page is off.
     approval_page_url: str = ""
+    # Bulk actions: Graph JSON batches (chunks of 20 identities) in flight at once
+    # (GRAPH_BATCH_CONCURRENCY).
+    batch_concurrency: int = 4
 
 
 @dataclass(frozen=True)

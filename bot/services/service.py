@@ -35,6 +35,7 @@ from bot.services.tasks import TaskSupervisor
 from bot.services.transitions import Transition, Transitions
 from bot.services.views import CaseViews
 from bot.tenant.actions import Executor
+from bot.tenant.batch import GraphBatcher
 from bot.tenant.bulk import BulkActions as GraphBulkActions
 from bot.tenant.resolver import IdentityResolver
 from bot.tracing import span
@@ -130,7 +131,12 @@ class RemediationService:
             executor=executor,
             # Graph JSON batching (bot.tenant.bulk); OneByOne runs the single executor per identity.
             actions=bulk_actions
-            or GraphBulkActions(ports.graph, clock=ports.clock, recheck_after=settings.recheck_after),
+            or GraphBulkActions(
+                ports.graph,
+                clock=ports.clock,
+                batcher=GraphBatcher(ports.graph, concurrency=settings.batch_concurrency),
+                recheck_after=settings.recheck_after,
+            ),
             metrics=self.metrics,
             replica=replica,
         )

@@ -175,6 +175,7 @@ def create_app(
                     job_lease=timedelta(seconds=settings.job_lease_seconds),
                     card_lease=timedelta(seconds=settings.card_lease_seconds),
                     approval_page_url=settings.approval_page_base if page else "",
+                    batch_concurrency=settings.graph_batch_concurrency,
                 ),
             )
             poller = AlertPoller(

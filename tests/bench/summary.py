@@ -26,6 +26,7 @@ def render(results: Path, *, quick: bool = False, seconds: float | None = None) 
     storm = _load(results / "storm.json")
     if storm:
         lines += _storm(storm)
+        lines += _campaign(storm)
     lines += _targets(invokes, approvals, storm)
     return "\n".join(lines) + "\n"
 
@@ -41,7 +42,7 @@ def _fmt(value: Any, suffix: str = "") -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:g}{suffix}"
+        return f"{value + 0.0:g}{suffix}"  # + 0.0: -0.0 reads as 0
     return f"{value}{suffix}"
 
 
@@ -185,6 +186,105 @@ def _storm(storm: dict[str, Any]) -> list[str]:
     return lines
 
 
+# (label, one-card figure, storm-mode figure, target) per row of the storm-mode table.
+_CAMPAIGN_ROWS: tuple[tuple[str, str | None, str | None, str], ...] = (
+    ("identities × alerts", "identities", "identities", "1,000 × 10"),
+    ("top-level channel posts during the storm", "channel_posts", "top_level_posts", "≤ 3"),
+    (
+        "s from the alerts stored to the last card / the campaign card",
+        "last_card_seconds_after_stored",
+        "card_seconds_after_stored",
+        "≤ 10",
+    ),
+    (
+        "s from the storm's start to the last card / the campaign card",
+        "seconds_to_last_card",
+        "seconds_to_card",
+        "–",
+    ),
+    ("lost alerts (counted from the channel)", "lost_alerts", "lost_alerts", "0"),
+    ("Graph requests per alert during the storm", "graph_calls_per_alert", "graph_calls_per_alert", "–"),
+    ("Teams 429s / Graph 429s", "throttled", "throttled", "–"),
+    ("peak RSS MB", "peak_rss_mb", "peak_rss_mb", "≤ 250"),
+    ("disable all: identities contained (protected left out)", None, "contained_identities", "all"),
+    (
+        "disable all: s from the second approval to all disabled and verified",
+        None,
+        "disable_all_seconds",
+        "–",
+    ),
+    ("disable all: floor s (Graph's limits; sandbox time)", None, "floor", "–"),
+    ("disable all: measured ÷ floor", None, "disable_ratio_to_floor", "≤ 1.3×"),
+    (
+        "disable all: Graph HTTP requests per identity contained",
+        None,
+        "graph_requests_per_identity",
+        "≤ 0.15",
+    ),
+)
+
+
+def _figure(run: dict[str, Any] | None, key: str | None) -> str:
+    if run is None or key is None:
+        return "–"
+    if key == "identities":
+        return f"{run.get('identities')} × {run.get('alerts', 0) // max(run.get('identities') or 1, 1)}"
+    if key == "throttled":
+        return f"{_fmt(run.get('connector_429s'))} / {_fmt(run.get('graph_429s'))}"
+    if key == "seconds_to_card":
+        stored, card = run.get("seconds_to_store"), run.get("card_seconds_after_stored")
+        return (
+            _fmt(round(stored + card, 1))
+            if isinstance(stored, int | float) and isinstance(card, int | float)
+            else "–"
+        )
+    if key == "floor":
+        return (
+            f"{_fmt(run.get('floor_seconds'))} ({_fmt(run.get('floor_limits_seconds'))}; "
+            f"{_fmt(run.get('floor_service_seconds'))})"
+        )
+    if key == "contained_identities":
+        verified = run.get("verified_identities")
+        kept = "protected one left enabled" if run.get("protected_left_enabled") else "PROTECTED ONE DISABLED"
+        return f"{verified} verified of {run.get(key)}; {kept}"
+    return _fmt(run.get(key))
+
+
+def _campaign(storm: dict[str, Any]) -> list[str]:
+    campaigns = storm.get("campaign") or []
+    if not campaigns:
+        return []
+    baseline = {r["mode"]: r for r in storm.get("runs", [])}
+    header = (
+        "| | "
+        + " | ".join(f"{c['mode']}: one card per identity | {c['mode']}: storm mode" for c in campaigns)
+        + " | target |"
+    )
+    lines = [
+        "## Alert storm in storm mode, beside one card per identity (same run)",
+        "",
+        "Storm mode with the default rule (more than 20 identities in 10 minutes); then \u201cdisable "
+        "all\u201d asked for and approved by two approvers through real card clicks. Definitions in "
+        "tests/bench/storm.py. Reachable alerts: the identity listed on the campaign card's pages "
+        "(paged through) and the alert id on that identity's card (Show card). The floor is the larger "
+        "of what Graph's identity-and-access quotas allow and the sandbox's own time for the batches "
+        "needed (tests/bench/campaign.py). "
+        f"Load average {storm.get('load_average_at_start')} at start, "
+        + ", ".join(f"{c['mode']} {c.get('load_average_after')}" for c in campaigns)
+        + f" after each storm-mode run ({storm.get('cpus')} CPUs).",
+        "",
+        header,
+        "|---|" + "---|---|" * len(campaigns) + "---|",
+    ]
+    for label, one, many, target in _CAMPAIGN_ROWS:
+        cells = []
+        for run in campaigns:
+            cells += [_figure(baseline.get(run["mode"]), one), _figure(run, many)]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
+    lines.append("")
+    return lines
+
+
 def _targets(
     invokes: dict[str, Any] | None, approvals: dict[str, Any] | None, storm: dict[str, Any] | None
 ) -> list[str]:
@@ -236,10 +336,41 @@ def _targets(
             checks.append(
                 (f"storm ({run['mode']}) lost_alerts = 0", _fmt(run["lost_alerts"]), run["lost_alerts"] == 0)
             )
+        for run in storm.get("campaign") or []:
+            mode = run["mode"]
+            card = run.get("card_seconds_after_stored")
+            ratio = run.get("disable_ratio_to_floor")
+            per = run.get("graph_requests_per_identity")
+            rss = run.get("peak_rss_mb")
+            checks += [
+                (
+                    f"storm mode ({mode}) campaign card ≤ 10 s after stored",
+                    _fmt(card, " s"),
+                    _at_most(card, 10),
+                ),
+                (
+                    f"storm mode ({mode}) top-level posts ≤ 3",
+                    _fmt(run.get("top_level_posts")),
+                    _at_most(run.get("top_level_posts"), 3),
+                ),
+                (
+                    f"storm mode ({mode}) lost_alerts = 0",
+                    _fmt(run.get("lost_alerts")),
+                    run.get("lost_alerts") == 0,
+                ),
+                (
+                    f"storm mode ({mode}) disable all, every identity verified",
+                    f"{_fmt(run.get('verified_identities'))} of {_fmt(run.get('contained_identities'))}",
+                    bool(run.get("disable_all_finished")) and bool(run.get("protected_left_enabled")),
+                ),
+                (f"storm mode ({mode}) disable all ≤ 1.3× floor", _fmt(ratio, "×"), _at_most(ratio, 1.3)),
+                (f"storm mode ({mode}) Graph requests per identity ≤ 0.15", _fmt(per), _at_most(per, 0.15)),
+                (f"storm mode ({mode}) peak RSS ≤ 250 MB", _fmt(rss, " MB"), _at_most(rss, 250)),
+            ]
     if not checks:
         return []
     lines = [
-        "## Targets (issue: clicks that cost the same after a year of cases)",
+        "## Targets (issues: clicks that cost the same after a year of cases; storm mode)",
         "",
         "| target | measured | |",
         "|---|---|---|",
@@ -256,8 +387,8 @@ def _quotient(a: Any, b: Any) -> float | None:
     return round(a / b, 2)
 
 
-def _at_most(value: float | None, limit: float) -> bool | None:
-    return None if value is None else value <= limit
+def _at_most(value: Any, limit: float) -> bool | None:
+    return value <= limit if isinstance(value, int | float) else None
 
 
 def _at_least(value: float | None, limit: float) -> bool | None:
