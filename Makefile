@@ -37,9 +37,13 @@ browser:
 	else echo "npm not found: the browser test will not run"; fi
 
 # PostgreSQL tests use TEST_POSTGRES_URL (default: the local server); without a server they are
-# skipped with the reason shown (CI sets REQUIRE_POSTGRES=1 and fails instead).
+# skipped with the reason shown (CI sets REQUIRE_POSTGRES=1 and fails instead). The suite mostly
+# waits on loopback servers and child processes, so it runs in TEST_WORKERS processes (pytest-xdist,
+# one per CPU by default), each test file whole in one of them.
+TEST_WORKERS ?= auto
 test: install browser
-	TEST_POSTGRES_URL="$${TEST_POSTGRES_URL-postgresql://postgres@127.0.0.1:5432/test}" $(BIN)/python -m pytest -q -rs
+	TEST_POSTGRES_URL="$${TEST_POSTGRES_URL-postgresql://postgres@127.0.0.1:5432/test}" $(BIN)/python -m pytest -q -rs \
+		-n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks (not part of make test), each beside its baseline in the same run: card clicks beside
 # a bare botbuilder echo bot, approval -> thread reply beside the time of the calls it makes, the
