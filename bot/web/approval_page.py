@@ -512,20 +512,10 @@ class ApprovalPage:
     async def decide(self, request: web.Request) -> web.StreamResponse:
         """A form on the page: the same use case as the card's button."""
         case_id = request.match_info["case_id"]
-        session = await self._session(request)
-        if not isinstance(session, PageSession):
-            return session
-        refused = await self._check_post(request, session)
-        if refused is not None:
-            return refused
-        try:
-            fields = read_form(await self._body(request))
-        except FormProblem as problem:
-            return _message("Refused", problem.message, problem.status)
-        if not hmac.compare_digest(fields.get("csrf", ""), self._sealer.csrf(session.session_id)):
-            return _message("Refused", "This form is not from your session (CSRF); nothing was done.", 403)
-        if not CASE_ID.match(case_id):
-            return _not_found()
+        form = await self._decision_form(request, case_id)
+        if not isinstance(form, tuple):
+            return form
+        session, fields = form
         verb = fields.get("verb", "")
         if verb not in DECISIONS and verb not in {a.value for a in ResponseAction}:
             return _message("Refused", "Unknown action; nothing was done.", 400)
@@ -533,13 +523,6 @@ class ApprovalPage:
         if not version.isascii() or not version.isdigit() or len(version) > 9:
             return _message("Refused", "The form names no card version; nothing was done.", 400)
         reason = fields.get("reason", "")
-        if len(reason.strip()) > MAX_REASON_CHARS:
-            return _message(
-                "Refused",
-                f"The text is {len(reason.strip()):,} characters long; at most {MAX_REASON_CHARS}. "
-                "Nothing was done.",
-                400,
-            )
         try:
             service = self._service(request)
             case, _ = await self._visible(service, case_id, session)
@@ -574,6 +557,36 @@ class ApprovalPage:
                 "Unavailable", f"The bot could not complete that just now: {exc.message} Try again.", 503
             )
 
+    async def _decision_form(
+        self, request: web.Request, object_id: str
+    ) -> tuple[PageSession, dict[str, str]] | web.StreamResponse:
+        """The signed-in person and the fields of a decision form on the page of ``object_id`` (a
+        case or a bulk request), or the answer refusing it: no session, a cross-site post, a
+        malformed body, a CSRF token not of this session, an id of no sane shape, a reason too long.
+        """
+        session = await self._session(request)
+        if not isinstance(session, PageSession):
+            return session
+        refused = await self._check_post(request, session)
+        if refused is not None:
+            return refused
+        try:
+            fields = read_form(await self._body(request))
+        except FormProblem as problem:
+            return _message("Refused", problem.message, problem.status)
+        if not hmac.compare_digest(fields.get("csrf", ""), self._sealer.csrf(session.session_id)):
+            return _message("Refused", "This form is not from your session (CSRF); nothing was done.", 403)
+        if not CASE_ID.match(object_id):
+            return _not_found()
+        reason = fields.get("reason", "").strip()
+        if len(reason) > MAX_REASON_CHARS:
+            return _message(
+                "Refused",
+                f"The text is {len(reason):,} characters long; at most {MAX_REASON_CHARS}. Nothing was done.",
+                400,
+            )
+        return session, fields
+
     # -- a campaign's bulk request ----------------------------------------------------------
 
     async def show_bulk(self, request: web.Request) -> web.StreamResponse:
@@ -597,20 +610,10 @@ class ApprovalPage:
     async def decide_bulk(self, request: web.Request) -> web.StreamResponse:
         """A decision on a bulk request: the same use case as the campaign card's buttons."""
         bulk_id = request.match_info["bulk_id"]
-        session = await self._session(request)
-        if not isinstance(session, PageSession):
-            return session
-        refused = await self._check_post(request, session)
-        if refused is not None:
-            return refused
-        try:
-            fields = read_form(await self._body(request))
-        except FormProblem as problem:
-            return _message("Refused", problem.message, problem.status)
-        if not hmac.compare_digest(fields.get("csrf", ""), self._sealer.csrf(session.session_id)):
-            return _message("Refused", "This form is not from your session (CSRF); nothing was done.", 403)
-        if not CASE_ID.match(bulk_id):
-            return _not_found()
+        form = await self._decision_form(request, bulk_id)
+        if not isinstance(form, tuple):
+            return form
+        session, fields = form
         verb = fields.get("verb", "")
         if verb not in BULK_DECISIONS:
             return _message("Refused", "Unknown action; nothing was done.", 400)
@@ -620,13 +623,6 @@ class ApprovalPage:
         if not TARGET_HASH.match(shown):
             return _message("Refused", "The form names no target set; nothing was done.", 400)
         note = fields.get("reason", "")
-        if len(note.strip()) > MAX_REASON_CHARS:
-            return _message(
-                "Refused",
-                f"The text is {len(note.strip()):,} characters long; at most {MAX_REASON_CHARS}. "
-                "Nothing was done.",
-                400,
-            )
         try:
             service = self._service(request)
             bulk = await self._visible_bulk(service, self._store(request), bulk_id, session)
