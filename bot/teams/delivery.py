@@ -30,9 +30,9 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from bot.domain.models import Actor, CardRef
+from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.errors import TeamsError, TeamsOutcomeUnknown, TeamsThrottled, TeamsUnavailable
 from bot.retry import backoff_delay, parse_retry_after
 from bot.teams.pacing import Lanes, Pacer
@@ -42,6 +42,8 @@ from cards.text import inert, plain
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+AdapterT = TypeVar("AdapterT")
+ContextT = TypeVar("ContextT")
 
 # Answers Teams documents as transient (bots/how-to/rate-limit and the conversation API's table).
 RETRY_STATUSES = frozenset({412, 429, 502, 503, 504})
@@ -210,6 +212,43 @@ def thread_conversation_id(ref: CardRef) -> str:
 def thread_root(conversation_id: str) -> str:
     """The root post's id, which is also the thread id Teams puts after ";messageid="."""
     return conversation_id.partition(";messageid=")[2]
+
+
+class ProactiveMessenger(Generic[AdapterT, ContextT]):
+    """What both messengers share: their SDK's adapter and the bot's app id, one :class:`Delivery`,
+    and every Bot Connector request sent through it. Each SDK's messenger says how one attempt is
+    made (``_once``, in a proactive turn of its own) and how its exceptions read (``_failure``)."""
+
+    def __init__(
+        self,
+        adapter: AdapterT,
+        app_id: str,
+        *,
+        pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        """``pacer`` defaults to Teams' own limits; ``sleep`` and ``rng`` drive the retry waits, and
+        ``now`` (the wall clock) reads a ``Retry-After`` given as an HTTP-date."""
+        self._adapter = adapter
+        self._app_id = app_id
+        self._delivery = Delivery(self._failure, pacer=pacer, retry=retry, sleep=sleep, rng=rng, now=now)
+
+    def observe_pacing(self, on_wait: Callable[[float], None]) -> None:
+        """Report how long each Bot Connector call waited for Teams' rate limits (for metrics)."""
+        self._delivery.observe_pacing(on_wait)
+
+    async def _call(self, channel: ChannelRef, call: Call, work: Callable[[ContextT], Awaitable[T]]) -> T:
+        """Send ``work`` (one Bot Connector request) through the delivery's retries."""
+        return await self._delivery.send(call, lambda: self._once(channel, call, work))
+
+    async def _once(self, channel: ChannelRef, call: Call, work: Callable[[ContextT], Awaitable[T]]) -> T:
+        raise NotImplementedError
+
+    def _failure(self, exc: Exception) -> Failure | None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,8 @@ How botbuilder 4.17.1 surfaces failures, and why an attempt looks the way it doe
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 from botbuilder.core import BotAdapter, CardFactory, MessageFactory, TurnContext
@@ -52,15 +49,14 @@ from urllib3.util.retry import Retry
 from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.teams.delivery import (
     Call,
-    Delivery,
     Failure,
+    ProactiveMessenger,
     RetryPolicy,
     in_own_turn,
     mention_text,
     thread_conversation_id,
     thread_root,
 )
-from bot.teams.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +67,11 @@ _NO_TRANSPORT_RETRIES = Retry(total=0, raise_on_status=False)
 __all__ = ["RetryPolicy", "TeamsMessenger"]
 
 
-class TeamsMessenger:
+class TeamsMessenger(ProactiveMessenger[CloudAdapter, TurnContext]):
     """Sends cards and thread replies to Teams through the Bot Connector, outside any turn."""
 
-    def __init__(
-        self,
-        adapter: CloudAdapter,
-        app_id: str,
-        *,
-        pacer: Pacer | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        now: Callable[[], datetime] | None = None,
-    ) -> None:
-        """``pacer`` defaults to Teams' own limits; ``sleep`` and ``rng`` drive the retry waits, and
-        ``now`` (the wall clock) reads a ``Retry-After`` given as an HTTP-date."""
-        self._adapter = adapter
-        self._app_id = app_id
-        self._delivery = Delivery(_failure, pacer=pacer, retry=retry, sleep=sleep, rng=rng, now=now)
-
-    def observe_pacing(self, on_wait: Callable[[float], None]) -> None:
-        """Report how long each Bot Connector call waited for Teams' rate limits (for metrics)."""
-        self._delivery.observe_pacing(on_wait)
+    def _failure(self, exc: Exception) -> Failure | None:
+        return _failure(exc)
 
     async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
         """Start a new thread in ``channel`` with ``card``; return where it landed."""
@@ -169,10 +147,6 @@ class TeamsMessenger:
 
         thread = thread_conversation_id(ref)
         return await self._call(channel, Call("reply in the thread", thread, repeatable=True), reply)
-
-    async def _call(self, channel: ChannelRef, call: Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
-        """Send ``work`` (one Bot Connector request) through the delivery's retries."""
-        return await self._delivery.send(call, lambda: self._once(channel, call, work))
 
     async def _once(self, channel: ChannelRef, call: Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
         """One attempt, in a proactive turn of its own (a fresh connector client each time)."""

@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -41,40 +39,22 @@ from bot.domain.models import Actor, CardRef, ChannelRef
 from bot.errors import TeamsError
 from bot.teams.delivery import (
     Call,
-    Delivery,
     Failure,
-    RetryPolicy,
+    ProactiveMessenger,
     in_own_turn,
     mention_text,
     thread_conversation_id,
     thread_root,
 )
-from bot.teams.pacing import Pacer
 
 T = TypeVar("T")
 
 
-class AgentsMessenger:
+class AgentsMessenger(ProactiveMessenger[CloudAdapter, TurnContext]):
     """Sends cards and thread replies to Teams through the Bot Connector, outside any turn."""
 
-    def __init__(
-        self,
-        adapter: CloudAdapter,
-        app_id: str,
-        *,
-        pacer: Pacer | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        now: Callable[[], datetime] | None = None,
-    ) -> None:
-        self._adapter = adapter
-        self._app_id = app_id
-        self._delivery = Delivery(_failure, pacer=pacer, retry=retry, sleep=sleep, rng=rng, now=now)
-
-    def observe_pacing(self, on_wait: Callable[[float], None]) -> None:
-        """Report how long each Bot Connector call waited for Teams' rate limits (for metrics)."""
-        self._delivery.observe_pacing(on_wait)
+    def _failure(self, exc: Exception) -> Failure | None:
+        return _failure(exc)
 
     async def post_card(self, channel: ChannelRef, card: dict[str, Any]) -> CardRef:
         """Start a new thread in ``channel`` with ``card``; return where it landed."""
@@ -138,10 +118,6 @@ class AgentsMessenger:
         return await self._call(
             channel, Call("reply in the thread", thread, repeatable=True), _sender(message)
         )
-
-    async def _call(self, channel: ChannelRef, call: Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
-        """Send ``work`` (one Bot Connector request) through the delivery's retries."""
-        return await self._delivery.send(call, lambda: self._once(channel, call, work))
 
     async def _once(self, channel: ChannelRef, call: Call, work: Callable[[TurnContext], Awaitable[T]]) -> T:
         """One attempt, in a proactive turn of its own (a fresh connector client each time)."""
