@@ -68,7 +68,7 @@ def plan(quick_mode: bool) -> dict[str, Any]:
         "storm": (400, 10),
         # Storm mode: always the 10,000 alerts over 1,000 identities (one card, no 1,000 posts).
         "campaign": (1000, 10),
-        "minutes": 20.0,
+        "minutes": 32.0,
     }
 
 
