@@ -146,7 +146,7 @@ class AgentsMessenger(ProactiveMessenger[CloudAdapter, TurnContext]):
 
 def _connector(turn_context: TurnContext) -> ConnectorClientBase:
     # The SDK keys its services by their abstract base class, as here.
-    client = turn_context.services.get(ConnectorClientBase)  # type: ignore[type-abstract]
+    client = turn_context.services.get(ConnectorClientBase)  # type: ignore[type-abstract]  # the SDK keys its turn services by this abstract class
     if client is None:
         raise TeamsError("The Agents SDK turn has no Bot Connector client; nothing was sent.")
     return client

@@ -54,7 +54,7 @@ def _point_botbuilder_at_loopback() -> None:
 
     # Re-pointing botbuilder's module-level msal constructor at the loopback authority: the module
     # is untyped to mypy, so assigning an attribute it does not declare needs the ignore.
-    credentials.ConfidentialClientApplication = construct  # type: ignore[attr-defined]
+    credentials.ConfidentialClientApplication = construct  # type: ignore[attr-defined]  # botframework declares no such attribute; the benchmark swaps the class it uses
 
     class LocalApplication(msal.ConfidentialClientApplication):  # type: ignore[misc]  # msal has no type stubs
         """The Agents SDK's msal application (``MsalAuth``), at the loopback authority."""
@@ -85,7 +85,7 @@ def _point_agents_at_loopback(application: type | None) -> None:
     _entra_issuers.BOTFRAMEWORK_JWKS_URIS["https://api.botframework.com"] = keys
     if application is not None:
         # The SDK module imports the class under its name without re-exporting it.
-        msal_auth.ConfidentialClientApplication = application  # type: ignore[attr-defined]
+        msal_auth.ConfidentialClientApplication = application  # type: ignore[attr-defined]  # msal has no type stubs; the benchmark swaps the class msal_auth uses
 
 
 def _variable(name: str, default: str | None = None) -> str:

@@ -23,7 +23,7 @@ from bot.graph.signin import EntraSignIn, SignInError
 from devtools.sandbox import SandboxTenant
 from devtools.sandbox.signin import DEMO_MFA_CODE, DEMO_PASSWORD
 from tests.conftest import RESPONDER, Clock
-from tests.scenario.test_approval_page import ADELE, MEGAN_UPN, SESSION, make_page  # noqa: F401
+from tests.scenario.test_approval_page import ADELE, MEGAN_UPN, SESSION, make_page  # noqa: F401 (make_page is a fixture pytest finds by this import)
 from tests.support.pagebrowser import PageBrowser, form_fields
 
 FLOW = "__Host-rb-signin"
@@ -56,7 +56,7 @@ async def _to_callback(browser: PageBrowser, path: str, login: str) -> tuple[str
     return htmllib.unescape(action.group(1)), {k: htmllib.unescape(v) for k, v in fields.items()}
 
 
-async def _pending(make_page: Callable[..., Any]) -> Any:  # noqa: F811
+async def _pending(make_page: Callable[..., Any]) -> Any:  # noqa: F811 (pytest passes the fixture imported above)
     page = await make_page(approvals={"disableAccount": 2})
     await page.channel.click("Adele Vance", RESPONDER, "disableAccount", reason="Ticket reuse")
     return page
@@ -64,7 +64,7 @@ async def _pending(make_page: Callable[..., Any]) -> Any:  # noqa: F811
 
 @pytest.mark.asyncio
 async def test_a_sign_in_answer_is_believed_only_with_its_own_state_and_never_repeats_free_text(
-    make_page: Callable[..., Any],  # noqa: F811
+    make_page: Callable[..., Any],  # noqa: F811 (pytest passes the fixture imported above)
 ) -> None:
     page = await _pending(make_page)
     path = await page.path_of(ADELE)
@@ -103,7 +103,7 @@ async def test_a_sign_in_answer_is_believed_only_with_its_own_state_and_never_re
 
 @pytest.mark.asyncio
 async def test_a_redeemed_code_replayed_with_its_flow_cookie_gets_no_session(
-    make_page: Callable[..., Any],  # noqa: F811
+    make_page: Callable[..., Any],  # noqa: F811 (pytest passes the fixture imported above)
 ) -> None:
     page = await _pending(make_page)
     path = await page.path_of(ADELE)
@@ -126,7 +126,7 @@ async def test_a_redeemed_code_replayed_with_its_flow_cookie_gets_no_session(
 
 @pytest.mark.asyncio
 async def test_other_methods_odd_paths_and_malformed_forms_get_a_precise_4xx_and_write_nothing(
-    make_page: Callable[..., Any],  # noqa: F811
+    make_page: Callable[..., Any],  # noqa: F811 (pytest passes the fixture imported above)
 ) -> None:
     page = await _pending(make_page)
     path = await page.path_of(ADELE)
@@ -199,7 +199,7 @@ async def test_other_methods_odd_paths_and_malformed_forms_get_a_precise_4xx_and
 
 @pytest.mark.asyncio
 async def test_the_same_approval_posted_twice_at_once_acts_once(
-    make_page: Callable[..., Any],  # noqa: F811
+    make_page: Callable[..., Any],  # noqa: F811 (pytest passes the fixture imported above)
 ) -> None:
     page = await _pending(make_page)
     path = await page.path_of(ADELE)
@@ -332,7 +332,7 @@ async def test_id_tokens_that_do_not_prove_who_signed_in_are_refused(
 
 @pytest.mark.asyncio
 async def test_expired_cookies_and_another_sessions_csrf_token_act_on_nothing(
-    make_page: Callable[..., Any],  # noqa: F811
+    make_page: Callable[..., Any],  # noqa: F811 (pytest passes the fixture imported above)
     clock: Clock,
 ) -> None:
     page = await _pending(make_page)
@@ -365,7 +365,7 @@ async def test_expired_cookies_and_another_sessions_csrf_token_act_on_nothing(
 
 @pytest.mark.asyncio
 async def test_a_session_cookie_kept_after_signing_out_is_worth_nothing(
-    make_page: Callable[..., Any],  # noqa: F811
+    make_page: Callable[..., Any],  # noqa: F811 (pytest passes the fixture imported above)
 ) -> None:
     page = await _pending(make_page)
     path = await page.path_of(ADELE)

@@ -76,7 +76,7 @@ def page_links(card: dict[str, Any]) -> list[str]:
 async def page_storm(
     make_settings: Callable[..., Settings],
     clock: Clock,
-    tenant: SandboxTenant,  # noqa: F811
+    tenant: SandboxTenant,  # noqa: F811 (pytest passes the fixture imported above)
     connector: RecordingConnector,
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
